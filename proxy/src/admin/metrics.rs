@@ -1,0 +1,100 @@
+//! Prometheus metrics (contract §8). One registry of our own, so nothing another library puts
+//! into the default registry can collide with or hide our families.
+
+use once_cell::sync::Lazy;
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub static REGISTRY: Lazy<Registry> = Lazy::new(Registry::new);
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    REGISTRY.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    REGISTRY.register(Box::new(g.clone())).expect("metric registered once");
+    g
+}
+
+pub static REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
+    counter("certgate_requests_total", "Requests answered, by listener, status code and authorization decision.", &["listener", "code", "decision"])
+});
+
+pub static REQUEST_DURATION: Lazy<HistogramVec> = Lazy::new(|| {
+    let h = HistogramVec::new(
+        HistogramOpts::new("certgate_request_duration_seconds", "Time from request header to the end of the response.")
+            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+        &["listener"],
+    )
+    .expect("static metric definition");
+    REGISTRY.register(Box::new(h.clone())).expect("metric registered once");
+    h
+});
+
+pub static HANDSHAKES: Lazy<IntCounterVec> = Lazy::new(|| {
+    counter("certgate_handshakes_total", "TLS handshakes by result (ok/fail) and client-certificate reason.", &["listener", "result", "reason"])
+});
+
+pub static AUTHZ_DECISIONS: Lazy<IntCounterVec> = Lazy::new(|| {
+    counter("certgate_authz_decisions_total", "Policy decisions by decision and the permission that made it.", &["listener", "decision", "permission"])
+});
+
+pub static RELOADS: Lazy<IntCounterVec> = Lazy::new(|| {
+    counter("certgate_reloads_total", "Reloads of trust material and policy, by kind and result.", &["kind", "result"])
+});
+
+pub static CERT_NOT_AFTER: Lazy<GaugeVec> = Lazy::new(|| {
+    gauge("certgate_certificate_not_after_seconds", "notAfter of the server certificates and client CAs, unix seconds.", &["kind", "subject"])
+});
+
+pub static CRL_NEXT_UPDATE: Lazy<GaugeVec> = Lazy::new(|| {
+    gauge("certgate_crl_next_update_seconds", "nextUpdate of each loaded CRL, unix seconds.", &["issuer"])
+});
+
+pub static UPSTREAM_ERRORS: Lazy<IntCounterVec> = Lazy::new(|| {
+    counter("certgate_upstream_errors_total", "Failures talking to the upstream, by kind.", &["listener", "kind"])
+});
+
+pub static CONNECTIONS_ACTIVE: Lazy<IntGaugeVec> = Lazy::new(|| {
+    let g = IntGaugeVec::new(Opts::new("certgate_connections_active", "Client connections open now."), &["listener"])
+        .expect("static metric definition");
+    REGISTRY.register(Box::new(g.clone())).expect("metric registered once");
+    g
+});
+
+pub static CONNECTIONS_REFUSED: Lazy<IntCounterVec> = Lazy::new(|| {
+    counter("certgate_connections_refused_total", "Connections closed before TLS: limits and PROXY protocol.", &["listener", "reason"])
+});
+
+/// Touches every family so a scrape shows them all from the start (dashboards and alerts can
+/// tell "zero" from "missing").
+pub fn init() {
+    Lazy::force(&REQUESTS);
+    Lazy::force(&REQUEST_DURATION);
+    Lazy::force(&HANDSHAKES);
+    Lazy::force(&AUTHZ_DECISIONS);
+    Lazy::force(&RELOADS);
+    Lazy::force(&CERT_NOT_AFTER);
+    Lazy::force(&CRL_NEXT_UPDATE);
+    Lazy::force(&UPSTREAM_ERRORS);
+    Lazy::force(&CONNECTIONS_ACTIVE);
+    Lazy::force(&CONNECTIONS_REFUSED);
+    for kind in ["cert", "ca", "crl", "policy"] {
+        for result in ["ok", "error"] {
+            RELOADS.with_label_values(&[kind, result]);
+        }
+    }
+}
+
+/// The text exposition of every family.
+pub fn render() -> Vec<u8> {
+    let mut out = Vec::new();
+    // Encoding our own well-formed families into a Vec cannot fail.
+    let _ = TextEncoder::new().encode(&REGISTRY.gather(), &mut out);
+    out
+}

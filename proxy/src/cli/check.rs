@@ -1,0 +1,107 @@
+//! `certgate check`: everything `run` would load, loaded and reported, without serving.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::admin::report::{listener_report, ListenerReport};
+use crate::config::Config;
+use crate::policy::Policy;
+use crate::tls::trust::TrustState;
+
+pub fn check(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("config {}: OK", config.path.display());
+    if let Some(admin) = config.admin {
+        println!("admin http://{admin} (/healthz /readyz /status /metrics)");
+    }
+    let mut failed = false;
+    for l in &config.listeners {
+        let trust = match TrustState::load(&l.tls, 1) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: listener {}: {e}", l.name);
+                failed = true;
+                continue;
+            }
+        };
+        let policy = match &l.policy {
+            None => None,
+            Some(p) => match Policy::load(p) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    eprintln!("error: listener {}: {e}", l.name);
+                    failed = true;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = crate::tls::acceptor::ListenerTls::new(
+            &l.name,
+            &l.tls,
+            l.timeouts.handshake,
+            std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(trust)),
+        ) {
+            eprintln!("error: listener {}: {e}", l.name);
+            failed = true;
+            continue;
+        }
+        // Loaded again for the report: the acceptor took ownership of the first copy.
+        let Ok(trust) = TrustState::load(&l.tls, 1) else {
+            failed = true;
+            continue;
+        };
+        print_report(&listener_report(l, &trust, policy.as_ref()));
+    }
+    if failed {
+        eprintln!("check failed");
+        ExitCode::from(1)
+    } else {
+        println!("check passed");
+        ExitCode::SUCCESS
+    }
+}
+
+fn print_report(r: &ListenerReport) {
+    println!();
+    println!("listener {}: {} -> {}", r.name, r.listen.join(", "), r.upstream);
+    println!("  client_auth: {}{}", r.client_auth, if r.proxy_protocol { ", PROXY protocol" } else { "" });
+    let s = &r.server_certificate;
+    println!("  server certificate: {}", s.subject);
+    println!("    SANs: {}", if s.sans.is_empty() { "(none)".into() } else { s.sans.join(", ") });
+    println!("    notAfter: {} ({} days left)", s.not_after_text, s.days_left);
+    for ca in &r.client_cas {
+        println!("  client CA: {} (notAfter {}, {} days left)", ca.subject, ca.not_after_text, ca.days_left);
+    }
+    for crl in &r.crls {
+        println!(
+            "  CRL: {} from {}: {} revoked, nextUpdate {}{}",
+            crl.issuer,
+            crl.file,
+            crl.revoked,
+            crl.next_update_text.as_deref().unwrap_or("(none)"),
+            if crl.expired { " (EXPIRED)" } else { "" }
+        );
+    }
+    match &r.policy {
+        Some(p) => println!(
+            "  policy: {} ({}): {} permissions, {} routes, {} groups, {} users, sha256 {}",
+            p.files.first().map(String::as_str).unwrap_or(""),
+            p.mode,
+            p.permissions,
+            p.routes,
+            p.groups,
+            p.users,
+            &p.sha256[..p.sha256.len().min(16)]
+        ),
+        None => println!("  policy: none (every verified certificate is allowed)"),
+    }
+    for w in &r.warnings {
+        println!("  warning: {w}");
+    }
+}

@@ -1,0 +1,105 @@
+use super::*;
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml(text, Path::new("/etc/certgate/certgate.yaml"), |name| match name {
+        "PORT" => Some("9443".into()),
+        _ => None,
+    })
+}
+
+const MINIMAL: &str = "
+tls:
+  cert: certs/server.pem
+  key: certs/server-key.pem
+  client_ca: /abs/ca.pem
+listeners:
+  - name: controller
+    listen: 127.0.0.1:${PORT}
+    upstream: http://127.0.0.1:80
+";
+
+#[test]
+fn minimal_config_gets_contract_defaults() {
+    let c = load(MINIMAL).unwrap();
+    let l = &c.listeners[0];
+    assert_eq!(l.name, "controller");
+    assert_eq!(l.listen, vec!["127.0.0.1:9443".parse().unwrap()]);
+    assert_eq!(l.upstream.authority, "127.0.0.1:80");
+    assert_eq!(l.tls.cert, PathBuf::from("/etc/certgate/certs/server.pem"));
+    assert_eq!(l.tls.client_ca, Some(PathBuf::from("/abs/ca.pem")));
+    assert_eq!(l.tls.client_auth, ClientAuth::Optional);
+    assert_eq!(l.tls.min_version, TlsVersion::V1_2);
+    assert_eq!(l.tls.max_version, TlsVersion::V1_3);
+    assert_eq!(l.tls.alpn, vec![Alpn::H2, Alpn::Http11]);
+    assert_eq!(l.headers, vec![Dialect::NginxIngress]);
+    assert_eq!(l.timeouts.handshake, Duration::from_secs(10));
+    assert_eq!(l.timeouts.read, Duration::from_secs(300));
+    assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+    assert!(c.admin.is_none());
+    assert!(!l.forward_cert && !l.proxy_protocol);
+}
+
+#[test]
+fn listener_tls_overrides_single_keys() {
+    let text = format!(
+        "{MINIMAL}    tls:\n      client_auth: required\n      min_version: \"1.3\"\n    timeouts: {{ connect: 500ms, idle: 5m }}\n"
+    );
+    let c = load(&text).unwrap();
+    let l = &c.listeners[0];
+    assert_eq!(l.tls.client_auth, ClientAuth::Required);
+    assert_eq!(l.tls.min_version, TlsVersion::V1_3);
+    assert_eq!(l.tls.cert, PathBuf::from("/etc/certgate/certs/server.pem"));
+    assert_eq!(l.timeouts.connect, Duration::from_millis(500));
+    assert_eq!(l.timeouts.idle, Duration::from_secs(300));
+}
+
+fn error_of(text: &str) -> String {
+    load(text).unwrap_err().to_string()
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let msg = error_of(&MINIMAL.replace("    upstream:", "    upstraem: x\n    upstream:"));
+    assert!(msg.starts_with("/etc/certgate/certgate.yaml: "), "{msg}");
+    assert!(msg.contains("upstraem"), "{msg}");
+    assert!(msg.contains("line 9"), "{msg}");
+}
+
+#[test]
+fn required_without_client_ca_is_an_error_with_the_fix() {
+    let msg = error_of(
+        "tls: {cert: a.pem, key: b.pem, client_auth: required}\nlisteners: [{name: a, listen: 127.0.0.1:1, upstream: http://127.0.0.1:2}]",
+    );
+    assert!(msg.contains("listeners[0].tls.client_auth"), "{msg}");
+    assert!(msg.contains("client_ca"), "{msg}");
+}
+
+#[test]
+fn bad_values_are_named() {
+    for (text, key) in [
+        (MINIMAL.replace("http://127.0.0.1:80", "https://127.0.0.1:80"), "listeners[0].upstream"),
+        (MINIMAL.replace("127.0.0.1:${PORT}", "nowhere"), "listeners[0].listen"),
+        (format!("{MINIMAL}    root_token: short\n"), "listeners[0].root_token"),
+        (format!("{MINIMAL}    proxy_protocol_from: [10.0.0.0/33]\n"), "listeners[0].proxy_protocol_from"),
+        (format!("{MINIMAL}    timeouts: {{read: fast}}\n"), "listeners[0].timeouts.read"),
+        (format!("shutdown_grace: soon\n{MINIMAL}"), "shutdown_grace"),
+        (format!("{MINIMAL}  - name: controller\n    listen: 127.0.0.1:1\n    upstream: http://a:1\n"), "listeners[1].name"),
+    ] {
+        let msg = error_of(&text);
+        assert!(msg.contains(key), "expected {key} in: {msg}");
+    }
+}
+
+#[test]
+fn unset_variable_is_named() {
+    let msg = error_of(&MINIMAL.replace("${PORT}", "${NOPE}"));
+    assert!(msg.contains("NOPE") && msg.contains("line 8"), "{msg}");
+}
+
+#[test]
+fn enum_values_are_checked() {
+    let msg = error_of(&format!("{MINIMAL}    headers: [nginx]\n"));
+    assert!(msg.contains("nginx-ingress"), "{msg}");
+    let msg = error_of(&MINIMAL.replace("client_ca: /abs/ca.pem", "client_ca: /abs/ca.pem\n  client_auth: maybe"));
+    assert!(msg.contains("optional") && msg.contains("required"), "{msg}");
+}

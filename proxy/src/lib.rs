@@ -1,0 +1,16 @@
+//! certgate: a reverse-proxy sidecar on Pingora that puts mutual TLS in front of plain-HTTP
+//! services. Data flows one way: connection ([`listener`]) → identity ([`tls`]) → decision
+//! ([`policy`]) → upstream ([`proxy`]); [`reload`] swaps trust and policy underneath, [`admin`]
+//! shows what is going on.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod listener;
+pub mod pki;
+pub mod policy;
+pub mod proxy;
+pub mod reload;
+pub mod server;
+pub mod tls;

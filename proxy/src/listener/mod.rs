@@ -1,0 +1,154 @@
+//! A listener's connections, from accept to HTTP: connection limit, PROXY protocol, TLS
+//! handshake (with its own timeout and failure reasons), then Pingora's HTTP proxy for every
+//! request of the connection. Doing the handshake here rather than in Pingora's listener lets
+//! us count failed handshakes by reason and bound the handshake time per listener.
+
+pub mod proxy_protocol;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::protocols::{GetSocketDigest, Stream};
+use pingora::protocols::l4::stream::Stream as TcpStream;
+use pingora::protocols::SocketDigest;
+use std::os::fd::AsRawFd;
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+
+use crate::admin::metrics;
+use crate::config::ListenerConfig;
+use crate::proxy::CertgateProxy;
+use crate::tls::acceptor::{HandshakeFailure, ListenerTls};
+
+pub struct ListenerApp {
+    config: ListenerConfig,
+    tls: ListenerTls,
+    http: Arc<HttpProxy<CertgateProxy>>,
+    connections: AtomicUsize,
+    /// Process-wide count, watched by the drain.
+    open: Arc<AtomicUsize>,
+}
+
+/// Decrements the open-connection count however the connection ends.
+struct ConnectionSlot<'a> {
+    app: &'a ListenerApp,
+}
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        self.app.connections.fetch_sub(1, Ordering::AcqRel);
+        self.app.open.fetch_sub(1, Ordering::AcqRel);
+        metrics::CONNECTIONS_ACTIVE
+            .with_label_values(&[&self.app.config.name])
+            .dec();
+    }
+}
+
+impl ListenerApp {
+    pub fn new(config: ListenerConfig, tls: ListenerTls, http: HttpProxy<CertgateProxy>, open: Arc<AtomicUsize>) -> Self {
+        ListenerApp {
+            config,
+            tls,
+            http: Arc::new(http),
+            connections: AtomicUsize::new(0),
+            open,
+        }
+    }
+
+    fn admit(&self) -> Option<ConnectionSlot<'_>> {
+        let before = self.connections.fetch_add(1, Ordering::AcqRel);
+        if before >= self.config.limits.max_connections {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        self.open.fetch_add(1, Ordering::AcqRel);
+        metrics::CONNECTIONS_ACTIVE
+            .with_label_values(&[&self.config.name])
+            .inc();
+        Some(ConnectionSlot { app: self })
+    }
+
+    fn refused(&self, reason: &str) {
+        metrics::CONNECTIONS_REFUSED
+            .with_label_values(&[&self.config.name, reason])
+            .inc();
+    }
+
+    /// Reads the PROXY header and makes its source the connection's client address.
+    async fn proxy_protocol(&self, io: &mut TcpStream) -> Result<(), proxy_protocol::ProxyProtocolError> {
+        let peer = io
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        if let Some(ip) = peer {
+            if !proxy_protocol::source_allowed(&self.config.proxy_protocol_from, ip) {
+                return Err(proxy_protocol::ProxyProtocolError::UntrustedSource(ip));
+            }
+        }
+        let header = proxy_protocol::read_header(io, self.config.timeouts.handshake).await?;
+        tracing::debug!(listener = %self.config.name, ?header, "PROXY header");
+        if let (Some(source), Some(old)) = (header.source, io.get_socket_digest()) {
+            let digest = SocketDigest::from_raw_fd(io.as_raw_fd());
+            let _ = digest.peer_addr.set(Some(PingoraAddr::Inet(source)));
+            if let Some(local) = old.local_addr() {
+                let _ = digest.local_addr.set(Some(local.clone()));
+            }
+            io.set_socket_digest(digest);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ServerApp for ListenerApp {
+    async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let name = &self.config.name;
+        // Our listeners are plain TCP to Pingora; TLS is ours to run (see the module docs).
+        let Ok(io) = io.into_any().downcast::<TcpStream>() else {
+            tracing::error!(listener = %name, "unexpected stream type; closing");
+            return None;
+        };
+        let mut io = *io;
+        let Some(_slot) = self.admit() else {
+            self.refused("max_connections");
+            return None;
+        };
+        if self.config.proxy_protocol {
+            if let Err(e) = self.proxy_protocol(&mut io).await {
+                tracing::info!(listener = %name, error = %e, "connection refused");
+                self.refused(e.label());
+                return None;
+            }
+        }
+        let tls = match self.tls.handshake(io).await {
+            Ok(tls) => tls,
+            Err(failure) => {
+                metrics::HANDSHAKES
+                    .with_label_values(&[name, "fail", failure.label()])
+                    .inc();
+                if let HandshakeFailure::Client(f) = failure {
+                    tracing::info!(listener = %name, reason = f.reason(), "client certificate refused in the handshake");
+                }
+                return None;
+            }
+        };
+        let (result, reason) = match tls
+            .ssl_digest()
+            .and_then(|d| d.extension.get::<crate::tls::acceptor::ConnAuth>().map(|c| c.verdict.as_ref().err().copied()))
+        {
+            Some(None) => ("ok", "verified"),
+            Some(Some(crate::tls::verify::AuthFailure::NoCertificate)) | None => ("ok", "no_certificate"),
+            Some(Some(f)) => ("fail", f.label()),
+        };
+        metrics::HANDSHAKES.with_label_values(&[name, result, reason]).inc();
+
+        // Keep-alive: Pingora hands the connection back after each HTTP/1.1 request.
+        let mut next: Option<Stream> = Some(Box::new(tls));
+        while let Some(stream) = next.take() {
+            next = self.http.process_new(stream, shutdown).await;
+        }
+        None
+    }
+}

@@ -1,0 +1,161 @@
+//! `certgate run`: config → validated model → trust states and policies → one Pingora service
+//! per listener, the admin endpoint, the reloader, and the signal handling that drains.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::listening::Service;
+
+use crate::admin;
+use crate::admin::metrics;
+use crate::config::Config;
+use crate::listener::ListenerApp;
+use crate::policy::Policy;
+use crate::proxy::{CertgateProxy, Listener};
+use crate::tls::acceptor::ListenerTls;
+use crate::tls::trust::TrustState;
+
+/// Outcome of the last reload, for `/status`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    pub at: Option<String>,
+    pub result: Option<String>,
+    pub error: Option<String>,
+}
+
+/// What the running process shares between its proxy, admin endpoint and reloader.
+pub struct Shared {
+    pub config: Config,
+    pub listeners: Vec<Arc<Listener>>,
+    pub draining: AtomicBool,
+    pub started: AtomicBool,
+    pub last_reload: Mutex<ReloadStatus>,
+    /// Open client connections over all listeners, so a drain can end as soon as they are gone.
+    pub open_connections: Arc<AtomicUsize>,
+}
+
+/// Loads the trust state and policy of every listener. Used at start and by `check`.
+pub fn load_listeners(config: &Config) -> anyhow::Result<Vec<Arc<Listener>>> {
+    let mut out = Vec::new();
+    for l in &config.listeners {
+        let trust = TrustState::load(&l.tls, 1).map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
+        let policy = match &l.policy {
+            Some(p) => Some(Arc::new(Policy::load(p).map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?)),
+            None => None,
+        };
+        out.push(Arc::new(Listener {
+            config: l.clone(),
+            trust: Arc::new(ArcSwap::from_pointee(trust)),
+            policy: Arc::new(ArcSwapOption::new(policy)),
+        }));
+    }
+    Ok(out)
+}
+
+/// Builds everything, then serves until SIGTERM/SIGINT. Returns after the drain.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    metrics::init();
+    let listeners = load_listeners(&config)?;
+    let shared = Arc::new(Shared {
+        listeners,
+        draining: AtomicBool::new(false),
+        started: AtomicBool::new(false),
+        last_reload: Mutex::new(ReloadStatus::default()),
+        open_connections: Arc::new(AtomicUsize::new(0)),
+        config,
+    });
+    crate::reload::publish_gauges(&shared);
+
+    let conf = ServerConf {
+        threads: shared.config.threads,
+        grace_period_seconds: Some(shared.config.shutdown_grace.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let conf = server.configuration.clone();
+
+    for listener in &shared.listeners {
+        let cfg = &listener.config;
+        let tls = ListenerTls::new(&cfg.name, &cfg.tls, cfg.timeouts.handshake, listener.trust.clone())
+            .map_err(|e| anyhow::anyhow!("{}: listener {}: {e}", shared.config.path.display(), cfg.name))?;
+        let mut http = pingora::proxy::HttpProxy::new(CertgateProxy::new(listener.clone()), conf.clone());
+        http.handle_init_modules();
+        let mut options = HttpServerOptions::default();
+        options.h2_idle_timeout = Some(cfg.timeouts.idle);
+        http.server_options = Some(options);
+        let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+        // Large windows keep multi-GB registry transfers over HTTP/2 from crawling.
+        h2.initial_window_size(8 << 20).initial_connection_window_size(16 << 20);
+        http.h2_options = Some(h2);
+        let app = ListenerApp::new(cfg.clone(), tls, http, shared.open_connections.clone());
+        let mut service = Service::new(format!("listener {}", cfg.name), app);
+        for addr in &cfg.listen {
+            service.add_tcp(&addr.to_string());
+        }
+        server.add_service(service);
+    }
+
+    if let Some(addr) = shared.config.admin {
+        admin::spawn(addr, shared.clone())?;
+    }
+    crate::reload::spawn(shared.clone())?;
+    shared.started.store(true, Ordering::Release);
+    tracing::info!(
+        listeners = ?shared.config.listeners.iter().map(|l| (&l.name, &l.listen)).collect::<Vec<_>>(),
+        admin = ?shared.config.admin,
+        "certgate started"
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainOnSignal { shared: shared.clone() }),
+    });
+    Ok(())
+}
+
+/// SIGTERM and SIGINT both drain (Pingora's default makes SIGINT a fast stop). The drain ends
+/// when the last connection closes or `shutdown_grace` runs out, whichever comes first.
+struct DrainOnSignal {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for DrainOnSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            tracing::error!("cannot install SIGTERM/SIGINT handlers; stop certgate with SIGKILL");
+            return std::future::pending().await;
+        };
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        self.shared.draining.store(true, Ordering::Release);
+        let grace = self.shared.config.shutdown_grace;
+        tracing::info!(signal = which, grace = ?grace, "draining: no new connections, in-flight requests may finish");
+        let open = self.shared.open_connections.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + grace;
+            // Pingora stops accepting right after this returns; give it a moment so a
+            // connection accepted just before counts.
+            std::thread::sleep(Duration::from_millis(100));
+            while open.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            tracing::info!(open = open.load(Ordering::Acquire), "drained; exiting");
+            std::process::exit(0);
+        });
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}

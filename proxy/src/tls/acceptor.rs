@@ -1,0 +1,286 @@
+//! The TLS side of a listener: a static `SslAcceptor` for what needs a restart to change
+//! (versions, ciphers, ALPN), and per-handshake callbacks that take the server certificate, the
+//! client CA store and the CRLs from the listener's current [`TrustState`], so reloads reach the
+//! next handshake without rebuilding the acceptor.
+//!
+//! Session resumption is off: OpenSSL skips the certificate callback and chain verification on
+//! a resumed session, which would let a revoked or no-longer-trusted client back in.
+
+use std::any::Any;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use openssl::ssl::{
+    AlpnError, SslAcceptor, SslMethod, SslOptions, SslSessionCacheMode,
+    SslVerifyMode, SslVersion,
+};
+use openssl::stack::Stack;
+use openssl::x509::{X509Name, X509VerifyResult, X509};
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::server::handshake_with_callback;
+use pingora::protocols::tls::SslStream;
+use pingora::protocols::l4::stream::Stream as TcpStream;
+use pingora::tls::ext;
+use pingora::tls::ssl::SslRef;
+
+use crate::config::{Alpn, ClientAuth, TlsConfig, TlsVersion};
+use crate::tls::identity::Identity;
+use crate::tls::trust::TrustState;
+use crate::tls::verify::AuthFailure;
+
+/// How a handshake ended badly, for the handshake metric and the debug log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The client certificate was refused (`client_auth: required`).
+    Client(AuthFailure),
+    /// Not finished within `timeouts.handshake`.
+    Timeout,
+    /// Anything else: not TLS, no shared version or cipher, the peer went away.
+    Protocol,
+}
+
+impl HandshakeFailure {
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeFailure::Client(f) => f.label(),
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Protocol => "protocol",
+        }
+    }
+}
+
+/// What a connection's handshake established about the client. Stored in the TLS digest, so
+/// every request of the connection (HTTP/1.1 keep-alive or HTTP/2 streams) finds it.
+pub struct ConnAuth {
+    /// The identity when the certificate verified, else why not.
+    pub verdict: Result<Arc<Identity>, AuthFailure>,
+    /// The chain OpenSSL verified (leaf first), kept to re-check it after a reload.
+    chain: Vec<X509>,
+    generation: u64,
+    /// (trust generation, verdict under it), so the re-check runs once per reload, not per request.
+    recheck: Mutex<(u64, Result<(), AuthFailure>)>,
+}
+
+impl ConnAuth {
+    /// The identity as of the current trust state: a certificate revoked, expired or no longer
+    /// trusted since the handshake loses it on its next request.
+    pub fn identity(&self, state: &TrustState) -> Result<&Arc<Identity>, AuthFailure> {
+        let identity = self.verdict.as_ref().map_err(|f| *f)?;
+        if state.generation == self.generation {
+            return Ok(identity);
+        }
+        let mut cached = self.recheck.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.0 != state.generation {
+            *cached = (state.generation, state.reverify(&self.chain));
+        }
+        cached.1.map(|()| identity)
+    }
+}
+
+/// One listener's TLS: static settings plus the swappable trust state.
+pub struct ListenerTls {
+    acceptor: SslAcceptor,
+    client_auth: ClientAuth,
+    handshake_timeout: Duration,
+    pub state: Arc<ArcSwap<TrustState>>,
+}
+
+impl ListenerTls {
+    pub fn new(
+        listener: &str,
+        tls: &TlsConfig,
+        handshake_timeout: Duration,
+        state: Arc<ArcSwap<TrustState>>,
+    ) -> Result<ListenerTls, String> {
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
+            .map_err(|e| format!("cannot create the TLS acceptor: {e}"))?;
+        let version = |v: TlsVersion| match v {
+            TlsVersion::V1_2 => SslVersion::TLS1_2,
+            TlsVersion::V1_3 => SslVersion::TLS1_3,
+        };
+        b.set_min_proto_version(Some(version(tls.min_version)))
+            .and_then(|_| b.set_max_proto_version(Some(version(tls.max_version))))
+            .map_err(|e| format!("tls.min_version/max_version: {e}"))?;
+        if let Some(ciphers) = &tls.ciphers {
+            b.set_cipher_list(ciphers).map_err(|e| {
+                format!("tls.ciphers: OpenSSL accepts none of `{ciphers}` ({e}); see `openssl ciphers -v`")
+            })?;
+        }
+        if let Some(suites) = &tls.ciphersuites {
+            b.set_ciphersuites(suites).map_err(|e| {
+                format!("tls.ciphersuites: OpenSSL rejects `{suites}` ({e}); e.g. TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384")
+            })?;
+        }
+        let mut wire = Vec::new();
+        for a in &tls.alpn {
+            let p: &[u8] = match a {
+                Alpn::H2 => b"h2",
+                Alpn::Http11 => b"http/1.1",
+            };
+            wire.push(p.len() as u8);
+            wire.extend_from_slice(p);
+        }
+        b.set_alpn_select_callback(move |_, client| select_alpn(&wire, client).ok_or(AlpnError::NOACK));
+        b.set_session_id_context(listener.as_bytes())
+            .map_err(|e| format!("session id context: {e}"))?;
+        b.set_options(SslOptions::NO_TICKET | SslOptions::NO_RENEGOTIATION);
+        b.set_session_cache_mode(SslSessionCacheMode::OFF);
+        b.set_num_tickets(0).map_err(|e| format!("tickets: {e}"))?;
+        Ok(ListenerTls {
+            acceptor: b.build(),
+            client_auth: tls.client_auth,
+            handshake_timeout,
+            state,
+        })
+    }
+
+    /// Runs the TLS handshake of one connection, within the handshake timeout.
+    pub async fn handshake(&self, io: TcpStream) -> Result<SslStream<TcpStream>, HandshakeFailure> {
+        let callbacks = HandshakeCallbacks {
+            tls: self,
+            refused: Arc::new(Mutex::new(None)),
+        };
+        let refused = callbacks.refused.clone();
+        match tokio::time::timeout(
+            self.handshake_timeout,
+            handshake_with_callback(&self.acceptor, io, &callbacks),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => {
+                let refused = *refused.lock().unwrap_or_else(|p| p.into_inner());
+                tracing::debug!(error = %e, "TLS handshake failed");
+                Err(match refused {
+                    Some(f) => HandshakeFailure::Client(f),
+                    None if self.client_auth == ClientAuth::Required && is_missing_cert(&e) => {
+                        HandshakeFailure::Client(AuthFailure::NoCertificate)
+                    }
+                    None => HandshakeFailure::Protocol,
+                })
+            }
+            Err(_) => Err(HandshakeFailure::Timeout),
+        }
+    }
+}
+
+/// The first of our protocols (in configured order) that the client offers, as a slice of the
+/// client's list (the ALPN callback must return memory OpenSSL owns).
+fn select_alpn<'c>(ours: &[u8], client: &'c [u8]) -> Option<&'c [u8]> {
+    let theirs = alpn_protocols(client);
+    alpn_protocols(ours)
+        .into_iter()
+        .find_map(|p| theirs.iter().find(|t| **t == p).copied())
+}
+
+/// Splits an ALPN wire list (length-prefixed protocol names).
+fn alpn_protocols(mut list: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while let Some((&len, rest)) = list.split_first() {
+        let Some((p, rest)) = rest.split_at_checked(len as usize) else {
+            break;
+        };
+        out.push(p);
+        list = rest;
+    }
+    out
+}
+
+/// OpenSSL's reason when a `required` listener got no certificate.
+fn is_missing_cert(e: &pingora::Error) -> bool {
+    let text = e.to_string();
+    text.contains("peer did not return a certificate") || text.contains("certificate required")
+}
+
+/// Per-handshake callbacks: they carry a slot for the reason a client certificate was refused,
+/// which OpenSSL otherwise only reports as an alert.
+struct HandshakeCallbacks<'a> {
+    tls: &'a ListenerTls,
+    refused: Arc<Mutex<Option<AuthFailure>>>,
+}
+
+#[async_trait]
+impl TlsAccept for HandshakeCallbacks<'_> {
+    async fn certificate_callback(&self, ssl: &mut SslRef) {
+        let state = self.tls.state.load_full();
+        let server = &state.server;
+        // A failure here leaves the SSL without a certificate, and the handshake fails cleanly.
+        let _ = ext::ssl_use_certificate(ssl, &server.cert);
+        let _ = ext::ssl_use_private_key(ssl, &server.key);
+        for c in &server.chain {
+            let _ = ext::ssl_add_chain_cert(ssl, c);
+        }
+        let Some(client) = &state.client else {
+            ssl.set_verify(SslVerifyMode::NONE);
+            return;
+        };
+        let _ = ext::ssl_set_verify_cert_store(ssl, &client.store);
+        if let Ok(mut names) = Stack::<X509Name>::new() {
+            for n in &client.ca_names {
+                if let Ok(n) = openssl::x509::X509NameRef::to_owned(n) {
+                    let _ = names.push(n);
+                }
+            }
+            ssl.set_client_ca_list(names);
+        }
+        let optional = self.tls.client_auth == ClientAuth::Optional;
+        let mode = if optional {
+            SslVerifyMode::PEER
+        } else {
+            SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT
+        };
+        let refused = self.refused.clone();
+        let record = move |f: AuthFailure| {
+            let mut slot = refused.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(f);
+        };
+        ssl.set_verify_callback(mode, move |ok, ctx| {
+            if !ok {
+                record(AuthFailure::from_verify_code(ctx.error().as_raw()));
+                return optional;
+            }
+            // Depth 0 comes last: OpenSSL has built and checked the whole chain, so our CRL
+            // policy (issuer without CRL is not checked; crl_expired) can run on it.
+            if ctx.error_depth() == 0 {
+                let verdict = match ctx.chain() {
+                    Some(chain) => state.check_revocation(chain.iter()),
+                    None => Err(AuthFailure::BadCertificate),
+                };
+                if let Err(f) = verdict {
+                    ctx.set_error(f.verify_result());
+                    record(f);
+                    return optional;
+                }
+            }
+            true
+        });
+    }
+
+    async fn handshake_complete_callback(&self, ssl: &SslRef) -> Option<Arc<dyn Any + Send + Sync>> {
+        let generation = self.tls.state.load().generation;
+        let refused = *self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        let peer = ssl.peer_certificate();
+        let verdict = match (peer, refused) {
+            (None, _) => Err(AuthFailure::NoCertificate),
+            (Some(_), Some(f)) => Err(f),
+            (Some(_), None) if ssl.verify_result() != X509VerifyResult::OK => Err(
+                AuthFailure::from_verify_code(ssl.verify_result().as_raw()),
+            ),
+            (Some(cert), None) => Identity::from_x509(&cert)
+                .map(Arc::new)
+                .map_err(|_| AuthFailure::BadCertificate),
+        };
+        let chain = ssl
+            .verified_chain()
+            .map(|c| c.iter().map(|x| x.to_owned()).collect())
+            .unwrap_or_default();
+        Some(Arc::new(ConnAuth {
+            verdict,
+            chain,
+            generation,
+            recheck: Mutex::new((generation, Ok(()))),
+        }))
+    }
+}

@@ -1,0 +1,8 @@
+//! TLS termination and client identity: the acceptor, the trust store it verifies against, and
+//! the identity read from a verified certificate.
+
+pub mod acceptor;
+pub mod dn;
+pub mod identity;
+pub mod trust;
+pub mod verify;

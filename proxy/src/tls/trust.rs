@@ -1,0 +1,350 @@
+//! Trust material of one listener: the server certificate it presents and the client CA bundle
+//! and CRLs it verifies against. A [`TrustState`] is built whole from files and validated before
+//! anyone sees it; the acceptor reads the current one from an `ArcSwap` on every handshake, so a
+//! reload is one pointer swap and a broken file never replaces a good state.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openssl::asn1::{Asn1Time, Asn1TimeRef};
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::stack::Stack;
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::verify::X509VerifyFlags;
+use openssl::x509::{X509Crl, X509CrlRef, X509Name, X509Ref, X509StoreContext, X509};
+
+use crate::config::{CrlExpired, TlsConfig};
+use crate::tls::dn::rfc2253;
+use crate::tls::verify::AuthFailure;
+
+/// A trust-material problem: which file, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", file.display())]
+pub struct TrustError {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+fn terr(file: &Path, message: impl Into<String>) -> TrustError {
+    TrustError {
+        file: file.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// A file as it was read, for `/status` and `check`.
+#[derive(Clone, Debug)]
+pub struct LoadedFile {
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+/// The server certificate chain and its key.
+pub struct ServerCert {
+    pub cert: X509,
+    pub chain: Vec<X509>,
+    pub key: PKey<Private>,
+}
+
+/// One loaded CRL, already checked to be signed by a CA of the bundle.
+pub struct LoadedCrl {
+    pub crl: X509Crl,
+    pub file: PathBuf,
+    pub issuer_dn: String,
+    pub this_update: i64,
+    pub next_update: Option<i64>,
+    pub revoked_count: usize,
+}
+
+impl LoadedCrl {
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.next_update.is_some_and(|n| n < now)
+    }
+}
+
+/// The client CA bundle and the CRLs of its CAs.
+pub struct ClientTrust {
+    pub store: X509Store,
+    pub ca_certs: Vec<X509>,
+    pub ca_names: Vec<X509Name>,
+    /// CRLs keyed by the SHA-256 of their issuing CA certificate.
+    crls_by_issuer: HashMap<[u8; 32], Vec<usize>>,
+    pub crls: Vec<LoadedCrl>,
+}
+
+/// Everything one listener trusts and presents, at one moment.
+pub struct TrustState {
+    /// Increases with every successful reload; connections re-check their chain when it moved.
+    pub generation: u64,
+    pub server: ServerCert,
+    pub client: Option<ClientTrust>,
+    pub crl_expired: CrlExpired,
+    pub files: Vec<LoadedFile>,
+    pub loaded_at: SystemTime,
+}
+
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Seconds since the epoch of an ASN.1 time.
+pub fn asn1_unix(t: &Asn1TimeRef) -> i64 {
+    Asn1Time::from_unix(0)
+        .ok()
+        .and_then(|epoch| epoch.diff(t).ok())
+        .map(|d| d.days as i64 * 86_400 + d.secs as i64)
+        .unwrap_or(0)
+}
+
+pub fn sha256_der(cert: &X509Ref) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if let Ok(d) = cert.digest(MessageDigest::sha256()) {
+        out.copy_from_slice(&d);
+    }
+    out
+}
+
+fn read(path: &Path, files: &mut Vec<LoadedFile>) -> Result<Vec<u8>, TrustError> {
+    let bytes = std::fs::read(path).map_err(|e| terr(path, format!("cannot read: {e}")))?;
+    files.push(LoadedFile {
+        path: path.to_path_buf(),
+        sha256: hex::encode(openssl::sha::sha256(&bytes)),
+    });
+    Ok(bytes)
+}
+
+impl TrustState {
+    /// Loads and cross-checks every file of `tls`. Nothing is shared with an older state.
+    pub fn load(tls: &TlsConfig, generation: u64) -> Result<TrustState, TrustError> {
+        let mut files = Vec::new();
+        let server = load_server(&tls.cert, &tls.key, &mut files)?;
+        let client = match &tls.client_ca {
+            None => None,
+            Some(ca) => Some(load_client_trust(ca, &tls.crl, &mut files)?),
+        };
+        Ok(TrustState {
+            generation,
+            server,
+            client,
+            crl_expired: tls.crl_expired,
+            files,
+            loaded_at: SystemTime::now(),
+        })
+    }
+
+    /// The revocation and CRL-freshness check of a verified chain (leaf first, as OpenSSL built
+    /// it). Each certificate is checked against the CRLs of its issuer, when any are loaded.
+    pub fn check_revocation<'a>(
+        &self,
+        chain: impl IntoIterator<Item = &'a X509Ref>,
+    ) -> Result<(), AuthFailure> {
+        let Some(client) = &self.client else {
+            return Ok(());
+        };
+        if client.crls.is_empty() {
+            return Ok(());
+        }
+        let now = now_unix();
+        let chain: Vec<&X509Ref> = chain.into_iter().collect();
+        for pair in chain.windows(2) {
+            let (cert, issuer) = (pair[0], pair[1]);
+            let Some(indexes) = client.crls_by_issuer.get(&sha256_der(issuer)) else {
+                continue;
+            };
+            for &i in indexes {
+                let loaded = &client.crls[i];
+                if loaded.is_expired(now) && self.crl_expired == CrlExpired::Reject {
+                    return Err(AuthFailure::CrlExpired);
+                }
+                if is_revoked(&loaded.crl, cert) {
+                    return Err(AuthFailure::Revoked);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-verifies a chain accepted under an older state against this one: still chains to
+    /// the (possibly new) CA bundle, still within validity, not revoked by the current CRLs.
+    pub fn reverify(&self, chain: &[X509]) -> Result<(), AuthFailure> {
+        let Some(client) = &self.client else {
+            return Err(AuthFailure::UnknownCa);
+        };
+        let Some((leaf, rest)) = chain.split_first() else {
+            return Err(AuthFailure::NoCertificate);
+        };
+        let mut untrusted = Stack::new().map_err(|_| AuthFailure::BadCertificate)?;
+        for c in rest {
+            untrusted
+                .push(c.clone())
+                .map_err(|_| AuthFailure::BadCertificate)?;
+        }
+        let mut ctx = X509StoreContext::new().map_err(|_| AuthFailure::BadCertificate)?;
+        let verdict = ctx
+            .init(&client.store, leaf, &untrusted, |c| {
+                let ok = c.verify_cert()?;
+                let chain: Vec<X509> = c
+                    .chain()
+                    .map(|s| s.iter().map(|x| x.to_owned()).collect())
+                    .unwrap_or_default();
+                Ok((ok, c.error().as_raw(), chain))
+            })
+            .map_err(|_| AuthFailure::BadCertificate)?;
+        match verdict {
+            (true, _, new_chain) => self.check_revocation(new_chain.iter().map(|c| c.as_ref())),
+            (false, code, _) => Err(AuthFailure::from_verify_code(code)),
+        }
+    }
+
+    /// True while any loaded CRL is past its nextUpdate (`/readyz` turns 503).
+    pub fn has_expired_crl(&self) -> bool {
+        let now = now_unix();
+        self.client
+            .as_ref()
+            .is_some_and(|c| c.crls.iter().any(|crl| crl.is_expired(now)))
+    }
+}
+
+fn is_revoked(crl: &X509CrlRef, cert: &X509Ref) -> bool {
+    use openssl::x509::CrlStatus;
+    // get_by_cert wants an owned handle; to_owned is a reference-count increment.
+    !matches!(crl.get_by_cert(&cert.to_owned()), CrlStatus::NotRevoked)
+}
+
+fn load_server(cert: &Path, key: &Path, files: &mut Vec<LoadedFile>) -> Result<ServerCert, TrustError> {
+    let pem = read(cert, files)?;
+    let mut certs = X509::stack_from_pem(&pem)
+        .map_err(|e| terr(cert, format!("not a PEM certificate chain ({e}); the file must hold `-----BEGIN CERTIFICATE-----` blocks, leaf first")))?;
+    if certs.is_empty() {
+        return Err(terr(cert, "holds no certificate; put the server certificate (leaf first, then intermediates) in PEM"));
+    }
+    let leaf = certs.remove(0);
+    let key_pem = read(key, files)?;
+    let key_text = String::from_utf8_lossy(&key_pem);
+    if key_text.contains("ENCRYPTED") {
+        return Err(terr(
+            key,
+            format!(
+                "the private key is encrypted; certgate needs it unencrypted (mode 0600): decrypt it with `openssl pkey -in {0} -out {0}.plain` and point tls.key at the result",
+                key.display()
+            ),
+        ));
+    }
+    let pkey = PKey::private_key_from_pem(&key_pem).map_err(|e| {
+        terr(key, format!("not a PEM private key ({e}); PKCS#8, PKCS#1 (RSA) and SEC1 (EC) keys are accepted"))
+    })?;
+    let matches = leaf
+        .public_key()
+        .map(|public| public.public_eq(&pkey))
+        .unwrap_or(false);
+    if !matches {
+        return Err(terr(
+            key,
+            format!("does not match the certificate in {}; give the key the certificate was issued for", cert.display()),
+        ));
+    }
+    Ok(ServerCert {
+        cert: leaf,
+        chain: certs,
+        key: pkey,
+    })
+}
+
+fn load_client_trust(ca: &Path, crl_files: &[PathBuf], files: &mut Vec<LoadedFile>) -> Result<ClientTrust, TrustError> {
+    let pem = read(ca, files)?;
+    let ca_certs = X509::stack_from_pem(&pem)
+        .map_err(|e| terr(ca, format!("not a PEM CA bundle ({e})")))?;
+    if ca_certs.is_empty() {
+        return Err(terr(ca, "holds no certificate; put the client CA certificates (roots and intermediates) in PEM"));
+    }
+    let mut builder = X509StoreBuilder::new().map_err(|e| terr(ca, e.to_string()))?;
+    for c in &ca_certs {
+        builder
+            .add_cert(c.clone())
+            .map_err(|e| terr(ca, format!("cannot add {}: {e}", rfc2253(c.subject_name()))))?;
+    }
+    // Every certificate of the bundle is a trust anchor, so a bundle may hold just the issuing
+    // intermediate, as operators expect from "the CAs I trust".
+    builder
+        .set_flags(X509VerifyFlags::PARTIAL_CHAIN)
+        .map_err(|e| terr(ca, e.to_string()))?;
+    let store = builder.build();
+    let ca_names = ca_certs
+        .iter()
+        .filter_map(|c| c.subject_name().to_owned().ok())
+        .collect();
+
+    let mut crls = Vec::new();
+    let mut crls_by_issuer: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
+    for file in crl_files {
+        let bytes = read(file, files)?;
+        for crl in parse_crls(&bytes).map_err(|m| terr(file, m))? {
+            let issuer = ca_certs.iter().find(|c| {
+                c.subject_name().try_cmp(crl.issuer_name()).ok() == Some(std::cmp::Ordering::Equal)
+                    && c.public_key().and_then(|k| crl.verify(&k)).unwrap_or(false)
+            });
+            let Some(issuer) = issuer else {
+                return Err(terr(
+                    file,
+                    format!(
+                        "the CRL of {} is not signed by any CA in {}; add its CA to client_ca or remove the CRL",
+                        rfc2253(crl.issuer_name()),
+                        ca.display()
+                    ),
+                ));
+            };
+            let loaded = LoadedCrl {
+                issuer_dn: rfc2253(crl.issuer_name()),
+                this_update: asn1_unix(crl.last_update()),
+                next_update: crl.next_update().map(asn1_unix),
+                revoked_count: crl.get_revoked().map(|r| r.len()).unwrap_or(0),
+                file: file.clone(),
+                crl,
+            };
+            crls_by_issuer
+                .entry(sha256_der(issuer))
+                .or_default()
+                .push(crls.len());
+            crls.push(loaded);
+        }
+    }
+    Ok(ClientTrust {
+        store,
+        ca_certs,
+        ca_names,
+        crls_by_issuer,
+        crls,
+    })
+}
+
+/// A CRL file is PEM (one or more `X509 CRL` blocks) or a single DER CRL.
+fn parse_crls(bytes: &[u8]) -> Result<Vec<X509Crl>, String> {
+    const BEGIN: &str = "-----BEGIN X509 CRL-----";
+    const END: &str = "-----END X509 CRL-----";
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return X509Crl::from_der(bytes)
+            .map(|c| vec![c])
+            .map_err(|e| format!("not a PEM or DER CRL ({e})"));
+    };
+    if !text.contains(BEGIN) {
+        return X509Crl::from_der(bytes)
+            .map(|c| vec![c])
+            .map_err(|e| format!("not a PEM or DER CRL ({e}); expected `{BEGIN}` blocks"));
+    }
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(end) = rest[start..].find(END) else {
+            return Err(format!("a CRL block has no `{END}` line"));
+        };
+        let block = &rest[start..start + end + END.len()];
+        out.push(X509Crl::from_pem(block.as_bytes()).map_err(|e| format!("a CRL block does not parse ({e})"))?);
+        rest = &rest[start + end + END.len()..];
+    }
+    Ok(out)
+}
