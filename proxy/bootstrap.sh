@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what building and testing certgate needs on a Debian/Ubuntu machine (when it can),
+# or says what to install (when it cannot), then runs the requested step:
+#   proxy/bootstrap.sh demo   build and run `certgate demo` (extra args go to the demo)
+#   proxy/bootstrap.sh test   formatting, lints, and every test
+#   proxy/bootstrap.sh        only install
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step="${1:-}"
+[ $# -gt 0 ] && shift
+
+# cmake: pingora's zlib-ng; perl+make+gcc: the vendored OpenSSL; curl/openssl/haproxy: tests.
+need=()
+for tool in cmake perl make gcc; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
+if [ "$step" = test ]; then
+  for tool in curl openssl haproxy; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  apt=(apt-get)
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then apt=(sudo apt-get); else apt=(); fi
+  fi
+  if [ ${#apt[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    "${apt[@]}" update -qq >/dev/null
+    "${apt[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "bootstrap: certgate's build needs: ${need[*]}" >&2
+    echo "           install them (Debian/Ubuntu: sudo apt-get install ${need[*]}) and run this again" >&2
+    exit 1
+  fi
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "bootstrap: no cargo on PATH; install Rust (https://rustup.rs) and run this again" >&2
+  exit 1
+fi
+
+case "$step" in
+  demo) exec cargo run -q -p certgate -- demo "$@" ;;
+  test)
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -q -- -D warnings
+    exec cargo test --workspace "$@"
+    ;;
+  "") ;;
+  *) echo "usage: proxy/bootstrap.sh [demo|test]" >&2; exit 2 ;;
+esac
