@@ -1,12 +1,27 @@
-//! Live reload of trust material and policy. (Watcher lands with the reload issue; for now the
-//! gauges that describe what is loaded, and a SIGHUP handler so SIGHUP never kills the process.)
+//! Live reload of trust material and policy (contract §7).
+//!
+//! Every directory holding a file the config names is watched (not the files: atomic renames
+//! and Kubernetes `..data` symlink swaps replace inodes). Any create/modify/remove event there,
+//! or SIGHUP, schedules a reload after a short quiet period. A reload builds the new trust state
+//! and policy of every listener first and swaps only if all of it is valid; otherwise the old
+//! state keeps serving and the error is logged, counted and shown in `/status`.
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{EventKind, RecursiveMode, Watcher};
 
 use crate::admin::metrics;
-use crate::server::Shared;
+use crate::admin::report::listener_report;
+use crate::policy::Policy;
+use crate::server::{now_rfc3339, ReloadStatus, Shared};
 use crate::tls::dn::rfc2253;
-use crate::tls::trust::asn1_unix;
+use crate::tls::trust::{asn1_unix, now_unix, TrustState};
+
+/// Quiet time after the last file event before reloading (editors and `kubectl` write in bursts).
+const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Sets the expiry gauges from what is loaded now.
 pub fn publish_gauges(shared: &Shared) {
@@ -32,6 +47,233 @@ pub fn publish_gauges(shared: &Shared) {
     }
 }
 
-pub fn spawn(_shared: Arc<Shared>) -> anyhow::Result<()> {
+/// The reload kind a failing file belongs to, for `certgate_reloads_total{kind}`.
+fn kind_of(shared: &Shared, file: &Path) -> &'static str {
+    for l in &shared.listeners {
+        let tls = &l.config.tls;
+        if tls.cert == file || tls.key == file {
+            return "cert";
+        }
+        if tls.client_ca.as_deref() == Some(file) {
+            return "ca";
+        }
+        if tls.crl.iter().any(|c| c == file) {
+            return "crl";
+        }
+    }
+    "policy"
+}
+
+/// One listener's freshly built state.
+struct Candidate {
+    trust: Option<TrustState>,
+    trust_kinds: Vec<&'static str>,
+    policy: Option<Option<Arc<Policy>>>,
+}
+
+fn file_hashes(state: &TrustState) -> Vec<(PathBuf, String)> {
+    state.files.iter().map(|f| (f.path.clone(), f.sha256.clone())).collect()
+}
+
+/// Which kinds changed between two trust states.
+fn changed_kinds(shared: &Shared, old: &TrustState, new: &TrustState) -> Vec<&'static str> {
+    let old = file_hashes(old);
+    let mut kinds: Vec<&'static str> = file_hashes(new)
+        .into_iter()
+        .filter(|f| !old.contains(f))
+        .map(|(path, _)| kind_of(shared, &path))
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    kinds
+}
+
+/// Builds everything new, then swaps all of it or none. Returns true when something changed.
+pub fn reload(shared: &Shared) -> bool {
+    let mut candidates = Vec::new();
+    for l in &shared.listeners {
+        let old = l.trust.load();
+        let trust = match TrustState::load(&l.config.tls, old.generation + 1) {
+            Ok(t) => t,
+            Err(e) => return fail(shared, &l.config.name, kind_of(shared, &e.file), &e),
+        };
+        let kinds = changed_kinds(shared, &old, &trust);
+        let policy = match &l.config.policy {
+            None => None,
+            Some(path) => match Policy::load(path) {
+                Ok(p) => {
+                    let same = l.policy.load().as_ref().is_some_and(|cur| cur.sha256_hex() == p.sha256_hex());
+                    (!same).then(|| Some(Arc::new(p)))
+                }
+                Err(e) => return fail(shared, &l.config.name, "policy", &e),
+            },
+        };
+        candidates.push(Candidate {
+            trust: (!kinds.is_empty()).then_some(trust),
+            trust_kinds: kinds,
+            policy,
+        });
+    }
+    let mut changed = false;
+    for (l, c) in shared.listeners.iter().zip(candidates) {
+        if let Some(trust) = c.trust {
+            tracing::info!(listener = %l.config.name, kinds = ?c.trust_kinds, generation = trust.generation, "trust material reloaded");
+            for kind in &c.trust_kinds {
+                metrics::RELOADS.with_label_values(&[kind, "ok"]).inc();
+            }
+            l.trust.store(Arc::new(trust));
+            changed = true;
+        }
+        if let Some(policy) = c.policy {
+            tracing::info!(listener = %l.config.name, sha256 = policy.as_ref().map(|p| p.sha256_hex()).unwrap_or(""), "policy reloaded");
+            metrics::RELOADS.with_label_values(&["policy", "ok"]).inc();
+            l.policy.store(policy);
+            changed = true;
+        }
+    }
+    if changed {
+        publish_gauges(shared);
+        set_status(shared, "ok", None);
+    }
+    changed
+}
+
+fn fail(shared: &Shared, listener: &str, kind: &'static str, e: &dyn std::fmt::Display) -> bool {
+    let message = format!("listener {listener}: {e}");
+    tracing::error!(kind, error = %message, "reload rejected; the previous state keeps serving");
+    metrics::RELOADS.with_label_values(&[kind, "error"]).inc();
+    set_status(shared, "error", Some(message));
+    false
+}
+
+fn set_status(shared: &Shared, result: &str, error: Option<String>) {
+    if let Ok(mut s) = shared.last_reload.lock() {
+        *s = ReloadStatus {
+            at: Some(now_rfc3339()),
+            result: Some(result.into()),
+            error,
+        };
+    }
+}
+
+/// The directories to watch: those of every file the listeners read now.
+fn watched_dirs(shared: &Shared) -> BTreeSet<PathBuf> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for l in &shared.listeners {
+        files.extend(l.config.tls.files());
+        if let Some(p) = l.policy.load().as_ref() {
+            files.extend(p.files().iter().cloned());
+        } else if let Some(p) = &l.config.policy {
+            files.push(p.clone());
+        }
+    }
+    files
+        .iter()
+        .filter_map(|f| f.parent().map(Path::to_path_buf))
+        .collect()
+}
+
+/// Logs what an operator should act on: expiring certificates, CRLs near nextUpdate, loose
+/// key permissions. Run at start, daily, and after each reload.
+pub fn log_warnings(shared: &Shared) {
+    for l in &shared.listeners {
+        let policy = l.policy.load_full();
+        for w in listener_report(&l.config, &l.trust.load(), policy.as_deref()).warnings {
+            tracing::warn!(listener = %l.config.name, "{w}");
+        }
+    }
+}
+
+/// Starts the watcher and the SIGHUP handler on a thread of their own.
+pub fn spawn(shared: Arc<Shared>) -> anyhow::Result<()> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    let fs_tx = tx.clone();
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        // Only changes count: our own reads would otherwise produce access events and a loop.
+        if let Ok(ev) = ev {
+            let relevant = match ev.kind {
+                EventKind::Create(_) | EventKind::Remove(_) => true,
+                EventKind::Modify(m) => !matches!(m, notify::event::ModifyKind::Metadata(_)),
+                _ => false,
+            };
+            if relevant {
+                let _ = fs_tx.send("file change");
+            }
+        }
+    })?;
+    let mut dirs = watched_dirs(&shared);
+    for d in &dirs {
+        if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %d.display(), error = %e, "cannot watch; SIGHUP still reloads");
+        }
+    }
+    // Installed before the server runs: SIGHUP's default action would end the process.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let hup = rt
+        .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
+        .map_err(|e| anyhow::anyhow!("cannot install the SIGHUP handler: {e}"))?;
+    std::thread::Builder::new().name("certgate-reload".into()).spawn(move || {
+        rt.block_on(run_loop(shared, watcher, &mut dirs, rx, tx, hup));
+    })?;
     Ok(())
 }
+
+async fn run_loop(
+    shared: Arc<Shared>,
+    mut watcher: notify::RecommendedWatcher,
+    dirs: &mut BTreeSet<PathBuf>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<&'static str>,
+    tx: tokio::sync::mpsc::UnboundedSender<&'static str>,
+    mut hup: tokio::signal::unix::Signal,
+) {
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let _ = tx.send("SIGHUP");
+        }
+    });
+    log_warnings(&shared);
+    let mut daily = tokio::time::interval(Duration::from_secs(24 * 3600));
+    daily.tick().await;
+    let mut crl_check = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        let cause = tokio::select! {
+            c = rx.recv() => match c { Some(c) => c, None => return },
+            _ = daily.tick() => { log_warnings(&shared); continue; }
+            _ = crl_check.tick() => { warn_crl_freshness(&shared); continue; }
+        };
+        // Debounce: wait until events stop for DEBOUNCE.
+        while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+        tracing::debug!(cause, "reloading");
+        let changed = reload(&shared);
+        if cause == "SIGHUP" && !changed {
+            tracing::info!("SIGHUP: nothing changed");
+        }
+        if changed {
+            log_warnings(&shared);
+        }
+        let now = watched_dirs(&shared);
+        for d in now.difference(dirs) {
+            let _ = watcher.watch(d, RecursiveMode::NonRecursive);
+        }
+        *dirs = now;
+    }
+}
+
+/// From 24 hours before a CRL's nextUpdate, say so (every 10 minutes) until a new one arrives.
+fn warn_crl_freshness(shared: &Shared) {
+    let now = now_unix();
+    for l in &shared.listeners {
+        if let Some(client) = &l.trust.load().client {
+            for crl in &client.crls {
+                if let Some(next) = crl.next_update {
+                    if next < now {
+                        tracing::error!(listener = %l.config.name, issuer = %crl.issuer_dn, file = %crl.file.display(), "CRL is past its nextUpdate; publish a new one");
+                    } else if next - now < 86_400 {
+                        tracing::warn!(listener = %l.config.name, issuer = %crl.issuer_dn, file = %crl.file.display(), hours_left = (next - now) / 3600, "CRL reaches its nextUpdate soon; publish a new one");
+                    }
+                }
+            }
+        }
+    }
+}
+
