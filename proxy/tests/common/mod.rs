@@ -1,0 +1,335 @@
+//! Test harness: real certificates made here, the real `certgate` binary on 127.0.0.1, the echo
+//! upstream, and HTTP clients that present a client identity. No mocks.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use certgate::pki::{self, CertSpec, Issued, KeyKind};
+use openssl::x509::X509;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_certgate");
+
+/// A subject like `[("O","ci"),("CN","jenkins")]`, everything else at sane defaults.
+pub fn spec(subject: &[(&str, &str)]) -> CertSpec {
+    CertSpec {
+        subject: subject.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        key: KeyKind::EcdsaP256,
+        is_ca: false,
+        client_auth: true,
+        server_auth: false,
+        eku: true,
+        dns_names: vec![],
+        ip_addrs: vec![],
+        uris: vec![],
+        emails: vec![],
+        not_before_days: -1,
+        not_after_days: 30,
+    }
+}
+
+pub fn ca(cn: &str) -> Issued {
+    let mut s = spec(&[("O", "certgate tests"), ("CN", cn)]);
+    s.is_ca = true;
+    s.client_auth = false;
+    s.eku = false;
+    pki::self_signed_ca(&s).expect("CA")
+}
+
+pub fn intermediate(cn: &str, root: &Issued) -> Issued {
+    let mut s = spec(&[("O", "certgate tests"), ("CN", cn)]);
+    s.is_ca = true;
+    s.client_auth = false;
+    s.eku = false;
+    pki::issue(&s, root).expect("intermediate")
+}
+
+pub fn client(subject: &[(&str, &str)], ca: &Issued) -> Issued {
+    pki::issue(&spec(subject), ca).expect("client cert")
+}
+
+pub fn server(ca: &Issued) -> Issued {
+    let mut s = spec(&[("CN", "localhost")]);
+    s.client_auth = false;
+    s.server_auth = true;
+    s.dns_names = vec!["localhost".into()];
+    s.ip_addrs = vec!["127.0.0.1".parse().unwrap()];
+    pki::issue(&s, ca).expect("server cert")
+}
+
+pub fn cert_pem(i: &Issued) -> Vec<u8> {
+    i.cert.to_pem().unwrap()
+}
+
+pub fn key_pem(i: &Issued) -> Vec<u8> {
+    i.key.private_key_to_pem_pkcs8().unwrap()
+}
+
+pub fn write(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A test's world: a temp dir with ca.pem, server.pem, server-key.pem, crl.pem (empty).
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub ca: Issued,
+    pub server: Issued,
+    pub revoked: Vec<X509>,
+}
+
+impl World {
+    pub fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca("Test Root CA");
+        let server = server(&ca);
+        let w = World { dir, ca, server, revoked: vec![] };
+        write(&w.path("ca.pem"), &cert_pem(&w.ca));
+        write(&w.path("server.pem"), &cert_pem(&w.server));
+        write(&w.path("server-key.pem"), &key_pem(&w.server));
+        w.write_crl(30);
+        w
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Rewrites crl.pem (atomically) with every revoked cert, valid for `next_days` days.
+    pub fn write_crl(&self, next_days: i64) {
+        let crl = pki::make_crl(&self.ca, &self.revoked.iter().collect::<Vec<_>>(), -1, next_days, self.revoked.len() as u64 + 1).unwrap();
+        let tmp = self.path("crl.pem.tmp");
+        std::fs::write(&tmp, crl.to_pem().unwrap()).unwrap();
+        std::fs::rename(&tmp, self.path("crl.pem")).unwrap();
+    }
+
+    pub fn revoke(&mut self, cert: &X509) {
+        self.revoked.push(cert.clone());
+        self.write_crl(30);
+    }
+
+    /// Writes a client's cert and key as NAME.pem and NAME-key.pem.
+    pub fn save(&self, name: &str, who: &Issued) {
+        write(&self.path(&format!("{name}.pem")), &cert_pem(who));
+        write(&self.path(&format!("{name}-key.pem")), &key_pem(who));
+    }
+}
+
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// The echo upstream on a fresh port.
+pub fn upstream() -> SocketAddr {
+    certgate::demo::echo::spawn("127.0.0.1:0").unwrap()
+}
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `certgate run`.
+pub struct Proxy {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub log: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Minimal listener config; `extra` is appended to the listener (indented 4 spaces), `tls` to the
+/// top-level tls block (indented 2).
+pub struct ProxyConfig<'a> {
+    pub upstream: SocketAddr,
+    pub client_auth: &'a str,
+    pub tls_extra: &'a str,
+    pub listener_extra: &'a str,
+    pub top_extra: &'a str,
+}
+
+impl<'a> ProxyConfig<'a> {
+    pub fn new(upstream: SocketAddr) -> Self {
+        ProxyConfig { upstream, client_auth: "optional", tls_extra: "", listener_extra: "", top_extra: "" }
+    }
+}
+
+impl Proxy {
+    pub fn start(world: &World, cfg: &ProxyConfig<'_>) -> Proxy {
+        let addr = free_addr();
+        let admin = free_addr();
+        let text = format!(
+            "admin:\n  listen: {admin}\nshutdown_grace: 5s\n{top}tls:\n  cert: server.pem\n  key: server-key.pem\n  client_ca: ca.pem\n  crl: [crl.pem]\n  client_auth: {auth}\n{tls}listeners:\n  - name: test\n    listen: {addr}\n    upstream: http://{up}\n{extra}",
+            top = cfg.top_extra,
+            auth = cfg.client_auth,
+            tls = cfg.tls_extra,
+            up = cfg.upstream,
+            extra = cfg.listener_extra,
+        );
+        Self::start_with(world.dir.path(), &text, addr, admin)
+    }
+
+    pub fn start_with(dir: &Path, config_text: &str, addr: SocketAddr, admin: SocketAddr) -> Proxy {
+        let config = dir.join("certgate.yaml");
+        std::fs::write(&config, config_text).unwrap();
+        let log = dir.join(format!("certgate-{}.log", addr.port()));
+        let child = Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("RUST_LOG", "info,pingora_core::services::listening=off")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut p = Proxy { child: Some(child), addr, admin, log, config };
+        p.wait_ready();
+        p
+    }
+
+    fn wait_ready(&mut self) {
+        let admin = self.admin;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("certgate exited with {status}:\n{}", self.log_text());
+                }
+            }
+            if http_get(admin, "/readyz").map(|(code, _)| code == 200).unwrap_or(false) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "certgate not ready:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{}", self.addr.port(), path)
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.admin, "/metrics").unwrap().1
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+}
+
+/// A plain HTTP/1.0 GET over a raw socket (admin endpoint): (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: admin\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+/// An HTTPS client trusting the world's CA, presenting `who` if given.
+pub fn https(world: &World, proxy: &Proxy, who: Option<&Issued>) -> reqwest::Client {
+    https_builder(world, proxy, who).build().unwrap()
+}
+
+pub fn https_builder(world: &World, proxy: &Proxy, who: Option<&Issued>) -> reqwest::ClientBuilder {
+    let mut b = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&cert_pem(&world.ca)).unwrap())
+        .resolve("localhost", proxy.addr)
+        .timeout(Duration::from_secs(60));
+    if let Some(who) = who {
+        let mut pem = cert_pem(who);
+        b = b.identity(reqwest::Identity::from_pkcs8_pem(&pem, &key_pem(who)).unwrap());
+        pem.clear();
+    }
+    b
+}
+
+/// GET and parse the echo upstream's JSON (or our error JSON): (status, body as JSON).
+pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
+    let r = client.get(url).send().await.unwrap();
+    let code = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (code, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+/// The values the upstream received for header `name`.
+pub fn seen(v: &serde_json::Value, name: &str) -> Vec<String> {
+    v["headers"][name]
+        .as_array()
+        .map(|a| a.iter().map(|x| x.as_str().unwrap_or("").to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// `openssl x509 -noout -subject -nameopt RFC2253` of a certificate, without `subject=`.
+pub fn openssl_subject(world: &World, cert: &X509) -> String {
+    let p = world.path("subject-probe.pem");
+    std::fs::write(&p, cert.to_pem().unwrap()).unwrap();
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().trim_start_matches("subject=").to_string()
+}
+
+/// `openssl s_client` handshake as `who`: (exit ok, combined output).
+pub fn s_client(world: &World, proxy: &Proxy, who: Option<(&Path, &Path)>, extra: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", &proxy.addr.to_string(), "-servername", "localhost", "-CAfile"])
+        .arg(world.path("ca.pem"))
+        .args(extra);
+    if let Some((cert, key)) = who {
+        cmd.arg("-cert").arg(cert).arg("-key").arg(key);
+    }
+    let out = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            if let Some(mut stdin) = c.stdin.take() {
+                let _ = stdin.write_all(b"GET /s_client HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+            }
+            c.wait_with_output()
+        })
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// The value of one sample line in Prometheus text, matched by a prefix like
+/// `certgate_requests_total{code="200",decision="allow",listener="test"}`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

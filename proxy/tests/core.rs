@@ -1,0 +1,255 @@
+//! Core: mTLS termination, client verification with every failure reason, identity forwarding,
+//! spoofed-header stripping, HTTP/2, upstream errors. Real TLS, real sockets, real clients.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_mode_gives_each_failure_its_401_reason() {
+    let mut w = World::new();
+    let up = upstream();
+    let good = client(&[("O", "ci"), ("CN", "good")], &w.ca);
+    let stranger_ca = ca("Stranger CA");
+    let stranger = client(&[("O", "ci"), ("CN", "stranger")], &stranger_ca);
+    let mut s = spec(&[("CN", "expired")]);
+    s.not_before_days = -10;
+    s.not_after_days = -1;
+    let expired = certgate::pki::issue(&s, &w.ca).unwrap();
+    let mut s = spec(&[("CN", "future")]);
+    s.not_before_days = 2;
+    s.not_after_days = 10;
+    let future = certgate::pki::issue(&s, &w.ca).unwrap();
+    let mut s = spec(&[("CN", "server-only")]);
+    s.client_auth = false;
+    s.server_auth = true;
+    let server_only = certgate::pki::issue(&s, &w.ca).unwrap();
+    let revoked = client(&[("O", "ci"), ("CN", "revoked")], &w.ca);
+    w.revoke(&revoked.cert);
+
+    let p = Proxy::start(&w, &ProxyConfig::new(up));
+    let cases: Vec<(Option<&certgate::pki::Issued>, u16, &str)> = vec![
+        (None, 401, "no certificate"),
+        (Some(&stranger), 401, "unknown CA"),
+        (Some(&expired), 401, "certificate expired"),
+        (Some(&future), 401, "certificate not yet valid"),
+        (Some(&server_only), 401, "bad certificate"),
+        (Some(&revoked), 401, "certificate revoked"),
+        (Some(&good), 200, ""),
+    ];
+    for (who, code, reason) in cases {
+        let r = https(&w, &p, who).get(p.url("/api/v1/vm")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), code, "reason {reason}");
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let v: serde_json::Value = r.json().await.unwrap();
+        if code == 401 {
+            assert_eq!(v, serde_json::json!({"status": "FAIL", "message": "Authentication Required", "reason": reason}));
+        } else {
+            assert_eq!(seen(&v, "ssl-client-verify"), ["SUCCESS"]);
+        }
+    }
+    let m = p.metrics();
+    for reason in ["unknown_ca", "certificate_expired", "certificate_revoked", "bad_certificate"] {
+        assert!(metric(&m, "certgate_handshakes_total", &[("result", "fail"), ("reason", reason)]) >= 1.0, "{reason}\n{m}");
+    }
+    assert!(metric(&m, "certgate_requests_total", &[("code", "401"), ("decision", "deny")]) >= 6.0);
+}
+
+#[test]
+fn required_mode_fails_the_handshake_with_the_named_alert() {
+    let mut w = World::new();
+    let up = upstream();
+    let stranger_ca = ca("Stranger CA");
+    let stranger = client(&[("CN", "stranger")], &stranger_ca);
+    w.save("stranger", &stranger);
+    let revoked = client(&[("CN", "revoked")], &w.ca);
+    w.save("revoked", &revoked);
+    w.revoke(&revoked.cert);
+    let mut s = spec(&[("CN", "expired")]);
+    s.not_before_days = -10;
+    s.not_after_days = -1;
+    w.save("expired", &certgate::pki::issue(&s, &w.ca).unwrap());
+    let good = client(&[("O", "ci"), ("CN", "good")], &w.ca);
+    w.save("good", &good);
+    let mut cfg = ProxyConfig::new(up);
+    cfg.client_auth = "required";
+    let p = Proxy::start(&w, &cfg);
+
+    let files = |n: &str| (w.path(&format!("{n}.pem")), w.path(&format!("{n}-key.pem")));
+    let (ok, out) = s_client(&w, &p, None, &["-tls1_3"]);
+    assert!(out.contains("certificate required"), "{ok} {out}");
+    let (_, out) = s_client(&w, &p, None, &["-tls1_2"]);
+    assert!(out.contains("handshake failure"), "{out}");
+    for (who, alert) in [("stranger", "unknown ca"), ("revoked", "certificate revoked"), ("expired", "certificate expired")] {
+        let (c, k) = files(who);
+        let (_, out) = s_client(&w, &p, Some((&c, &k)), &["-tls1_3"]);
+        assert!(out.contains(alert), "{who}: expected alert {alert}:\n{out}");
+    }
+    let (c, k) = files("good");
+    let (_, out) = s_client(&w, &p, Some((&c, &k)), &[]);
+    assert!(out.contains("HTTP/1.1 200"), "{out}");
+    let m = p.metrics();
+    assert!(metric(&m, "certgate_handshakes_total", &[("result", "fail"), ("reason", "no_certificate")]) >= 2.0, "{m}");
+    assert!(metric(&m, "certgate_handshakes_total", &[("result", "fail"), ("reason", "unknown_ca")]) >= 1.0, "{m}");
+    assert!(metric(&m, "certgate_handshakes_total", &[("result", "fail"), ("reason", "certificate_revoked")]) >= 1.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_headers_are_byte_identical_to_openssl_and_spoofs_are_stripped() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("C", "US"), ("O", "Veertu"), ("O", "Anka Build, Inc."), ("OU", "CI"), ("CN", "Jürgen \"J\" Müller")], &w.ca);
+    let p = Proxy::start(&w, &ProxyConfig::new(up));
+    let c = https(&w, &p, Some(&who));
+    let r = c
+        .get(p.url("/api/v1/vm?id=7"))
+        .header("SSL-Client-Subject-DN", "CN=admin")
+        .header("ssl_client_verify", "SUCCESS")
+        .header("X-Certgate-User", "root")
+        .header("x_certgate_groups", "admins")
+        .header("X-Forwarded-For", "1.2.3.4")
+        .header("x-real-ip", "1.2.3.4")
+        .header("X-Forwarded-Client-Cert", "Hash=evil")
+        .header("Client-Cert", ":AAAA:")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let expected_dn = openssl_subject(&w, &who.cert);
+    assert!(expected_dn.contains("Anka Build\\, Inc."), "{expected_dn}");
+    assert_eq!(seen(&v, "ssl-client-subject-dn"), [expected_dn.clone()]);
+    assert_eq!(seen(&v, "ssl-client-issuer-dn"), ["CN=Test Root CA,O=certgate tests"]);
+    assert_eq!(seen(&v, "ssl-client-verify"), ["SUCCESS"]);
+    let cn_in_dn = expected_dn.split(",OU=").next().unwrap().trim_start_matches("CN=").to_string();
+    assert_eq!(seen(&v, "x-certgate-user"), [cn_in_dn]);
+    assert_eq!(seen(&v, "x-certgate-groups"), ["Veertu,Anka Build\\, Inc."]);
+    assert_eq!(seen(&v, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(seen(&v, "x-real-ip"), ["127.0.0.1"]);
+    assert_eq!(seen(&v, "x-forwarded-proto"), ["https"]);
+    assert!(seen(&v, "x-forwarded-client-cert").is_empty());
+    assert!(seen(&v, "client-cert").is_empty());
+    assert!(v["headers"].get("ssl_client_verify").is_none() && v["headers"].get("x_certgate_groups").is_none(), "{v}");
+    assert_eq!(v["query"], "id=7");
+
+    // Without a certificate: NONE, no identity, spoofs still gone.
+    let r = https(&w, &p, None)
+        .get(p.url("/livez"))
+        .header("ssl-client-verify", "SUCCESS")
+        .header("SSL_CLIENT_SUBJECT_DN", "CN=admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "no policy: anonymous is refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_through_an_intermediate_is_accepted() {
+    let w = World::new();
+    let up = upstream();
+    let inter = intermediate("Issuing CA", &w.ca);
+    let who = client(&[("O", "nodes"), ("CN", "node7")], &inter);
+    let p = Proxy::start(&w, &ProxyConfig::new(up));
+    let mut chain = cert_pem(&who);
+    chain.extend(cert_pem(&inter));
+    let c = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&cert_pem(&w.ca)).unwrap())
+        .resolve("localhost", p.addr)
+        .identity(reqwest::Identity::from_pkcs8_pem(&chain, &key_pem(&who)).unwrap())
+        .build()
+        .unwrap();
+    let (code, v) = get_json(&c, &p.url("/x")).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(seen(&v, "ssl-client-issuer-dn"), ["CN=Issuing CA,O=certgate tests"]);
+    // Without the intermediate the chain does not build: unknown CA.
+    let (code, v) = get_json(&https(&w, &p, Some(&who)), &p.url("/x")).await;
+    assert_eq!((code, v["reason"].as_str()), (401, Some("unknown CA")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_carries_the_client_identity() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("O", "ci"), ("CN", "h2client")], &w.ca);
+    let p = Proxy::start(&w, &ProxyConfig::new(up));
+    let c = https_builder(&w, &p, Some(&who)).http2_prior_knowledge().build().unwrap();
+    for _ in 0..3 {
+        let r = c.get(p.url("/h2")).send().await.unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(seen(&v, "x-certgate-user"), ["h2client"]);
+        assert_eq!(seen(&v, "host").len(), 1, "{v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_is_502_and_slow_upstream_is_504() {
+    let w = World::new();
+    let dead = free_addr();
+    let who = client(&[("CN", "c")], &w.ca);
+    let p = Proxy::start(&w, &ProxyConfig::new(dead));
+    let (code, v) = get_json(&https(&w, &p, Some(&who)), &p.url("/")).await;
+    assert_eq!(code, 502);
+    assert_eq!(v, serde_json::json!({"status": "FAIL", "message": "Upstream Unavailable", "reason": "connection refused"}));
+    assert!(metric(&p.metrics(), "certgate_upstream_errors_total", &[("kind", "connect_refused")]) >= 1.0);
+    drop(p);
+
+    let up = upstream();
+    let mut cfg = ProxyConfig::new(up);
+    cfg.listener_extra = "    timeouts: { read: 300ms }\n";
+    let p = Proxy::start(&w, &cfg);
+    let (code, v) = get_json(&https(&w, &p, Some(&who)), &p.url("/slow/3000")).await;
+    assert_eq!(code, 504, "{v}");
+    assert_eq!(v["message"], "Upstream Timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dialect_and_forward_cert() {
+    let w = World::new();
+    let up = upstream();
+    let mut s = spec(&[("O", "ci"), ("CN", "dialects")]);
+    s.dns_names = vec!["node.example".into()];
+    s.uris = vec!["spiffe://ci/node".into()];
+    let who = certgate::pki::issue(&s, &w.ca).unwrap();
+    let mut cfg = ProxyConfig::new(up);
+    cfg.listener_extra = "    headers: [nginx-ingress, xfcc, traefik, rfc9440]\n    forward_cert: true\n";
+    let p = Proxy::start(&w, &cfg);
+    let (code, v) = get_json(&https(&w, &p, Some(&who)), &p.url("/")).await;
+    assert_eq!(code, 200);
+    let pem = String::from_utf8(cert_pem(&who)).unwrap();
+    let escaped: String = pem
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    assert_eq!(seen(&v, "ssl-client-cert"), [escaped.clone()]);
+    use base64::Engine;
+    let der_b64 = base64::engine::general_purpose::STANDARD.encode(who.cert.to_der().unwrap());
+    assert_eq!(seen(&v, "client-cert"), [format!(":{der_b64}:")]);
+    assert_eq!(seen(&v, "x-forwarded-tls-client-cert"), [der_b64]);
+    let xfcc = seen(&v, "x-forwarded-client-cert").join("");
+    let fp = hex::encode(who.cert.digest(openssl::hash::MessageDigest::sha256()).unwrap());
+    assert!(xfcc.starts_with(&format!("Hash={fp};")), "{xfcc}");
+    assert!(xfcc.contains("Subject=\"CN=dialects,O=ci\""), "{xfcc}");
+    assert!(xfcc.contains("URI=spiffe://ci/node") && xfcc.contains("DNS=node.example"), "{xfcc}");
+    assert!(xfcc.contains(&format!("Cert=\"{escaped}\"")), "{xfcc}");
+    let info = seen(&v, "x-forwarded-tls-client-cert-info").join("");
+    assert!(info.starts_with("Subject%3D%22"), "{info}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_connection_serves_many_requests() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("CN", "ka")], &w.ca);
+    let p = Proxy::start(&w, &ProxyConfig::new(up));
+    let c = https(&w, &p, Some(&who));
+    for i in 0..50 {
+        let (code, _) = get_json(&c, &p.url(&format!("/n/{i}"))).await;
+        assert_eq!(code, 200);
+    }
+    let m = p.metrics();
+    assert_eq!(metric(&m, "certgate_handshakes_total", &[("result", "ok")]), 1.0, "one connection:\n{m}");
+    let _ = Duration::from_secs(0);
+}
