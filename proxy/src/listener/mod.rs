@@ -3,6 +3,7 @@
 //! request of the connection. Doing the handshake here rather than in Pingora's listener lets
 //! us count failed handshakes by reason and bound the handshake time per listener.
 
+pub mod header_guard;
 pub mod proxy_protocol;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,10 +22,14 @@ use pingora::server::ShutdownWatch;
 use crate::admin::metrics;
 use crate::config::ListenerConfig;
 use crate::proxy::CertgateProxy;
-use crate::tls::acceptor::{HandshakeFailure, ListenerTls};
+use crate::tls::acceptor::{ConnAuth, HandshakeFailure, ListenerTls};
+use crate::tls::verify::AuthFailure;
+use header_guard::HeaderGuard;
+use pingora::protocols::{Ssl, ALPN};
 
 pub struct ListenerApp {
     config: ListenerConfig,
+    name: Arc<str>,
     tls: ListenerTls,
     http: Arc<HttpProxy<CertgateProxy>>,
     connections: AtomicUsize,
@@ -50,6 +55,7 @@ impl Drop for ConnectionSlot<'_> {
 impl ListenerApp {
     pub fn new(config: ListenerConfig, tls: ListenerTls, http: HttpProxy<CertgateProxy>, open: Arc<AtomicUsize>) -> Self {
         ListenerApp {
+            name: Arc::from(config.name.as_str()),
             config,
             tls,
             http: Arc::new(http),
@@ -134,18 +140,27 @@ impl ServerApp for ListenerApp {
                 return None;
             }
         };
-        let (result, reason) = match tls
-            .ssl_digest()
-            .and_then(|d| d.extension.get::<crate::tls::acceptor::ConnAuth>().map(|c| c.verdict.as_ref().err().copied()))
-        {
+        let digest = tls.ssl_digest();
+        let conn = digest.as_ref().and_then(|d| d.extension.get::<ConnAuth>());
+        let (result, reason) = match conn.map(|c| c.verdict.as_ref().err().copied()) {
             Some(None) => ("ok", "verified"),
-            Some(Some(crate::tls::verify::AuthFailure::NoCertificate)) | None => ("ok", "no_certificate"),
+            Some(Some(AuthFailure::NoCertificate)) | None => ("ok", "no_certificate"),
             Some(Some(f)) => ("fail", f.label()),
         };
         metrics::HANDSHAKES.with_label_values(&[name, result, reason]).inc();
 
+        let stream: Stream = match conn {
+            Some(conn) if tls.selected_alpn_proto() != Some(ALPN::H2) => Box::new(HeaderGuard::new(
+                tls,
+                conn.header_guard.clone(),
+                self.name.clone(),
+                self.config.limits.max_header_bytes,
+                self.config.limits.header_read,
+            )),
+            _ => Box::new(tls),
+        };
         // Keep-alive: Pingora hands the connection back after each HTTP/1.1 request.
-        let mut next: Option<Stream> = Some(Box::new(tls));
+        let mut next: Option<Stream> = Some(stream);
         while let Some(stream) = next.take() {
             next = self.http.process_new(stream, shutdown).await;
         }

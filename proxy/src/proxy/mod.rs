@@ -273,6 +273,9 @@ impl ProxyHttp for CertgateProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(conn) = conn_auth(session) {
+            conn.header_guard.rearm();
+        }
         let name = &self.listener.config.name;
         let code = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         let elapsed = ctx.start.elapsed();

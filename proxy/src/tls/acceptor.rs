@@ -25,6 +25,7 @@ use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::tls::ext;
 use pingora::tls::ssl::SslRef;
 
+use crate::listener::header_guard::HeaderGuardHandle;
 use crate::config::{Alpn, ClientAuth, TlsConfig, TlsVersion};
 use crate::tls::identity::Identity;
 use crate::tls::trust::TrustState;
@@ -61,6 +62,8 @@ pub struct ConnAuth {
     generation: u64,
     /// (trust generation, verdict under it), so the re-check runs once per reload, not per request.
     recheck: Mutex<(u64, Result<(), AuthFailure>)>,
+    /// Re-armed by the proxy after each response (HTTP/1.1 header limits).
+    pub header_guard: Arc<HeaderGuardHandle>,
 }
 
 impl ConnAuth {
@@ -281,6 +284,7 @@ impl TlsAccept for HandshakeCallbacks<'_> {
             chain,
             generation,
             recheck: Mutex::new((generation, Ok(()))),
+            header_guard: Arc::default(),
         }))
     }
 }
