@@ -21,6 +21,13 @@ use crate::proxy::{CertgateProxy, Listener};
 use crate::tls::acceptor::ListenerTls;
 use crate::tls::trust::TrustState;
 
+/// Set once SIGTERM/SIGINT arrives; process-wide, as signals are.
+static DRAINING: AtomicBool = AtomicBool::new(false);
+
+pub fn is_draining() -> bool {
+    DRAINING.load(Ordering::Acquire)
+}
+
 /// Outcome of the last reload, for `/status`.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct ReloadStatus {
@@ -33,7 +40,6 @@ pub struct ReloadStatus {
 pub struct Shared {
     pub config: Config,
     pub listeners: Vec<Arc<Listener>>,
-    pub draining: AtomicBool,
     pub started: AtomicBool,
     pub last_reload: Mutex<ReloadStatus>,
     /// Open client connections over all listeners, so a drain can end as soon as they are gone.
@@ -64,7 +70,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let listeners = load_listeners(&config)?;
     let shared = Arc::new(Shared {
         listeners,
-        draining: AtomicBool::new(false),
         started: AtomicBool::new(false),
         last_reload: Mutex::new(ReloadStatus::default()),
         open_connections: Arc::new(AtomicUsize::new(0)),
@@ -137,7 +142,7 @@ impl ShutdownSignalWatch for DrainOnSignal {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        self.shared.draining.store(true, Ordering::Release);
+        DRAINING.store(true, Ordering::Release);
         let grace = self.shared.config.shutdown_grace;
         tracing::info!(signal = which, grace = ?grace, "draining: no new connections, in-flight requests may finish");
         let open = self.shared.open_connections.clone();

@@ -32,7 +32,7 @@ fn json(code: u16, v: serde_json::Value) -> Response<Body> {
 
 /// Why the process is not ready, or None.
 pub fn not_ready_reason(shared: &Shared) -> Option<String> {
-    if shared.draining.load(Ordering::Acquire) {
+    if crate::server::is_draining() {
         return Some("draining".into());
     }
     if !shared.started.load(Ordering::Acquire) {
@@ -65,7 +65,7 @@ pub fn status(shared: &Shared) -> serde_json::Value {
         "config": shared.config.path.display().to_string(),
         "ready": not_ready_reason(shared).is_none(),
         "not_ready_reason": not_ready_reason(shared),
-        "draining": shared.draining.load(Ordering::Acquire),
+        "draining": crate::server::is_draining(),
         "listeners": listeners,
         "last_reload": reload,
     })

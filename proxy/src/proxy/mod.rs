@@ -142,6 +142,12 @@ impl ProxyHttp for CertgateProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+        // HTTP/1.1 keep-alive: our idle timeout, and none once draining so connections end.
+        if crate::server::is_draining() {
+            session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(self.listener.config.timeouts.idle.as_secs().max(1)));
+        }
         // 1. Who is asking, as of the trust state current now (revocation reaches open connections).
         let trust = self.listener.trust.load();
         match conn_auth(session).map(|c| c.identity(&trust)) {

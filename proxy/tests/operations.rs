@@ -1,0 +1,201 @@
+//! Operations: admin endpoints, metrics after real traffic, JSON access log, graceful drain,
+//! and the limits against misbehaving clients, each tried with a raw socket that misbehaves.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn tls_conn(w: &World, p: &Proxy, who: &certgate::pki::Issued) -> openssl::ssl::SslStream<TcpStream> {
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+    b.set_ca_file(w.path("ca.pem")).unwrap();
+    b.set_certificate(&who.cert).unwrap();
+    b.set_private_key(&who.key).unwrap();
+    b.set_alpn_protos(b"\x08http/1.1").unwrap();
+    let tcp = TcpStream::connect(p.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    b.build().connect("localhost", tcp).unwrap()
+}
+
+fn read_all(s: &mut impl Read) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_and_every_metric_family() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("O", "ci"), ("CN", "m")], &w.ca);
+    let p = Proxy::start(&w, &ProxyConfig::new(up));
+    assert_eq!(http_get(p.admin, "/healthz").unwrap().0, 200);
+    assert_eq!(http_get(p.admin, "/readyz").unwrap().0, 200);
+    let (code, body) = http_get(p.admin, "/nope").unwrap();
+    assert_eq!(code, 404, "{body}");
+    let (code, _) = get_json(&https(&w, &p, Some(&who)), &p.url("/x")).await;
+    assert_eq!(code, 200);
+    let (code, _) = get_json(&https(&w, &p, None), &p.url("/x")).await;
+    assert_eq!(code, 401);
+
+    let (code, body) = http_get(p.admin, "/status").unwrap();
+    assert_eq!(code, 200);
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
+    let l = &s["listeners"][0];
+    assert_eq!(l["name"], "test");
+    let files: Vec<&str> = l["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert!(files.iter().any(|f| f.ends_with("ca.pem")) && files.iter().any(|f| f.ends_with("crl.pem")), "{files:?}");
+    assert_eq!(l["files"][0]["sha256"].as_str().unwrap().len(), 64);
+    assert!(l["server_certificate"]["not_after"].as_i64().unwrap() > 0);
+    assert_eq!(l["client_cas"][0]["subject"], "CN=Test Root CA,O=certgate tests");
+    assert_eq!(l["crls"][0]["revoked"], 0);
+    assert!(l["crls"][0]["next_update"].as_i64().unwrap() > 0);
+
+    let m = p.metrics();
+    for family in [
+        "certgate_requests_total",
+        "certgate_request_duration_seconds_bucket",
+        "certgate_handshakes_total",
+        "certgate_authz_decisions_total",
+        "certgate_reloads_total",
+        "certgate_certificate_not_after_seconds",
+        "certgate_crl_next_update_seconds",
+        "certgate_upstream_errors_total",
+    ] {
+        assert!(m.contains(&format!("# TYPE {}", family.trim_end_matches("_bucket"))), "missing family {family}:\n{m}");
+    }
+    assert_eq!(metric(&m, "certgate_requests_total", &[("listener", "test"), ("code", "200"), ("decision", "allow")]), 1.0);
+    assert_eq!(metric(&m, "certgate_requests_total", &[("code", "401"), ("decision", "deny")]), 1.0);
+    assert_eq!(metric(&m, "certgate_request_duration_seconds_count", &[("listener", "test")]), 2.0);
+    assert!(metric(&m, "certgate_certificate_not_after_seconds", &[("kind", "server"), ("subject", "CN=localhost")]) > 1.7e9);
+    assert!(metric(&m, "certgate_crl_next_update_seconds", &[("issuer", "CN=Test Root CA,O=certgate tests")]) > 1.7e9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_is_one_json_line_per_request() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("O", "ci"), ("CN", "logged")], &w.ca);
+    let mut cfg = ProxyConfig::new(up);
+    cfg.top_extra = "log:\n  format: json\n";
+    let p = Proxy::start(&w, &cfg);
+    let (code, _) = get_json(&https(&w, &p, Some(&who)), &p.url("/api/v1/vm?secret=1")).await;
+    assert_eq!(code, 200);
+    let line = wait_for("access log line", Duration::from_secs(10), || {
+        p.log_text().lines().find(|l| l.contains("certgate::access")).map(str::to_string)
+    });
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["listener"], "test");
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["user"], "logged");
+    assert_eq!(v["groups"], "ci");
+    assert_eq!(v["decision"], "allow");
+    assert_eq!(v["client"], "127.0.0.1");
+    assert!(v["duration_ms"].as_f64().is_some());
+    assert!(!p.log_text().contains("BEGIN CERTIFICATE"), "no certificates at info level");
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("CN", "slow")], &w.ca);
+    let mut p = Proxy::start(&w, &ProxyConfig::new(up));
+    let mut conn = tls_conn(&w, &p, &who);
+    conn.write_all(b"GET /slow/1500 HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200)); // let the request reach the upstream
+    let started = Instant::now();
+    let status = std::process::Command::new("kill").args(["-TERM", &p.pid().to_string()]).status().unwrap();
+    assert!(status.success());
+    let (code, _) = wait_for("readyz 503 while draining", Duration::from_secs(5), || {
+        http_get(p.admin, "/readyz").filter(|(c, _)| *c == 503)
+    });
+    assert_eq!(code, 503);
+    let mut buf = vec![0u8; 8192];
+    let n = conn.read(&mut buf).unwrap();
+    let resp = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(resp.starts_with("HTTP/1.1 200"), "in-flight request completed: {resp}");
+    drop(conn);
+    let mut child = p.child.take().unwrap();
+    let exit = wait_for("exit", Duration::from_secs(15), || child.try_wait().unwrap());
+    assert_eq!(exit.code(), Some(0), "{}", p.log_text());
+    assert!(started.elapsed() < Duration::from_secs(5), "exits once drained, not after the full grace");
+    assert!(TcpStream::connect_timeout(&p.addr, Duration::from_secs(1)).is_err(), "listener closed");
+}
+
+#[test]
+fn limits_against_misbehaving_clients() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("CN", "limits")], &w.ca);
+    let mut cfg = ProxyConfig::new(up);
+    cfg.listener_extra = "    timeouts: { handshake: 1s, idle: 2s }\n    limits: { max_connections: 3, header_read: 2s, max_header_bytes: 16384 }\n";
+    let p = Proxy::start(&w, &cfg);
+
+    // A header sent one byte a second: cut off with 408.
+    let mut slow = tls_conn(&w, &p, &who);
+    let started = Instant::now();
+    for b in b"GET / HTTP/1.1\r\nHost: x\r\n" {
+        if slow.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        if started.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+    }
+    let resp = read_all(&mut slow);
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(resp.contains("\"reason\":\"request header not received in time\""), "{resp}");
+
+    // A 1 MiB header: 431 JSON.
+    let mut big = tls_conn(&w, &p, &who);
+    let mut req = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    req.extend(std::iter::repeat_n(b'a', 1 << 20));
+    req.extend_from_slice(b"\r\n\r\n");
+    let _ = big.write_all(&req);
+    let resp = read_all(&mut big);
+    assert!(resp.starts_with("HTTP/1.1 431"), "{}", &resp[..resp.len().min(200)]);
+
+    // A handshake never finished: closed after timeouts.handshake.
+    let mut raw = TcpStream::connect(p.addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t = Instant::now();
+    raw.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    let mut b = [0u8; 16];
+    let n = raw.read(&mut b).unwrap_or(0);
+    assert_eq!(n, 0, "connection closed");
+    assert!(t.elapsed() < Duration::from_secs(5), "closed by the handshake timeout");
+
+    // One connection too many: three are held open, the fourth is closed at once.
+    let held: Vec<_> = (0..3).map(|_| tls_conn(&w, &p, &who)).collect();
+    let mut extra = TcpStream::connect(p.addr).unwrap();
+    extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 16];
+    assert_eq!(extra.read(&mut b).unwrap_or(0), 0, "fourth connection closed");
+    drop(held);
+    let m = p.metrics();
+    assert!(metric(&m, "certgate_connections_refused_total", &[("reason", "max_connections")]) >= 1.0, "{m}");
+    assert!(metric(&m, "certgate_requests_total", &[("code", "408")]) >= 1.0, "{m}");
+    assert!(metric(&m, "certgate_requests_total", &[("code", "431")]) >= 1.0, "{m}");
+    assert!(metric(&m, "certgate_handshakes_total", &[("result", "fail"), ("reason", "timeout")]) >= 1.0, "{m}");
+
+    // Idle keep-alive: closed after timeouts.idle.
+    let mut idle = tls_conn(&w, &p, &who);
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = vec![0u8; 8192];
+    assert!(idle.read(&mut buf).unwrap() > 0);
+    let t = Instant::now();
+    let rest = read_all(&mut idle);
+    assert!(t.elapsed() < Duration::from_secs(8), "idle connection closed after about 2s, got {rest}");
+}
