@@ -88,8 +88,16 @@ fn changed_kinds(shared: &Shared, old: &TrustState, new: &TrustState) -> Vec<&'s
     kinds
 }
 
-/// Builds everything new, then swaps all of it or none. Returns true when something changed.
-pub fn reload(shared: &Shared) -> bool {
+/// What a reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Changed,
+    Unchanged,
+    Failed,
+}
+
+/// Builds everything new, then swaps all of it or none.
+pub fn reload(shared: &Shared) -> Outcome {
     let mut candidates = Vec::new();
     for l in &shared.listeners {
         let old = l.trust.load();
@@ -134,16 +142,26 @@ pub fn reload(shared: &Shared) -> bool {
     if changed {
         publish_gauges(shared);
         set_status(shared, "ok", None);
+        Outcome::Changed
+    } else {
+        Outcome::Unchanged
     }
-    changed
 }
 
-fn fail(shared: &Shared, listener: &str, kind: &'static str, e: &dyn std::fmt::Display) -> bool {
+fn fail(shared: &Shared, listener: &str, kind: &'static str, e: &dyn std::fmt::Display) -> Outcome {
     let message = format!("listener {listener}: {e}");
     tracing::error!(kind, error = %message, "reload rejected; the previous state keeps serving");
     metrics::RELOADS.with_label_values(&[kind, "error"]).inc();
     set_status(shared, "error", Some(message));
-    false
+    Outcome::Failed
+}
+
+fn last_failed(shared: &Shared) -> bool {
+    shared
+        .last_reload
+        .lock()
+        .map(|s| s.result.as_deref() == Some("error"))
+        .unwrap_or(false)
 }
 
 fn set_status(shared: &Shared, result: &str, error: Option<String>) {
@@ -244,12 +262,15 @@ async fn run_loop(
         // Debounce: wait until events stop for DEBOUNCE.
         while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
         tracing::debug!(cause, "reloading");
-        let changed = reload(&shared);
-        if cause == "SIGHUP" && !changed {
-            tracing::info!("SIGHUP: nothing changed");
-        }
-        if changed {
-            log_warnings(&shared);
+        match reload(&shared) {
+            Outcome::Changed => log_warnings(&shared),
+            // The files match what is serving: after a SIGHUP, or after a broken file was put
+            // right, say so rather than leave an old error standing.
+            Outcome::Unchanged if cause == "SIGHUP" || last_failed(&shared) => {
+                tracing::info!(cause, "reloaded; nothing changed");
+                set_status(&shared, "ok", None);
+            }
+            Outcome::Unchanged | Outcome::Failed => {}
         }
         let now = watched_dirs(&shared);
         for d in now.difference(dirs) {
