@@ -1,0 +1,125 @@
+//! PROXY protocol v1/v2 against a real peer (HAProxy in TCP mode, as an AWS NLB would sit), the
+//! LOCAL command, plain connections refused, and `proxy_protocol_from`.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Haproxy(Child);
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn haproxy(w: &World, target: SocketAddr) -> (Haproxy, SocketAddr, SocketAddr) {
+    let (v2, v1) = (free_addr(), free_addr());
+    let cfg = format!(
+        "global\n  maxconn 200\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\nfrontend fe_v2\n  bind {v2}\n  default_backend be_v2\nbackend be_v2\n  server certgate {target} send-proxy-v2\nfrontend fe_v1\n  bind {v1}\n  default_backend be_v1\nbackend be_v1\n  server certgate {target} send-proxy\n"
+    );
+    let path = w.path("haproxy.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let child = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("haproxy must be installed (proxy/bootstrap.sh test installs it)");
+    let h = Haproxy(child);
+    for addr in [v2, v1] {
+        wait_for("haproxy listening", Duration::from_secs(10), || std::net::TcpStream::connect(addr).ok());
+    }
+    (h, v2, v1)
+}
+
+fn via(w: &World, who: &certgate::pki::Issued, front: SocketAddr, source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&cert_pem(&w.ca)).unwrap())
+        .identity(reqwest::Identity::from_pkcs8_pem(&cert_pem(who), &key_pem(who)).unwrap())
+        .resolve("localhost", front)
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_v1_and_v2_carry_the_real_client_address() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("O", "ci"), ("CN", "behind-nlb")], &w.ca);
+    let mut cfg = ProxyConfig::new(up);
+    cfg.listener_extra = "    proxy_protocol: true\n    proxy_protocol_from: [127.0.0.1/32]\n";
+    let p = Proxy::start(&w, &cfg);
+    let (_h, v2, v1) = haproxy(&w, p.addr);
+    for (front, source) in [(v2, "127.0.0.7"), (v1, "127.0.0.9")] {
+        let url = format!("https://localhost:{}/nlb", front.port());
+        let (code, v) = get_json(&via(&w, &who, front, source), &url).await;
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(seen(&v, "x-forwarded-for"), [source]);
+        assert_eq!(seen(&v, "x-real-ip"), [source]);
+        assert_eq!(seen(&v, "x-certgate-user"), ["behind-nlb"]);
+    }
+    let line = wait_for("access log with the real client", Duration::from_secs(5), || {
+        p.log_text().lines().find(|l| l.contains("certgate::access") && l.contains("127.0.0.7")).map(str::to_string)
+    });
+    assert!(line.contains("/nlb"));
+}
+
+async fn raw_tls(addr: SocketAddr, w: &World, who: &certgate::pki::Issued, preamble: &[u8]) -> std::io::Result<String> {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.write_all(preamble).await?;
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+    b.set_ca_file(w.path("ca.pem")).unwrap();
+    b.set_certificate(&who.cert).unwrap();
+    b.set_private_key(&who.key).unwrap();
+    b.set_alpn_protos(b"\x08http/1.1").unwrap();
+    let ssl = b.build().configure().unwrap().into_ssl("localhost").unwrap();
+    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut tls).connect().await.map_err(std::io::Error::other)?;
+    tls.write_all(b"GET /raw HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_command_plain_connections_and_untrusted_sources() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("CN", "raw")], &w.ca);
+    let mut cfg = ProxyConfig::new(up);
+    cfg.listener_extra = "    proxy_protocol: true\n";
+    let p = Proxy::start(&w, &cfg);
+
+    // v2 LOCAL (NLB health checks): the socket address stands.
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+    let resp = raw_tls(p.addr, &w, &who, &local).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"x-forwarded-for\":[\"127.0.0.1\"]"), "{resp}");
+
+    // v1 from a raw socket, ClientHello in the same write path right after.
+    let resp = raw_tls(p.addr, &w, &who, b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 443\r\n").await.unwrap();
+    assert!(resp.contains("\"x-forwarded-for\":[\"203.0.113.7\"]"), "{resp}");
+
+    // No header: refused before TLS.
+    assert!(raw_tls(p.addr, &w, &who, b"").await.is_err(), "plain TLS to a proxy_protocol listener is refused");
+    let m = p.metrics();
+    assert!(metric(&m, "certgate_connections_refused_total", &[("reason", "proxy_missing")]) >= 1.0, "{m}");
+    drop(p);
+
+    let mut cfg = ProxyConfig::new(up);
+    cfg.listener_extra = "    proxy_protocol: true\n    proxy_protocol_from: [10.0.0.0/8]\n";
+    let p = Proxy::start(&w, &cfg);
+    assert!(raw_tls(p.addr, &w, &who, b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 443\r\n").await.is_err());
+    let m = p.metrics();
+    assert!(metric(&m, "certgate_connections_refused_total", &[("reason", "proxy_untrusted")]) >= 1.0, "{m}");
+}
