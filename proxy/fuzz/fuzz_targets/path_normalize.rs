@@ -27,7 +27,10 @@ fn check(input: &str) {
     assert!(!out.ends_with("/."), "{input:?} -> {out:?}");
     assert!(!out.ends_with("/.."), "{input:?} -> {out:?}");
     let lower = out.to_ascii_lowercase();
-    assert!(!lower.contains("%2f") && !lower.contains("%5c"), "{input:?} -> {out:?}");
+    assert!(
+        !lower.contains("%2f") && !lower.contains("%5c"),
+        "{input:?} -> {out:?}"
+    );
     assert!(
         !out.bytes().any(|b| b < 0x20 || b == 0x7f),
         "{input:?} -> {out:?}"
@@ -44,7 +47,10 @@ fn check(input: &str) {
         if b == b'%' {
             let hex = bytes.get(i + 1..i + 3).unwrap_or(b"");
             assert!(
-                hex.len() == 2 && hex.iter().all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(h)),
+                hex.len() == 2
+                    && hex
+                        .iter()
+                        .all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(h)),
                 "{input:?} -> {out:?}"
             );
         }

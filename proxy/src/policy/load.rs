@@ -166,9 +166,39 @@ pub(crate) fn load_text(text: String, origin: &Path) -> Result<Loaded, PolicyErr
     })
 }
 
+/// Policy files larger than this are refused (a policy is a few kilobytes; this keeps a wrong
+/// path such as a log file or a device from being read whole).
+pub(crate) const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads a regular file of at most [`MAX_FILE_BYTES`] as UTF-8.
+fn read_policy_file(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let meta = fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {} MiB", MAX_FILE_BYTES / (1024 * 1024)),
+        ));
+    }
+    let mut text = String::new();
+    fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            "file grew while being read",
+        ));
+    }
+    Ok(text)
+}
+
 /// Reads the main policy file.
 pub(crate) fn read_main(path: &Path) -> Result<String, PolicyError> {
-    fs::read_to_string(path).map_err(|source| PolicyError::Read {
+    read_policy_file(path).map_err(|source| PolicyError::Read {
         file: path.to_path_buf(),
         source,
         fix: "check the policy: path of the listener (relative paths are relative to the config file) and the file's permissions".into(),
@@ -323,7 +353,7 @@ impl Loader {
                     "flatten the includes",
                 ));
             }
-            let inc_text = fs::read_to_string(&target).map_err(|e| {
+            let inc_text = read_policy_file(&target).map_err(|e| {
                 PolicyError::invalid(
                     path,
                     "include",

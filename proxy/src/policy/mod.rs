@@ -250,6 +250,7 @@ impl Policy {
         let compile = |keys: &[&str], names: &[String], warnings: &mut Vec<String>| {
             let mut bits = vec![0u64; words].into_boxed_slice();
             let mut star = false;
+            let mut routeless: Vec<&str> = Vec::new();
             for name in names {
                 if name == "*" {
                     star = true;
@@ -265,12 +266,26 @@ impl Policy {
                 };
                 set_bit(&mut bits, i);
                 if permissions.get(i).is_some_and(|p| p.routes.is_empty()) {
-                    warnings.push(format!(
-                        "{}: {}: permission \"{name}\" has no routes, so it allows nothing (yet)",
-                        main_file.display(),
-                        keys.join(".")
-                    ));
+                    routeless.push(name);
                 }
+            }
+            if !routeless.is_empty() {
+                warnings.push(format!(
+                    "{}: {}: {} no routes, so {} nothing until routes are added: {}",
+                    main_file.display(),
+                    keys.join("."),
+                    if routeless.len() == 1 {
+                        "this permission has"
+                    } else {
+                        "these permissions have"
+                    },
+                    if routeless.len() == 1 {
+                        "it allows"
+                    } else {
+                        "they allow"
+                    },
+                    routeless.join(", ")
+                ));
             }
             Ok(Grant { bits, star })
         };

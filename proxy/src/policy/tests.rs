@@ -664,7 +664,7 @@ fn warnings_for_routeless_grants_and_anonymous_star() {
     );
     let w = p.warnings().join("\n");
     assert!(
-        w.contains("groups.G: permission \"a\" has no routes"),
+        w.contains("groups.G: this permission has no routes, so it allows nothing until routes are added: a"),
         "{w}"
     );
     assert!(w.contains("anonymous: \"*\""), "{w}");
@@ -805,6 +805,30 @@ fn missing_include() {
         "{msg}"
     );
     assert_eq!(e.file(), main.as_path());
+}
+
+#[test]
+fn includes_must_be_regular_files() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    fs::create_dir_all(dir.path().join("sub")).unwrap_or_else(|e| panic!("{e}"));
+    let main = write(dir.path(), "main.yaml", "include: [sub]\npermissions: {}\n");
+    let msg = load_err(&main).to_string();
+    assert!(
+        msg.contains("not a regular file") && msg.contains("(line 1)"),
+        "{msg}"
+    );
+    #[cfg(unix)]
+    {
+        let main = write(
+            dir.path(),
+            "dev.yaml",
+            "include: [/dev/zero]\npermissions: {}\n",
+        );
+        let msg = load_err(&main).to_string();
+        assert!(msg.contains("not a regular file"), "{msg}");
+    }
+    let msg = load_err(dir.path()).to_string();
+    assert!(msg.contains("cannot read: not a regular file"), "{msg}");
 }
 
 #[test]
