@@ -31,7 +31,7 @@ fn valid_config_prints_the_summary() {
         "client CA: CN=Test Root CA,O=certgate tests",
         "CRL: CN=Test Root CA,O=certgate tests",
         "0 revoked",
-        "expires in",
+        "days left",
         "check passed",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
@@ -62,7 +62,7 @@ fn broken_inputs_are_named_with_the_fix() {
         (BASE.replace("client_ca: ca.pem", "client_ca: garbage.pem"), vec!["garbage.pem"]),
         (BASE.replace("crl.pem", "foreign-crl.pem"), vec!["foreign-crl.pem", "not signed by any CA"]),
         (BASE.replace("  client_ca: ca.pem\n  crl: [crl.pem]\n", "  client_auth: required\n"), vec!["client_auth", "client_ca"]),
-        (BASE.replace("    upstream:", "    upstreem: x\n    upstream:"), vec!["upstreem", "line 8"]),
+        (BASE.replace("    upstream:", "    upstreem: x\n    upstream:"), vec!["upstreem", "line 9"]),
         (BASE.replace("http://127.0.0.1:80", "https://127.0.0.1:443"), vec!["listeners[0].upstream", "plain HTTP"]),
         (format!("{BASE}    policy: nowhere.yaml\n"), vec!["nowhere.yaml"]),
         (BASE.replace("  crl: [crl.pem]\n", "  crl: [crl.pem]\n  ciphers: NOT-A-CIPHER\n"), vec!["tls.ciphers"]),

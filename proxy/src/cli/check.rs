@@ -47,7 +47,7 @@ pub fn check(path: &Path) -> ExitCode {
             l.timeouts.handshake,
             std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(trust)),
         ) {
-            eprintln!("error: listener {}: {e}", l.name);
+            eprintln!("error: {}: listener {}: {e}", config.path.display(), l.name);
             failed = true;
             continue;
         }

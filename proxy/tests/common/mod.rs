@@ -301,7 +301,7 @@ pub fn openssl_subject(world: &World, cert: &X509) -> String {
 /// `openssl s_client` handshake as `who`: (exit ok, combined output).
 pub fn s_client(world: &World, proxy: &Proxy, who: Option<(&Path, &Path)>, extra: &[&str]) -> (bool, String) {
     let mut cmd = Command::new("openssl");
-    cmd.args(["s_client", "-connect", &proxy.addr.to_string(), "-servername", "localhost", "-CAfile"])
+    cmd.args(["s_client", "-ign_eof", "-connect", &proxy.addr.to_string(), "-servername", "localhost", "-CAfile"])
         .arg(world.path("ca.pem"))
         .args(extra);
     if let Some((cert, key)) = who {
