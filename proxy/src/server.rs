@@ -76,6 +76,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         config,
     });
     crate::reload::publish_gauges(&shared);
+    for l in &shared.config.listeners {
+        metrics::init_listener(&l.name);
+    }
 
     let conf = ServerConf {
         threads: shared.config.threads,

@@ -187,7 +187,7 @@ async fn server_certificate_rotation_reaches_new_handshakes() {
     atomic_write(&w.path("server.pem"), &cert_pem(&rotated));
     wait_for("rotated certificate served", CHANGE, || {
         let (_, out) = s_client(&w, &p, Some((&w.path("c.pem"), &w.path("c-key.pem"))), &[]);
-        out.contains("O=rotated").then_some(())
+        out.contains("O = rotated").then_some(())
     });
 }
 

@@ -91,6 +91,15 @@ pub fn init() {
     }
 }
 
+/// Zero series for a listener, so every family is present from the first scrape.
+pub fn init_listener(name: &str) {
+    for kind in ["connect_refused", "connect_timeout", "timeout", "connect_error", "protocol"] {
+        UPSTREAM_ERRORS.with_label_values(&[name, kind]);
+    }
+    CONNECTIONS_ACTIVE.with_label_values(&[name]);
+    REQUEST_DURATION.with_label_values(&[name]);
+}
+
 /// The text exposition of every family.
 pub fn render() -> Vec<u8> {
     let mut out = Vec::new();

@@ -238,6 +238,10 @@ fn yaml_error(file: &Path, e: &serde_yaml_ng::Error) -> PolicyError {
             msg.push_str(&rest);
         }
     }
+    msg = msg.replace(
+        "struct RawPolicy",
+        "a mapping of policy keys (permissions:, groups:, ...)",
+    );
     if let Some(rest) = msg.strip_prefix("unknown field `") {
         let name = rest.split('`').next().unwrap_or("");
         return PolicyError::invalid(

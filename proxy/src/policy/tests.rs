@@ -626,6 +626,10 @@ fn yaml_shape_and_syntax_errors() {
     );
     let msg = policy_err("- a\n- b\n").to_string();
     assert!(msg.contains("invalid type"), "{msg}");
+    assert!(
+        msg.contains("expected a mapping of policy keys") && !msg.contains("RawPolicy"),
+        "{msg}"
+    );
     let msg = policy_err("permissions: {}\n---\npermissions: {}\n").to_string();
     assert!(msg.contains("one YAML document"), "{msg}");
     let msg = policy_err("groups:\n  A: {x: y}\n").to_string();
@@ -1200,4 +1204,23 @@ proptest! {
     ) {
         let _ = Policy::from_yaml(&lines.join("\n"), Path::new("/nonexistent/fuzz.yaml"));
     }
+}
+
+#[test]
+fn policy_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<Policy>();
+    assert_send_sync::<PolicyError>();
+    assert_send_sync::<PathError>();
+    assert_send_sync::<Explanation>();
+}
+
+#[test]
+fn decide_tolerates_unnormalised_slashes() {
+    // decide() expects a normalised path, but empty segments never widen what a route matches.
+    let p = policy("permissions:\n  a: [\"GET /a/*\"]\nauthenticated: [a]\n");
+    let c = Cert::new("x", &[]);
+    allow(&p, &c.p(), "GET", "//a//b//");
+    deny(&p, &c.p(), "GET", "/a//");
+    deny(&p, &c.p(), "GET", "");
 }

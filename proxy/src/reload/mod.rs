@@ -22,6 +22,8 @@ use crate::tls::trust::{asn1_unix, now_unix, TrustState};
 
 /// Quiet time after the last file event before reloading (editors and `kubectl` write in bursts).
 const DEBOUNCE: Duration = Duration::from_millis(200);
+/// The longest a reload waits for events to settle.
+const MAX_DELAY: Duration = Duration::from_millis(1000);
 
 /// Sets the expiry gauges from what is loaded now.
 pub fn publish_gauges(shared: &Shared) {
@@ -174,8 +176,8 @@ fn set_status(shared: &Shared, result: &str, error: Option<String>) {
     }
 }
 
-/// The directories to watch: those of every file the listeners read now.
-fn watched_dirs(shared: &Shared) -> BTreeSet<PathBuf> {
+/// Every file the listeners read now (certificates, keys, CAs, CRLs, policies and includes).
+fn watched_files(shared: &Shared) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = Vec::new();
     for l in &shared.listeners {
         files.extend(l.config.tls.files());
@@ -185,10 +187,35 @@ fn watched_dirs(shared: &Shared) -> BTreeSet<PathBuf> {
             files.push(p.clone());
         }
     }
+    // A file that is a symlink into another directory changes there: watch that one too.
+    let resolved: Vec<PathBuf> = files.iter().filter_map(|f| std::fs::canonicalize(f).ok()).collect();
+    files.extend(resolved);
     files
-        .iter()
-        .filter_map(|f| f.parent().map(Path::to_path_buf))
-        .collect()
+}
+
+/// What the watcher listens to: the directories of the files, and which names in them matter.
+#[derive(Default, Clone, PartialEq, Eq)]
+struct WatchSet {
+    dirs: BTreeSet<PathBuf>,
+    names: BTreeSet<std::ffi::OsString>,
+}
+
+impl WatchSet {
+    fn of(shared: &Shared) -> WatchSet {
+        let files = watched_files(shared);
+        WatchSet {
+            dirs: files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect(),
+            names: files.iter().filter_map(|f| f.file_name().map(|n| n.to_os_string())).collect(),
+        }
+    }
+
+    /// Our files, or Kubernetes' `..data` / `..2026_…` entries. Anything else in the same
+    /// directory (our own log file, editor swap files) is not a reason to reload.
+    fn concerns(&self, path: &Path) -> bool {
+        path.file_name().is_some_and(|n| {
+            self.names.contains(n) || n.to_str().is_some_and(|n| n.starts_with(".."))
+        })
+    }
 }
 
 /// Logs what an operator should act on: expiring certificates, CRLs near nextUpdate, loose
@@ -206,6 +233,8 @@ pub fn log_warnings(shared: &Shared) {
 pub fn spawn(shared: Arc<Shared>) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
     let fs_tx = tx.clone();
+    let set = Arc::new(std::sync::RwLock::new(WatchSet::of(&shared)));
+    let filter = set.clone();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         // Only changes count: our own reads would otherwise produce access events and a loop.
         if let Ok(ev) = ev {
@@ -214,12 +243,16 @@ pub fn spawn(shared: Arc<Shared>) -> anyhow::Result<()> {
                 EventKind::Modify(m) => !matches!(m, notify::event::ModifyKind::Metadata(_)),
                 _ => false,
             };
-            if relevant {
+            let ours = filter
+                .read()
+                .map(|set| ev.paths.iter().any(|p| set.concerns(p)))
+                .unwrap_or(true);
+            if relevant && ours {
                 let _ = fs_tx.send("file change");
             }
         }
     })?;
-    let mut dirs = watched_dirs(&shared);
+    let dirs = set.read().map(|s| s.dirs.clone()).unwrap_or_default();
     for d in &dirs {
         if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
             tracing::warn!(dir = %d.display(), error = %e, "cannot watch; SIGHUP still reloads");
@@ -231,7 +264,7 @@ pub fn spawn(shared: Arc<Shared>) -> anyhow::Result<()> {
         .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
         .map_err(|e| anyhow::anyhow!("cannot install the SIGHUP handler: {e}"))?;
     std::thread::Builder::new().name("certgate-reload".into()).spawn(move || {
-        rt.block_on(run_loop(shared, watcher, &mut dirs, rx, tx, hup));
+        rt.block_on(run_loop(shared, watcher, set, rx, tx, hup));
     })?;
     Ok(())
 }
@@ -239,7 +272,7 @@ pub fn spawn(shared: Arc<Shared>) -> anyhow::Result<()> {
 async fn run_loop(
     shared: Arc<Shared>,
     mut watcher: notify::RecommendedWatcher,
-    dirs: &mut BTreeSet<PathBuf>,
+    set: Arc<std::sync::RwLock<WatchSet>>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<&'static str>,
     tx: tokio::sync::mpsc::UnboundedSender<&'static str>,
     mut hup: tokio::signal::unix::Signal,
@@ -259,8 +292,18 @@ async fn run_loop(
             _ = daily.tick() => { log_warnings(&shared); continue; }
             _ = crl_check.tick() => { warn_crl_freshness(&shared); continue; }
         };
-        // Debounce: wait until events stop for DEBOUNCE.
-        while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+        // Debounce: wait until events stop for DEBOUNCE, but never longer than MAX_DELAY, so a
+        // steady trickle of events cannot postpone a reload.
+        let deadline = tokio::time::Instant::now() + MAX_DELAY;
+        let mut cause = cause;
+        while let Ok(Some(c)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+            if c == "SIGHUP" {
+                cause = c;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+        }
         tracing::debug!(cause, "reloading");
         match reload(&shared) {
             Outcome::Changed => log_warnings(&shared),
@@ -272,11 +315,13 @@ async fn run_loop(
             }
             Outcome::Unchanged | Outcome::Failed => {}
         }
-        let now = watched_dirs(&shared);
-        for d in now.difference(dirs) {
-            let _ = watcher.watch(d, RecursiveMode::NonRecursive);
+        let now = WatchSet::of(&shared);
+        if let Ok(mut current) = set.write() {
+            for d in now.dirs.difference(&current.dirs) {
+                let _ = watcher.watch(d, RecursiveMode::NonRecursive);
+            }
+            *current = now;
         }
-        *dirs = now;
     }
 }
 

@@ -150,6 +150,9 @@ pub struct Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- certgate log ({}):\n{}", self.log.display(), self.log_text());
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -195,7 +198,7 @@ impl Proxy {
         let child = Command::new(BIN)
             .args(["run", "-c"])
             .arg(&config)
-            .env("RUST_LOG", "info,pingora_core::services::listening=off")
+            .env("RUST_LOG", std::env::var("CERTGATE_TEST_LOG").unwrap_or_else(|_| "info,pingora_core::services::listening=off".into()))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
