@@ -50,9 +50,12 @@ pub struct Shared {
 pub fn load_listeners(config: &Config) -> anyhow::Result<Vec<Arc<Listener>>> {
     let mut out = Vec::new();
     for l in &config.listeners {
-        let trust = TrustState::load(&l.tls, 1).map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
+        let trust =
+            TrustState::load(&l.tls, 1).map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
         let policy = match &l.policy {
-            Some(p) => Some(Arc::new(Policy::load(p).map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?)),
+            Some(p) => Some(Arc::new(
+                Policy::load(p).map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?,
+            )),
             None => None,
         };
         out.push(Arc::new(Listener {
@@ -92,16 +95,29 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     for listener in &shared.listeners {
         let cfg = &listener.config;
-        let tls = ListenerTls::new(&cfg.name, &cfg.tls, cfg.timeouts.handshake, listener.trust.clone())
-            .map_err(|e| anyhow::anyhow!("{}: listener {}: {e}", shared.config.path.display(), cfg.name))?;
-        let mut http = pingora::proxy::HttpProxy::new(CertgateProxy::new(listener.clone()), conf.clone());
+        let tls = ListenerTls::new(
+            &cfg.name,
+            &cfg.tls,
+            cfg.timeouts.handshake,
+            listener.trust.clone(),
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{}: listener {}: {e}",
+                shared.config.path.display(),
+                cfg.name
+            )
+        })?;
+        let mut http =
+            pingora::proxy::HttpProxy::new(CertgateProxy::new(listener.clone()), conf.clone());
         http.handle_init_modules();
         let mut options = HttpServerOptions::default();
         options.h2_idle_timeout = Some(cfg.timeouts.idle);
         http.server_options = Some(options);
         let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
         // Large windows keep multi-GB registry transfers over HTTP/2 from crawling.
-        h2.initial_window_size(8 << 20).initial_connection_window_size(16 << 20);
+        h2.initial_window_size(8 << 20)
+            .initial_connection_window_size(16 << 20);
         http.h2_options = Some(h2);
         let app = ListenerApp::new(cfg.clone(), tls, http, shared.open_connections.clone());
         let mut service = Service::new(format!("listener {}", cfg.name), app);
@@ -122,7 +138,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         "certgate started"
     );
     server.run(RunArgs {
-        shutdown_signal: Box::new(DrainOnSignal { shared: shared.clone() }),
+        shutdown_signal: Box::new(DrainOnSignal {
+            shared: shared.clone(),
+        }),
     });
     Ok(())
 }
@@ -137,7 +155,10 @@ struct DrainOnSignal {
 impl ShutdownSignalWatch for DrainOnSignal {
     async fn recv(&self) -> ShutdownSignal {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             tracing::error!("cannot install SIGTERM/SIGINT handlers; stop certgate with SIGKILL");
             return std::future::pending().await;
         };

@@ -9,7 +9,11 @@ use std::process::Command;
 fn check(dir: &std::path::Path, config: &str) -> (i32, String, String) {
     let path = dir.join("check.yaml");
     std::fs::write(&path, config).unwrap();
-    let out = Command::new(BIN).args(["check", "-c"]).arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -56,16 +60,52 @@ fn broken_inputs_are_named_with_the_fix() {
     std::fs::write(d.join("garbage.pem"), "not a certificate").unwrap();
 
     let cases = [
-        (BASE.replace("server-key.pem", "encrypted-key.pem"), vec!["encrypted-key.pem", "openssl pkey"]),
-        (BASE.replace("server-key.pem", "other-key.pem"), vec!["other-key.pem", "does not match"]),
-        (BASE.replace("ca.pem", "missing.pem"), vec!["missing.pem", "cannot read"]),
-        (BASE.replace("client_ca: ca.pem", "client_ca: garbage.pem"), vec!["garbage.pem"]),
-        (BASE.replace("crl.pem", "foreign-crl.pem"), vec!["foreign-crl.pem", "not signed by any CA"]),
-        (BASE.replace("  client_ca: ca.pem\n  crl: [crl.pem]\n", "  client_auth: required\n"), vec!["client_auth", "client_ca"]),
-        (BASE.replace("    upstream:", "    upstreem: x\n    upstream:"), vec!["upstreem", "line 9"]),
-        (BASE.replace("http://127.0.0.1:80", "https://127.0.0.1:443"), vec!["listeners[0].upstream", "plain HTTP"]),
-        (format!("{BASE}    policy: nowhere.yaml\n"), vec!["nowhere.yaml"]),
-        (BASE.replace("  crl: [crl.pem]\n", "  crl: [crl.pem]\n  ciphers: NOT-A-CIPHER\n"), vec!["tls.ciphers"]),
+        (
+            BASE.replace("server-key.pem", "encrypted-key.pem"),
+            vec!["encrypted-key.pem", "openssl pkey"],
+        ),
+        (
+            BASE.replace("server-key.pem", "other-key.pem"),
+            vec!["other-key.pem", "does not match"],
+        ),
+        (
+            BASE.replace("ca.pem", "missing.pem"),
+            vec!["missing.pem", "cannot read"],
+        ),
+        (
+            BASE.replace("client_ca: ca.pem", "client_ca: garbage.pem"),
+            vec!["garbage.pem"],
+        ),
+        (
+            BASE.replace("crl.pem", "foreign-crl.pem"),
+            vec!["foreign-crl.pem", "not signed by any CA"],
+        ),
+        (
+            BASE.replace(
+                "  client_ca: ca.pem\n  crl: [crl.pem]\n",
+                "  client_auth: required\n",
+            ),
+            vec!["client_auth", "client_ca"],
+        ),
+        (
+            BASE.replace("    upstream:", "    upstreem: x\n    upstream:"),
+            vec!["upstreem", "line 9"],
+        ),
+        (
+            BASE.replace("http://127.0.0.1:80", "https://127.0.0.1:443"),
+            vec!["listeners[0].upstream", "plain HTTP"],
+        ),
+        (
+            format!("{BASE}    policy: nowhere.yaml\n"),
+            vec!["nowhere.yaml"],
+        ),
+        (
+            BASE.replace(
+                "  crl: [crl.pem]\n",
+                "  crl: [crl.pem]\n  ciphers: NOT-A-CIPHER\n",
+            ),
+            vec!["tls.ciphers"],
+        ),
     ];
     for (config, wants) in cases {
         let (code, out, err) = check(d, &config);
@@ -73,7 +113,10 @@ fn broken_inputs_are_named_with_the_fix() {
         for want in wants {
             assert!(err.contains(want), "missing {want:?} in stderr:\n{err}");
         }
-        assert!(err.contains(&d.display().to_string()), "the file is named:\n{err}");
+        assert!(
+            err.contains(&d.display().to_string()),
+            "the file is named:\n{err}"
+        );
     }
 }
 
@@ -89,9 +132,24 @@ fn warnings_for_loose_key_modes_and_near_expiry() {
     write(&w.path("soon.pem"), &cert_pem(&soon));
     std::fs::write(w.path("soon-key.pem"), key_pem(&soon)).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(w.path("soon-key.pem"), std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (code, out, err) = check(w.dir.path(), &BASE.replace("server.pem", "soon.pem").replace("server-key.pem", "soon-key.pem"));
+    std::fs::set_permissions(
+        w.path("soon-key.pem"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let (code, out, err) = check(
+        w.dir.path(),
+        &BASE
+            .replace("server.pem", "soon.pem")
+            .replace("server-key.pem", "soon-key.pem"),
+    );
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("warning: key file") && out.contains("chmod 600"), "{out}");
-    assert!(out.contains("warning: server certificate CN=localhost expires in"), "{out}");
+    assert!(
+        out.contains("warning: key file") && out.contains("chmod 600"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: server certificate CN=localhost expires in"),
+        "{out}"
+    );
 }

@@ -39,21 +39,46 @@ async fn optional_mode_gives_each_failure_its_401_reason() {
         (Some(&good), 200, ""),
     ];
     for (who, code, reason) in cases {
-        let r = https(&w, &p, who).get(p.url("/api/v1/vm")).send().await.unwrap();
+        let r = https(&w, &p, who)
+            .get(p.url("/api/v1/vm"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), code, "reason {reason}");
         assert_eq!(r.headers()["content-type"], "application/json");
         let v: serde_json::Value = r.json().await.unwrap();
         if code == 401 {
-            assert_eq!(v, serde_json::json!({"status": "FAIL", "message": "Authentication Required", "reason": reason}));
+            assert_eq!(
+                v,
+                serde_json::json!({"status": "FAIL", "message": "Authentication Required", "reason": reason})
+            );
         } else {
             assert_eq!(seen(&v, "ssl-client-verify"), ["SUCCESS"]);
         }
     }
     let m = p.metrics();
-    for reason in ["unknown_ca", "certificate_expired", "certificate_revoked", "bad_certificate"] {
-        assert!(metric(&m, "certgate_handshakes_total", &[("result", "fail"), ("reason", reason)]) >= 1.0, "{reason}\n{m}");
+    for reason in [
+        "unknown_ca",
+        "certificate_expired",
+        "certificate_revoked",
+        "bad_certificate",
+    ] {
+        assert!(
+            metric(
+                &m,
+                "certgate_handshakes_total",
+                &[("result", "fail"), ("reason", reason)]
+            ) >= 1.0,
+            "{reason}\n{m}"
+        );
     }
-    assert!(metric(&m, "certgate_requests_total", &[("code", "401"), ("decision", "deny")]) >= 6.0);
+    assert!(
+        metric(
+            &m,
+            "certgate_requests_total",
+            &[("code", "401"), ("decision", "deny")]
+        ) >= 6.0
+    );
 }
 
 #[test]
@@ -81,7 +106,11 @@ fn required_mode_fails_the_handshake_with_the_named_alert() {
     assert!(out.contains("certificate required"), "{ok} {out}");
     let (_, out) = s_client(&w, &p, None, &["-tls1_2"]);
     assert!(out.contains("handshake failure"), "{out}");
-    for (who, alert) in [("stranger", "unknown ca"), ("revoked", "certificate revoked"), ("expired", "certificate expired")] {
+    for (who, alert) in [
+        ("stranger", "unknown ca"),
+        ("revoked", "certificate revoked"),
+        ("expired", "certificate expired"),
+    ] {
         let (c, k) = files(who);
         let (_, out) = s_client(&w, &p, Some((&c, &k)), &["-tls1_3"]);
         assert!(out.contains(alert), "{who}: expected alert {alert}:\n{out}");
@@ -90,16 +119,46 @@ fn required_mode_fails_the_handshake_with_the_named_alert() {
     let (_, out) = s_client(&w, &p, Some((&c, &k)), &[]);
     assert!(out.contains("HTTP/1.1 200"), "{out}");
     let m = p.metrics();
-    assert!(metric(&m, "certgate_handshakes_total", &[("result", "fail"), ("reason", "no_certificate")]) >= 2.0, "{m}");
-    assert!(metric(&m, "certgate_handshakes_total", &[("result", "fail"), ("reason", "unknown_ca")]) >= 1.0, "{m}");
-    assert!(metric(&m, "certgate_handshakes_total", &[("result", "fail"), ("reason", "certificate_revoked")]) >= 1.0, "{m}");
+    assert!(
+        metric(
+            &m,
+            "certgate_handshakes_total",
+            &[("result", "fail"), ("reason", "no_certificate")]
+        ) >= 2.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "certgate_handshakes_total",
+            &[("result", "fail"), ("reason", "unknown_ca")]
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "certgate_handshakes_total",
+            &[("result", "fail"), ("reason", "certificate_revoked")]
+        ) >= 1.0,
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_headers_are_byte_identical_to_openssl_and_spoofs_are_stripped() {
     let w = World::new();
     let up = upstream();
-    let who = client(&[("C", "US"), ("O", "Veertu"), ("O", "Anka Build, Inc."), ("OU", "CI"), ("CN", "Jürgen \"J\" Müller")], &w.ca);
+    let who = client(
+        &[
+            ("C", "US"),
+            ("O", "Veertu"),
+            ("O", "Anka Build, Inc."),
+            ("OU", "CI"),
+            ("CN", "Jürgen \"J\" Müller"),
+        ],
+        &w.ca,
+    );
     let p = Proxy::start(&w, &ProxyConfig::new(up));
     let c = https(&w, &p, Some(&who));
     let r = c
@@ -119,10 +178,18 @@ async fn identity_headers_are_byte_identical_to_openssl_and_spoofs_are_stripped(
     let v: serde_json::Value = r.json().await.unwrap();
     let expected_dn = openssl_subject(&w, &who.cert);
     assert!(expected_dn.contains("Anka Build\\, Inc."), "{expected_dn}");
-    assert_eq!(seen(&v, "ssl-client-subject-dn"), [expected_dn.clone()]);
-    assert_eq!(seen(&v, "ssl-client-issuer-dn"), ["CN=Test Root CA,O=certgate tests"]);
+    assert_eq!(seen(&v, "ssl-client-subject-dn"), std::slice::from_ref(&expected_dn));
+    assert_eq!(
+        seen(&v, "ssl-client-issuer-dn"),
+        ["CN=Test Root CA,O=certgate tests"]
+    );
     assert_eq!(seen(&v, "ssl-client-verify"), ["SUCCESS"]);
-    let cn_in_dn = expected_dn.split(",OU=").next().unwrap().trim_start_matches("CN=").to_string();
+    let cn_in_dn = expected_dn
+        .split(",OU=")
+        .next()
+        .unwrap()
+        .trim_start_matches("CN=")
+        .to_string();
     assert_eq!(seen(&v, "x-certgate-user"), [cn_in_dn]);
     assert_eq!(seen(&v, "x-certgate-groups"), ["Veertu,Anka Build\\, Inc."]);
     assert_eq!(seen(&v, "x-forwarded-for"), ["127.0.0.1"]);
@@ -130,7 +197,11 @@ async fn identity_headers_are_byte_identical_to_openssl_and_spoofs_are_stripped(
     assert_eq!(seen(&v, "x-forwarded-proto"), ["https"]);
     assert!(seen(&v, "x-forwarded-client-cert").is_empty());
     assert!(seen(&v, "client-cert").is_empty());
-    assert!(v["headers"].get("ssl_client_verify").is_none() && v["headers"].get("x_certgate_groups").is_none(), "{v}");
+    assert!(
+        v["headers"].get("ssl_client_verify").is_none()
+            && v["headers"].get("x_certgate_groups").is_none(),
+        "{v}"
+    );
     assert_eq!(v["query"], "id=7");
 
     // Without a certificate: NONE, no identity, spoofs still gone.
@@ -161,7 +232,10 @@ async fn chain_through_an_intermediate_is_accepted() {
         .unwrap();
     let (code, v) = get_json(&c, &p.url("/x")).await;
     assert_eq!(code, 200, "{v}");
-    assert_eq!(seen(&v, "ssl-client-issuer-dn"), ["CN=Issuing CA,O=certgate tests"]);
+    assert_eq!(
+        seen(&v, "ssl-client-issuer-dn"),
+        ["CN=Issuing CA,O=certgate tests"]
+    );
     // Without the intermediate the chain does not build: unknown CA.
     let (code, v) = get_json(&https(&w, &p, Some(&who)), &p.url("/x")).await;
     assert_eq!((code, v["reason"].as_str()), (401, Some("unknown CA")));
@@ -173,7 +247,10 @@ async fn http2_carries_the_client_identity() {
     let up = upstream();
     let who = client(&[("O", "ci"), ("CN", "h2client")], &w.ca);
     let p = Proxy::start(&w, &ProxyConfig::new(up));
-    let c = https_builder(&w, &p, Some(&who)).http2_prior_knowledge().build().unwrap();
+    let c = https_builder(&w, &p, Some(&who))
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     for _ in 0..3 {
         let r = c.get(p.url("/h2")).send().await.unwrap();
         assert_eq!(r.version(), reqwest::Version::HTTP_2);
@@ -192,8 +269,17 @@ async fn upstream_down_is_502_and_slow_upstream_is_504() {
     let p = Proxy::start(&w, &ProxyConfig::new(dead));
     let (code, v) = get_json(&https(&w, &p, Some(&who)), &p.url("/")).await;
     assert_eq!(code, 502);
-    assert_eq!(v, serde_json::json!({"status": "FAIL", "message": "Upstream Unavailable", "reason": "connection refused"}));
-    assert!(metric(&p.metrics(), "certgate_upstream_errors_total", &[("kind", "connect_refused")]) >= 1.0);
+    assert_eq!(
+        v,
+        serde_json::json!({"status": "FAIL", "message": "Upstream Unavailable", "reason": "connection refused"})
+    );
+    assert!(
+        metric(
+            &p.metrics(),
+            "certgate_upstream_errors_total",
+            &[("kind", "connect_refused")]
+        ) >= 1.0
+    );
     drop(p);
 
     let up = upstream();
@@ -214,25 +300,39 @@ async fn every_dialect_and_forward_cert() {
     s.uris = vec!["spiffe://ci/node".into()];
     let who = certgate::pki::issue(&s, &w.ca).unwrap();
     let mut cfg = ProxyConfig::new(up);
-    cfg.listener_extra = "    headers: [nginx-ingress, xfcc, traefik, rfc9440]\n    forward_cert: true\n";
+    cfg.listener_extra =
+        "    headers: [nginx-ingress, xfcc, traefik, rfc9440]\n    forward_cert: true\n";
     let p = Proxy::start(&w, &cfg);
     let (code, v) = get_json(&https(&w, &p, Some(&who)), &p.url("/")).await;
     assert_eq!(code, 200);
     let pem = String::from_utf8(cert_pem(&who)).unwrap();
     let escaped: String = pem
         .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect();
-    assert_eq!(seen(&v, "ssl-client-cert"), [escaped.clone()]);
+    assert_eq!(seen(&v, "ssl-client-cert"), std::slice::from_ref(&escaped));
     use base64::Engine;
     let der_b64 = base64::engine::general_purpose::STANDARD.encode(who.cert.to_der().unwrap());
     assert_eq!(seen(&v, "client-cert"), [format!(":{der_b64}:")]);
     assert_eq!(seen(&v, "x-forwarded-tls-client-cert"), [der_b64]);
     let xfcc = seen(&v, "x-forwarded-client-cert").join("");
-    let fp = hex::encode(who.cert.digest(openssl::hash::MessageDigest::sha256()).unwrap());
+    let fp = hex::encode(
+        who.cert
+            .digest(openssl::hash::MessageDigest::sha256())
+            .unwrap(),
+    );
     assert!(xfcc.starts_with(&format!("Hash={fp};")), "{xfcc}");
     assert!(xfcc.contains("Subject=\"CN=dialects,O=ci\""), "{xfcc}");
-    assert!(xfcc.contains("URI=spiffe://ci/node") && xfcc.contains("DNS=node.example"), "{xfcc}");
+    assert!(
+        xfcc.contains("URI=spiffe://ci/node") && xfcc.contains("DNS=node.example"),
+        "{xfcc}"
+    );
     assert!(xfcc.contains(&format!("Cert=\"{escaped}\"")), "{xfcc}");
     let info = seen(&v, "x-forwarded-tls-client-cert-info").join("");
     assert!(info.starts_with("Subject%3D%22"), "{info}");
@@ -250,6 +350,10 @@ async fn keep_alive_connection_serves_many_requests() {
         assert_eq!(code, 200);
     }
     let m = p.metrics();
-    assert_eq!(metric(&m, "certgate_handshakes_total", &[("result", "ok")]), 1.0, "one connection:\n{m}");
+    assert_eq!(
+        metric(&m, "certgate_handshakes_total", &[("result", "ok")]),
+        1.0,
+        "one connection:\n{m}"
+    );
     let _ = Duration::from_secs(0);
 }

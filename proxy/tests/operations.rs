@@ -8,7 +8,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-fn tls_conn(w: &World, p: &Proxy, who: &certgate::pki::Issued) -> openssl::ssl::SslStream<TcpStream> {
+fn tls_conn(
+    w: &World,
+    p: &Proxy,
+    who: &certgate::pki::Issued,
+) -> openssl::ssl::SslStream<TcpStream> {
     let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
     b.set_ca_file(w.path("ca.pem")).unwrap();
     b.set_certificate(&who.cert).unwrap();
@@ -52,11 +56,22 @@ async fn admin_endpoints_and_every_metric_family() {
     assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
     let l = &s["listeners"][0];
     assert_eq!(l["name"], "test");
-    let files: Vec<&str> = l["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
-    assert!(files.iter().any(|f| f.ends_with("ca.pem")) && files.iter().any(|f| f.ends_with("crl.pem")), "{files:?}");
+    let files: Vec<&str> = l["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("ca.pem")) && files.iter().any(|f| f.ends_with("crl.pem")),
+        "{files:?}"
+    );
     assert_eq!(l["files"][0]["sha256"].as_str().unwrap().len(), 64);
     assert!(l["server_certificate"]["not_after"].as_i64().unwrap() > 0);
-    assert_eq!(l["client_cas"][0]["subject"], "CN=Test Root CA,O=certgate tests");
+    assert_eq!(
+        l["client_cas"][0]["subject"],
+        "CN=Test Root CA,O=certgate tests"
+    );
     assert_eq!(l["crls"][0]["revoked"], 0);
     assert!(l["crls"][0]["next_update"].as_i64().unwrap() > 0);
 
@@ -71,13 +86,49 @@ async fn admin_endpoints_and_every_metric_family() {
         "certgate_crl_next_update_seconds",
         "certgate_upstream_errors_total",
     ] {
-        assert!(m.contains(&format!("# TYPE {}", family.trim_end_matches("_bucket"))), "missing family {family}:\n{m}");
+        assert!(
+            m.contains(&format!("# TYPE {}", family.trim_end_matches("_bucket"))),
+            "missing family {family}:\n{m}"
+        );
     }
-    assert_eq!(metric(&m, "certgate_requests_total", &[("listener", "test"), ("code", "200"), ("decision", "allow")]), 1.0);
-    assert_eq!(metric(&m, "certgate_requests_total", &[("code", "401"), ("decision", "deny")]), 1.0);
-    assert_eq!(metric(&m, "certgate_request_duration_seconds_count", &[("listener", "test")]), 2.0);
-    assert!(metric(&m, "certgate_certificate_not_after_seconds", &[("kind", "server"), ("subject", "CN=localhost")]) > 1.7e9);
-    assert!(metric(&m, "certgate_crl_next_update_seconds", &[("issuer", "CN=Test Root CA,O=certgate tests")]) > 1.7e9);
+    assert_eq!(
+        metric(
+            &m,
+            "certgate_requests_total",
+            &[("listener", "test"), ("code", "200"), ("decision", "allow")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "certgate_requests_total",
+            &[("code", "401"), ("decision", "deny")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "certgate_request_duration_seconds_count",
+            &[("listener", "test")]
+        ),
+        2.0
+    );
+    assert!(
+        metric(
+            &m,
+            "certgate_certificate_not_after_seconds",
+            &[("kind", "server"), ("subject", "CN=localhost")]
+        ) > 1.7e9
+    );
+    assert!(
+        metric(
+            &m,
+            "certgate_crl_next_update_seconds",
+            &[("issuer", "CN=Test Root CA,O=certgate tests")]
+        ) > 1.7e9
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,9 +142,13 @@ async fn access_log_is_one_json_line_per_request() {
     let (code, _) = get_json(&https(&w, &p, Some(&who)), &p.url("/api/v1/vm?secret=1")).await;
     assert_eq!(code, 200);
     let line = wait_for("access log line", Duration::from_secs(10), || {
-        p.log_text().lines().find(|l| l.contains("certgate::access")).map(str::to_string)
+        p.log_text()
+            .lines()
+            .find(|l| l.contains("certgate::access"))
+            .map(str::to_string)
     });
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(v["listener"], "test");
     assert_eq!(v["method"], "GET");
     assert_eq!(v["status"], 200);
@@ -102,7 +157,10 @@ async fn access_log_is_one_json_line_per_request() {
     assert_eq!(v["decision"], "allow");
     assert_eq!(v["client"], "127.0.0.1");
     assert!(v["duration_ms"].as_f64().is_some());
-    assert!(!p.log_text().contains("BEGIN CERTIFICATE"), "no certificates at info level");
+    assert!(
+        !p.log_text().contains("BEGIN CERTIFICATE"),
+        "no certificates at info level"
+    );
 }
 
 #[test]
@@ -112,10 +170,14 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let who = client(&[("CN", "slow")], &w.ca);
     let mut p = Proxy::start(&w, &ProxyConfig::new(up));
     let mut conn = tls_conn(&w, &p, &who);
-    conn.write_all(b"GET /slow/1500 HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    conn.write_all(b"GET /slow/1500 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(200)); // let the request reach the upstream
     let started = Instant::now();
-    let status = std::process::Command::new("kill").args(["-TERM", &p.pid().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &p.pid().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let (code, _) = wait_for("readyz 503 while draining", Duration::from_secs(5), || {
         http_get(p.admin, "/readyz").filter(|(c, _)| *c == 503)
@@ -124,13 +186,24 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let mut buf = vec![0u8; 8192];
     let n = conn.read(&mut buf).unwrap();
     let resp = String::from_utf8_lossy(&buf[..n]).into_owned();
-    assert!(resp.starts_with("HTTP/1.1 200"), "in-flight request completed: {resp}");
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "in-flight request completed: {resp}"
+    );
     drop(conn);
     let mut child = p.child.take().unwrap();
-    let exit = wait_for("exit", Duration::from_secs(15), || child.try_wait().unwrap());
+    let exit = wait_for("exit", Duration::from_secs(15), || {
+        child.try_wait().unwrap()
+    });
     assert_eq!(exit.code(), Some(0), "{}", p.log_text());
-    assert!(started.elapsed() < Duration::from_secs(5), "exits once drained, not after the full grace");
-    assert!(TcpStream::connect_timeout(&p.addr, Duration::from_secs(1)).is_err(), "listener closed");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "exits once drained, not after the full grace"
+    );
+    assert!(
+        TcpStream::connect_timeout(&p.addr, Duration::from_secs(1)).is_err(),
+        "listener closed"
+    );
 }
 
 #[test]
@@ -156,7 +229,10 @@ fn limits_against_misbehaving_clients() {
     }
     let resp = read_all(&mut slow);
     assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
-    assert!(resp.contains("\"reason\":\"request header not received in time\""), "{resp}");
+    assert!(
+        resp.contains("\"reason\":\"request header not received in time\""),
+        "{resp}"
+    );
 
     // A 1 MiB header: 431 JSON.
     let mut big = tls_conn(&w, &p, &who);
@@ -165,7 +241,11 @@ fn limits_against_misbehaving_clients() {
     req.extend_from_slice(b"\r\n\r\n");
     let _ = big.write_all(&req);
     let resp = read_all(&mut big);
-    assert!(resp.starts_with("HTTP/1.1 431"), "{}", &resp[..resp.len().min(200)]);
+    assert!(
+        resp.starts_with("HTTP/1.1 431"),
+        "{}",
+        &resp[..resp.len().min(200)]
+    );
 
     // A handshake never finished: closed after timeouts.handshake.
     let mut raw = TcpStream::connect(p.addr).unwrap();
@@ -175,27 +255,60 @@ fn limits_against_misbehaving_clients() {
     let mut b = [0u8; 16];
     let n = raw.read(&mut b).unwrap_or(0);
     assert_eq!(n, 0, "connection closed");
-    assert!(t.elapsed() < Duration::from_secs(5), "closed by the handshake timeout");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "closed by the handshake timeout"
+    );
 
     // One connection too many: three are held open, the fourth is closed at once.
     let held: Vec<_> = (0..3).map(|_| tls_conn(&w, &p, &who)).collect();
     let mut extra = TcpStream::connect(p.addr).unwrap();
-    extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut b = [0u8; 16];
-    assert_eq!(extra.read(&mut b).unwrap_or(0), 0, "fourth connection closed");
+    assert_eq!(
+        extra.read(&mut b).unwrap_or(0),
+        0,
+        "fourth connection closed"
+    );
     drop(held);
     let m = p.metrics();
-    assert!(metric(&m, "certgate_connections_refused_total", &[("reason", "max_connections")]) >= 1.0, "{m}");
-    assert!(metric(&m, "certgate_requests_total", &[("code", "408")]) >= 1.0, "{m}");
-    assert!(metric(&m, "certgate_requests_total", &[("code", "431")]) >= 1.0, "{m}");
-    assert!(metric(&m, "certgate_handshakes_total", &[("result", "fail"), ("reason", "timeout")]) >= 1.0, "{m}");
+    assert!(
+        metric(
+            &m,
+            "certgate_connections_refused_total",
+            &[("reason", "max_connections")]
+        ) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "certgate_requests_total", &[("code", "408")]) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "certgate_requests_total", &[("code", "431")]) >= 1.0,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "certgate_handshakes_total",
+            &[("result", "fail"), ("reason", "timeout")]
+        ) >= 1.0,
+        "{m}"
+    );
 
     // Idle keep-alive: closed after timeouts.idle.
     let mut idle = tls_conn(&w, &p, &who);
-    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut buf = vec![0u8; 8192];
     assert!(idle.read(&mut buf).unwrap() > 0);
     let t = Instant::now();
     let rest = read_all(&mut idle);
-    assert!(t.elapsed() < Duration::from_secs(8), "idle connection closed after about 2s, got {rest}");
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "idle connection closed after about 2s, got {rest}"
+    );
 }

@@ -49,7 +49,13 @@ fn fixture(policy: &str, extra: &str) -> Fixture {
 
 impl Fixture {
     /// Sends `METHOD PATH` verbatim on a fresh TLS connection: (status, body, upstream JSON if any).
-    fn send(&self, who: Option<&certgate::pki::Issued>, method: &str, path: &str, headers: &str) -> (u16, serde_json::Value) {
+    fn send(
+        &self,
+        who: Option<&certgate::pki::Issued>,
+        method: &str,
+        path: &str,
+        headers: &str,
+    ) -> (u16, serde_json::Value) {
         let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
         b.set_ca_file(self.w.path("ca.pem")).unwrap();
         if let Some(who) = who {
@@ -58,16 +64,31 @@ impl Fixture {
         }
         b.set_alpn_protos(b"\x08http/1.1").unwrap();
         let tcp = TcpStream::connect(self.p.addr).unwrap();
-        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
         let mut s = b.build().connect("localhost", tcp).unwrap();
-        write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out);
         let text = String::from_utf8_lossy(&out).into_owned();
-        let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let code = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         // The echo upstream and our errors answer with a content-length body (no chunking).
-        (code, serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)))
+        (
+            code,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+        )
     }
 
     fn code(&self, who: Option<&certgate::pki::Issued>, method: &str, path: &str) -> u16 {
@@ -94,18 +115,29 @@ fn route_grammar_and_decision() {
     assert_eq!(f.code(Some(&org), "POST", "/api/v1/vm"), 200);
     assert_eq!(f.code(Some(&org), "DELETE", "/api/v1/vm"), 403);
     // "*" grants everything
-    assert_eq!(f.code(Some(&devops), "DELETE", "/api/v1/anything/at/all"), 403, "covered by no permission");
+    assert_eq!(
+        f.code(Some(&devops), "DELETE", "/api/v1/anything/at/all"),
+        403,
+        "covered by no permission"
+    );
     assert_eq!(f.code(Some(&devops), "GET", "/api/v1/logs/x"), 200);
     // ** matches zero or more segments
     assert_eq!(f.code(Some(&logs_and_org), "GET", "/api/v1/logs"), 200);
-    assert_eq!(f.code(Some(&logs_and_org), "GET", "/api/v1/logs/a/b/c"), 200);
+    assert_eq!(
+        f.code(Some(&logs_and_org), "GET", "/api/v1/logs/a/b/c"),
+        200
+    );
     // union over several groups
     assert_eq!(f.code(Some(&logs_and_org), "POST", "/api/v1/vm"), 200);
     // {id} and * are exactly one non-empty segment
     assert_eq!(f.code(Some(&nodes), "GET", "/api/v1/node/5"), 200);
     assert_eq!(f.code(Some(&nodes), "GET", "/api/v1/node"), 403);
     assert_eq!(f.code(Some(&nodes), "GET", "/api/v1/node/5/x"), 403);
-    assert_eq!(f.code(Some(&area), "PATCH", "/api/v1/group/7"), 200, "* method");
+    assert_eq!(
+        f.code(Some(&area), "PATCH", "/api/v1/group/7"),
+        200,
+        "* method"
+    );
     assert_eq!(f.code(Some(&area), "GET", "/api/v1/group"), 403);
     // GET|HEAD, authenticated
     assert_eq!(f.code(Some(&nobody), "GET", "/api/v1/status"), 200);
@@ -114,9 +146,15 @@ fn route_grammar_and_decision() {
     assert_eq!(f.code(Some(&jenkins), "GET", "/api/v1/vm"), 200);
     let (code, v) = f.send(Some(&jenkins), "POST", "/api/v1/vm", "");
     assert_eq!(code, 403);
-    assert_eq!(v, serde_json::json!({"status": "FAIL", "message": "Permission Denied", "reason": "POST /api/v1/vm requires one of: start_vm"}));
+    assert_eq!(
+        v,
+        serde_json::json!({"status": "FAIL", "message": "Permission Denied", "reason": "POST /api/v1/vm requires one of: start_vm"})
+    );
     let (_, v) = f.send(Some(&nobody), "POST", "/api/v1/status", "");
-    assert_eq!(v["reason"], "POST /api/v1/status is covered by no permission");
+    assert_eq!(
+        v["reason"],
+        "POST /api/v1/status is covered by no permission"
+    );
     // anonymous holds only `anonymous`; denial is 401 with the certificate reason
     assert_eq!(f.code(None, "GET", "/livez"), 200);
     let (code, v) = f.send(None, "GET", "/api/v1/status", "");
@@ -125,10 +163,22 @@ fn route_grammar_and_decision() {
     assert_eq!(f.code(Some(&area), "GET", "/ALLOWED/x"), 403);
 
     // the permission that allowed the request reaches the upstream
-    let (_, v) = f.send(Some(&logs_and_org), "GET", "/api/v1/vm", "X-Certgate-Permission: start_vm\r\n");
+    let (_, v) = f.send(
+        Some(&logs_and_org),
+        "GET",
+        "/api/v1/vm",
+        "X-Certgate-Permission: start_vm\r\n",
+    );
     assert_eq!(seen(&v, "x-certgate-permission"), ["list_vms"]);
     let m = f.p.metrics();
-    assert!(metric(&m, "certgate_authz_decisions_total", &[("decision", "allow"), ("permission", "list_vms")]) >= 1.0, "{m}");
+    assert!(
+        metric(
+            &m,
+            "certgate_authz_decisions_total",
+            &[("decision", "allow"), ("permission", "list_vms")]
+        ) >= 1.0,
+        "{m}"
+    );
 }
 
 #[test]
@@ -150,10 +200,20 @@ fn normalisation_rejects_and_cannot_be_used_to_reach_denied_routes() {
         assert_eq!(v["message"], "Bad Request");
         assert_eq!(v["reason"], reason, "{path}");
     }
-    for path in ["/allowed/../denied", "/allowed/%2e%2e/denied", "/allowed/%2E%2E/denied", "//denied", "/allowed;/../denied", "/allowed/./../denied"] {
+    for path in [
+        "/allowed/../denied",
+        "/allowed/%2e%2e/denied",
+        "/allowed/%2E%2E/denied",
+        "//denied",
+        "/allowed;/../denied",
+        "/allowed/./../denied",
+    ] {
         let (code, v) = f.send(Some(&area), "GET", path, "");
         assert_eq!(code, 403, "{path} must be judged as /denied: {v}");
-        assert_eq!(v["reason"], "GET /denied is covered by no permission", "{path}");
+        assert_eq!(
+            v["reason"], "GET /denied is covered by no permission",
+            "{path}"
+        );
     }
     // What is matched is what is forwarded.
     let (code, v) = f.send(Some(&area), "GET", "/allowed//a/./b/%7Euser/../c?q=%2F", "");
@@ -166,7 +226,9 @@ fn normalisation_rejects_and_cannot_be_used_to_reach_denied_routes() {
 
 #[test]
 fn group_attribute_variants() {
-    let policy = |attr: &str| format!("permissions:\n  p: [\"GET /x\"]\ngroups:\n  Team: [p]\ngroup_attribute: {attr}\n");
+    let policy = |attr: &str| {
+        format!("permissions:\n  p: [\"GET /x\"]\ngroups:\n  Team: [p]\ngroup_attribute: {attr}\n")
+    };
     let w_o = fixture(&policy("O"), "");
     let o_only = client(&[("O", "Team"), ("CN", "a")], &w_o.w.ca);
     let ou_team = client(&[("O", "Other"), ("OU", "Team"), ("CN", "b")], &w_o.w.ca);
@@ -179,13 +241,25 @@ fn group_attribute_variants() {
     assert_eq!(w_ou.code(Some(&o_only), "GET", "/x"), 403);
     let (code, v) = w_ou.send(Some(&ou_team), "GET", "/x", "");
     assert_eq!(code, 200);
-    assert_eq!(seen(&v, "x-certgate-groups"), ["Team"], "groups header follows group_attribute");
+    assert_eq!(
+        seen(&v, "x-certgate-groups"),
+        ["Team"],
+        "groups header follows group_attribute"
+    );
     drop(w_ou);
     let w_else = fixture(&policy("OU_else_O"), "");
     let o_only = client(&[("O", "Team"), ("CN", "a")], &w_else.w.ca);
     let ou_other = client(&[("O", "Team"), ("OU", "Other"), ("CN", "b")], &w_else.w.ca);
-    assert_eq!(w_else.code(Some(&o_only), "GET", "/x"), 200, "no OU: O counts");
-    assert_eq!(w_else.code(Some(&ou_other), "GET", "/x"), 403, "OU present: O ignored (Anka >= 1.48)");
+    assert_eq!(
+        w_else.code(Some(&o_only), "GET", "/x"),
+        200,
+        "no OU: O counts"
+    );
+    assert_eq!(
+        w_else.code(Some(&ou_other), "GET", "/x"),
+        403,
+        "OU present: O ignored (Anka >= 1.48)"
+    );
 }
 
 #[test]
@@ -195,11 +269,21 @@ fn audit_mode_forwards_and_counts() {
     let (code, _) = f.send(Some(&nobody), "DELETE", "/api/v1/vm", "");
     assert_eq!(code, 200, "audit forwards");
     let m = f.p.metrics();
-    assert_eq!(metric(&m, "certgate_requests_total", &[("decision", "audit_deny")]), 1.0, "{m}");
+    assert_eq!(
+        metric(&m, "certgate_requests_total", &[("decision", "audit_deny")]),
+        1.0,
+        "{m}"
+    );
     let line = wait_for("audit log", std::time::Duration::from_secs(5), || {
-        f.p.log_text().lines().find(|l| l.contains("audit_deny")).map(str::to_string)
+        f.p.log_text()
+            .lines()
+            .find(|l| l.contains("audit_deny"))
+            .map(str::to_string)
     });
-    assert!(line.contains("DELETE /api/v1/vm is covered by no permission"), "{line}");
+    assert!(
+        line.contains("DELETE /api/v1/vm is covered by no permission"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -211,19 +295,49 @@ fn root_token_is_root_everywhere_and_forwarded_unchanged() {
     let (code, v) = f.send(None, "DELETE", "/api/v1/vm", &good);
     assert_eq!(code, 200);
     assert_eq!(seen(&v, "x-certgate-permission"), ["root"]);
-    assert_eq!(seen(&v, "authorization"), [format!("Basic {}", b64("root:s3cret-root-token"))]);
-    for bad in [b64("root:s3cret-root-tokeX"), b64("admin:s3cret-root-token"), b64("root:s3cret-root-token-longer"), "not-base64!".into()] {
-        let (code, _) = f.send(None, "DELETE", "/api/v1/vm", &format!("Authorization: Basic {bad}\r\n"));
+    assert_eq!(
+        seen(&v, "authorization"),
+        [format!("Basic {}", b64("root:s3cret-root-token"))]
+    );
+    for bad in [
+        b64("root:s3cret-root-tokeX"),
+        b64("admin:s3cret-root-token"),
+        b64("root:s3cret-root-token-longer"),
+        "not-base64!".into(),
+    ] {
+        let (code, _) = f.send(
+            None,
+            "DELETE",
+            "/api/v1/vm",
+            &format!("Authorization: Basic {bad}\r\n"),
+        );
         assert_eq!(code, 401, "{bad}");
     }
     let (code, out, err) = {
         let path = f.w.path("short.yaml");
-        std::fs::write(&path, std::fs::read_to_string(&f.p.config).unwrap().replace("s3cret-root-token", "short")).unwrap();
-        let o = std::process::Command::new(BIN).args(["check", "-c"]).arg(&path).output().unwrap();
-        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+        std::fs::write(
+            &path,
+            std::fs::read_to_string(&f.p.config)
+                .unwrap()
+                .replace("s3cret-root-token", "short"),
+        )
+        .unwrap();
+        let o = std::process::Command::new(BIN)
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     };
     assert_eq!(code, Some(1), "{out}");
-    assert!(err.contains("root_token") && err.contains("10 characters"), "{err}");
+    assert!(
+        err.contains("root_token") && err.contains("10 characters"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -232,19 +346,64 @@ fn explain_names_the_rule() {
     let org = client(&[("O", "MyOrgName"), ("CN", "ci1")], &f.w.ca);
     f.w.save("org", &org);
     let run = |args: &[&str]| {
-        let o = std::process::Command::new(BIN).args(["explain", "-c"]).arg(&f.p.config).args(args).output().unwrap();
-        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+        let o = std::process::Command::new(BIN)
+            .args(["explain", "-c"])
+            .arg(&f.p.config)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
     };
     let cert = f.w.path("org.pem");
     let cert = cert.to_str().unwrap();
-    let (code, out) = run(&["--listener", "test", "--method", "POST", "--path", "/api/v1/vm", "--cert", cert]);
+    let (code, out) = run(&[
+        "--listener",
+        "test",
+        "--method",
+        "POST",
+        "--path",
+        "/api/v1/vm",
+        "--cert",
+        cert,
+    ]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("start_vm") && out.contains("MyOrgName") && out.contains("ALLOW"), "{out}");
-    let (code, out) = run(&["--listener", "test", "--method", "DELETE", "--path", "/api/v1/vm", "--cert", cert]);
+    assert!(
+        out.contains("start_vm") && out.contains("MyOrgName") && out.contains("ALLOW"),
+        "{out}"
+    );
+    let (code, out) = run(&[
+        "--listener",
+        "test",
+        "--method",
+        "DELETE",
+        "--path",
+        "/api/v1/vm",
+        "--cert",
+        cert,
+    ]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("DENY"), "{out}");
-    let (code, out) = run(&["--listener", "test", "--method", "GET", "--path", "/livez", "--anonymous"]);
+    let (code, out) = run(&[
+        "--listener",
+        "test",
+        "--method",
+        "GET",
+        "--path",
+        "/livez",
+        "--anonymous",
+    ]);
     assert_eq!(code, Some(0), "{out}");
-    let (code, out) = run(&["--listener", "nope", "--method", "GET", "--path", "/", "--anonymous"]);
+    let (code, out) = run(&[
+        "--listener",
+        "nope",
+        "--method",
+        "GET",
+        "--path",
+        "/",
+        "--anonymous",
+    ]);
     assert_eq!(code, Some(2), "{out}");
 }

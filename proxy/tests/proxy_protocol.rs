@@ -35,7 +35,9 @@ fn haproxy(w: &World, target: SocketAddr) -> (Haproxy, SocketAddr, SocketAddr) {
         .expect("haproxy must be installed (proxy/bootstrap.sh test installs it)");
     let h = Haproxy(child);
     for addr in [v2, v1] {
-        wait_for("haproxy listening", Duration::from_secs(10), || std::net::TcpStream::connect(addr).ok());
+        wait_for("haproxy listening", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(addr).ok()
+        });
     }
     (h, v2, v1)
 }
@@ -67,13 +69,25 @@ async fn haproxy_v1_and_v2_carry_the_real_client_address() {
         assert_eq!(seen(&v, "x-real-ip"), [source]);
         assert_eq!(seen(&v, "x-certgate-user"), ["behind-nlb"]);
     }
-    let line = wait_for("access log with the real client", Duration::from_secs(5), || {
-        p.log_text().lines().find(|l| l.contains("certgate::access") && l.contains("127.0.0.7")).map(str::to_string)
-    });
+    let line = wait_for(
+        "access log with the real client",
+        Duration::from_secs(5),
+        || {
+            p.log_text()
+                .lines()
+                .find(|l| l.contains("certgate::access") && l.contains("127.0.0.7"))
+                .map(str::to_string)
+        },
+    );
     assert!(line.contains("/nlb"));
 }
 
-async fn raw_tls(addr: SocketAddr, w: &World, who: &certgate::pki::Issued, preamble: &[u8]) -> std::io::Result<String> {
+async fn raw_tls(
+    addr: SocketAddr,
+    w: &World,
+    who: &certgate::pki::Issued,
+    preamble: &[u8],
+) -> std::io::Result<String> {
     let mut tcp = tokio::net::TcpStream::connect(addr).await?;
     tcp.write_all(preamble).await?;
     let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
@@ -81,10 +95,19 @@ async fn raw_tls(addr: SocketAddr, w: &World, who: &certgate::pki::Issued, pream
     b.set_certificate(&who.cert).unwrap();
     b.set_private_key(&who.key).unwrap();
     b.set_alpn_protos(b"\x08http/1.1").unwrap();
-    let ssl = b.build().configure().unwrap().into_ssl("localhost").unwrap();
+    let ssl = b
+        .build()
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
+        .unwrap();
     let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-    std::pin::Pin::new(&mut tls).connect().await.map_err(std::io::Error::other)?;
-    tls.write_all(b"GET /raw HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
+    std::pin::Pin::new(&mut tls)
+        .connect()
+        .await
+        .map_err(std::io::Error::other)?;
+    tls.write_all(b"GET /raw HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await?;
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
     Ok(String::from_utf8_lossy(&out).into_owned())
@@ -104,22 +127,59 @@ async fn local_command_plain_connections_and_untrusted_sources() {
     local.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
     let resp = raw_tls(p.addr, &w, &who, &local).await.unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    assert!(resp.contains("\"x-forwarded-for\":[\"127.0.0.1\"]"), "{resp}");
+    assert!(
+        resp.contains("\"x-forwarded-for\":[\"127.0.0.1\"]"),
+        "{resp}"
+    );
 
     // v1 from a raw socket, ClientHello in the same write path right after.
-    let resp = raw_tls(p.addr, &w, &who, b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 443\r\n").await.unwrap();
-    assert!(resp.contains("\"x-forwarded-for\":[\"203.0.113.7\"]"), "{resp}");
+    let resp = raw_tls(
+        p.addr,
+        &w,
+        &who,
+        b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 443\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(
+        resp.contains("\"x-forwarded-for\":[\"203.0.113.7\"]"),
+        "{resp}"
+    );
 
     // No header: refused before TLS.
-    assert!(raw_tls(p.addr, &w, &who, b"").await.is_err(), "plain TLS to a proxy_protocol listener is refused");
+    assert!(
+        raw_tls(p.addr, &w, &who, b"").await.is_err(),
+        "plain TLS to a proxy_protocol listener is refused"
+    );
     let m = p.metrics();
-    assert!(metric(&m, "certgate_connections_refused_total", &[("reason", "proxy_missing")]) >= 1.0, "{m}");
+    assert!(
+        metric(
+            &m,
+            "certgate_connections_refused_total",
+            &[("reason", "proxy_missing")]
+        ) >= 1.0,
+        "{m}"
+    );
     drop(p);
 
     let mut cfg = ProxyConfig::new(up);
     cfg.listener_extra = "    proxy_protocol: true\n    proxy_protocol_from: [10.0.0.0/8]\n";
     let p = Proxy::start(&w, &cfg);
-    assert!(raw_tls(p.addr, &w, &who, b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 443\r\n").await.is_err());
+    assert!(raw_tls(
+        p.addr,
+        &w,
+        &who,
+        b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 443\r\n"
+    )
+    .await
+    .is_err());
     let m = p.metrics();
-    assert!(metric(&m, "certgate_connections_refused_total", &[("reason", "proxy_untrusted")]) >= 1.0, "{m}");
+    assert!(
+        metric(
+            &m,
+            "certgate_connections_refused_total",
+            &[("reason", "proxy_untrusted")]
+        ) >= 1.0,
+        "{m}"
+    );
 }

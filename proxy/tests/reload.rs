@@ -50,12 +50,22 @@ async fn ca_rotation_takes_effect_for_new_and_open_connections() {
     atomic_write(&w.path("ca.pem"), &cert_pem(&new_ca));
     atomic_write(&w.path("crl.pem"), &crl.to_pem().unwrap());
 
-    let took = wait_code("new CA accepted", || https(&w, &p, Some(&new_client)), &p.url("/"), 200).await;
+    let took = wait_code(
+        "new CA accepted",
+        || https(&w, &p, Some(&new_client)),
+        &p.url("/"),
+        200,
+    )
+    .await;
     eprintln!("CA rotation visible after {took:?}");
     let (c, v) = code(&https(&w, &p, Some(&old_client)), &p.url("/")).await;
     assert_eq!((c, v["reason"].as_str()), (401, Some("unknown CA")));
     let (c, v) = code(&open, &p.url("/")).await;
-    assert_eq!((c, v["reason"].as_str()), (401, Some("unknown CA")), "open connection re-checked");
+    assert_eq!(
+        (c, v["reason"].as_str()),
+        (401, Some("unknown CA")),
+        "open connection re-checked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,7 +76,10 @@ async fn revocation_reaches_an_established_keep_alive_connection() {
     let other = client(&[("O", "ci"), ("CN", "other")], &w.ca);
     let p = Proxy::start(&w, &ProxyConfig::new(up));
     let open = https(&w, &p, Some(&who));
-    let open_h2 = https_builder(&w, &p, Some(&who)).http2_prior_knowledge().build().unwrap();
+    let open_h2 = https_builder(&w, &p, Some(&who))
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     assert_eq!(code(&open, &p.url("/")).await.0, 200);
     assert_eq!(code(&open_h2, &p.url("/")).await.0, 200);
     let before = metric(&p.metrics(), "certgate_handshakes_total", &[]);
@@ -79,18 +92,42 @@ async fn revocation_reaches_an_established_keep_alive_connection() {
             assert_eq!(v["reason"], "certificate revoked");
             break;
         }
-        assert!(start.elapsed() < CHANGE, "revocation not seen on the open connection");
+        assert!(
+            start.elapsed() < CHANGE,
+            "revocation not seen on the open connection"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    eprintln!("revocation visible on an open connection after {:?}", start.elapsed());
+    eprintln!(
+        "revocation visible on an open connection after {:?}",
+        start.elapsed()
+    );
     let (c, v) = code(&open_h2, &p.url("/")).await;
-    assert_eq!((c, v["reason"].as_str()), (401, Some("certificate revoked")), "HTTP/2 connection too");
-    assert_eq!(metric(&p.metrics(), "certgate_handshakes_total", &[]), before, "same connections, no new handshake");
+    assert_eq!(
+        (c, v["reason"].as_str()),
+        (401, Some("certificate revoked")),
+        "HTTP/2 connection too"
+    );
+    assert_eq!(
+        metric(&p.metrics(), "certgate_handshakes_total", &[]),
+        before,
+        "same connections, no new handshake"
+    );
     let (c, v) = code(&https(&w, &p, Some(&who)), &p.url("/")).await;
-    assert_eq!((c, v["reason"].as_str()), (401, Some("certificate revoked")));
+    assert_eq!(
+        (c, v["reason"].as_str()),
+        (401, Some("certificate revoked"))
+    );
     assert_eq!(code(&https(&w, &p, Some(&other)), &p.url("/")).await.0, 200);
     let m = p.metrics();
-    assert!(metric(&m, "certgate_reloads_total", &[("kind", "crl"), ("result", "ok")]) >= 1.0, "{m}");
+    assert!(
+        metric(
+            &m,
+            "certgate_reloads_total",
+            &[("kind", "crl"), ("result", "ok")]
+        ) >= 1.0,
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +135,11 @@ async fn a_broken_file_of_each_kind_keeps_the_old_state() {
     let w = World::new();
     let up = upstream();
     let who = client(&[("O", "ci"), ("CN", "steady")], &w.ca);
-    std::fs::write(w.path("policy.yaml"), "permissions:\n  all: [\"* /**\"]\ngroups:\n  ci: [all]\n").unwrap();
+    std::fs::write(
+        w.path("policy.yaml"),
+        "permissions:\n  all: [\"* /**\"]\ngroups:\n  ci: [all]\n",
+    )
+    .unwrap();
     let mut cfg = ProxyConfig::new(up);
     cfg.listener_extra = "    policy: policy.yaml\n";
     let p = Proxy::start(&w, &cfg);
@@ -107,20 +148,39 @@ async fn a_broken_file_of_each_kind_keeps_the_old_state() {
     let other_key = key_pem(&client(&[("CN", "x")], &w.ca));
     for (file, kind, bytes) in [
         ("ca.pem", "ca", b"garbage".to_vec()),
-        ("crl.pem", "crl", b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n".to_vec()),
+        (
+            "crl.pem",
+            "crl",
+            b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n".to_vec(),
+        ),
         ("server-key.pem", "cert", other_key.clone()),
         ("policy.yaml", "policy", b"groups:\n  ci: [nope]\n".to_vec()),
     ] {
         let good = std::fs::read(w.path(file)).unwrap();
         atomic_write(&w.path(file), &bytes);
         wait_for(&format!("{kind} reload error counted"), CHANGE, || {
-            (metric(&p.metrics(), "certgate_reloads_total", &[("kind", kind), ("result", "error")]) >= 1.0).then_some(())
+            (metric(
+                &p.metrics(),
+                "certgate_reloads_total",
+                &[("kind", kind), ("result", "error")],
+            ) >= 1.0)
+                .then_some(())
         });
         let (code_now, _) = code(&https(&w, &p, Some(&who)), &p.url("/")).await;
-        assert_eq!(code_now, 200, "old state keeps serving after a broken {file}");
-        let status: serde_json::Value = serde_json::from_str(&http_get(p.admin, "/status").unwrap().1).unwrap();
+        assert_eq!(
+            code_now, 200,
+            "old state keeps serving after a broken {file}"
+        );
+        let status: serde_json::Value =
+            serde_json::from_str(&http_get(p.admin, "/status").unwrap().1).unwrap();
         assert_eq!(status["last_reload"]["result"], "error");
-        assert!(status["last_reload"]["error"].as_str().unwrap().contains(file), "{status}");
+        assert!(
+            status["last_reload"]["error"]
+                .as_str()
+                .unwrap()
+                .contains(file),
+            "{status}"
+        );
         atomic_write(&w.path(file), &good);
     }
 }
@@ -143,7 +203,10 @@ async fn kubernetes_symlink_swap_is_followed() {
         "admin:\n  listen: {admin}\ntls:\n  cert: server.pem\n  key: server-key.pem\n  client_ca: secret/ca.crt\nlisteners:\n  - name: test\n    listen: {addr}\n    upstream: http://{up}\n"
     );
     let p = Proxy::start_with(w.dir.path(), &text, addr, admin);
-    assert_eq!(code(&https(&w, &p, Some(&new_client)), &p.url("/")).await.0, 401);
+    assert_eq!(
+        code(&https(&w, &p, Some(&new_client)), &p.url("/")).await.0,
+        401
+    );
     // What the kubelet does: new timestamped dir, new ..data_tmp link, rename over ..data.
     let v2 = d.join("..2026_11_23_02");
     std::fs::create_dir(&v2).unwrap();
@@ -151,7 +214,13 @@ async fn kubernetes_symlink_swap_is_followed() {
     std::os::unix::fs::symlink("..2026_11_23_02", d.join("..data_tmp")).unwrap();
     std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
     std::fs::remove_dir_all(&v1).unwrap();
-    let took = wait_code("swapped CA", || https(&w, &p, Some(&new_client)), &p.url("/"), 200).await;
+    let took = wait_code(
+        "swapped CA",
+        || https(&w, &p, Some(&new_client)),
+        &p.url("/"),
+        200,
+    )
+    .await;
     eprintln!("symlink swap visible after {took:?}");
 }
 
@@ -160,7 +229,10 @@ async fn sighup_reloads_and_does_not_kill() {
     let w = World::new();
     let up = upstream();
     let p = Proxy::start(&w, &ProxyConfig::new(up));
-    let st = std::process::Command::new("kill").args(["-HUP", &p.pid().to_string()]).status().unwrap();
+    let st = std::process::Command::new("kill")
+        .args(["-HUP", &p.pid().to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
     let status = wait_for("reload after SIGHUP", CHANGE, || {
         let s: serde_json::Value = serde_json::from_str(&http_get(p.admin, "/status")?.1).ok()?;
@@ -196,19 +268,39 @@ async fn policy_edit_applies_without_restart() {
     let w = World::new();
     let up = upstream();
     let who = client(&[("O", "ci"), ("CN", "jenkins")], &w.ca);
-    std::fs::write(w.path("policy.yaml"), "permissions:\n  list_vms: [\"GET /api/v1/vm\"]\ngroups:\n  admins: [list_vms]\n").unwrap();
+    std::fs::write(
+        w.path("policy.yaml"),
+        "permissions:\n  list_vms: [\"GET /api/v1/vm\"]\ngroups:\n  admins: [list_vms]\n",
+    )
+    .unwrap();
     let mut cfg = ProxyConfig::new(up);
     cfg.listener_extra = "    policy: policy.yaml\n";
     let p = Proxy::start(&w, &cfg);
     let (c, v) = code(&https(&w, &p, Some(&who)), &p.url("/api/v1/vm")).await;
-    assert_eq!((c, v["reason"].as_str()), (403, Some("GET /api/v1/vm requires one of: list_vms")));
-    atomic_write(&w.path("policy.yaml"), b"permissions:\n  list_vms: [\"GET /api/v1/vm\"]\ngroups:\n  ci: [list_vms]\n");
-    wait_code("policy edit", || https(&w, &p, Some(&who)), &p.url("/api/v1/vm"), 200).await;
+    assert_eq!(
+        (c, v["reason"].as_str()),
+        (403, Some("GET /api/v1/vm requires one of: list_vms"))
+    );
+    atomic_write(
+        &w.path("policy.yaml"),
+        b"permissions:\n  list_vms: [\"GET /api/v1/vm\"]\ngroups:\n  ci: [list_vms]\n",
+    );
+    wait_code(
+        "policy edit",
+        || https(&w, &p, Some(&who)),
+        &p.url("/api/v1/vm"),
+        200,
+    )
+    .await;
 }
 
 #[test]
 fn reload_latency_over_twenty_tries() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut w = World::new();
         let up = upstream();
@@ -237,7 +329,11 @@ fn reload_latency_over_twenty_tries() {
 
 #[test]
 fn bounded_load_across_fifty_reloads_has_no_failed_request() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut w = World::new();
         let up = upstream();
@@ -251,7 +347,10 @@ fn bounded_load_across_fifty_reloads_has_no_failed_request() {
             let c = if keep_alive {
                 https(&w, &p, Some(&who))
             } else {
-                https_builder(&w, &p, Some(&who)).pool_max_idle_per_host(0).build().unwrap()
+                https_builder(&w, &p, Some(&who))
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .unwrap()
             };
             let (p, stop, ok, failed) = (p.clone(), stop.clone(), ok.clone(), failed.clone());
             tasks.push(tokio::spawn(async move {
@@ -274,10 +373,21 @@ fn bounded_load_across_fifty_reloads_has_no_failed_request() {
             t.await.unwrap();
         }
         let m = p.metrics();
-        let reloads = metric(&m, "certgate_reloads_total", &[("kind", "crl"), ("result", "ok")]);
-        eprintln!("load: {} ok, {} failed, {reloads} CRL reloads", ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+        let reloads = metric(
+            &m,
+            "certgate_reloads_total",
+            &[("kind", "crl"), ("result", "ok")],
+        );
+        eprintln!(
+            "load: {} ok, {} failed, {reloads} CRL reloads",
+            ok.load(Ordering::Relaxed),
+            failed.load(Ordering::Relaxed)
+        );
         assert_eq!(failed.load(Ordering::Relaxed), 0);
         assert!(ok.load(Ordering::Relaxed) > 100);
-        assert!(reloads >= 25.0, "most rewrites became reloads (debounce may merge some): {reloads}");
+        assert!(
+            reloads >= 25.0,
+            "most rewrites became reloads (debounce may merge some): {reloads}"
+        );
     });
 }

@@ -29,10 +29,16 @@ async fn one_gib_download_and_upload_match_by_checksum() {
     let r = c.get(p.url(&format!("/bytes/{GIB}"))).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let mut stream = r.bytes_stream();
-    let (mut got, mut hasher, mut expected) = (0u64, openssl::sha::Sha256::new(), openssl::sha::Sha256::new());
+    let (mut got, mut hasher, mut expected) = (
+        0u64,
+        openssl::sha::Sha256::new(),
+        openssl::sha::Sha256::new(),
+    );
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.unwrap();
-        let want: Vec<u8> = (got..got + chunk.len() as u64).map(certgate::demo::echo::pattern_byte).collect();
+        let want: Vec<u8> = (got..got + chunk.len() as u64)
+            .map(certgate::demo::echo::pattern_byte)
+            .collect();
         hasher.update(&chunk);
         expected.update(&want);
         got += chunk.len() as u64;
@@ -46,7 +52,8 @@ async fn one_gib_download_and_upload_match_by_checksum() {
     for _ in 0..1024 {
         local.update(&chunk);
     }
-    let body = futures_util::stream::iter((0..1024).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let body =
+        futures_util::stream::iter((0..1024).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
     let r = c
         .put(p.url("/registry/upload"))
         .header("content-length", GIB.to_string())
@@ -79,7 +86,12 @@ async fn websocket_upgrade_passes_through() {
     ctx.set_ca_file(w.path("ca.pem")).unwrap();
     ctx.set_certificate(&who.cert).unwrap();
     ctx.set_private_key(&who.key).unwrap();
-    let ssl = ctx.build().configure().unwrap().into_ssl("localhost").unwrap();
+    let ssl = ctx
+        .build()
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
+        .unwrap();
     let tcp = tokio::net::TcpStream::connect(p.addr).await.unwrap();
     let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
     std::pin::Pin::new(&mut tls).connect().await.unwrap();
@@ -88,10 +100,18 @@ async fn websocket_upgrade_passes_through() {
     let mut head = Vec::new();
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         let n = tls.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed before the 101: {}", String::from_utf8_lossy(&head));
+        assert!(
+            n > 0,
+            "closed before the 101: {}",
+            String::from_utf8_lossy(&head)
+        );
         head.extend_from_slice(&buf[..n]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     tls.write_all(b"ping through the tunnel").await.unwrap();
     let mut echoed = Vec::new();
     while echoed.len() < 23 {

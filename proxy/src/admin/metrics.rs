@@ -11,64 +11,116 @@ pub static REGISTRY: Lazy<Registry> = Lazy::new(Registry::new);
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    REGISTRY.register(Box::new(c.clone())).expect("metric registered once");
+    REGISTRY
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
 fn gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let g = GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    REGISTRY.register(Box::new(g.clone())).expect("metric registered once");
+    REGISTRY
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
     g
 }
 
 pub static REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
-    counter("certgate_requests_total", "Requests answered, by listener, status code and authorization decision.", &["listener", "code", "decision"])
+    counter(
+        "certgate_requests_total",
+        "Requests answered, by listener, status code and authorization decision.",
+        &["listener", "code", "decision"],
+    )
 });
 
 pub static REQUEST_DURATION: Lazy<HistogramVec> = Lazy::new(|| {
     let h = HistogramVec::new(
-        HistogramOpts::new("certgate_request_duration_seconds", "Time from request header to the end of the response.")
-            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+        HistogramOpts::new(
+            "certgate_request_duration_seconds",
+            "Time from request header to the end of the response.",
+        )
+        .buckets(vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0, 60.0,
+        ]),
         &["listener"],
     )
     .expect("static metric definition");
-    REGISTRY.register(Box::new(h.clone())).expect("metric registered once");
+    REGISTRY
+        .register(Box::new(h.clone()))
+        .expect("metric registered once");
     h
 });
 
 pub static HANDSHAKES: Lazy<IntCounterVec> = Lazy::new(|| {
-    counter("certgate_handshakes_total", "TLS handshakes by result (ok/fail) and client-certificate reason.", &["listener", "result", "reason"])
+    counter(
+        "certgate_handshakes_total",
+        "TLS handshakes by result (ok/fail) and client-certificate reason.",
+        &["listener", "result", "reason"],
+    )
 });
 
 pub static AUTHZ_DECISIONS: Lazy<IntCounterVec> = Lazy::new(|| {
-    counter("certgate_authz_decisions_total", "Policy decisions by decision and the permission that made it.", &["listener", "decision", "permission"])
+    counter(
+        "certgate_authz_decisions_total",
+        "Policy decisions by decision and the permission that made it.",
+        &["listener", "decision", "permission"],
+    )
 });
 
 pub static RELOADS: Lazy<IntCounterVec> = Lazy::new(|| {
-    counter("certgate_reloads_total", "Reloads of trust material and policy, by kind and result.", &["kind", "result"])
+    counter(
+        "certgate_reloads_total",
+        "Reloads of trust material and policy, by kind and result.",
+        &["kind", "result"],
+    )
 });
 
 pub static CERT_NOT_AFTER: Lazy<GaugeVec> = Lazy::new(|| {
-    gauge("certgate_certificate_not_after_seconds", "notAfter of the server certificates and client CAs, unix seconds.", &["kind", "subject"])
+    gauge(
+        "certgate_certificate_not_after_seconds",
+        "notAfter of the server certificates and client CAs, unix seconds.",
+        &["kind", "subject"],
+    )
 });
 
 pub static CRL_NEXT_UPDATE: Lazy<GaugeVec> = Lazy::new(|| {
-    gauge("certgate_crl_next_update_seconds", "nextUpdate of each loaded CRL, unix seconds.", &["issuer"])
+    gauge(
+        "certgate_crl_next_update_seconds",
+        "nextUpdate of each loaded CRL, unix seconds.",
+        &["issuer"],
+    )
 });
 
 pub static UPSTREAM_ERRORS: Lazy<IntCounterVec> = Lazy::new(|| {
-    counter("certgate_upstream_errors_total", "Failures talking to the upstream, by kind.", &["listener", "kind"])
+    counter(
+        "certgate_upstream_errors_total",
+        "Failures talking to the upstream, by kind.",
+        &["listener", "kind"],
+    )
 });
 
 pub static CONNECTIONS_ACTIVE: Lazy<IntGaugeVec> = Lazy::new(|| {
-    let g = IntGaugeVec::new(Opts::new("certgate_connections_active", "Client connections open now."), &["listener"])
-        .expect("static metric definition");
-    REGISTRY.register(Box::new(g.clone())).expect("metric registered once");
+    let g = IntGaugeVec::new(
+        Opts::new(
+            "certgate_connections_active",
+            "Client connections open now.",
+        ),
+        &["listener"],
+    )
+    .expect("static metric definition");
+    REGISTRY
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
     g
 });
 
 pub static CONNECTIONS_REFUSED: Lazy<IntCounterVec> = Lazy::new(|| {
-    counter("certgate_connections_refused_total", "Connections closed before TLS: limits and PROXY protocol.", &["listener", "reason"])
+    counter(
+        "certgate_connections_refused_total",
+        "Connections closed before TLS: limits and PROXY protocol.",
+        &["listener", "reason"],
+    )
 });
 
 /// Touches every family so a scrape shows them all from the start (dashboards and alerts can
@@ -93,7 +145,13 @@ pub fn init() {
 
 /// Zero series for a listener, so every family is present from the first scrape.
 pub fn init_listener(name: &str) {
-    for kind in ["connect_refused", "connect_timeout", "timeout", "connect_error", "protocol"] {
+    for kind in [
+        "connect_refused",
+        "connect_timeout",
+        "timeout",
+        "connect_error",
+        "protocol",
+    ] {
         UPSTREAM_ERRORS.with_label_values(&[name, kind]);
     }
     CONNECTIONS_ACTIVE.with_label_values(&[name]);

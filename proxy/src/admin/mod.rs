@@ -19,7 +19,8 @@ type Body = Full<Bytes>;
 
 fn reply(code: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    *r.status_mut() =
+        hyper::StatusCode::from_u16(code).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
         r.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
@@ -40,7 +41,10 @@ pub fn not_ready_reason(shared: &Shared) -> Option<String> {
     }
     for l in &shared.listeners {
         if l.trust.load().has_expired_crl() {
-            return Some(format!("listener {}: a loaded CRL is past its nextUpdate", l.config.name));
+            return Some(format!(
+                "listener {}: a loaded CRL is past its nextUpdate",
+                l.config.name
+            ));
         }
     }
     None
@@ -73,17 +77,30 @@ pub fn status(shared: &Shared) -> serde_json::Value {
 
 fn route(shared: &Shared, req: &Request<hyper::body::Incoming>) -> Response<Body> {
     if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
-        return json(405, serde_json::json!({"status": "FAIL", "message": "Method Not Allowed", "reason": "admin endpoints are GET only"}));
+        return json(
+            405,
+            serde_json::json!({"status": "FAIL", "message": "Method Not Allowed", "reason": "admin endpoints are GET only"}),
+        );
     }
     match req.uri().path() {
         "/healthz" => json(200, serde_json::json!({"status": "OK"})),
         "/readyz" => match not_ready_reason(shared) {
             None => json(200, serde_json::json!({"status": "OK"})),
-            Some(reason) => json(503, serde_json::json!({"status": "FAIL", "message": "Not Ready", "reason": reason})),
+            Some(reason) => json(
+                503,
+                serde_json::json!({"status": "FAIL", "message": "Not Ready", "reason": reason}),
+            ),
         },
         "/status" => json(200, status(shared)),
-        "/metrics" => reply(200, "text/plain; version=0.0.4; charset=utf-8", metrics::render()),
-        _ => json(404, serde_json::json!({"status": "FAIL", "message": "Not Found", "reason": "try /healthz /readyz /status /metrics"})),
+        "/metrics" => reply(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics::render(),
+        ),
+        _ => json(
+            404,
+            serde_json::json!({"status": "FAIL", "message": "Not Found", "reason": "try /healthz /readyz /status /metrics"}),
+        ),
     }
 }
 
@@ -95,7 +112,10 @@ pub fn spawn(addr: SocketAddr, shared: Arc<Shared>) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("certgate-admin".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!(error = %e, "admin endpoint: cannot start its runtime");

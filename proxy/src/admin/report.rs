@@ -84,8 +84,12 @@ fn cert_summary(cert: &openssl::x509::X509Ref) -> CertSummary {
                         .or_else(|| n.email().map(|e| format!("email:{e}")))
                         .or_else(|| {
                             n.ipaddress().and_then(|ip| match ip.len() {
-                                4 => <[u8; 4]>::try_from(ip).ok().map(|b| format!("IP:{}", std::net::Ipv4Addr::from(b))),
-                                16 => <[u8; 16]>::try_from(ip).ok().map(|b| format!("IP:{}", std::net::Ipv6Addr::from(b))),
+                                4 => <[u8; 4]>::try_from(ip)
+                                    .ok()
+                                    .map(|b| format!("IP:{}", std::net::Ipv4Addr::from(b))),
+                                16 => <[u8; 16]>::try_from(ip)
+                                    .ok()
+                                    .map(|b| format!("IP:{}", std::net::Ipv6Addr::from(b))),
                                 _ => None,
                             })
                         })
@@ -115,13 +119,19 @@ pub fn key_mode_warning(path: &std::path::Path) -> Option<String> {
     })
 }
 
-pub fn listener_report(cfg: &ListenerConfig, trust: &TrustState, policy: Option<&Policy>) -> ListenerReport {
+pub fn listener_report(
+    cfg: &ListenerConfig,
+    trust: &TrustState,
+    policy: Option<&Policy>,
+) -> ListenerReport {
     let mut warnings = Vec::new();
     let server_certificate = cert_summary(&trust.server.cert);
     if server_certificate.days_left < EXPIRY_WARNING_DAYS {
         warnings.push(format!(
             "server certificate {} expires in {} days ({})",
-            server_certificate.subject, server_certificate.days_left, server_certificate.not_after_text
+            server_certificate.subject,
+            server_certificate.days_left,
+            server_certificate.not_after_text
         ));
     }
     warnings.extend(key_mode_warning(&cfg.tls.key));
@@ -132,16 +142,27 @@ pub fn listener_report(cfg: &ListenerConfig, trust: &TrustState, policy: Option<
         for ca in &client.ca_certs {
             let s = cert_summary(ca);
             if s.days_left < EXPIRY_WARNING_DAYS {
-                warnings.push(format!("client CA {} expires in {} days ({})", s.subject, s.days_left, s.not_after_text));
+                warnings.push(format!(
+                    "client CA {} expires in {} days ({})",
+                    s.subject, s.days_left, s.not_after_text
+                ));
             }
             client_cas.push(s);
         }
         for crl in &client.crls {
             let expired = crl.is_expired(now);
             if expired {
-                warnings.push(format!("CRL of {} in {} is past its nextUpdate", crl.issuer_dn, crl.file.display()));
+                warnings.push(format!(
+                    "CRL of {} in {} is past its nextUpdate",
+                    crl.issuer_dn,
+                    crl.file.display()
+                ));
             } else if crl.next_update.is_some_and(|n| n - now < 86_400) {
-                warnings.push(format!("CRL of {} in {} reaches its nextUpdate within 24 hours", crl.issuer_dn, crl.file.display()));
+                warnings.push(format!(
+                    "CRL of {} in {} reaches its nextUpdate within 24 hours",
+                    crl.issuer_dn,
+                    crl.file.display()
+                ));
             }
             crls.push(CrlSummary {
                 file: crl.file.display().to_string(),

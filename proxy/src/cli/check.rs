@@ -69,14 +69,40 @@ pub fn check(path: &Path) -> ExitCode {
 
 fn print_report(r: &ListenerReport) {
     println!();
-    println!("listener {}: {} -> {}", r.name, r.listen.join(", "), r.upstream);
-    println!("  client_auth: {}{}", r.client_auth, if r.proxy_protocol { ", PROXY protocol" } else { "" });
+    println!(
+        "listener {}: {} -> {}",
+        r.name,
+        r.listen.join(", "),
+        r.upstream
+    );
+    println!(
+        "  client_auth: {}{}",
+        r.client_auth,
+        if r.proxy_protocol {
+            ", PROXY protocol"
+        } else {
+            ""
+        }
+    );
     let s = &r.server_certificate;
     println!("  server certificate: {}", s.subject);
-    println!("    SANs: {}", if s.sans.is_empty() { "(none)".into() } else { s.sans.join(", ") });
-    println!("    notAfter: {} ({} days left)", s.not_after_text, s.days_left);
+    println!(
+        "    SANs: {}",
+        if s.sans.is_empty() {
+            "(none)".into()
+        } else {
+            s.sans.join(", ")
+        }
+    );
+    println!(
+        "    notAfter: {} ({} days left)",
+        s.not_after_text, s.days_left
+    );
     for ca in &r.client_cas {
-        println!("  client CA: {} (notAfter {}, {} days left)", ca.subject, ca.not_after_text, ca.days_left);
+        println!(
+            "  client CA: {} (notAfter {}, {} days left)",
+            ca.subject, ca.not_after_text, ca.days_left
+        );
     }
     for crl in &r.crls {
         println!(

@@ -47,7 +47,11 @@ pub fn explain(args: &ExplainArgs) -> ExitCode {
     };
     let Some(listener) = config.listeners.iter().find(|l| l.name == args.listener) else {
         let names: Vec<_> = config.listeners.iter().map(|l| l.name.as_str()).collect();
-        return fail(format!("no listener `{}`; the config has: {}", args.listener, names.join(", ")));
+        return fail(format!(
+            "no listener `{}`; the config has: {}",
+            args.listener,
+            names.join(", ")
+        ));
     };
     let method = args.method.to_ascii_uppercase();
     let query_free = args.path.split('?').next().unwrap_or("");
@@ -59,8 +63,18 @@ pub fn explain(args: &ExplainArgs) -> ExitCode {
             return ExitCode::from(DENY);
         }
     };
-    println!("listener: {} (upstream {})", listener.name, listener.upstream.url);
-    println!("request: {method} {path}{}", if path != query_free { format!("  (normalised from {query_free})") } else { String::new() });
+    println!(
+        "listener: {} (upstream {})",
+        listener.name, listener.upstream.url
+    );
+    println!(
+        "request: {method} {path}{}",
+        if path != query_free {
+            format!("  (normalised from {query_free})")
+        } else {
+            String::new()
+        }
+    );
 
     let identity = match &args.cert {
         None => None,
@@ -83,16 +97,36 @@ pub fn explain(args: &ExplainArgs) -> ExitCode {
             };
             println!("certificate: {}", identity.subject_dn);
             println!("  issuer: {}", identity.issuer_dn);
-            println!("  serial: {}  sha256: {}", identity.serial_hex, identity.fingerprint_sha256);
-            println!("  user (CN): {}", identity.user.as_deref().unwrap_or("(none)"));
-            println!("  O: {:?}  OU: {:?}", identity.organizations, identity.org_units);
+            println!(
+                "  serial: {}  sha256: {}",
+                identity.serial_hex, identity.fingerprint_sha256
+            );
+            println!(
+                "  user (CN): {}",
+                identity.user.as_deref().unwrap_or("(none)")
+            );
+            println!(
+                "  O: {:?}  OU: {:?}",
+                identity.organizations, identity.org_units
+            );
             match trust.reverify(&chain) {
                 Ok(()) => {
-                    println!("  verification: OK against {}", listener.tls.client_ca.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
+                    println!(
+                        "  verification: OK against {}",
+                        listener
+                            .tls
+                            .client_ca
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    );
                     Some(identity)
                 }
                 Err(f) => {
-                    println!("  verification: FAILED ({}): the request is anonymous", f.reason());
+                    println!(
+                        "  verification: FAILED ({}): the request is anonymous",
+                        f.reason()
+                    );
                     None
                 }
             }
@@ -123,7 +157,14 @@ pub fn explain(args: &ExplainArgs) -> ExitCode {
     };
     let e = policy.explain(&principal, &method, &path);
     println!("policy: {}", policy_file.display());
-    println!("groups: {}", if e.groups.is_empty() { "(none)".into() } else { e.groups.join(", ") });
+    println!(
+        "groups: {}",
+        if e.groups.is_empty() {
+            "(none)".into()
+        } else {
+            e.groups.join(", ")
+        }
+    );
     println!("held permissions:");
     if e.held_from.is_empty() {
         println!("  (none)");
@@ -138,8 +179,17 @@ pub fn explain(args: &ExplainArgs) -> ExitCode {
     for (perm, route) in &e.covering_routes {
         println!("  {perm}  (route \"{route}\")");
     }
-    let code = if e.allowed { "" } else if identity.is_some() { " (403)" } else { " (401)" };
-    println!("decision: {}{code}", if e.allowed { "ALLOW" } else { "DENY" });
+    let code = if e.allowed {
+        ""
+    } else if identity.is_some() {
+        " (403)"
+    } else {
+        " (401)"
+    };
+    println!(
+        "decision: {}{code}",
+        if e.allowed { "ALLOW" } else { "DENY" }
+    );
     println!("rule: {}", e.rule);
     ExitCode::from(if e.allowed { ALLOW } else { DENY })
 }

@@ -12,7 +12,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{Config, LogFormat};
 
 #[derive(Parser, Debug)]
-#[command(name = "certgate", version, about = "mTLS reverse-proxy sidecar: client certificates in, identity headers and per-route permissions out")]
+#[command(
+    name = "certgate",
+    version,
+    about = "mTLS reverse-proxy sidecar: client certificates in, identity headers and per-route permissions out"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -114,7 +118,11 @@ pub fn init_logging(format: LogFormat, level: &str) {
     let default = format!("{level},pingora_core::services::listening=off,pingora_proxy=warn");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -169,9 +177,19 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Pki(cmd) => {
             init_cli_logging();
             let result = match cmd {
-                PkiCommand::Init { dir, org, names } => crate::pki::init(&dir, org.as_deref(), &names),
-                PkiCommand::Issue { dir, cn, orgs, ou, days, out } => {
-                    crate::pki::issue_client(&dir, &cn, &orgs, ou.as_deref(), days, out.as_deref()).map(|_| ())
+                PkiCommand::Init { dir, org, names } => {
+                    crate::pki::init(&dir, org.as_deref(), &names)
+                }
+                PkiCommand::Issue {
+                    dir,
+                    cn,
+                    orgs,
+                    ou,
+                    days,
+                    out,
+                } => {
+                    crate::pki::issue_client(&dir, &cn, &orgs, ou.as_deref(), days, out.as_deref())
+                        .map(|_| ())
                 }
                 PkiCommand::Revoke { dir, cert } => crate::pki::revoke(&dir, &cert),
             };

@@ -64,11 +64,7 @@ fn interpolate_line(
             Some((name, default)) => (name, Some(default)),
             None => (body, None),
         };
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(InterpolationError {
                 line: line_no,
                 message: format!(

@@ -201,7 +201,8 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let path = absolute(path);
-        let text = env::interpolate(text, env).map_err(|e| ConfigError::new(&path, e.to_string()))?;
+        let text =
+            env::interpolate(text, env).map_err(|e| ConfigError::new(&path, e.to_string()))?;
         let raw: RawConfig = serde_yaml_ng::from_str(&text)
             .map_err(|e| ConfigError::new(&path, yaml_message(&e)))?;
         Validator { file: &path }.config(raw)
@@ -211,7 +212,12 @@ impl Config {
     pub fn files(&self) -> Vec<PathBuf> {
         let mut files = Vec::new();
         for listener in &self.listeners {
-            for f in listener.tls.files().into_iter().chain(listener.policy.clone()) {
+            for f in listener
+                .tls
+                .files()
+                .into_iter()
+                .chain(listener.policy.clone())
+            {
                 if !files.contains(&f) {
                     files.push(f);
                 }
@@ -256,18 +262,23 @@ impl Validator<'_> {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
-            self.file
-                .parent()
-                .unwrap_or_else(|| Path::new("/"))
-                .join(p)
+            self.file.parent().unwrap_or_else(|| Path::new("/")).join(p)
         }
     }
 
-    fn duration(&self, key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         match value {
             None => Ok(default),
             Some(v) => humantime::parse_duration(v.trim()).map_err(|e| {
-                self.err(key, format!("`{v}` is not a duration ({e}); write e.g. 500ms, 10s or 5m"))
+                self.err(
+                    key,
+                    format!("`{v}` is not a duration ({e}); write e.g. 500ms, 10s or 5m"),
+                )
             }),
         }
     }
@@ -277,8 +288,11 @@ impl Validator<'_> {
             Some(a) => Some(self.socket_addr("admin.listen", &a.listen)?),
             None => None,
         };
-        let shutdown_grace =
-            self.duration("shutdown_grace", raw.shutdown_grace.as_deref(), Duration::from_secs(30))?;
+        let shutdown_grace = self.duration(
+            "shutdown_grace",
+            raw.shutdown_grace.as_deref(),
+            Duration::from_secs(30),
+        )?;
         let log = LogConfig {
             format: raw.log.as_ref().and_then(|l| l.format).unwrap_or_default(),
             level: raw
@@ -290,13 +304,20 @@ impl Validator<'_> {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log.level) {
             return Err(self.err(
                 "log.level",
-                format!("`{}` is not a level or filter ({e}); use error, warn, info, debug or trace", log.level),
+                format!(
+                    "`{}` is not a level or filter ({e}); use error, warn, info, debug or trace",
+                    log.level
+                ),
             ));
         }
         let threads = match raw.threads {
-            Some(0) => return Err(self.err("threads", "must be at least 1; omit it to use one per core")),
+            Some(0) => {
+                return Err(self.err("threads", "must be at least 1; omit it to use one per core"))
+            }
             Some(n) => n,
-            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         };
         if raw.listeners.is_empty() {
             return Err(self.err(
@@ -308,14 +329,24 @@ impl Validator<'_> {
         let mut listeners = Vec::new();
         for (i, l) in raw.listeners.into_iter().enumerate() {
             let listener = self.listener(i, l, &defaults)?;
-            if listeners.iter().any(|o: &ListenerConfig| o.name == listener.name) {
+            if listeners
+                .iter()
+                .any(|o: &ListenerConfig| o.name == listener.name)
+            {
                 return Err(self.err(
                     &format!("listeners[{i}].name"),
-                    format!("`{}` is used twice; listener names must be unique", listener.name),
+                    format!(
+                        "`{}` is used twice; listener names must be unique",
+                        listener.name
+                    ),
                 ));
             }
             for addr in &listener.listen {
-                if listeners.iter().any(|o: &ListenerConfig| o.listen.contains(addr)) || admin == Some(*addr) {
+                if listeners
+                    .iter()
+                    .any(|o: &ListenerConfig| o.listen.contains(addr))
+                    || admin == Some(*addr)
+                {
                     return Err(self.err(
                         &format!("listeners[{i}].listen"),
                         format!("{addr} is already used by another listener or the admin endpoint"),
@@ -336,14 +367,22 @@ impl Validator<'_> {
 
     fn socket_addr(&self, key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
         let mut addrs = value.to_socket_addrs().map_err(|e| {
-            self.err(key, format!("`{value}` is not an address ({e}); write HOST:PORT, e.g. 0.0.0.0:8443"))
+            self.err(
+                key,
+                format!("`{value}` is not an address ({e}); write HOST:PORT, e.g. 0.0.0.0:8443"),
+            )
         })?;
         addrs
             .next()
             .ok_or_else(|| self.err(key, format!("`{value}` resolves to no address")))
     }
 
-    fn listener(&self, i: usize, l: RawListener, defaults: &RawTls) -> Result<ListenerConfig, ConfigError> {
+    fn listener(
+        &self,
+        i: usize,
+        l: RawListener,
+        defaults: &RawTls,
+    ) -> Result<ListenerConfig, ConfigError> {
         let key = |k: &str| format!("listeners[{i}].{k}");
         if l.name.is_empty()
             || !l
@@ -353,7 +392,10 @@ impl Validator<'_> {
         {
             return Err(self.err(
                 &key("name"),
-                format!("`{}` is not a valid name; use letters, digits, `-`, `_` or `.`", l.name),
+                format!(
+                    "`{}` is not a valid name; use letters, digits, `-`, `_` or `.`",
+                    l.name
+                ),
             ));
         }
         let listen = match l.listen {
@@ -372,10 +414,18 @@ impl Validator<'_> {
             let t = l.timeouts.unwrap_or_default();
             let d = Timeouts::default();
             Timeouts {
-                connect: self.duration(&key("timeouts.connect"), t.connect.as_deref(), d.connect)?,
+                connect: self.duration(
+                    &key("timeouts.connect"),
+                    t.connect.as_deref(),
+                    d.connect,
+                )?,
                 read: self.duration(&key("timeouts.read"), t.read.as_deref(), d.read)?,
                 idle: self.duration(&key("timeouts.idle"), t.idle.as_deref(), d.idle)?,
-                handshake: self.duration(&key("timeouts.handshake"), t.handshake.as_deref(), d.handshake)?,
+                handshake: self.duration(
+                    &key("timeouts.handshake"),
+                    t.handshake.as_deref(),
+                    d.handshake,
+                )?,
             }
         };
         let limits = {
@@ -384,7 +434,11 @@ impl Validator<'_> {
             let limits = Limits {
                 max_connections: r.max_connections.unwrap_or(d.max_connections),
                 max_header_bytes: r.max_header_bytes.unwrap_or(d.max_header_bytes),
-                header_read: self.duration(&key("limits.header_read"), r.header_read.as_deref(), d.header_read)?,
+                header_read: self.duration(
+                    &key("limits.header_read"),
+                    r.header_read.as_deref(),
+                    d.header_read,
+                )?,
             };
             if limits.max_connections == 0 {
                 return Err(self.err(&key("limits.max_connections"), "must be at least 1"));
@@ -404,7 +458,10 @@ impl Validator<'_> {
         }
         if let Some(hsts) = &l.hsts {
             if http::HeaderValue::from_str(hsts).is_err() || hsts.trim().is_empty() {
-                return Err(self.err(&key("hsts"), "not a valid header value; write e.g. \"max-age=31536000\""));
+                return Err(self.err(
+                    &key("hsts"),
+                    "not a valid header value; write e.g. \"max-age=31536000\"",
+                ));
             }
         }
         let proxy_protocol_from = l
@@ -433,9 +490,12 @@ impl Validator<'_> {
     }
 
     fn upstream(&self, key: &str, value: &str) -> Result<Upstream, ConfigError> {
-        let uri: http::Uri = value
-            .parse()
-            .map_err(|e| self.err(key, format!("`{value}` is not a URL ({e}); write e.g. http://127.0.0.1:80")))?;
+        let uri: http::Uri = value.parse().map_err(|e| {
+            self.err(
+                key,
+                format!("`{value}` is not a URL ({e}); write e.g. http://127.0.0.1:80"),
+            )
+        })?;
         match uri.scheme_str() {
             Some("http") => {}
             Some(other) => {
@@ -473,7 +533,10 @@ impl Validator<'_> {
             self.err(&format!("{key}.cert"), "missing; set tls.cert (top level or in the listener) to the server certificate PEM")
         })?;
         let key_file = merged.key.ok_or_else(|| {
-            self.err(&format!("{key}.key"), "missing; set tls.key to the server private key PEM")
+            self.err(
+                &format!("{key}.key"),
+                "missing; set tls.key to the server private key PEM",
+            )
         })?;
         let client_auth = merged.client_auth.unwrap_or(ClientAuth::Optional);
         let client_ca = merged.client_ca.as_deref().map(|p| self.path(p));
@@ -489,7 +552,10 @@ impl Validator<'_> {
             Some(OneOrMany::Many(v)) => v.iter().map(|p| self.path(p)).collect(),
         };
         if !crl.is_empty() && client_ca.is_none() {
-            return Err(self.err(&format!("{key}.crl"), "CRLs without tls.client_ca make no sense; set client_ca"));
+            return Err(self.err(
+                &format!("{key}.crl"),
+                "CRLs without tls.client_ca make no sense; set client_ca",
+            ));
         }
         let min_version = merged.min_version.unwrap_or(TlsVersion::V1_2);
         let max_version = merged.max_version.unwrap_or(TlsVersion::V1_3);
@@ -501,7 +567,10 @@ impl Validator<'_> {
         }
         let alpn = merged.alpn.unwrap_or_else(|| vec![Alpn::H2, Alpn::Http11]);
         if alpn.is_empty() {
-            return Err(self.err(&format!("{key}.alpn"), "empty; use [h2, http/1.1] or [http/1.1]"));
+            return Err(self.err(
+                &format!("{key}.alpn"),
+                "empty; use [h2, http/1.1] or [http/1.1]",
+            ));
         }
         Ok(TlsConfig {
             cert: self.path(&cert),

@@ -1,10 +1,14 @@
 use super::*;
 
 fn load(text: &str) -> Result<Config, ConfigError> {
-    Config::from_yaml(text, Path::new("/etc/certgate/certgate.yaml"), |name| match name {
-        "PORT" => Some("9443".into()),
-        _ => None,
-    })
+    Config::from_yaml(
+        text,
+        Path::new("/etc/certgate/certgate.yaml"),
+        |name| match name {
+            "PORT" => Some("9443".into()),
+            _ => None,
+        },
+    )
 }
 
 const MINIMAL: &str = "
@@ -100,6 +104,12 @@ fn unset_variable_is_named() {
 fn enum_values_are_checked() {
     let msg = error_of(&format!("{MINIMAL}    headers: [nginx]\n"));
     assert!(msg.contains("nginx-ingress"), "{msg}");
-    let msg = error_of(&MINIMAL.replace("client_ca: /abs/ca.pem", "client_ca: /abs/ca.pem\n  client_auth: maybe"));
-    assert!(msg.contains("optional") && msg.contains("required"), "{msg}");
+    let msg = error_of(&MINIMAL.replace(
+        "client_ca: /abs/ca.pem",
+        "client_ca: /abs/ca.pem\n  client_auth: maybe",
+    ));
+    assert!(
+        msg.contains("optional") && msg.contains("required"),
+        "{msg}"
+    );
 }

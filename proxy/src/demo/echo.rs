@@ -26,7 +26,10 @@ fn full(b: impl Into<Bytes>) -> Body {
 
 fn json(v: serde_json::Value) -> Response<Body> {
     let mut r = Response::new(full(v.to_string()));
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -43,20 +46,31 @@ fn download(n: u64) -> Response<Body> {
         }
         let len = CHUNK.min(n - sent);
         let data: Vec<u8> = (sent..sent + len).map(pattern_byte).collect();
-        Some((Ok::<_, std::io::Error>(Frame::data(Bytes::from(data))), sent + len))
+        Some((
+            Ok::<_, std::io::Error>(Frame::data(Bytes::from(data))),
+            sent + len,
+        ))
     });
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(chunks)));
-    r.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(n));
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/octet-stream"));
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(n));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
     r
 }
 
 fn headers_json(req: &http::HeaderMap) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     for (name, value) in req {
-        let entry = map.entry(name.as_str().to_string()).or_insert_with(|| serde_json::json!([]));
+        let entry = map
+            .entry(name.as_str().to_string())
+            .or_insert_with(|| serde_json::json!([]));
         if let Some(list) = entry.as_array_mut() {
-            list.push(serde_json::Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned()));
+            list.push(serde_json::Value::String(
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            ));
         }
     }
     serde_json::Value::Object(map)
@@ -85,15 +99,28 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
         });
         let mut r = Response::new(full(Bytes::new()));
         *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
-        let proto = req.headers().get(http::header::UPGRADE).cloned().unwrap_or(http::HeaderValue::from_static("websocket"));
+        let proto = req
+            .headers()
+            .get(http::header::UPGRADE)
+            .cloned()
+            .unwrap_or(http::HeaderValue::from_static("websocket"));
         r.headers_mut().insert(http::header::UPGRADE, proto);
-        r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+        r.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
         return Ok(r);
     }
-    if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse::<u64>().ok()) {
+    if let Some(n) = path
+        .strip_prefix("/bytes/")
+        .and_then(|n| n.parse::<u64>().ok())
+    {
         return Ok(download(n));
     }
-    if let Some(ms) = path.strip_prefix("/slow/").and_then(|n| n.parse::<u64>().ok()) {
+    if let Some(ms) = path
+        .strip_prefix("/slow/")
+        .and_then(|n| n.parse::<u64>().ok())
+    {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return Ok(json(described));
     }
@@ -147,16 +174,22 @@ pub fn spawn(addr: &str) -> anyhow::Result<SocketAddr> {
     let std_listener = std::net::TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
     let bound = std_listener.local_addr()?;
-    std::thread::Builder::new().name("echo-upstream".into()).spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() else {
-            return;
-        };
-        rt.block_on(async move {
-            if let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) {
-                serve(listener).await;
-            }
-        });
-    })?;
+    std::thread::Builder::new()
+        .name("echo-upstream".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) {
+                    serve(listener).await;
+                }
+            });
+        })?;
     Ok(bound)
 }
 

@@ -49,18 +49,42 @@ impl Demo {
     }
 
     fn setup() -> anyhow::Result<Demo> {
-        let dir = tempfile::Builder::new().prefix("certgate-demo-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("certgate-demo-")
+            .tempdir()?;
         let d = dir.path();
         println!("== certgate demo: throwaway PKI in {}", d.display());
-        crate::pki::init(d, Some("certgate demo"), &["localhost".into(), "127.0.0.1".into()])?;
-        crate::pki::issue_client(d, "jenkins", &["ci-tools".into()], None, 30, Some("jenkins"))?;
+        crate::pki::init(
+            d,
+            Some("certgate demo"),
+            &["localhost".into(), "127.0.0.1".into()],
+        )?;
+        crate::pki::issue_client(
+            d,
+            "jenkins",
+            &["ci-tools".into()],
+            None,
+            30,
+            Some("jenkins"),
+        )?;
         crate::pki::issue_client(d, "intern", &["visitors".into()], None, 30, Some("intern"))?;
-        crate::pki::issue_client(d, "old-node", &["ci-tools".into()], None, 30, Some("old-node"))?;
+        crate::pki::issue_client(
+            d,
+            "old-node",
+            &["ci-tools".into()],
+            None,
+            30,
+            Some("old-node"),
+        )?;
         crate::pki::revoke(d, &d.join("old-node.pem"))?;
-        println!("   issued: jenkins (O=ci-tools), intern (O=visitors), old-node (O=ci-tools, revoked)");
+        println!(
+            "   issued: jenkins (O=ci-tools), intern (O=visitors), old-node (O=ci-tools, revoked)"
+        );
         std::fs::write(d.join("policy.yaml"), POLICY)?;
         let upstream = echo::spawn("127.0.0.1:0")?;
-        println!("   echo upstream on http://{upstream} (plain HTTP; it shows the headers it received)");
+        println!(
+            "   echo upstream on http://{upstream} (plain HTTP; it shows the headers it received)"
+        );
         let proxy = free_port()?;
         let admin = free_port()?;
         let config = format!(
@@ -87,7 +111,12 @@ impl Demo {
             .spawn()
             .context("cannot start certgate run")?;
         self.child = Some(child);
-        println!("== certgate run -c {} (proxy https://localhost:{}, admin http://{})", self.path("certgate.yaml").display(), self.proxy.port(), self.admin);
+        println!(
+            "== certgate run -c {} (proxy https://localhost:{}, admin http://{})",
+            self.path("certgate.yaml").display(),
+            self.proxy.port(),
+            self.admin
+        );
         Ok(())
     }
 }
@@ -132,16 +161,29 @@ async fn tour(demo: &Demo) -> anyhow::Result<Vec<Step>> {
     let base = format!("https://localhost:{}", demo.proxy.port());
     let mut steps = Vec::new();
     let mut step = |name: &'static str, ok: bool, detail: String| {
-        println!("   {} {name}\n       {detail}", if ok { "PASS" } else { "FAIL" });
+        println!(
+            "   {} {name}\n       {detail}",
+            if ok { "PASS" } else { "FAIL" }
+        );
         steps.push(Step { name, ok });
     };
 
     println!("\n== the tour");
-    let r = client(dir, demo.proxy, None)?.get(format!("{base}/api/v1/vm")).send().await?;
+    let r = client(dir, demo.proxy, None)?
+        .get(format!("{base}/api/v1/vm"))
+        .send()
+        .await?;
     let (code, body) = (r.status().as_u16(), r.text().await?);
-    step("no certificate -> 401", code == 401 && body.contains("no certificate"), format!("{code} {body}"));
+    step(
+        "no certificate -> 401",
+        code == 401 && body.contains("no certificate"),
+        format!("{code} {body}"),
+    );
 
-    let r = client(dir, demo.proxy, Some("jenkins"))?.get(format!("{base}/api/v1/vm")).send().await?;
+    let r = client(dir, demo.proxy, Some("jenkins"))?
+        .get(format!("{base}/api/v1/vm"))
+        .send()
+        .await?;
     let code = r.status().as_u16();
     let v: serde_json::Value = r.json().await.unwrap_or_default();
     let h = |n: &str| v["headers"][n][0].as_str().unwrap_or("").to_string();
@@ -164,21 +206,43 @@ async fn tour(demo: &Demo) -> anyhow::Result<Vec<Step>> {
     let dn = v["headers"]["ssl-client-subject-dn"].clone();
     step(
         "spoofed identity headers are stripped",
-        dn.as_array().is_some_and(|a| a.len() == 1 && !a[0].as_str().unwrap_or("").contains("root")),
+        dn.as_array()
+            .is_some_and(|a| a.len() == 1 && !a[0].as_str().unwrap_or("").contains("root")),
         format!("client sent ssl-client-subject-dn: CN=root,O=admins; upstream saw {dn}"),
     );
 
-    let r = client(dir, demo.proxy, Some("intern"))?.get(format!("{base}/api/v1/vm")).send().await?;
+    let r = client(dir, demo.proxy, Some("intern"))?
+        .get(format!("{base}/api/v1/vm"))
+        .send()
+        .await?;
     let (code, body) = (r.status().as_u16(), r.text().await?);
-    step("intern (O=visitors) GET /api/v1/vm -> 403", code == 403 && body.contains("list_vms"), format!("{code} {body}"));
+    step(
+        "intern (O=visitors) GET /api/v1/vm -> 403",
+        code == 403 && body.contains("list_vms"),
+        format!("{code} {body}"),
+    );
 
-    let r = client(dir, demo.proxy, Some("jenkins"))?.get(format!("{base}/api/v1/vm/%2e%2e/node")).send().await?;
+    let r = client(dir, demo.proxy, Some("jenkins"))?
+        .get(format!("{base}/api/v1/vm/%2e%2e/node"))
+        .send()
+        .await?;
     let (code, body) = (r.status().as_u16(), r.text().await?);
-    step("jenkins GET /api/v1/vm/%2e%2e/node is matched as /api/v1/node -> 403", code == 403 && body.contains("/api/v1/node"), format!("{code} {body}"));
+    step(
+        "jenkins GET /api/v1/vm/%2e%2e/node is matched as /api/v1/node -> 403",
+        code == 403 && body.contains("/api/v1/node"),
+        format!("{code} {body}"),
+    );
 
-    let r = client(dir, demo.proxy, Some("old-node"))?.get(format!("{base}/api/v1/vm")).send().await?;
+    let r = client(dir, demo.proxy, Some("old-node"))?
+        .get(format!("{base}/api/v1/vm"))
+        .send()
+        .await?;
     let (code, body) = (r.status().as_u16(), r.text().await?);
-    step("old-node (revoked) -> 401 certificate revoked", code == 401 && body.contains("certificate revoked"), format!("{code} {body}"));
+    step(
+        "old-node (revoked) -> 401 certificate revoked",
+        code == 401 && body.contains("certificate revoked"),
+        format!("{code} {body}"),
+    );
 
     Ok(steps)
 }
@@ -209,7 +273,9 @@ pub fn run(once: bool) -> ExitCode {
 fn run_inner(once: bool) -> anyhow::Result<bool> {
     let mut demo = Demo::setup()?;
     demo.start_proxy()?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let steps = rt.block_on(async {
         wait_ready(demo.admin).await?;
         tour(&demo).await
@@ -226,7 +292,12 @@ fn run_inner(once: bool) -> anyhow::Result<bool> {
     if failed.is_empty() {
         println!("== all {} steps behaved as expected", steps.len());
     } else {
-        println!("== {} of {} steps did not behave as expected: {}", failed.len(), steps.len(), failed.join("; "));
+        println!(
+            "== {} of {} steps did not behave as expected: {}",
+            failed.len(),
+            steps.len(),
+            failed.join("; ")
+        );
     }
     if once {
         return Ok(failed.is_empty());

@@ -16,11 +16,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::protocols::tls::TlsRef;
 use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::TlsRef;
 use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, TimingDigest, UniqueID, UniqueIDType,
-    ALPN,
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
@@ -66,12 +66,21 @@ pub struct HeaderGuard<S> {
 
 impl<S> std::fmt::Debug for HeaderGuard<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeaderGuard").field("phase", &self.phase).field("seen", &self.seen).finish()
+        f.debug_struct("HeaderGuard")
+            .field("phase", &self.phase)
+            .field("seen", &self.seen)
+            .finish()
     }
 }
 
 impl<S> HeaderGuard<S> {
-    pub fn new(inner: S, handle: Arc<HeaderGuardHandle>, listener: Arc<str>, max: usize, limit: Duration) -> Self {
+    pub fn new(
+        inner: S,
+        handle: Arc<HeaderGuardHandle>,
+        listener: Arc<str>,
+        max: usize,
+        limit: Duration,
+    ) -> Self {
         HeaderGuard {
             inner,
             handle,
@@ -98,7 +107,9 @@ impl<S> HeaderGuard<S> {
         self.phase = Phase::Refusing(0);
         self.deadline = None;
         tracing::info!(target: "certgate::access", listener = %self.listener, status = code, decision = "deny", reason, "request refused before its header was complete");
-        metrics::REQUESTS.with_label_values(&[&*self.listener, &code.to_string(), "deny"]).inc();
+        metrics::REQUESTS
+            .with_label_values(&[&*self.listener, &code.to_string(), "deny"])
+            .inc();
     }
 
     /// Scans newly read header bytes; returns true when the blank line ending the header is in.
@@ -107,7 +118,8 @@ impl<S> HeaderGuard<S> {
             let [a, b1, c] = self.tail;
             self.tail = [b1, c, b];
             // A request header ends with CRLFCRLF; bare LF LF is tolerated by parsers, so count it too.
-            if (a == b'\r' && b1 == b'\n' && c == b'\r' && b == b'\n') || (c == b'\n' && b == b'\n') {
+            if (a == b'\r' && b1 == b'\n' && c == b'\r' && b == b'\n') || (c == b'\n' && b == b'\n')
+            {
                 self.seen += i + 1;
                 return true;
             }
@@ -118,7 +130,11 @@ impl<S> HeaderGuard<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderGuard<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
         if this.handle.rearm.swap(false, Ordering::AcqRel) && this.phase == Phase::Body {
             this.phase = Phase::Header;
@@ -133,7 +149,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderGuard<S> {
                 Phase::Refusing(written) => {
                     if written < this.refusal.len() {
                         match Pin::new(&mut this.inner).poll_write(cx, &this.refusal[written..]) {
-                            Poll::Ready(Ok(n)) if n > 0 => this.phase = Phase::Refusing(written + n),
+                            Poll::Ready(Ok(n)) if n > 0 => {
+                                this.phase = Phase::Refusing(written + n)
+                            }
                             Poll::Ready(Ok(_)) | Poll::Ready(Err(_)) => this.phase = Phase::Done,
                             Poll::Pending => return Poll::Pending,
                         }
@@ -192,7 +210,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderGuard<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for HeaderGuard<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, data)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -201,7 +223,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeaderGuard<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {

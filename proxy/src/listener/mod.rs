@@ -12,12 +12,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
-use pingora::protocols::{GetSocketDigest, Stream};
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::SocketDigest;
-use std::os::fd::AsRawFd;
+use pingora::protocols::{GetSocketDigest, Stream};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
+use std::os::fd::AsRawFd;
 
 use crate::admin::metrics;
 use crate::config::ListenerConfig;
@@ -53,7 +53,12 @@ impl Drop for ConnectionSlot<'_> {
 }
 
 impl ListenerApp {
-    pub fn new(config: ListenerConfig, tls: ListenerTls, http: HttpProxy<CertgateProxy>, open: Arc<AtomicUsize>) -> Self {
+    pub fn new(
+        config: ListenerConfig,
+        tls: ListenerTls,
+        http: HttpProxy<CertgateProxy>,
+        open: Arc<AtomicUsize>,
+    ) -> Self {
         ListenerApp {
             name: Arc::from(config.name.as_str()),
             config,
@@ -84,7 +89,10 @@ impl ListenerApp {
     }
 
     /// Reads the PROXY header and makes its source the connection's client address.
-    async fn proxy_protocol(&self, io: &mut TcpStream) -> Result<(), proxy_protocol::ProxyProtocolError> {
+    async fn proxy_protocol(
+        &self,
+        io: &mut TcpStream,
+    ) -> Result<(), proxy_protocol::ProxyProtocolError> {
         let peer = io
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
@@ -147,16 +155,20 @@ impl ServerApp for ListenerApp {
             Some(Some(AuthFailure::NoCertificate)) | None => ("ok", "no_certificate"),
             Some(Some(f)) => ("fail", f.label()),
         };
-        metrics::HANDSHAKES.with_label_values(&[name, result, reason]).inc();
+        metrics::HANDSHAKES
+            .with_label_values(&[name, result, reason])
+            .inc();
 
         let stream: Stream = match conn {
-            Some(conn) if tls.selected_alpn_proto() != Some(ALPN::H2) => Box::new(HeaderGuard::new(
-                tls,
-                conn.header_guard.clone(),
-                self.name.clone(),
-                self.config.limits.max_header_bytes,
-                self.config.limits.header_read,
-            )),
+            Some(conn) if tls.selected_alpn_proto() != Some(ALPN::H2) => {
+                Box::new(HeaderGuard::new(
+                    tls,
+                    conn.header_guard.clone(),
+                    self.name.clone(),
+                    self.config.limits.max_header_bytes,
+                    self.config.limits.header_read,
+                ))
+            }
             _ => Box::new(tls),
         };
         // Keep-alive: Pingora hands the connection back after each HTTP/1.1 request.

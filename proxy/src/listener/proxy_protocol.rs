@@ -57,7 +57,10 @@ impl ProxyProtocolError {
 /// The `proxy_protocol_from` rule: empty means any peer may send the header.
 pub fn source_allowed(allowed: &[IpNet], peer: IpAddr) -> bool {
     let peer = match peer {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
     allowed.is_empty() || allowed.iter().any(|net| net.contains(&peer))
@@ -75,7 +78,9 @@ pub async fn read_header<R: AsyncRead + Unpin>(
     }
 }
 
-async fn read_header_bytes<R: AsyncRead + Unpin>(io: &mut R) -> Result<Vec<u8>, ProxyProtocolError> {
+async fn read_header_bytes<R: AsyncRead + Unpin>(
+    io: &mut R,
+) -> Result<Vec<u8>, ProxyProtocolError> {
     let io_err = |e: std::io::Error| ProxyProtocolError::Io(e.to_string());
     let mut buf = vec![0u8; 6];
     io.read_exact(&mut buf).await.map_err(io_err)?;
@@ -84,7 +89,9 @@ async fn read_header_bytes<R: AsyncRead + Unpin>(io: &mut R) -> Result<Vec<u8>, 
         let mut byte = [0u8; 1];
         while !buf.ends_with(b"\r\n") {
             if buf.len() >= V1_MAX {
-                return Err(ProxyProtocolError::Malformed("v1 header longer than 107 bytes".into()));
+                return Err(ProxyProtocolError::Malformed(
+                    "v1 header longer than 107 bytes".into(),
+                ));
             }
             io.read_exact(&mut byte).await.map_err(io_err)?;
             buf.push(byte[0]);
@@ -113,11 +120,17 @@ pub fn parse_header(bytes: &[u8]) -> Result<ProxyHeader, ProxyProtocolError> {
         let (source, destination) = match h.addresses {
             ppp::v1::Addresses::Tcp4(a) => (
                 Some(SocketAddr::new(a.source_address.into(), a.source_port)),
-                Some(SocketAddr::new(a.destination_address.into(), a.destination_port)),
+                Some(SocketAddr::new(
+                    a.destination_address.into(),
+                    a.destination_port,
+                )),
             ),
             ppp::v1::Addresses::Tcp6(a) => (
                 Some(SocketAddr::new(a.source_address.into(), a.source_port)),
-                Some(SocketAddr::new(a.destination_address.into(), a.destination_port)),
+                Some(SocketAddr::new(
+                    a.destination_address.into(),
+                    a.destination_port,
+                )),
             ),
             ppp::v1::Addresses::Unknown => (None, None),
         };
@@ -143,11 +156,17 @@ pub fn parse_header(bytes: &[u8]) -> Result<ProxyHeader, ProxyProtocolError> {
     let (source, destination) = match (h.command, h.addresses) {
         (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv4(a)) => (
             Some(SocketAddr::new(a.source_address.into(), a.source_port)),
-            Some(SocketAddr::new(a.destination_address.into(), a.destination_port)),
+            Some(SocketAddr::new(
+                a.destination_address.into(),
+                a.destination_port,
+            )),
         ),
         (ppp::v2::Command::Proxy, ppp::v2::Addresses::IPv6(a)) => (
             Some(SocketAddr::new(a.source_address.into(), a.source_port)),
-            Some(SocketAddr::new(a.destination_address.into(), a.destination_port)),
+            Some(SocketAddr::new(
+                a.destination_address.into(),
+                a.destination_port,
+            )),
         ),
         // LOCAL (load-balancer health checks), UNSPEC and UNIX: the socket address stands.
         _ => (None, None),
@@ -178,7 +197,9 @@ mod tests {
     #[tokio::test]
     async fn v1_tcp4_is_read_exactly_and_leaves_the_rest() {
         let mut input: &[u8] = b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 443\r\n\x16\x03\x01";
-        let h = read_header(&mut input, Duration::from_secs(1)).await.unwrap();
+        let h = read_header(&mut input, Duration::from_secs(1))
+            .await
+            .unwrap();
         assert_eq!(h.source, Some("203.0.113.7:5555".parse().unwrap()));
         assert_eq!(h.destination, Some("10.0.0.1:443".parse().unwrap()));
         assert_eq!(input, b"\x16\x03\x01");
@@ -187,10 +208,18 @@ mod tests {
     #[tokio::test]
     async fn v1_tcp6_and_unknown() {
         let mut input: &[u8] = b"PROXY TCP6 2001:db8::7 2001:db8::1 6666 443\r\n";
-        let h = read_header(&mut input, Duration::from_secs(1)).await.unwrap();
+        let h = read_header(&mut input, Duration::from_secs(1))
+            .await
+            .unwrap();
         assert_eq!(h.source, Some("[2001:db8::7]:6666".parse().unwrap()));
         let mut input: &[u8] = b"PROXY UNKNOWN\r\n";
-        assert_eq!(read_header(&mut input, Duration::from_secs(1)).await.unwrap().source, None);
+        assert_eq!(
+            read_header(&mut input, Duration::from_secs(1))
+                .await
+                .unwrap()
+                .source,
+            None
+        );
     }
 
     #[tokio::test]
@@ -201,7 +230,9 @@ mod tests {
         let bytes = v2(1, 0x11, &addrs, &tlv);
         let mut input = [bytes.as_slice(), b"rest"].concat();
         let mut reader: &[u8] = &input;
-        let h = read_header(&mut reader, Duration::from_secs(1)).await.unwrap();
+        let h = read_header(&mut reader, Duration::from_secs(1))
+            .await
+            .unwrap();
         assert_eq!(h.source, Some("198.51.100.9:4444".parse().unwrap()));
         assert_eq!(h.vpce_id.as_deref(), Some("vpce-08d2bf15fac5001c9"));
         assert_eq!(reader, b"rest");
@@ -212,7 +243,9 @@ mod tests {
     async fn v2_local_keeps_socket_address() {
         let bytes = v2(0, 0x00, &[], &[]);
         let mut reader: &[u8] = &bytes;
-        let h = read_header(&mut reader, Duration::from_secs(1)).await.unwrap();
+        let h = read_header(&mut reader, Duration::from_secs(1))
+            .await
+            .unwrap();
         assert_eq!((h.version, h.source), (2, None));
     }
 

@@ -29,7 +29,9 @@ pub fn groups_rfc2253(identity: &Identity, attribute: Option<GroupAttribute>) ->
     match attribute.unwrap_or(GroupAttribute::O) {
         GroupAttribute::O => &identity.organizations_rfc2253,
         GroupAttribute::Ou => &identity.org_units_rfc2253,
-        GroupAttribute::OuElseO if !identity.org_units_rfc2253.is_empty() => &identity.org_units_rfc2253,
+        GroupAttribute::OuElseO if !identity.org_units_rfc2253.is_empty() => {
+            &identity.org_units_rfc2253
+        }
         GroupAttribute::OuElseO => &identity.organizations_rfc2253,
     }
 }
@@ -50,7 +52,9 @@ pub fn rewrite_request(req: &mut RequestHeader, info: &ForwardInfo<'_>) -> pingo
             let uri = http::Uri::builder()
                 .path_and_query(path)
                 .build()
-                .map_err(|e| pingora::Error::because(pingora::ErrorType::InternalError, "normalised path", e))?;
+                .map_err(|e| {
+                    pingora::Error::because(pingora::ErrorType::InternalError, "normalised path", e)
+                })?;
             req.set_uri(uri);
         }
     }
@@ -79,7 +83,10 @@ pub fn rewrite_request(req: &mut RequestHeader, info: &ForwardInfo<'_>) -> pingo
         if let Some(user) = &id.user_rfc2253 {
             req.insert_header("x-certgate-user", user.as_str())?;
         }
-        req.insert_header("x-certgate-groups", groups_rfc2253(id, info.group_attribute).join(","))?;
+        req.insert_header(
+            "x-certgate-groups",
+            groups_rfc2253(id, info.group_attribute).join(","),
+        )?;
     }
     if let Some(p) = info.permission {
         req.insert_header("x-certgate-permission", p)?;
@@ -90,7 +97,12 @@ pub fn rewrite_request(req: &mut RequestHeader, info: &ForwardInfo<'_>) -> pingo
         (None, None | Some(AuthFailure::NoCertificate)) => ClientVerify::None,
         (None, Some(f)) => ClientVerify::Failed(f.openssl_text()),
     };
-    for (name, value) in dialect_headers(&info.config.headers, info.config.forward_cert, &verify, info.identity) {
+    for (name, value) in dialect_headers(
+        &info.config.headers,
+        info.config.forward_cert,
+        &verify,
+        info.identity,
+    ) {
         req.insert_header(name, value)?;
     }
     Ok(())

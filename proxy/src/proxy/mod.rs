@@ -80,7 +80,13 @@ impl CertgateProxy {
         self.listener.config.hsts.as_deref()
     }
 
-    async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, code: u16, reason: String) -> pingora::Result<bool> {
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        code: u16,
+        reason: String,
+    ) -> pingora::Result<bool> {
         errors::respond(session, code, &reason, self.hsts()).await?;
         ctx.decision = DecisionKind::Deny;
         ctx.reason = Some(reason);
@@ -141,7 +147,11 @@ impl ProxyHttp for CertgateProxy {
         }
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
         // HTTP/1.1 keep-alive: our idle timeout, and none once draining so connections end.
         if crate::server::is_draining() {
             session.set_keepalive(None);
@@ -182,7 +192,11 @@ impl ProxyHttp for CertgateProxy {
                 ctx.decision = DecisionKind::Allow;
                 return Ok(false);
             }
-            let reason = ctx.failure.unwrap_or(AuthFailure::NoCertificate).reason().to_string();
+            let reason = ctx
+                .failure
+                .unwrap_or(AuthFailure::NoCertificate)
+                .reason()
+                .to_string();
             return self.refuse(session, ctx, 401, reason).await;
         };
         let principal = match &ctx.identity {
@@ -205,7 +219,13 @@ impl ProxyHttp for CertgateProxy {
         }
         let (code, reason) = match &ctx.identity {
             Some(_) => (403, denial.unwrap_or_default()),
-            None => (401, ctx.failure.unwrap_or(AuthFailure::NoCertificate).reason().to_string()),
+            None => (
+                401,
+                ctx.failure
+                    .unwrap_or(AuthFailure::NoCertificate)
+                    .reason()
+                    .to_string(),
+            ),
         };
         if policy.mode() == Mode::Audit {
             tracing::warn!(listener = %self.listener.config.name, %method, %path, code, %reason, "audit mode: would deny, forwarding");
@@ -216,7 +236,11 @@ impl ProxyHttp for CertgateProxy {
         self.refuse(session, ctx, code, reason).await
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
         let config = &self.listener.config;
         let mut peer = HttpPeer::new(config.upstream.authority.as_str(), false, String::new());
         let t = &config.timeouts;
@@ -248,14 +272,24 @@ impl ProxyHttp for CertgateProxy {
         )
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, _ctx: &mut RequestCtx) -> pingora::Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
         if let Some(h) = self.hsts() {
             resp.insert_header("strict-transport-security", h)?;
         }
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let (code, reason, kind) = classify_error(e);
         if let Some(kind) = kind {
             metrics::UPSTREAM_ERRORS
@@ -283,7 +317,10 @@ impl ProxyHttp for CertgateProxy {
             conn.header_guard.rearm();
         }
         let name = &self.listener.config.name;
-        let code = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        let code = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
         let elapsed = ctx.start.elapsed();
         let decision = ctx.decision.label();
         metrics::REQUESTS
@@ -332,9 +369,17 @@ fn classify_error(e: &Error) -> (u16, String, Option<&'static str>) {
         ReadTimedout | WriteTimedout => (504, "upstream timeout".into(), Some("timeout")),
         ConnectRefused => (502, "connection refused".into(), Some("connect_refused")),
         ConnectNoRoute => (502, "no route to upstream".into(), Some("connect_error")),
-        ConnectError | BindError | SocketError => (502, "cannot connect to upstream".into(), Some("connect_error")),
+        ConnectError | BindError | SocketError => (
+            502,
+            "cannot connect to upstream".into(),
+            Some("connect_error"),
+        ),
         _ => match e.esource() {
-            pingora::ErrorSource::Upstream => (502, "upstream closed the connection".into(), Some("protocol")),
+            pingora::ErrorSource::Upstream => (
+                502,
+                "upstream closed the connection".into(),
+                Some("protocol"),
+            ),
             pingora::ErrorSource::Downstream => match e.etype() {
                 WriteError | ReadError | ConnectionClosed => (0, String::new(), None),
                 _ => (400, "malformed request".into(), None),

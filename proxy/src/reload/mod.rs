@@ -74,7 +74,11 @@ struct Candidate {
 }
 
 fn file_hashes(state: &TrustState) -> Vec<(PathBuf, String)> {
-    state.files.iter().map(|f| (f.path.clone(), f.sha256.clone())).collect()
+    state
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), f.sha256.clone()))
+        .collect()
 }
 
 /// Which kinds changed between two trust states.
@@ -112,7 +116,11 @@ pub fn reload(shared: &Shared) -> Outcome {
             None => None,
             Some(path) => match Policy::load(path) {
                 Ok(p) => {
-                    let same = l.policy.load().as_ref().is_some_and(|cur| cur.sha256_hex() == p.sha256_hex());
+                    let same = l
+                        .policy
+                        .load()
+                        .as_ref()
+                        .is_some_and(|cur| cur.sha256_hex() == p.sha256_hex());
                     (!same).then(|| Some(Arc::new(p)))
                 }
                 Err(e) => return fail(shared, &l.config.name, "policy", &e),
@@ -188,7 +196,10 @@ fn watched_files(shared: &Shared) -> Vec<PathBuf> {
         }
     }
     // A file that is a symlink into another directory changes there: watch that one too.
-    let resolved: Vec<PathBuf> = files.iter().filter_map(|f| std::fs::canonicalize(f).ok()).collect();
+    let resolved: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| std::fs::canonicalize(f).ok())
+        .collect();
     files.extend(resolved);
     files
 }
@@ -204,8 +215,14 @@ impl WatchSet {
     fn of(shared: &Shared) -> WatchSet {
         let files = watched_files(shared);
         WatchSet {
-            dirs: files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect(),
-            names: files.iter().filter_map(|f| f.file_name().map(|n| n.to_os_string())).collect(),
+            dirs: files
+                .iter()
+                .filter_map(|f| f.parent().map(Path::to_path_buf))
+                .collect(),
+            names: files
+                .iter()
+                .filter_map(|f| f.file_name().map(|n| n.to_os_string()))
+                .collect(),
         }
     }
 
@@ -259,13 +276,17 @@ pub fn spawn(shared: Arc<Shared>) -> anyhow::Result<()> {
         }
     }
     // Installed before the server runs: SIGHUP's default action would end the process.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let hup = rt
         .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
         .map_err(|e| anyhow::anyhow!("cannot install the SIGHUP handler: {e}"))?;
-    std::thread::Builder::new().name("certgate-reload".into()).spawn(move || {
-        rt.block_on(run_loop(shared, watcher, set, rx, tx, hup));
-    })?;
+    std::thread::Builder::new()
+        .name("certgate-reload".into())
+        .spawn(move || {
+            rt.block_on(run_loop(shared, watcher, set, rx, tx, hup));
+        })?;
     Ok(())
 }
 
@@ -342,4 +363,3 @@ fn warn_crl_freshness(shared: &Shared) {
         }
     }
 }
-

@@ -13,20 +13,19 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use openssl::ssl::{
-    AlpnError, SslAcceptor, SslMethod, SslOptions, SslSessionCacheMode,
-    SslVerifyMode, SslVersion,
+    AlpnError, SslAcceptor, SslMethod, SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use openssl::stack::Stack;
 use openssl::x509::{X509Name, X509VerifyResult, X509};
 use pingora::listeners::TlsAccept;
+use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::tls::server::handshake_with_callback;
 use pingora::protocols::tls::SslStream;
-use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::tls::ext;
 use pingora::tls::ssl::SslRef;
 
-use crate::listener::header_guard::HeaderGuardHandle;
 use crate::config::{Alpn, ClientAuth, TlsConfig, TlsVersion};
+use crate::listener::header_guard::HeaderGuardHandle;
 use crate::tls::identity::Identity;
 use crate::tls::trust::TrustState;
 use crate::tls::verify::AuthFailure;
@@ -125,7 +124,9 @@ impl ListenerTls {
             wire.push(p.len() as u8);
             wire.extend_from_slice(p);
         }
-        b.set_alpn_select_callback(move |_, client| select_alpn(&wire, client).ok_or(AlpnError::NOACK));
+        b.set_alpn_select_callback(move |_, client| {
+            select_alpn(&wire, client).ok_or(AlpnError::NOACK)
+        });
         b.set_session_id_context(listener.as_bytes())
             .map_err(|e| format!("session id context: {e}"))?;
         b.set_options(SslOptions::NO_TICKET | SslOptions::NO_RENEGOTIATION);
@@ -261,16 +262,19 @@ impl TlsAccept for HandshakeCallbacks<'_> {
         });
     }
 
-    async fn handshake_complete_callback(&self, ssl: &SslRef) -> Option<Arc<dyn Any + Send + Sync>> {
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &SslRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
         let generation = self.tls.state.load().generation;
         let refused = *self.refused.lock().unwrap_or_else(|p| p.into_inner());
         let peer = ssl.peer_certificate();
         let verdict = match (peer, refused) {
             (None, _) => Err(AuthFailure::NoCertificate),
             (Some(_), Some(f)) => Err(f),
-            (Some(_), None) if ssl.verify_result() != X509VerifyResult::OK => Err(
-                AuthFailure::from_verify_code(ssl.verify_result().as_raw()),
-            ),
+            (Some(_), None) if ssl.verify_result() != X509VerifyResult::OK => {
+                Err(AuthFailure::from_verify_code(ssl.verify_result().as_raw()))
+            }
             (Some(cert), None) => Identity::from_x509(&cert)
                 .map(Arc::new)
                 .map_err(|_| AuthFailure::BadCertificate),

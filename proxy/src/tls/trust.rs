@@ -216,7 +216,11 @@ fn is_revoked(crl: &X509CrlRef, cert: &X509Ref) -> bool {
     !matches!(crl.get_by_cert(&cert.to_owned()), CrlStatus::NotRevoked)
 }
 
-fn load_server(cert: &Path, key: &Path, files: &mut Vec<LoadedFile>) -> Result<ServerCert, TrustError> {
+fn load_server(
+    cert: &Path,
+    key: &Path,
+    files: &mut Vec<LoadedFile>,
+) -> Result<ServerCert, TrustError> {
     let pem = read(cert, files)?;
     let mut certs = X509::stack_from_pem(&pem)
         .map_err(|e| terr(cert, format!("not a PEM certificate chain ({e}); the file must hold `-----BEGIN CERTIFICATE-----` blocks, leaf first")))?;
@@ -236,7 +240,12 @@ fn load_server(cert: &Path, key: &Path, files: &mut Vec<LoadedFile>) -> Result<S
         ));
     }
     let pkey = PKey::private_key_from_pem(&key_pem).map_err(|e| {
-        terr(key, format!("not a PEM private key ({e}); PKCS#8, PKCS#1 (RSA) and SEC1 (EC) keys are accepted"))
+        terr(
+            key,
+            format!(
+                "not a PEM private key ({e}); PKCS#8, PKCS#1 (RSA) and SEC1 (EC) keys are accepted"
+            ),
+        )
     })?;
     let matches = leaf
         .public_key()
@@ -245,7 +254,10 @@ fn load_server(cert: &Path, key: &Path, files: &mut Vec<LoadedFile>) -> Result<S
     if !matches {
         return Err(terr(
             key,
-            format!("does not match the certificate in {}; give the key the certificate was issued for", cert.display()),
+            format!(
+                "does not match the certificate in {}; give the key the certificate was issued for",
+                cert.display()
+            ),
         ));
     }
     Ok(ServerCert {
@@ -255,12 +267,19 @@ fn load_server(cert: &Path, key: &Path, files: &mut Vec<LoadedFile>) -> Result<S
     })
 }
 
-fn load_client_trust(ca: &Path, crl_files: &[PathBuf], files: &mut Vec<LoadedFile>) -> Result<ClientTrust, TrustError> {
+fn load_client_trust(
+    ca: &Path,
+    crl_files: &[PathBuf],
+    files: &mut Vec<LoadedFile>,
+) -> Result<ClientTrust, TrustError> {
     let pem = read(ca, files)?;
-    let ca_certs = X509::stack_from_pem(&pem)
-        .map_err(|e| terr(ca, format!("not a PEM CA bundle ({e})")))?;
+    let ca_certs =
+        X509::stack_from_pem(&pem).map_err(|e| terr(ca, format!("not a PEM CA bundle ({e})")))?;
     if ca_certs.is_empty() {
-        return Err(terr(ca, "holds no certificate; put the client CA certificates (roots and intermediates) in PEM"));
+        return Err(terr(
+            ca,
+            "holds no certificate; put the client CA certificates (roots and intermediates) in PEM",
+        ));
     }
     let mut builder = X509StoreBuilder::new().map_err(|e| terr(ca, e.to_string()))?;
     for c in &ca_certs {
@@ -343,7 +362,10 @@ fn parse_crls(bytes: &[u8]) -> Result<Vec<X509Crl>, String> {
             return Err(format!("a CRL block has no `{END}` line"));
         };
         let block = &rest[start..start + end + END.len()];
-        out.push(X509Crl::from_pem(block.as_bytes()).map_err(|e| format!("a CRL block does not parse ({e})"))?);
+        out.push(
+            X509Crl::from_pem(block.as_bytes())
+                .map_err(|e| format!("a CRL block does not parse ({e})"))?,
+        );
         rest = &rest[start + end + END.len()..];
     }
     Ok(out)

@@ -117,6 +117,9 @@ mod tests {
         assert_eq!(AuthFailure::UnknownCa.reason(), "unknown CA");
         assert_eq!(AuthFailure::CrlExpired.reason(), "CRL expired");
         assert_eq!(AuthFailure::Revoked.openssl_text(), "certificate revoked");
-        assert_eq!(AuthFailure::Expired.openssl_text(), "certificate has expired");
+        assert_eq!(
+            AuthFailure::Expired.openssl_text(),
+            "certificate has expired"
+        );
     }
 }

@@ -15,7 +15,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_certgate");
 /// A subject like `[("O","ci"),("CN","jenkins")]`, everything else at sane defaults.
 pub fn spec(subject: &[(&str, &str)]) -> CertSpec {
     CertSpec {
-        subject: subject.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        subject: subject
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         key: KeyKind::EcdsaP256,
         is_ca: false,
         client_auth: true,
@@ -86,7 +89,12 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let ca = ca("Test Root CA");
         let server = server(&ca);
-        let w = World { dir, ca, server, revoked: vec![] };
+        let w = World {
+            dir,
+            ca,
+            server,
+            revoked: vec![],
+        };
         write(&w.path("ca.pem"), &cert_pem(&w.ca));
         write(&w.path("server.pem"), &cert_pem(&w.server));
         write(&w.path("server-key.pem"), &key_pem(&w.server));
@@ -100,7 +108,14 @@ impl World {
 
     /// Rewrites crl.pem (atomically) with every revoked cert, valid for `next_days` days.
     pub fn write_crl(&self, next_days: i64) {
-        let crl = pki::make_crl(&self.ca, &self.revoked.iter().collect::<Vec<_>>(), -1, next_days, self.revoked.len() as u64 + 1).unwrap();
+        let crl = pki::make_crl(
+            &self.ca,
+            &self.revoked.iter().collect::<Vec<_>>(),
+            -1,
+            next_days,
+            self.revoked.len() as u64 + 1,
+        )
+        .unwrap();
         let tmp = self.path("crl.pem.tmp");
         std::fs::write(&tmp, crl.to_pem().unwrap()).unwrap();
         std::fs::rename(&tmp, self.path("crl.pem")).unwrap();
@@ -119,7 +134,10 @@ impl World {
 }
 
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// The echo upstream on a fresh port.
@@ -151,7 +169,11 @@ pub struct Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- certgate log ({}):\n{}", self.log.display(), self.log_text());
+            eprintln!(
+                "--- certgate log ({}):\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -172,7 +194,13 @@ pub struct ProxyConfig<'a> {
 
 impl<'a> ProxyConfig<'a> {
     pub fn new(upstream: SocketAddr) -> Self {
-        ProxyConfig { upstream, client_auth: "optional", tls_extra: "", listener_extra: "", top_extra: "" }
+        ProxyConfig {
+            upstream,
+            client_auth: "optional",
+            tls_extra: "",
+            listener_extra: "",
+            top_extra: "",
+        }
     }
 }
 
@@ -198,12 +226,22 @@ impl Proxy {
         let child = Command::new(BIN)
             .args(["run", "-c"])
             .arg(&config)
-            .env("RUST_LOG", std::env::var("CERTGATE_TEST_LOG").unwrap_or_else(|_| "info,pingora_core::services::listening=off".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("CERTGATE_TEST_LOG")
+                    .unwrap_or_else(|_| "info,pingora_core::services::listening=off".into()),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut p = Proxy { child: Some(child), addr, admin, log, config };
+        let mut p = Proxy {
+            child: Some(child),
+            addr,
+            admin,
+            log,
+            config,
+        };
         p.wait_ready();
         p
     }
@@ -217,10 +255,17 @@ impl Proxy {
                     panic!("certgate exited with {status}:\n{}", self.log_text());
                 }
             }
-            if http_get(admin, "/readyz").map(|(code, _)| code == 200).unwrap_or(false) {
+            if http_get(admin, "/readyz")
+                .map(|(code, _)| code == 200)
+                .unwrap_or(false)
+            {
                 return;
             }
-            assert!(Instant::now() < deadline, "certgate not ready:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "certgate not ready:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -251,7 +296,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let code = out.split_whitespace().nth(1)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((code, body))
 }
 
@@ -278,14 +326,21 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, serde_json::
     let r = client.get(url).send().await.unwrap();
     let code = r.status().as_u16();
     let text = r.text().await.unwrap();
-    (code, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
 }
 
 /// The values the upstream received for header `name`.
 pub fn seen(v: &serde_json::Value, name: &str) -> Vec<String> {
     v["headers"][name]
         .as_array()
-        .map(|a| a.iter().map(|x| x.as_str().unwrap_or("").to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().unwrap_or("").to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -298,15 +353,32 @@ pub fn openssl_subject(world: &World, cert: &X509) -> String {
         .arg(&p)
         .output()
         .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().trim_start_matches("subject=").to_string()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .trim_start_matches("subject=")
+        .to_string()
 }
 
 /// `openssl s_client` handshake as `who`: (exit ok, combined output).
-pub fn s_client(world: &World, proxy: &Proxy, who: Option<(&Path, &Path)>, extra: &[&str]) -> (bool, String) {
+pub fn s_client(
+    world: &World,
+    proxy: &Proxy,
+    who: Option<(&Path, &Path)>,
+    extra: &[&str],
+) -> (bool, String) {
     let mut cmd = Command::new("openssl");
-    cmd.args(["s_client", "-ign_eof", "-connect", &proxy.addr.to_string(), "-servername", "localhost", "-CAfile"])
-        .arg(world.path("ca.pem"))
-        .args(extra);
+    cmd.args([
+        "s_client",
+        "-ign_eof",
+        "-connect",
+        &proxy.addr.to_string(),
+        "-servername",
+        "localhost",
+        "-CAfile",
+    ])
+    .arg(world.path("ca.pem"))
+    .args(extra);
     if let Some((cert, key)) = who {
         cmd.arg("-cert").arg(cert).arg("-key").arg(key);
     }
@@ -318,12 +390,18 @@ pub fn s_client(world: &World, proxy: &Proxy, who: Option<(&Path, &Path)>, extra
         .and_then(|mut c| {
             use std::io::Write;
             if let Some(mut stdin) = c.stdin.take() {
-                let _ = stdin.write_all(b"GET /s_client HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+                let _ = stdin.write_all(
+                    b"GET /s_client HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                );
             }
             c.wait_with_output()
         })
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -332,7 +410,11 @@ pub fn s_client(world: &World, proxy: &Proxy, who: Option<(&Path, &Path)>, extra
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
