@@ -178,7 +178,10 @@ async fn identity_headers_are_byte_identical_to_openssl_and_spoofs_are_stripped(
     let v: serde_json::Value = r.json().await.unwrap();
     let expected_dn = openssl_subject(&w, &who.cert);
     assert!(expected_dn.contains("Anka Build\\, Inc."), "{expected_dn}");
-    assert_eq!(seen(&v, "ssl-client-subject-dn"), std::slice::from_ref(&expected_dn));
+    assert_eq!(
+        seen(&v, "ssl-client-subject-dn"),
+        std::slice::from_ref(&expected_dn)
+    );
     assert_eq!(
         seen(&v, "ssl-client-issuer-dn"),
         ["CN=Test Root CA,O=certgate tests"]

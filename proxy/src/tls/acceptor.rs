@@ -30,6 +30,9 @@ use crate::tls::identity::Identity;
 use crate::tls::trust::TrustState;
 use crate::tls::verify::AuthFailure;
 
+/// Most intermediates a client chain may have between leaf and trust anchor.
+pub const MAX_CHAIN_DEPTH: u32 = 8;
+
 /// How a handshake ended badly, for the handshake metric and the debug log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandshakeFailure {
@@ -130,6 +133,10 @@ impl ListenerTls {
         b.set_session_id_context(listener.as_bytes())
             .map_err(|e| format!("session id context: {e}"))?;
         b.set_options(SslOptions::NO_TICKET | SslOptions::NO_RENEGOTIATION);
+        // Level 2: RSA/DH keys of at least 2048 bits, no SHA-1 signatures, on both sides.
+        b.set_security_level(2);
+        // Real client chains are 2-3 deep; a deeper one is an attack on verification time.
+        b.set_verify_depth(MAX_CHAIN_DEPTH);
         b.set_session_cache_mode(SslSessionCacheMode::OFF);
         b.set_num_tickets(0).map_err(|e| format!("tickets: {e}"))?;
         Ok(ListenerTls {
