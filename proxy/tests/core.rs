@@ -360,3 +360,41 @@ async fn keep_alive_connection_serves_many_requests() {
     );
     let _ = Duration::from_secs(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_crl_fails_its_cas_certificates_unless_allowed() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("CN", "fresh")], &w.ca);
+    let revoked = client(&[("CN", "gone")], &w.ca);
+    let stale = certgate::pki::make_crl(&w.ca, &[&revoked.cert], -3, -1, 7).unwrap();
+    std::fs::write(w.path("crl.pem"), stale.to_pem().unwrap()).unwrap();
+
+    let p = Proxy::start_unready(&w, &ProxyConfig::new(up));
+    let (code, v) = get_json(&https(&w, &p, Some(&who)), &p.url("/")).await;
+    assert_eq!((code, v["reason"].as_str()), (401, Some("CRL expired")));
+    let (code, body) = http_get(p.admin, "/readyz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("nextUpdate"), "{body}");
+    drop(p);
+
+    let mut cfg = ProxyConfig::new(up);
+    cfg.tls_extra = "  crl_expired: allow\n";
+    let p = Proxy::start_unready(&w, &cfg);
+    assert_eq!(
+        get_json(&https(&w, &p, Some(&who)), &p.url("/")).await.0,
+        200,
+        "allow: the stale CRL does not fail everyone"
+    );
+    let (code, v) = get_json(&https(&w, &p, Some(&revoked)), &p.url("/")).await;
+    assert_eq!(
+        (code, v["reason"].as_str()),
+        (401, Some("certificate revoked")),
+        "its entries still revoke"
+    );
+    assert_eq!(
+        http_get(p.admin, "/readyz").unwrap().0,
+        503,
+        "staleness shows in /readyz"
+    );
+}

@@ -157,6 +157,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+thread_local! {
+    static READY_PATH: std::cell::Cell<&'static str> = const { std::cell::Cell::new("/readyz") };
+}
+
 /// A running `certgate run`.
 pub struct Proxy {
     pub child: Option<Child>,
@@ -219,6 +223,15 @@ impl Proxy {
         Self::start_with(world.dir.path(), &text, addr, admin)
     }
 
+    /// Like [`Proxy::start`], for configs under which `/readyz` stays 503 (an expired CRL):
+    /// waits for `/healthz` instead.
+    pub fn start_unready(world: &World, cfg: &ProxyConfig<'_>) -> Proxy {
+        READY_PATH.with(|p| p.set("/healthz"));
+        let p = Self::start(world, cfg);
+        READY_PATH.with(|p| p.set("/readyz"));
+        p
+    }
+
     pub fn start_with(dir: &Path, config_text: &str, addr: SocketAddr, admin: SocketAddr) -> Proxy {
         let config = dir.join("certgate.yaml");
         std::fs::write(&config, config_text).unwrap();
@@ -255,7 +268,8 @@ impl Proxy {
                     panic!("certgate exited with {status}:\n{}", self.log_text());
                 }
             }
-            if http_get(admin, "/readyz")
+            let path = READY_PATH.with(|p| p.get());
+            if http_get(admin, path)
                 .map(|(code, _)| code == 200)
                 .unwrap_or(false)
             {
