@@ -42,7 +42,11 @@ case "$step" in
   test)
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -q -- -D warnings
-    exec cargo test --workspace "$@"
+    # Supply chain: licenses, bans, sources (advisories need GitHub; see proxy/deny.toml).
+    command -v cargo-deny >/dev/null 2>&1 || cargo install --locked -q cargo-deny
+    cargo deny --manifest-path proxy/Cargo.toml check licenses bans sources 2>&1 | tail -n 1
+    proxy/fuzz/smoke.sh
+    cargo test --workspace "$@"
     ;;
   "") ;;
   *) echo "usage: proxy/bootstrap.sh [demo|test]" >&2; exit 2 ;;
