@@ -371,3 +371,93 @@ async fn a_bounded_handshake_flood_does_not_starve_good_clients() {
         "{m}"
     );
 }
+
+/// HTTP/2 straight from the `h2` crate (no client-side normalisation): odd `:path` values,
+/// an `:authority` that disagrees with `host`, and spoofed identity headers in HEADERS frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_pseudo_header_abuse() {
+    let w = World::new();
+    let up = upstream();
+    std::fs::write(
+        w.path("policy.yaml"),
+        "permissions:\n  allowed: [\"GET /allowed/**\"]\ngroups:\n  ci: [allowed]\n",
+    )
+    .unwrap();
+    let mut cfg = ProxyConfig::new(up);
+    cfg.listener_extra = "    policy: policy.yaml\n";
+    let p = Proxy::start(&w, &cfg);
+    let who = client(&[("O", "ci"), ("CN", "h2abuse")], &w.ca);
+
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+    b.set_ca_file(w.path("ca.pem")).unwrap();
+    b.set_certificate(&who.cert).unwrap();
+    b.set_private_key(&who.key).unwrap();
+    b.set_alpn_protos(b"\x02h2").unwrap();
+    let ssl = b
+        .build()
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut tls).connect().await.unwrap();
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+
+    async fn call(
+        send: &h2::client::SendRequest<bytes::Bytes>,
+        req: http::Request<()>,
+    ) -> (u16, String) {
+        let mut send = send.clone().ready().await.unwrap();
+        let (resp, _) = send.send_request(req, true).unwrap();
+        let resp = resp.await.unwrap();
+        let code = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let mut out = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            out.extend_from_slice(&chunk);
+        }
+        (code, String::from_utf8_lossy(&out).into_owned())
+    }
+    let req = |path: &str| {
+        http::Request::builder()
+            .uri(format!("https://localhost{path}"))
+            .body(())
+            .unwrap()
+    };
+
+    let (code, body) = call(&send, req("/allowed/x")).await;
+    assert_eq!(code, 200, "{body}");
+    for path in ["/allowed/../denied", "/allowed/%2e%2e/denied", "//denied"] {
+        let (code, body) = call(&send, req(path)).await;
+        assert_eq!(code, 403, "{path}: {body}");
+        assert!(
+            body.contains("GET /denied is covered by no permission"),
+            "{path}: {body}"
+        );
+    }
+    let (code, body) = call(&send, req("/allowed/%2f..")).await;
+    assert_eq!(code, 400, "{body}");
+    // :authority and host disagree; spoofed identity headers ride along.
+    let r = http::Request::builder()
+        .uri("https://evil.example/allowed/y")
+        .header("host", "localhost")
+        .header("x-certgate-user", "root")
+        .header("ssl-client-verify", "SUCCESS")
+        .body(())
+        .unwrap();
+    let (code, body) = call(&send, r).await;
+    if code == 200 {
+        assert!(body.contains("\"x-certgate-user\":[\"h2abuse\"]"), "{body}");
+        assert!(body.contains("\"path\":\"/allowed/y\""), "{body}");
+    } else {
+        assert_eq!(code, 400, "{body}");
+    }
+    // The connection survived all of it.
+    assert_eq!(call(&send, req("/allowed/z")).await.0, 200);
+}
