@@ -85,6 +85,19 @@ impl Default for CertSpec {
     }
 }
 
+impl CertSpec {
+    /// The default (client) spec with this subject, e.g. `&[("O", "ci"), ("CN", "jenkins")]`.
+    pub fn with_subject(subject: &[(&str, &str)]) -> CertSpec {
+        CertSpec {
+            subject: subject
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..CertSpec::default()
+        }
+    }
+}
+
 /// A certificate and its private key.
 pub struct Issued {
     pub cert: X509,

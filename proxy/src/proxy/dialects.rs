@@ -342,26 +342,10 @@ pub fn is_spoofable(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::{self, CertSpec, Issued, KeyKind};
+    use crate::pki::{self, CertSpec, Issued};
 
     fn spec(subject: &[(&str, &str)]) -> CertSpec {
-        CertSpec {
-            subject: subject
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            key: KeyKind::EcdsaP256,
-            is_ca: false,
-            client_auth: true,
-            server_auth: false,
-            eku: true,
-            dns_names: vec![],
-            ip_addrs: vec![],
-            uris: vec![],
-            emails: vec![],
-            not_before_days: -1,
-            not_after_days: 30,
-        }
+        CertSpec::with_subject(subject)
     }
 
     fn ca() -> Issued {

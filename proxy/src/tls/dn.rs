@@ -108,28 +108,12 @@ pub fn rfc2253_value(value: &Asn1StringRef) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::{self, CertSpec, KeyKind};
+    use crate::pki::{self, CertSpec};
     use openssl::nid::Nid;
     use std::process::Command;
 
     fn spec(subject: &[(&str, &str)]) -> CertSpec {
-        CertSpec {
-            subject: subject
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            key: KeyKind::EcdsaP256,
-            is_ca: false,
-            client_auth: true,
-            server_auth: false,
-            eku: true,
-            dns_names: vec![],
-            ip_addrs: vec![],
-            uris: vec![],
-            emails: vec![],
-            not_before_days: -1,
-            not_after_days: 30,
-        }
+        CertSpec::with_subject(subject)
     }
 
     /// `openssl x509 -noout -subject -nameopt RFC2253`, without the `subject=` prefix.

@@ -216,27 +216,11 @@ fn unix_time(t: &Asn1TimeRef, what: &'static str) -> Result<i64, IdentityError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::{self, CertSpec, Issued, KeyKind};
+    use crate::pki::{self, CertSpec, Issued};
     use std::process::Command;
 
     fn spec(subject: &[(&str, &str)]) -> CertSpec {
-        CertSpec {
-            subject: subject
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            key: KeyKind::EcdsaP256,
-            is_ca: false,
-            client_auth: true,
-            server_auth: false,
-            eku: true,
-            dns_names: vec![],
-            ip_addrs: vec![],
-            uris: vec![],
-            emails: vec![],
-            not_before_days: -1,
-            not_after_days: 30,
-        }
+        CertSpec::with_subject(subject)
     }
 
     fn ca() -> Issued {

@@ -7,30 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use certgate::pki::{self, CertSpec, Issued, KeyKind};
+use certgate::pki::{self, CertSpec, Issued};
 use openssl::x509::X509;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_certgate");
 
 /// A subject like `[("O","ci"),("CN","jenkins")]`, everything else at sane defaults.
 pub fn spec(subject: &[(&str, &str)]) -> CertSpec {
-    CertSpec {
-        subject: subject
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        key: KeyKind::EcdsaP256,
-        is_ca: false,
-        client_auth: true,
-        server_auth: false,
-        eku: true,
-        dns_names: vec![],
-        ip_addrs: vec![],
-        uris: vec![],
-        emails: vec![],
-        not_before_days: -1,
-        not_after_days: 30,
-    }
+    CertSpec::with_subject(subject)
 }
 
 pub fn ca(cn: &str) -> Issued {
