@@ -146,6 +146,31 @@ async fn local_command_plain_connections_and_untrusted_sources() {
         "{resp}"
     );
 
+    // v2 through AWS PrivateLink: the VPC endpoint id is in the access log.
+    let vpce = b"vpce-0123456789abcdef0";
+    let mut tlv = vec![0xEA, 0x00, (vpce.len() + 1) as u8, 0x01];
+    tlv.extend_from_slice(vpce);
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[0x21, 0x11]);
+    v2.extend_from_slice(&((12 + tlv.len()) as u16).to_be_bytes());
+    v2.extend_from_slice(&[198, 51, 100, 9, 10, 0, 0, 1, 0x11, 0x5c, 0x01, 0xbb]);
+    v2.extend_from_slice(&tlv);
+    let resp = raw_tls(p.addr, &w, &who, &v2).await.unwrap();
+    assert!(
+        resp.contains("\"x-forwarded-for\":[\"198.51.100.9\"]"),
+        "{resp}"
+    );
+    wait_for(
+        "access log with the VPC endpoint id",
+        Duration::from_secs(5),
+        || {
+            p.log_text()
+                .lines()
+                .find(|l| l.contains("certgate::access") && l.contains("vpce-0123456789abcdef0"))
+                .map(str::to_string)
+        },
+    );
+
     // No header: refused before TLS.
     assert!(
         raw_tls(p.addr, &w, &who, b"").await.is_err(),

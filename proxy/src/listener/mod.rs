@@ -89,10 +89,11 @@ impl ListenerApp {
     }
 
     /// Reads the PROXY header and makes its source the connection's client address.
+    /// Returns the AWS VPC endpoint id when the header carried one.
     async fn proxy_protocol(
         &self,
         io: &mut TcpStream,
-    ) -> Result<(), proxy_protocol::ProxyProtocolError> {
+    ) -> Result<Option<Arc<str>>, proxy_protocol::ProxyProtocolError> {
         let peer = io
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
@@ -111,7 +112,7 @@ impl ListenerApp {
             }
             io.set_socket_digest(digest);
         }
-        Ok(())
+        Ok(header.vpce_id.map(Arc::from))
     }
 }
 
@@ -129,14 +130,18 @@ impl ServerApp for ListenerApp {
             self.refused("max_connections");
             return None;
         };
+        let mut vpce_id = None;
         if self.config.proxy_protocol {
-            if let Err(e) = self.proxy_protocol(&mut io).await {
-                tracing::info!(listener = %name, error = %e, "connection refused");
-                self.refused(e.label());
-                return None;
+            match self.proxy_protocol(&mut io).await {
+                Ok(v) => vpce_id = v,
+                Err(e) => {
+                    tracing::info!(listener = %name, error = %e, "connection refused");
+                    self.refused(e.label());
+                    return None;
+                }
             }
         }
-        let tls = match self.tls.handshake(io).await {
+        let tls = match self.tls.handshake(io, vpce_id).await {
             Ok(tls) => tls,
             Err(failure) => {
                 metrics::HANDSHAKES

@@ -332,6 +332,7 @@ impl ProxyHttp for CertgateProxy {
         metrics::AUTHZ_DECISIONS
             .with_label_values(&[name, decision, ctx.permission.as_deref().unwrap_or("")])
             .inc();
+        let vpce = conn_auth(session).and_then(|c| c.vpce_id.clone());
         let req = session.req_header();
         let groups = ctx
             .identity
@@ -348,7 +349,8 @@ impl ProxyHttp for CertgateProxy {
             listener = %name,
             client = %client_ip(session).map(|ip| ip.to_string()).unwrap_or_default(),
             method = %req.method,
-            path = %ctx.forward_path.as_deref().unwrap_or_else(|| req.uri.path()),
+            // The path as matched and forwarded; the query stays out of the log (it may hold secrets).
+            path = %ctx.forward_path.as_deref().map(|p| p.split('?').next().unwrap_or(p)).unwrap_or_else(|| req.uri.path()),
             status = code,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             user = %if ctx.root { "root" } else { ctx.identity.as_ref().and_then(|i| i.user.as_deref()).unwrap_or("") },
@@ -356,6 +358,7 @@ impl ProxyHttp for CertgateProxy {
             permission = %ctx.permission.as_deref().unwrap_or(""),
             decision = decision,
             reason = %reason,
+            vpce = %vpce.as_deref().unwrap_or(""),
         );
     }
 }

@@ -66,6 +66,8 @@ pub struct ConnAuth {
     recheck: Mutex<(u64, Result<(), AuthFailure>)>,
     /// Re-armed by the proxy after each response (HTTP/1.1 header limits).
     pub header_guard: Arc<HeaderGuardHandle>,
+    /// AWS PrivateLink endpoint id from the PROXY header, for the access log.
+    pub vpce_id: Option<Arc<str>>,
 }
 
 impl ConnAuth {
@@ -148,10 +150,15 @@ impl ListenerTls {
     }
 
     /// Runs the TLS handshake of one connection, within the handshake timeout.
-    pub async fn handshake(&self, io: TcpStream) -> Result<SslStream<TcpStream>, HandshakeFailure> {
+    pub async fn handshake(
+        &self,
+        io: TcpStream,
+        vpce_id: Option<Arc<str>>,
+    ) -> Result<SslStream<TcpStream>, HandshakeFailure> {
         let callbacks = HandshakeCallbacks {
             tls: self,
             refused: Arc::new(Mutex::new(None)),
+            vpce_id,
         };
         let refused = callbacks.refused.clone();
         match tokio::time::timeout(
@@ -210,6 +217,7 @@ fn is_missing_cert(e: &pingora::Error) -> bool {
 struct HandshakeCallbacks<'a> {
     tls: &'a ListenerTls,
     refused: Arc<Mutex<Option<AuthFailure>>>,
+    vpce_id: Option<Arc<str>>,
 }
 
 #[async_trait]
@@ -296,6 +304,7 @@ impl TlsAccept for HandshakeCallbacks<'_> {
             generation,
             recheck: Mutex::new((generation, Ok(()))),
             header_guard: Arc::default(),
+            vpce_id: self.vpce_id.clone(),
         }))
     }
 }
