@@ -68,6 +68,7 @@ async fn one_gib_download_and_upload_match_by_checksum() {
 
     // Streaming, not buffering: the proxy's peak RSS stays far below the 1 GiB moved.
     let peak = rss_kib(p.pid());
+    eprintln!("proxy peak RSS after 1 GiB down + 1 GiB up: {peak} KiB");
     assert!(peak > 0 && peak < 256 * 1024, "peak RSS {peak} KiB");
 }
 
