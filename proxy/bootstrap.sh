@@ -45,6 +45,11 @@ case "$step" in
     # Supply chain: licenses, bans, sources (advisories need GitHub; see proxy/deny.toml).
     command -v cargo-deny >/dev/null 2>&1 || cargo install --locked -q cargo-deny
     cargo deny --manifest-path proxy/Cargo.toml check licenses bans sources 2>&1 | tail -n 1
+    if ls "${CARGO_HOME:-$HOME/.cargo}"/advisory-dbs/advisory-db-* >/dev/null 2>&1; then
+      cargo deny --offline --manifest-path proxy/Cargo.toml check advisories 2>&1 | tail -n 1
+    else
+      echo "cargo deny: no local RustSec database; advisories not checked (see proxy/deny.toml)" >&2
+    fi
     proxy/fuzz/smoke.sh
     cargo test --workspace "$@"
     ;;
