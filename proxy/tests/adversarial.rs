@@ -10,14 +10,11 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 fn raw(w: &World, p: &Proxy, who: &certgate::pki::Issued, bytes: &[u8]) -> String {
-    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
-    b.set_ca_file(w.path("ca.pem")).unwrap();
-    b.set_certificate(&who.cert).unwrap();
-    b.set_private_key(&who.key).unwrap();
-    b.set_alpn_protos(b"\x08http/1.1").unwrap();
     let tcp = TcpStream::connect(p.addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut s = b.build().connect("localhost", tcp).unwrap();
+    let mut s = tls_connector(w, Some(who), b"\x08http/1.1")
+        .connect("localhost", tcp)
+        .unwrap();
     let _ = s.write_all(bytes);
     let mut out = Vec::new();
     let mut buf = [0u8; 16384];
@@ -388,13 +385,7 @@ async fn http2_pseudo_header_abuse() {
     let p = Proxy::start(&w, &cfg);
     let who = client(&[("O", "ci"), ("CN", "h2abuse")], &w.ca);
 
-    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
-    b.set_ca_file(w.path("ca.pem")).unwrap();
-    b.set_certificate(&who.cert).unwrap();
-    b.set_private_key(&who.key).unwrap();
-    b.set_alpn_protos(b"\x02h2").unwrap();
-    let ssl = b
-        .build()
+    let ssl = tls_connector(&w, Some(&who), b"\x02h2")
         .configure()
         .unwrap()
         .into_ssl("localhost")

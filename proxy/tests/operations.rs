@@ -13,14 +13,11 @@ fn tls_conn(
     p: &Proxy,
     who: &certgate::pki::Issued,
 ) -> openssl::ssl::SslStream<TcpStream> {
-    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
-    b.set_ca_file(w.path("ca.pem")).unwrap();
-    b.set_certificate(&who.cert).unwrap();
-    b.set_private_key(&who.key).unwrap();
-    b.set_alpn_protos(b"\x08http/1.1").unwrap();
     let tcp = TcpStream::connect(p.addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    b.build().connect("localhost", tcp).unwrap()
+    tls_connector(w, Some(who), b"\x08http/1.1")
+        .connect("localhost", tcp)
+        .unwrap()
 }
 
 fn read_all(s: &mut impl Read) -> String {

@@ -56,17 +56,12 @@ impl Fixture {
         path: &str,
         headers: &str,
     ) -> (u16, serde_json::Value) {
-        let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
-        b.set_ca_file(self.w.path("ca.pem")).unwrap();
-        if let Some(who) = who {
-            b.set_certificate(&who.cert).unwrap();
-            b.set_private_key(&who.key).unwrap();
-        }
-        b.set_alpn_protos(b"\x08http/1.1").unwrap();
         let tcp = TcpStream::connect(self.p.addr).unwrap();
         tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
-        let mut s = b.build().connect("localhost", tcp).unwrap();
+        let mut s = tls_connector(&self.w, who, b"\x08http/1.1")
+            .connect("localhost", tcp)
+            .unwrap();
         write!(
             s,
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"

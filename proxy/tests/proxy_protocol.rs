@@ -90,13 +90,7 @@ async fn raw_tls(
 ) -> std::io::Result<String> {
     let mut tcp = tokio::net::TcpStream::connect(addr).await?;
     tcp.write_all(preamble).await?;
-    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
-    b.set_ca_file(w.path("ca.pem")).unwrap();
-    b.set_certificate(&who.cert).unwrap();
-    b.set_private_key(&who.key).unwrap();
-    b.set_alpn_protos(b"\x08http/1.1").unwrap();
-    let ssl = b
-        .build()
+    let ssl = tls_connector(w, Some(who), b"\x08http/1.1")
         .configure()
         .unwrap()
         .into_ssl("localhost")

@@ -83,12 +83,7 @@ async fn websocket_upgrade_passes_through() {
     cfg.tls_extra = "  alpn: [http/1.1]\n";
     let p = Proxy::start(&w, &cfg);
 
-    let mut ctx = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
-    ctx.set_ca_file(w.path("ca.pem")).unwrap();
-    ctx.set_certificate(&who.cert).unwrap();
-    ctx.set_private_key(&who.key).unwrap();
-    let ssl = ctx
-        .build()
+    let ssl = tls_connector(&w, Some(&who), b"")
         .configure()
         .unwrap()
         .into_ssl("localhost")

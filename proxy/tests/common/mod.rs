@@ -416,3 +416,22 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// A TLS client context trusting the world's CA, presenting `who` if given, offering `alpn`
+/// (wire format, e.g. `b"\x08http/1.1"`). For tests that need raw control of the bytes sent.
+pub fn tls_connector(
+    world: &World,
+    who: Option<&Issued>,
+    alpn: &[u8],
+) -> openssl::ssl::SslConnector {
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+    b.set_ca_file(world.path("ca.pem")).unwrap();
+    if let Some(who) = who {
+        b.set_certificate(&who.cert).unwrap();
+        b.set_private_key(&who.key).unwrap();
+    }
+    if !alpn.is_empty() {
+        b.set_alpn_protos(alpn).unwrap();
+    }
+    b.build()
+}
