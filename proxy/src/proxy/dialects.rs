@@ -129,30 +129,24 @@ fn not_header_byte(b: u8) -> bool {
 /// Defensive: `%XX` for any byte that may not appear in a header value; the identity's own
 /// fields never need it, but [`Identity`] has public fields.
 fn percent_unsafe(s: &str) -> String {
+    escape_unsafe(s, '%')
+}
+
+/// A DN is already ASCII without controls when it comes from OpenSSL's RFC 2253 printer; should
+/// anything else slip in, it is written with the RFC 2253 `\XX` hex escape.
+fn header_safe_dn(dn: &str) -> String {
+    escape_unsafe(dn, '\\')
+}
+
+/// Writes every byte that may not appear in a header value as `<prefix>XX`.
+fn escape_unsafe(s: &str, prefix: char) -> String {
     if !s.bytes().any(not_header_byte) {
         return s.to_string();
     }
     let mut out = String::with_capacity(s.len() + 8);
     for b in s.bytes() {
         if not_header_byte(b) {
-            let _ = write!(out, "%{b:02X}");
-        } else {
-            out.push(b as char);
-        }
-    }
-    out
-}
-
-/// A DN is already ASCII without controls when it comes from OpenSSL's RFC 2253 printer; should
-/// anything else slip in, it is written with the RFC 2253 `\XX` hex escape.
-fn header_safe_dn(dn: &str) -> String {
-    if !dn.bytes().any(not_header_byte) {
-        return dn.to_string();
-    }
-    let mut out = String::with_capacity(dn.len() + 8);
-    for b in dn.bytes() {
-        if not_header_byte(b) {
-            let _ = write!(out, "\\{b:02X}");
+            let _ = write!(out, "{prefix}{b:02X}");
         } else {
             out.push(b as char);
         }
