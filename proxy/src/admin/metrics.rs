@@ -60,6 +60,14 @@ pub static HANDSHAKES: Lazy<IntCounterVec> = Lazy::new(|| {
     )
 });
 
+pub static RESUMPTIONS: Lazy<IntCounterVec> = Lazy::new(|| {
+    counter(
+        "certgate_tls_resumptions_total",
+        "TLS session resumptions offered by clients: resumed, or refused by the trust re-check (full handshake).",
+        &["listener", "result"],
+    )
+});
+
 pub static AUTHZ_DECISIONS: Lazy<IntCounterVec> = Lazy::new(|| {
     counter(
         "certgate_authz_decisions_total",

@@ -92,6 +92,9 @@ pub struct TlsConfig {
     pub ciphers: Option<String>,
     pub ciphersuites: Option<String>,
     pub alpn: Vec<Alpn>,
+    /// TLS session resumption (tickets and a session-ID cache), each resumption re-checked
+    /// against the current CA bundle and CRLs; `None` when `session_resumption: false`.
+    pub session_lifetime: Option<Duration>,
 }
 
 impl TlsConfig {
@@ -572,6 +575,21 @@ impl Validator<'_> {
                 "empty; use [h2, http/1.1] or [http/1.1]",
             ));
         }
+        let lifetime = self.duration(
+            &format!("{key}.session_lifetime"),
+            merged.session_lifetime.as_deref(),
+            DEFAULT_SESSION_LIFETIME,
+        )?;
+        if lifetime < Duration::from_secs(1) || lifetime > Duration::from_secs(24 * 3600) {
+            return Err(self.err(
+                &format!("{key}.session_lifetime"),
+                "must be between 1s and 24h; 5m is the usual choice",
+            ));
+        }
+        let session_lifetime = merged
+            .session_resumption
+            .unwrap_or(true)
+            .then_some(lifetime);
         Ok(TlsConfig {
             cert: self.path(&cert),
             key: self.path(&key_file),
@@ -584,9 +602,13 @@ impl Validator<'_> {
             ciphers: merged.ciphers,
             ciphersuites: merged.ciphersuites,
             alpn,
+            session_lifetime,
         })
     }
 }
+
+/// How long a resumable TLS session (and a ticket key) lives unless `tls.session_lifetime` says.
+pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(300);
 
 /// `10.0.0.0/8`, or a bare address meaning just that host.
 pub fn parse_cidr(value: &str) -> Result<IpNet, String> {

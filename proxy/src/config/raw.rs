@@ -51,6 +51,8 @@ pub struct RawTls {
     pub ciphers: Option<String>,
     pub ciphersuites: Option<String>,
     pub alpn: Option<Vec<Alpn>>,
+    pub session_resumption: Option<bool>,
+    pub session_lifetime: Option<String>,
 }
 
 impl RawTls {
@@ -69,6 +71,8 @@ impl RawTls {
             ciphers: self.ciphers.or(d.ciphers),
             ciphersuites: self.ciphersuites.or(d.ciphersuites),
             alpn: self.alpn.or(d.alpn),
+            session_resumption: self.session_resumption.or(d.session_resumption),
+            session_lifetime: self.session_lifetime.or(d.session_lifetime),
         }
     }
 }

@@ -3,8 +3,10 @@
 //! client CA store and the CRLs from the listener's current [`TrustState`], so reloads reach the
 //! next handshake without rebuilding the acceptor.
 //!
-//! Session resumption is off: OpenSSL skips the certificate callback and chain verification on
-//! a resumed session, which would let a revoked or no-longer-trusted client back in.
+//! Session resumption (`tls.session_resumption`, on by default) goes through
+//! [`resumption`](crate::tls::resumption), which re-checks every resumed session against the
+//! current trust state: OpenSSL itself would skip the certificate callback and chain
+//! verification, letting a revoked or no-longer-trusted client back in.
 
 use std::any::Any;
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,7 @@ use pingora::tls::ssl::SslRef;
 use crate::config::{Alpn, ClientAuth, TlsConfig, TlsVersion};
 use crate::listener::header_guard::HeaderGuardHandle;
 use crate::tls::identity::Identity;
+use crate::tls::resumption;
 use crate::tls::trust::TrustState;
 use crate::tls::verify::AuthFailure;
 
@@ -134,13 +137,19 @@ impl ListenerTls {
         });
         b.set_session_id_context(listener.as_bytes())
             .map_err(|e| format!("session id context: {e}"))?;
-        b.set_options(SslOptions::NO_TICKET | SslOptions::NO_RENEGOTIATION);
+        b.set_options(SslOptions::NO_RENEGOTIATION);
         // Level 2: RSA/DH keys of at least 2048 bits, no SHA-1 signatures, on both sides.
         b.set_security_level(2);
         // Real client chains are 2-3 deep; a deeper one is an attack on verification time.
         b.set_verify_depth(MAX_CHAIN_DEPTH);
-        b.set_session_cache_mode(SslSessionCacheMode::OFF);
-        b.set_num_tickets(0).map_err(|e| format!("tickets: {e}"))?;
+        match tls.session_lifetime {
+            Some(lifetime) => resumption::enable(&mut b, listener, state.clone(), lifetime)?,
+            None => {
+                b.set_options(SslOptions::NO_TICKET);
+                b.set_session_cache_mode(SslSessionCacheMode::OFF);
+                b.set_num_tickets(0).map_err(|e| format!("tickets: {e}"))?;
+            }
+        }
         Ok(ListenerTls {
             acceptor: b.build(),
             client_auth: tls.client_auth,
@@ -224,6 +233,8 @@ struct HandshakeCallbacks<'a> {
 impl TlsAccept for HandshakeCallbacks<'_> {
     async fn certificate_callback(&self, ssl: &mut SslRef) {
         let state = self.tls.state.load_full();
+        // A full handshake verifies under this state; tickets and ConnAuth record which one.
+        resumption::set_checked_generation(ssl, state.generation);
         let server = &state.server;
         // A failure here leaves the SSL without a certificate, and the handshake fails cleanly.
         let _ = ext::ssl_use_certificate(ssl, &server.cert);
@@ -281,7 +292,9 @@ impl TlsAccept for HandshakeCallbacks<'_> {
         &self,
         ssl: &SslRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        let generation = self.tls.state.load().generation;
+        // A resumed session has no verified chain from OpenSSL: the resumption check kept one.
+        let checked = resumption::checked(ssl);
+        let generation = checked.map_or_else(|| self.tls.state.load().generation, |c| c.generation);
         let refused = *self.refused.lock().unwrap_or_else(|p| p.into_inner());
         let peer = ssl.peer_certificate();
         let verdict = match (peer, refused) {
@@ -294,10 +307,10 @@ impl TlsAccept for HandshakeCallbacks<'_> {
                 .map(Arc::new)
                 .map_err(|_| AuthFailure::BadCertificate),
         };
-        let chain = ssl
-            .verified_chain()
-            .map(|c| c.iter().map(|x| x.to_owned()).collect())
-            .unwrap_or_default();
+        let chain = match ssl.verified_chain() {
+            Some(c) if !c.is_empty() => c.iter().map(|x| x.to_owned()).collect(),
+            _ => checked.map(|c| c.chain.clone()).unwrap_or_default(),
+        };
         Some(Arc::new(ConnAuth {
             verdict,
             chain,

@@ -4,5 +4,6 @@
 pub mod acceptor;
 pub mod dn;
 pub mod identity;
+pub mod resumption;
 pub mod trust;
 pub mod verify;

@@ -172,6 +172,12 @@ impl TrustState {
     /// Re-verifies a chain accepted under an older state against this one: still chains to
     /// the (possibly new) CA bundle, still within validity, not revoked by the current CRLs.
     pub fn reverify(&self, chain: &[X509]) -> Result<(), AuthFailure> {
+        self.verified_chain(chain).map(|_| ())
+    }
+
+    /// Verifies `chain` (leaf first, the rest as untrusted intermediates) against the current
+    /// CA bundle and CRLs, as a handshake would; returns the chain OpenSSL built.
+    pub fn verified_chain(&self, chain: &[X509]) -> Result<Vec<X509>, AuthFailure> {
         let Some(client) = &self.client else {
             return Err(AuthFailure::UnknownCa);
         };
@@ -196,7 +202,10 @@ impl TrustState {
             })
             .map_err(|_| AuthFailure::BadCertificate)?;
         match verdict {
-            (true, _, new_chain) => self.check_revocation(new_chain.iter().map(|c| c.as_ref())),
+            (true, _, new_chain) => {
+                self.check_revocation(new_chain.iter().map(|c| c.as_ref()))?;
+                Ok(new_chain)
+            }
             (false, code, _) => Err(AuthFailure::from_verify_code(code)),
         }
     }

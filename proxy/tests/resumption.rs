@@ -1,0 +1,371 @@
+//! TLS session resumption: tickets (TLS 1.3, TLS 1.2) and the TLS 1.2 session-ID cache resume,
+//! and no resumption outlives a revocation or a CA change: the client gets a full handshake
+//! and the verdict a new client would get.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use certgate::pki::Issued;
+use common::*;
+use openssl::ssl::{
+    SslConnector, SslMethod, SslOptions, SslSession, SslSessionCacheMode, SslStream, SslVersion,
+};
+
+/// A client that keeps the session the server issues, to offer it on its next connection.
+struct Resumer {
+    connector: SslConnector,
+    issued: Arc<Mutex<Option<SslSession>>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Tls13Ticket,
+    Tls12Ticket,
+    Tls12SessionId,
+}
+
+const KINDS: [Kind; 3] = [Kind::Tls13Ticket, Kind::Tls12Ticket, Kind::Tls12SessionId];
+
+impl Resumer {
+    fn new(world: &World, who: &Issued, kind: Kind) -> Resumer {
+        Self::with_chain(world, who, None, kind)
+    }
+
+    /// A client that also sends `intermediate` in its chain.
+    fn with_chain(
+        world: &World,
+        who: &Issued,
+        intermediate: Option<&Issued>,
+        kind: Kind,
+    ) -> Resumer {
+        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+        b.set_ca_file(world.path("ca.pem")).unwrap();
+        b.set_certificate(&who.cert).unwrap();
+        b.set_private_key(&who.key).unwrap();
+        if let Some(i) = intermediate {
+            b.add_extra_chain_cert(i.cert.clone()).unwrap();
+        }
+        b.set_alpn_protos(b"\x08http/1.1").unwrap();
+        match kind {
+            Kind::Tls13Ticket => {}
+            Kind::Tls12Ticket => b.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap(),
+            Kind::Tls12SessionId => {
+                b.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
+                b.set_options(SslOptions::NO_TICKET);
+            }
+        }
+        b.set_session_cache_mode(SslSessionCacheMode::CLIENT | SslSessionCacheMode::NO_INTERNAL);
+        let issued: Arc<Mutex<Option<SslSession>>> = Arc::default();
+        let slot = issued.clone();
+        b.set_new_session_callback(move |_, s| *slot.lock().unwrap() = Some(s));
+        Resumer {
+            connector: b.build(),
+            issued,
+        }
+    }
+
+    /// Connects, offering `offer`; Err when the handshake (or the first read) is refused.
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        offer: Option<&SslSession>,
+    ) -> Result<SslStream<TcpStream>, String> {
+        let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut ssl = self
+            .connector
+            .configure()
+            .unwrap()
+            .into_ssl("localhost")
+            .unwrap();
+        if let Some(s) = offer {
+            // SAFETY: the session came from this connector's context.
+            unsafe { ssl.set_session(s).unwrap() };
+        }
+        ssl.connect(tcp).map_err(|e| e.to_string())
+    }
+
+    /// One GET on a new connection: (resumed, status, body).
+    fn get(
+        &self,
+        addr: SocketAddr,
+        offer: Option<&SslSession>,
+    ) -> Result<(bool, u16, String), String> {
+        let mut s = self.connect(addr, offer)?;
+        let resumed = s.ssl().session_reused();
+        let (code, body) = request(&mut s, "/")?;
+        // A client that drops a connection without close_notify marks its own session as not
+        // resumable (OpenSSL's ssl_clear_bad_session); well-behaved clients shut down.
+        let _ = s.shutdown();
+        Ok((resumed, code, body))
+    }
+
+    /// The session the server issued on the last connection.
+    fn session(&self) -> SslSession {
+        self.issued
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the server issued a session")
+    }
+}
+
+/// One keep-alive HTTP/1.1 request: (status, body).
+fn request(s: &mut SslStream<TcpStream>, path: &str) -> Result<(u16, String), String> {
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .ok_or_else(|| format!("no content-length in {head}"))?;
+            if buf.len() >= end + 4 + len {
+                let code = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .ok_or_else(|| format!("no status in {head}"))?;
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                return Ok((code, body));
+            }
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => return Err("closed before a response".into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+fn resumptions(p: &Proxy, result: &str) -> f64 {
+    metric(
+        &p.metrics(),
+        "certgate_tls_resumptions_total",
+        &[("result", result)],
+    )
+}
+
+fn crl_reloads(p: &Proxy) -> f64 {
+    metric(
+        &p.metrics(),
+        "certgate_reloads_total",
+        &[("kind", "crl"), ("result", "ok")],
+    )
+}
+
+#[test]
+fn every_kind_of_session_resumes_with_the_identity_intact() {
+    let w = World::new();
+    let who = client(&[("O", "ci"), ("CN", "resumer")], &w.ca);
+    let cfg = ProxyConfig {
+        client_auth: "required",
+        ..ProxyConfig::new(upstream())
+    };
+    let p = Proxy::start(&w, &cfg);
+    for kind in KINDS {
+        let c = Resumer::new(&w, &who, kind);
+        let (resumed, code, _) = c.get(p.addr, None).unwrap();
+        assert_eq!((resumed, code), (false, 200), "{kind:?}: first handshake");
+        let mut session = c.session();
+        // Resume three times in a row, each time offering the newest session (TLS 1.3 issues a
+        // fresh ticket on every resumption; TLS 1.2 keeps the one it has).
+        for round in 0..3 {
+            let (resumed, code, body) = c.get(p.addr, Some(&session)).unwrap();
+            assert_eq!((resumed, code), (true, 200), "{kind:?}: resumption {round}");
+            assert!(
+                body.contains("CN=resumer"),
+                "{kind:?}: identity headers on a resumed connection: {body}"
+            );
+            if let Some(fresh) = c.issued.lock().unwrap().take() {
+                session = fresh;
+            }
+        }
+    }
+    assert_eq!(resumptions(&p, "resumed"), 9.0);
+    assert_eq!(resumptions(&p, "refused"), 0.0);
+}
+
+#[test]
+fn a_revoked_certificate_cannot_resume() {
+    let mut w = World::new();
+    let who = client(&[("O", "ci"), ("CN", "soon-revoked")], &w.ca);
+    let bystander = client(&[("O", "ci"), ("CN", "bystander")], &w.ca);
+    let cfg = ProxyConfig {
+        client_auth: "required",
+        ..ProxyConfig::new(upstream())
+    };
+    let p = Proxy::start(&w, &cfg);
+    let clients: Vec<Resumer> = KINDS.iter().map(|k| Resumer::new(&w, &who, *k)).collect();
+    let mut sessions = Vec::new();
+    for c in &clients {
+        assert_eq!(c.get(p.addr, None).unwrap().1, 200);
+        sessions.push(c.session());
+    }
+
+    // A reload that does not touch this certificate: the sessions still resume (re-verified).
+    w.revoke(&bystander.cert);
+    wait_for("the CRL reload", Duration::from_secs(10), || {
+        (crl_reloads(&p) >= 1.0).then_some(())
+    });
+    for (c, s) in clients.iter().zip(&mut sessions) {
+        eprintln!(
+            "DBG time {} timeout {} now {:?}",
+            s.time(),
+            s.timeout(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)
+        );
+        let (resumed, code, _) = c.get(p.addr, Some(s)).unwrap();
+        assert_eq!((resumed, code), (true, 200));
+        // TLS 1.3 issues a fresh ticket on resumption; TLS 1.2 keeps the session it had.
+        if let Some(fresh) = c.issued.lock().unwrap().take() {
+            *s = fresh;
+        }
+    }
+
+    w.revoke(&who.cert);
+    wait_for("the second CRL reload", Duration::from_secs(10), || {
+        (crl_reloads(&p) >= 2.0).then_some(())
+    });
+    for (c, s) in clients.iter().zip(&sessions) {
+        let refused = c.get(p.addr, Some(s));
+        assert!(
+            refused.is_err(),
+            "a revoked certificate's session must not resume: {refused:?}"
+        );
+    }
+    assert_eq!(resumptions(&p, "refused"), 3.0);
+    let m = p.metrics();
+    assert!(
+        metric(
+            &m,
+            "certgate_handshakes_total",
+            &[("result", "fail"), ("reason", "certificate_revoked")]
+        ) >= 3.0,
+        "the full handshake refused the revoked certificate: {m}"
+    );
+}
+
+#[test]
+fn a_chain_through_an_intermediate_the_bundle_lacks_resumes_after_a_reload() {
+    let mut w = World::new();
+    // ca.pem holds only the root; the client sends its intermediate, which the ticket keeps
+    // so the re-check after a reload can build the chain again.
+    let mid = intermediate("Team CA", &w.ca);
+    let who = client(&[("O", "ci"), ("CN", "via-intermediate")], &mid);
+    let bystander = client(&[("O", "ci"), ("CN", "bystander")], &w.ca);
+    let p = Proxy::start(&w, &ProxyConfig::new(upstream()));
+    for kind in KINDS {
+        let c = Resumer::with_chain(&w, &who, Some(&mid), kind);
+        let (resumed, code, body) = c.get(p.addr, None).unwrap();
+        assert_eq!((resumed, code), (false, 200), "{kind:?}: {body}");
+        let session = c.session();
+        let reloads = crl_reloads(&p);
+        w.revoke(&bystander.cert);
+        wait_for("the CRL reload", Duration::from_secs(10), || {
+            (crl_reloads(&p) > reloads).then_some(())
+        });
+        let (resumed, code, body) = c.get(p.addr, Some(&session)).unwrap();
+        assert_eq!((resumed, code), (true, 200), "{kind:?}: {body}");
+        assert!(body.contains("CN=via-intermediate"), "{body}");
+    }
+    assert_eq!(resumptions(&p, "resumed"), 3.0);
+}
+
+#[test]
+fn an_optional_listener_answers_401_instead_of_resuming_a_revoked_session() {
+    let mut w = World::new();
+    let who = client(&[("O", "ci"), ("CN", "soon-revoked")], &w.ca);
+    let p = Proxy::start(&w, &ProxyConfig::new(upstream()));
+    let c = Resumer::new(&w, &who, Kind::Tls13Ticket);
+    assert_eq!(c.get(p.addr, None).unwrap().1, 200);
+    let session = c.session();
+    w.revoke(&who.cert);
+    wait_for("the CRL reload", Duration::from_secs(10), || {
+        (crl_reloads(&p) >= 1.0).then_some(())
+    });
+    let (resumed, code, body) = c.get(p.addr, Some(&session)).unwrap();
+    assert_eq!((resumed, code), (false, 401), "{body}");
+    assert!(body.contains("certificate revoked"), "{body}");
+    assert_eq!(resumptions(&p, "refused"), 1.0);
+}
+
+#[test]
+fn a_new_ca_bundle_ends_resumption_for_the_old_ca() {
+    let w = World::new();
+    let who = client(&[("O", "ci"), ("CN", "old-ca")], &w.ca);
+    let p = Proxy::start(&w, &ProxyConfig::new(upstream()));
+    let c = Resumer::new(&w, &who, Kind::Tls13Ticket);
+    assert_eq!(c.get(p.addr, None).unwrap().1, 200);
+    let session = c.session();
+    let other = ca("Other Root CA");
+    // The server certificate stays signed by the old CA; only the client CA bundle changes.
+    write(&w.path("ca.pem"), &cert_pem(&other));
+    let crl = certgate::pki::make_crl(&other, &[], -1, 30, 1).unwrap();
+    std::fs::write(w.path("crl.pem"), crl.to_pem().unwrap()).unwrap();
+    wait_for("the CA reload", Duration::from_secs(10), || {
+        (metric(&p.metrics(), "certgate_reloads_total", &[("result", "ok")]) >= 1.0).then_some(())
+    });
+    // The client still trusts the server (its own ca.pem copy is the connector's, loaded at
+    // construction); the server no longer trusts the client.
+    let (resumed, code, body) = c.get(p.addr, Some(&session)).unwrap();
+    assert_eq!((resumed, code), (false, 401), "{body}");
+    assert!(body.contains("unknown CA"), "{body}");
+    assert_eq!(resumptions(&p, "refused"), 1.0);
+}
+
+#[test]
+fn a_resumed_connection_is_rechecked_after_a_reload() {
+    let mut w = World::new();
+    let who = client(&[("O", "ci"), ("CN", "soon-revoked")], &w.ca);
+    let p = Proxy::start(&w, &ProxyConfig::new(upstream()));
+    let c = Resumer::new(&w, &who, Kind::Tls13Ticket);
+    assert_eq!(c.get(p.addr, None).unwrap().1, 200);
+    let session = c.session();
+    let mut open = c.connect(p.addr, Some(&session)).unwrap();
+    assert!(open.ssl().session_reused());
+    assert_eq!(request(&mut open, "/").unwrap().0, 200);
+    w.revoke(&who.cert);
+    wait_for("the CRL reload", Duration::from_secs(10), || {
+        (crl_reloads(&p) >= 1.0).then_some(())
+    });
+    let (code, body) = request(&mut open, "/").unwrap();
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("certificate revoked"), "{body}");
+}
+
+#[test]
+fn session_resumption_false_turns_it_off() {
+    let w = World::new();
+    let who = client(&[("O", "ci"), ("CN", "no-resume")], &w.ca);
+    let cfg = ProxyConfig {
+        tls_extra: "  session_resumption: false\n",
+        ..ProxyConfig::new(upstream())
+    };
+    let p = Proxy::start(&w, &cfg);
+    for kind in [Kind::Tls13Ticket, Kind::Tls12SessionId] {
+        let c = Resumer::new(&w, &who, kind);
+        assert_eq!(c.get(p.addr, None).unwrap().1, 200);
+        // TLS 1.3 clients get no ticket at all; a TLS 1.2 session ID is not cached.
+        let session = c.issued.lock().unwrap().take();
+        match (kind, session) {
+            (Kind::Tls13Ticket, s) => assert!(s.is_none(), "no TLS 1.3 ticket is issued"),
+            (_, Some(s)) => {
+                let (resumed, code, _) = c.get(p.addr, Some(&s)).unwrap();
+                assert_eq!((resumed, code), (false, 200), "{kind:?}");
+            }
+            (_, None) => {}
+        }
+    }
+    assert_eq!(resumptions(&p, "resumed"), 0.0);
+}
