@@ -398,3 +398,28 @@ async fn an_expired_crl_fails_its_cas_certificates_unless_allowed() {
         "staleness shows in /readyz"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_name_upstream_is_resolved_and_an_unknown_one_is_502() {
+    let w = World::new();
+    let who = client(&[("CN", "c")], &w.ca);
+    let up = upstream();
+    for (host, want) in [
+        (format!("localhost:{}", up.port()), 200),
+        ("no-such-upstream.invalid:80".to_string(), 502),
+    ] {
+        let (addr, admin) = (free_addr(), free_addr());
+        let text = format!(
+            "admin:\n  listen: {admin}\ntls:\n  cert: server.pem\n  key: server-key.pem\n  client_ca: ca.pem\nlisteners:\n  - name: test\n    listen: {addr}\n    upstream: http://{host}\n"
+        );
+        let p = Proxy::start_with(w.dir.path(), &text, addr, admin);
+        let client = https(&w, &p, Some(&who));
+        for _ in 0..3 {
+            let (code, v) = get_json(&client, &p.url("/")).await;
+            assert_eq!(code, want, "{host}: {v}");
+            if want == 502 {
+                assert_eq!(v["reason"], "no route to upstream", "{v}");
+            }
+        }
+    }
+}

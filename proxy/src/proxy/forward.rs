@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use http::header::HeaderName;
+use http::header::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 use crate::config::ListenerConfig;
@@ -16,12 +16,46 @@ use crate::tls::verify::AuthFailure;
 pub struct ForwardInfo<'a> {
     pub config: &'a ListenerConfig,
     pub client_ip: Option<IpAddr>,
-    pub identity: Option<&'a Identity>,
+    /// The verified identity's headers ([`identity_headers`], built once per connection).
+    pub identity_headers: Option<&'a [(HeaderName, HeaderValue)]>,
     pub failure: Option<AuthFailure>,
     pub permission: Option<&'a str>,
     pub forward_path: Option<&'a str>,
-    /// None when the listener has no policy (then O= values are the groups).
-    pub group_attribute: Option<GroupAttribute>,
+}
+
+/// Everything the upstream learns about a verified client: `x-certgate-user`,
+/// `x-certgate-groups` and the configured dialects. The same for every request of a connection
+/// (until a policy reload changes `group_attribute`), so the proxy builds it once per connection.
+pub fn identity_headers(
+    config: &ListenerConfig,
+    id: &Identity,
+    group_attribute: Option<GroupAttribute>,
+) -> pingora::Result<Vec<(HeaderName, HeaderValue)>> {
+    let value = |v: String| {
+        HeaderValue::try_from(v).map_err(|e| {
+            pingora::Error::because(pingora::ErrorType::InternalError, "identity header", e)
+        })
+    };
+    let mut out = Vec::with_capacity(4 + config.headers.len() * 2);
+    if let Some(user) = &id.user_rfc2253 {
+        out.push((
+            HeaderName::from_static("x-certgate-user"),
+            value(user.clone())?,
+        ));
+    }
+    out.push((
+        HeaderName::from_static("x-certgate-groups"),
+        value(groups_rfc2253(id, group_attribute).join(","))?,
+    ));
+    for (name, v) in dialect_headers(
+        &config.headers,
+        config.forward_cert,
+        &ClientVerify::Success,
+        Some(id),
+    ) {
+        out.push((HeaderName::from_static(name), value(v)?));
+    }
+    Ok(out)
 }
 
 /// The RFC 2253-escaped group values under `attribute`, in certificate order.
@@ -79,31 +113,28 @@ pub fn rewrite_request(req: &mut RequestHeader, info: &ForwardInfo<'_>) -> pingo
     }
     req.insert_header("x-forwarded-proto", "https")?;
 
-    if let Some(id) = info.identity {
-        if let Some(user) = &id.user_rfc2253 {
-            req.insert_header("x-certgate-user", user.as_str())?;
+    if let Some(headers) = info.identity_headers {
+        for (name, value) in headers {
+            req.insert_header(name.clone(), value.clone())?;
         }
-        req.insert_header(
-            "x-certgate-groups",
-            groups_rfc2253(id, info.group_attribute).join(","),
-        )?;
     }
     if let Some(p) = info.permission {
         req.insert_header("x-certgate-permission", p)?;
     }
-
-    let verify = match (info.identity, info.failure) {
-        (Some(_), _) => ClientVerify::Success,
-        (None, None | Some(AuthFailure::NoCertificate)) => ClientVerify::None,
-        (None, Some(f)) => ClientVerify::Failed(f.openssl_text()),
-    };
-    for (name, value) in dialect_headers(
-        &info.config.headers,
-        info.config.forward_cert,
-        &verify,
-        info.identity,
-    ) {
-        req.insert_header(name, value)?;
+    if info.identity_headers.is_none() {
+        // Without a verified identity only the verification outcome is sent (ssl-client-verify).
+        let verify = match info.failure {
+            None | Some(AuthFailure::NoCertificate) => ClientVerify::None,
+            Some(f) => ClientVerify::Failed(f.openssl_text()),
+        };
+        for (name, value) in dialect_headers(
+            &info.config.headers,
+            info.config.forward_cert,
+            &verify,
+            None,
+        ) {
+            req.insert_header(name, value)?;
+        }
     }
     Ok(())
 }

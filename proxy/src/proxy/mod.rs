@@ -7,6 +7,7 @@
 pub mod dialects;
 pub mod errors;
 mod forward;
+mod upstream;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,8 +22,8 @@ use pingora::{Error, ErrorType};
 
 use crate::admin::metrics;
 use crate::config::ListenerConfig;
-use crate::policy::{normalize_path, Decision, Mode, Policy, Principal};
-use crate::tls::acceptor::ConnAuth;
+use crate::policy::{normalize_path, Decision, GroupAttribute, Mode, Policy, Principal};
+use crate::tls::acceptor::{ConnAuth, IdentityHeaders};
 use crate::tls::identity::Identity;
 use crate::tls::trust::TrustState;
 use crate::tls::verify::AuthFailure;
@@ -69,11 +70,13 @@ pub struct RequestCtx {
 
 pub struct CertgateProxy {
     listener: Arc<Listener>,
+    upstream: upstream::Upstream,
 }
 
 impl CertgateProxy {
     pub fn new(listener: Arc<Listener>) -> Self {
-        CertgateProxy { listener }
+        let upstream = upstream::Upstream::new(&listener.config);
+        CertgateProxy { listener, upstream }
     }
 
     fn hsts(&self) -> Option<&str> {
@@ -91,6 +94,38 @@ impl CertgateProxy {
         ctx.decision = DecisionKind::Deny;
         ctx.reason = Some(reason);
         Ok(true)
+    }
+
+    /// The identity's upstream headers: built on a connection's first request and kept on the
+    /// connection, rebuilt only if a policy reload changed which attribute names the groups.
+    fn identity_headers(
+        &self,
+        session: &Session,
+        id: &Identity,
+        group_attribute: Option<GroupAttribute>,
+    ) -> pingora::Result<IdentityHeaders> {
+        let key = group_attribute.map_or(0, |g| g as u8 + 1);
+        let conn = conn_auth(session);
+        if let Some(conn) = conn {
+            let cached = conn
+                .identity_headers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some((k, headers)) = cached.as_ref() {
+                if *k == key {
+                    return Ok(headers.clone());
+                }
+            }
+        }
+        let built: IdentityHeaders =
+            forward::identity_headers(&self.listener.config, id, group_attribute)?.into();
+        if let Some(conn) = conn {
+            *conn
+                .identity_headers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some((key, built.clone()));
+        }
+        Ok(built)
     }
 
     /// `Authorization: Basic base64("root:" + root_token)`, compared in constant time.
@@ -241,14 +276,7 @@ impl ProxyHttp for CertgateProxy {
         _session: &mut Session,
         _ctx: &mut RequestCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let config = &self.listener.config;
-        let mut peer = HttpPeer::new(config.upstream.authority.as_str(), false, String::new());
-        let t = &config.timeouts;
-        peer.options.connection_timeout = Some(t.connect);
-        peer.options.read_timeout = Some(t.read);
-        peer.options.write_timeout = Some(t.read);
-        peer.options.idle_timeout = Some(t.idle);
-        Ok(Box::new(peer))
+        self.upstream.peer().await
     }
 
     async fn upstream_request_filter(
@@ -258,16 +286,19 @@ impl ProxyHttp for CertgateProxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         let group_attribute = ctx.policy.as_ref().map(|p| p.group_attribute());
+        let identity_headers = match &ctx.identity {
+            Some(id) => Some(self.identity_headers(session, id, group_attribute)?),
+            None => None,
+        };
         forward::rewrite_request(
             upstream,
             &forward::ForwardInfo {
                 config: &self.listener.config,
                 client_ip: client_ip(session),
-                identity: ctx.identity.as_deref(),
+                identity_headers: identity_headers.as_deref(),
                 failure: ctx.failure,
                 permission: ctx.permission.as_deref(),
                 forward_path: ctx.forward_path.as_deref(),
-                group_attribute,
             },
         )
     }

@@ -71,7 +71,13 @@ pub struct ConnAuth {
     pub header_guard: Arc<HeaderGuardHandle>,
     /// AWS PrivateLink endpoint id from the PROXY header, for the access log.
     pub vpce_id: Option<Arc<str>>,
+    /// The identity's upstream headers as the proxy built them for this connection, with the
+    /// proxy's cache key: built once, not per request.
+    pub identity_headers: Mutex<Option<(u8, IdentityHeaders)>>,
 }
+
+/// Header names and values, ready to insert into every upstream request of a connection.
+pub type IdentityHeaders = Arc<[(http::HeaderName, http::HeaderValue)]>;
 
 impl ConnAuth {
     /// The identity as of the current trust state: a certificate revoked, expired or no longer
@@ -318,6 +324,7 @@ impl TlsAccept for HandshakeCallbacks<'_> {
             recheck: Mutex::new((generation, Ok(()))),
             header_guard: Arc::default(),
             vpce_id: self.vpce_id.clone(),
+            identity_headers: Mutex::new(None),
         }))
     }
 }
