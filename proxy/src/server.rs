@@ -85,6 +85,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let conf = ServerConf {
         threads: shared.config.threads,
+        upstream_keepalive_pool_size: shared.config.upstream_keepalive,
         grace_period_seconds: Some(shared.config.shutdown_grace.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
         ..Default::default()

@@ -182,6 +182,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Worker threads per listener; defaults to the number of cores.
     pub threads: usize,
+    /// Idle upstream connections kept for reuse (per process).
+    pub upstream_keepalive: usize,
     pub listeners: Vec<ListenerConfig>,
 }
 
@@ -322,6 +324,14 @@ impl Validator<'_> {
                 .map(|n| n.get())
                 .unwrap_or(1),
         };
+        let upstream_keepalive = match raw.upstream_keepalive {
+            Some(0) => return Err(self.err(
+                "upstream_keepalive",
+                "must be at least 1 (idle upstream connections kept for reuse); omit it for 128",
+            )),
+            Some(n) => n,
+            None => 128,
+        };
         if raw.listeners.is_empty() {
             return Err(self.err(
                 "listeners",
@@ -364,6 +374,7 @@ impl Validator<'_> {
             shutdown_grace,
             log,
             threads,
+            upstream_keepalive,
             listeners,
         })
     }

@@ -19,6 +19,7 @@ pub struct RawConfig {
     pub shutdown_grace: Option<String>,
     pub log: Option<RawLog>,
     pub threads: Option<usize>,
+    pub upstream_keepalive: Option<usize>,
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,

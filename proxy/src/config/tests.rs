@@ -41,6 +41,19 @@ fn minimal_config_gets_contract_defaults() {
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
     assert!(c.admin.is_none());
     assert!(!l.forward_cert && !l.proxy_protocol);
+    assert_eq!(l.tls.session_lifetime, Some(DEFAULT_SESSION_LIFETIME));
+    assert_eq!(c.upstream_keepalive, 128);
+}
+
+#[test]
+fn session_resumption_can_be_turned_off_or_shortened_per_listener() {
+    let text = format!("{MINIMAL}    tls:\n      session_resumption: false\n");
+    assert_eq!(load(&text).unwrap().listeners[0].tls.session_lifetime, None);
+    let text = format!("{MINIMAL}    tls:\n      session_lifetime: 90s\n");
+    assert_eq!(
+        load(&text).unwrap().listeners[0].tls.session_lifetime,
+        Some(Duration::from_secs(90))
+    );
 }
 
 #[test]
@@ -87,6 +100,9 @@ fn bad_values_are_named() {
         (format!("{MINIMAL}    proxy_protocol_from: [10.0.0.0/33]\n"), "listeners[0].proxy_protocol_from"),
         (format!("{MINIMAL}    timeouts: {{read: fast}}\n"), "listeners[0].timeouts.read"),
         (format!("shutdown_grace: soon\n{MINIMAL}"), "shutdown_grace"),
+        (format!("upstream_keepalive: 0\n{MINIMAL}"), "upstream_keepalive"),
+        (MINIMAL.replace("tls:\n", "tls:\n  session_lifetime: 2d\n"), "listeners[0].tls.session_lifetime"),
+        (MINIMAL.replace("tls:\n", "tls:\n  session_lifetime: 0s\n"), "listeners[0].tls.session_lifetime"),
         (format!("{MINIMAL}  - name: controller\n    listen: 127.0.0.1:1\n    upstream: http://a:1\n"), "listeners[1].name"),
     ] {
         let msg = error_of(&text);
