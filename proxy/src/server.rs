@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service;
@@ -68,6 +69,13 @@ pub fn load_listeners(config: &Config) -> anyhow::Result<Vec<Arc<Listener>>> {
 }
 
 /// Builds everything, then serves until SIGTERM/SIGINT. Returns after the drain.
+/// No read buffer under each client connection's TLS layer: Pingora's default is 64 KiB, which
+/// an idle keep-alive connection would keep for its lifetime. OpenSSL reads ahead into its own
+/// record buffer instead and releases it while the connection is idle (`tls/acceptor.rs`).
+const L4_READ_BUFFER: usize = 0;
+/// Write buffer (Pingora's default: about one MSS).
+const L4_WRITE_BUFFER: usize = 1460;
+
 pub fn run(config: Config) -> anyhow::Result<()> {
     metrics::init();
     let listeners = load_listeners(&config)?;
@@ -123,7 +131,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let app = ListenerApp::new(cfg.clone(), tls, http, shared.open_connections.clone());
         let mut service = Service::new(format!("listener {}", cfg.name), app);
         for addr in &cfg.listen {
-            service.add_tcp(&addr.to_string());
+            service.add_listener(
+                pingora::listeners::ListenerConfig::tcp(addr.to_string())
+                    .l4_buffer(L4BufferSettings::new(L4_READ_BUFFER, L4_WRITE_BUFFER)),
+            );
         }
         server.add_service(service);
     }

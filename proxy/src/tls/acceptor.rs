@@ -15,7 +15,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use openssl::ssl::{
-    AlpnError, SslAcceptor, SslMethod, SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion,
+    AlpnError, SslAcceptor, SslMethod, SslMode, SslOptions, SslSessionCacheMode, SslVerifyMode,
+    SslVersion,
 };
 use openssl::stack::Stack;
 use openssl::x509::{X509Name, X509VerifyResult, X509};
@@ -144,6 +145,11 @@ impl ListenerTls {
         b.set_session_id_context(listener.as_bytes())
             .map_err(|e| format!("session id context: {e}"))?;
         b.set_options(SslOptions::NO_RENEGOTIATION);
+        // OpenSSL reads ahead into its own record buffer (the listener has no L4 read buffer),
+        // and an idle keep-alive connection gives that buffer back: idle connections cost no
+        // I/O buffers at all, busy ones still read a whole record per syscall.
+        b.set_read_ahead(true);
+        b.set_mode(SslMode::RELEASE_BUFFERS);
         // Level 2: RSA/DH keys of at least 2048 bits, no SHA-1 signatures, on both sides.
         b.set_security_level(2);
         // Real client chains are 2-3 deep; a deeper one is an attack on verification time.
