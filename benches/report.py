@@ -146,6 +146,11 @@ def main(results, speed_path, machine_path, out_md, readme):
             if direct:
                 cv.append(None)
             w("| proxy CPU µs per request | " + " | ".join(fmt(v) for v in cv) + " |")
+        else:
+            cv = [figure(best, c, key, scenario, "proxy_cpu_s") for c in present]
+            if direct:
+                cv.append(None)
+            w("| proxy CPU seconds | " + " | ".join(fmt(v) for v in cv) + " |")
         cg = figure(best, "certgate", key, scenario, field)
         w("| certgate ÷ peer | " + " | ".join(
             "" if c == "certgate" else ratio(cg, figure(best, c, key, scenario, field)) for c in present

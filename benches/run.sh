@@ -5,7 +5,7 @@
 #   - the load tool (certgate-load) and the upstream (certgate echo) pinned to core 1,
 #   - contestants one after another, each through every scenario (S6, S1, S2, S2r, S5, S3, S4),
 #     then the RSA server key for S2; ROUNDS repeats the whole sequence (best round is kept).
-# Results: benches/results.jsonl (raw), benches/results.md and the "Latest results" section of
+# Results: benches/results/ (raw JSON lines, openssl speed, machine), benches/results.md and the "Latest results" section of
 # benches/README.md (tables and ratios, written by benches/report.py).
 #
 #   benches/run.sh                      # everything, ~10 minutes
@@ -22,7 +22,8 @@ ONLY="${ONLY:-certgate nginx haproxy caddy}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/certgate-target}"
 BIN="$CARGO_TARGET_DIR/release"
 WORK="$(mktemp -d /tmp/certgate-bench.XXXXXX)"
-RESULTS="$HERE/results.jsonl"
+RESULTS="$HERE/results/results.jsonl"
+mkdir -p "$HERE/results"
 UPSTREAM=127.0.0.1:18080
 LISTEN=127.0.0.1:18443
 PIDS=()
@@ -124,7 +125,7 @@ start_proxy() { # NAME KEY(ecdsa|rsa)
   local subst=(-e "s|@CERT@|$d/server-$key.pem|g" -e "s|@KEY@|$d/server-$key-key.pem|g"
     -e "s|@CA@|$d/ca.pem|g" -e "s|@CRL@|$d/crl.pem|g" -e "s|@HAPROXY_PEM@|$d/haproxy-$key.pem|g"
     -e "s|@POLICY@|$WORK/policy.yaml|g" -e "s|@LISTEN@|$LISTEN|g" -e "s|@UPSTREAM@|$UPSTREAM|g"
-    -e "s|@DIR@|$conf|g")
+    -e "s|@HOST@|${LISTEN%:*}|g" -e "s|@PORT@|${LISTEN##*:}|g" -e "s|@DIR@|$conf|g")
   case $name in
   certgate)
     sed "${subst[@]}" "$HERE/peers/certgate.yaml" >"$conf/certgate.yaml"
@@ -249,8 +250,8 @@ machine_bounds() {
   {
     taskset -c 0 openssl speed -seconds 2 ecdsap256 ecdhp256 rsa2048 2>/dev/null
     taskset -c 0 openssl speed -seconds 2 -evp aes-128-gcm 2>/dev/null
-  } >"$HERE/.openssl-speed.txt"
-  tail -n 12 "$HERE/.openssl-speed.txt" >&2
+  } >"$HERE/results/openssl-speed.txt"
+  tail -n 12 "$HERE/results/openssl-speed.txt" >&2
 }
 
 versions() {
@@ -264,7 +265,7 @@ versions() {
     echo "kernel: $(uname -r)"
     echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
     echo "duration: $DURATION per timed scenario, rounds: $ROUNDS, transfer: $TRANSFER_BYTES bytes"
-  } >"$HERE/.machine.txt"
+  } >"$HERE/results/machine.txt"
 }
 
 main() {
@@ -289,7 +290,7 @@ main() {
       contestant "$who"
     done
   done
-  python3 "$HERE/report.py" "$RESULTS" "$HERE/.openssl-speed.txt" "$HERE/.machine.txt" \
+  python3 "$HERE/report.py" "$RESULTS" "$HERE/results/openssl-speed.txt" "$HERE/results/machine.txt" \
     "$HERE/results.md" "$HERE/README.md"
   log "written: benches/results.md and the Latest results section of benches/README.md"
 }

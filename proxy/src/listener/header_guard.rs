@@ -170,20 +170,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderGuard<S> {
                     let before = buf.filled().len();
                     match Pin::new(&mut this.inner).poll_read(cx, buf) {
                         Poll::Ready(Ok(())) => {
-                            let new = buf.filled()[before..].to_vec();
+                            let new = &buf.filled()[before..];
                             if new.is_empty() {
                                 return Poll::Ready(Ok(()));
                             }
-                            if this.deadline.is_none() {
-                                this.deadline = Some(Box::pin(tokio::time::sleep(this.limit)));
-                            }
-                            if this.scan(&new) {
+                            if this.scan(new) {
+                                // Most headers arrive whole in one read: no timer is armed.
                                 this.phase = Phase::Body;
                                 this.deadline = None;
                             } else if this.seen > this.max {
                                 buf.set_filled(before);
                                 this.refuse(431, "request header too large");
                                 continue;
+                            } else if this.deadline.is_none() {
+                                // The clock runs from the first byte of a partial header.
+                                this.deadline = Some(Box::pin(tokio::time::sleep(this.limit)));
                             }
                             return Poll::Ready(Ok(()));
                         }

@@ -354,8 +354,9 @@ impl ProxyHttp for CertgateProxy {
             .unwrap_or(0);
         let elapsed = ctx.start.elapsed();
         let decision = ctx.decision.label();
+        let mut code_text = itoa::Buffer::new();
         metrics::REQUESTS
-            .with_label_values(&[name, &code.to_string(), decision])
+            .with_label_values(&[name, code_text.format(code), decision])
             .inc();
         metrics::REQUEST_DURATION
             .with_label_values(&[name])
@@ -363,6 +364,10 @@ impl ProxyHttp for CertgateProxy {
         metrics::AUTHZ_DECISIONS
             .with_label_values(&[name, decision, ctx.permission.as_deref().unwrap_or("")])
             .inc();
+        // The access log line is built only when something will write it.
+        if !tracing::enabled!(target: "certgate::access", tracing::Level::INFO) {
+            return;
+        }
         let vpce = conn_auth(session).and_then(|c| c.vpce_id.clone());
         let req = session.req_header();
         let groups = ctx
