@@ -10,6 +10,9 @@
 #
 #   benches/run.sh                      # everything, ~10 minutes
 #   DURATION=5s ROUNDS=2 ONLY="certgate nginx" benches/run.sh
+#   DURATION=2s OUT=/tmp/trial benches/run.sh   # a trial: benches/ itself is left alone
+# Other knobs: TRANSFER_BYTES (S3/S4, default 1 GiB), IDLE_CONNECTIONS (S6, 1000), LOAD_TIMEOUT (300 s),
+# UPSTREAM_ADDR (127.0.0.1:18080), PROXY_ADDR (127.0.0.1:18443), SKIP_BUILD=1 (use the built binaries).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -19,25 +22,38 @@ ROUNDS="${ROUNDS:-1}"
 TRANSFER_BYTES="${TRANSFER_BYTES:-1073741824}"
 IDLE_CONNECTIONS="${IDLE_CONNECTIONS:-1000}"
 ONLY="${ONLY:-certgate nginx haproxy caddy}"
+LOAD_TIMEOUT="${LOAD_TIMEOUT:-300}" # seconds: a load run that takes longer is killed and recorded as failed
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/certgate-target}"
 BIN="$CARGO_TARGET_DIR/release"
 WORK="$(mktemp -d /tmp/certgate-bench.XXXXXX)"
-RESULTS="$HERE/results/results.jsonl"
-mkdir -p "$HERE/results"
-UPSTREAM=127.0.0.1:18080
-LISTEN=127.0.0.1:18443
-PIDS=()
+# OUT: where results/ and results.md go. With another OUT (a trial run), benches/ is left alone and
+# OUT/README.md is a copy of benches/README.md with the results section filled in.
+OUT="${OUT:-$HERE}"
+mkdir -p "$OUT/results"
+OUT="$(cd "$OUT" && pwd)"
+RESULTS="$OUT/results/results.jsonl"
+UPSTREAM="${UPSTREAM_ADDR:-127.0.0.1:18080}" # the echo upstream (plain HTTP)
+LISTEN="${PROXY_ADDR:-127.0.0.1:18443}"      # every contestant's TLS listener
+PIDS=()    # long-lived helpers (the upstream)
+LOAD_PID="" # a load tool running in the background (S6)
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
+# shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
-  for p in "${PIDS[@]:-}"; do
-    [ -n "$p" ] && kill "$p" 2>/dev/null || true
-  done
+  local p
+  [ -z "$LOAD_PID" ] || kill "$LOAD_PID" 2>/dev/null || true
   stop_proxy || true
+  for p in "${PIDS[@]}"; do
+    kill "$p" 2>/dev/null || true
+  done
+  for p in "${PIDS[@]}" $LOAD_PID; do
+    wait "$p" 2>/dev/null || true
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # --- 1. Packages and binaries -------------------------------------------------------------
 install_peers() {
@@ -46,6 +62,7 @@ install_peers() {
   command -v haproxy >/dev/null || missing+=(haproxy)
   command -v caddy >/dev/null || missing+=(caddy)
   command -v taskset >/dev/null || missing+=(util-linux)
+  command -v pgrep >/dev/null || missing+=(procps)
   command -v python3 >/dev/null || missing+=(python3)
   command -v openssl >/dev/null || missing+=(openssl)
   command -v curl >/dev/null || missing+=(curl)
@@ -56,10 +73,14 @@ install_peers() {
     fi
     log "installing ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    # policy-rc.d keeps the packages' own services from starting on our ports.
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    # policy-rc.d keeps the packages' own services from starting (an existing one is left as is).
+    local rcd=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      rcd=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' >"$rcd" && chmod +x "$rcd"
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    rm -f /usr/sbin/policy-rc.d
+    [ -z "$rcd" ] || rm -f "$rcd"
   fi
   # A distribution service left running would compete for the cores.
   for s in nginx haproxy caddy; do
@@ -70,15 +91,32 @@ install_peers() {
 }
 
 build() {
+  if [ "${SKIP_BUILD:-0}" = 1 ] && [ -x "$BIN/certgate" ] && [ -x "$BIN/certgate-load" ]; then
+    log "SKIP_BUILD=1: using the binaries in $BIN as they are"
+    return 0
+  fi
   log "building certgate and certgate-load (release)"
   (cd "$ROOT" && cargo build --release -q -p certgate -p certgate-benches)
 }
 
-# --- 2. PKI: CA + CRL (certgate pki), ECDSA and RSA server certificates, one client --------
+ports_free() { # a leftover server on our ports would answer in place of the contestant
+  local a
+  for a in "$UPSTREAM" "$LISTEN"; do
+    if (exec 3<>"/dev/tcp/${a%:*}/${a##*:}") 2>/dev/null; then
+      echo "something already listens on $a (a leftover run, or a distribution service?): stop it first" >&2
+      exit 1
+    fi
+  done
+}
+
+# --- 2. PKI (certgate pki, openssl for RSA): CA, CRL revoking one client, ECDSA and RSA server
+#        certificates for localhost/127.0.0.1, the client CN=bench,O=ci-tools (PKCS#8 keys) ----------
 make_pki() {
   local d="$WORK/pki"
   "$BIN/certgate" pki init --dir "$d" --org bench >/dev/null
   "$BIN/certgate" pki issue --dir "$d" --cn bench --org ci-tools >/dev/null
+  "$BIN/certgate" pki issue --dir "$d" --cn revoked --org ci-tools >/dev/null
+  "$BIN/certgate" pki revoke --dir "$d" --cert "$d/revoked.pem" >/dev/null
   mv "$d/server.pem" "$d/server-ecdsa.pem"
   mv "$d/server-key.pem" "$d/server-ecdsa-key.pem"
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$d/server-rsa-key.pem" 2>/dev/null
@@ -92,7 +130,7 @@ make_pki() {
   chmod 600 "$d"/*key*.pem "$d"/haproxy-*.pem
   cat >"$WORK/policy.yaml" <<'EOF'
 permissions:
-  bench: ["GET /bytes/{n}", "POST /upload"]
+  bench: ["GET /bytes/{n}", "POST /upload", "GET /anything"]
 groups:
   ci-tools: [bench]
 EOF
@@ -129,6 +167,10 @@ start_proxy() { # NAME KEY(ecdsa|rsa)
   case $name in
   certgate)
     sed "${subst[@]}" "$HERE/peers/certgate.yaml" >"$conf/certgate.yaml"
+    "$BIN/certgate" check -c "$conf/certgate.yaml" >"$conf/check.log" 2>&1 || {
+      cat "$conf/check.log" >&2
+      return 1
+    }
     taskset -c 0 "$BIN/certgate" run -c "$conf/certgate.yaml" >"$conf/log" 2>&1 &
     ;;
   nginx)
@@ -143,6 +185,10 @@ start_proxy() { # NAME KEY(ecdsa|rsa)
     sed "${subst[@]}" "$HERE/peers/Caddyfile" >"$conf/Caddyfile"
     HOME="$conf" XDG_DATA_HOME="$conf" XDG_CONFIG_HOME="$conf" GOMAXPROCS=1 \
       taskset -c 0 caddy run --adapter caddyfile --config "$conf/Caddyfile" >"$conf/log" 2>&1 &
+    ;;
+  *)
+    echo "  unknown contestant $name (ONLY takes: certgate nginx haproxy caddy)" >&2
+    return 1
     ;;
   esac
   PROXY_PID=$!
@@ -193,36 +239,73 @@ load() { # CONTESTANT KEY SCENARIO URL [certgate-load args...]: one JSON line in
   local d="$WORK/pki" tls=() before after out
   case $url in https:*) tls=(--resolve "$LISTEN" --ca "$d/ca.pem" --cert "$d/bench.pem" --key "$d/bench-key.pem") ;; esac
   [ "$who" = direct ] && tls=(--resolve "$UPSTREAM")
-  before=$([ "$who" = direct ] && echo 0 || cpu_ticks)
-  if out=$(taskset -c 1 "$BIN/certgate-load" --url "$url" "${tls[@]}" --json "$@" 2>"$WORK/load.err"); then
-    after=$([ "$who" = direct ] && echo 0 || cpu_ticks)
+  local rss=0
+  before=0
+  [ "$who" = direct ] || before=$(cpu_ticks)
+  local rc=0
+  out=$(timeout "$LOAD_TIMEOUT" taskset -c 1 "$BIN/certgate-load" --url "$url" "${tls[@]}" --json "$@" 2>"$WORK/load.err") || rc=$?
+  if [ $rc -eq 0 ]; then
+    after=0
+    [ "$who" = direct ] || after=$(cpu_ticks) rss=$(rss_kib)
     printf '{"round":%s,"contestant":"%s","key":"%s","scenario":"%s","proxy_cpu_s":%s,"rss_kib":%s,"load":%s}\n' \
       "$ROUND" "$who" "$key" "$scenario" "$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" 'BEGIN{print t/hz}')" \
-      "$([ "$who" = direct ] && echo 0 || rss_kib)" "$out" >>"$RESULTS"
+      "$rss" "$out" >>"$RESULTS"
     echo "  $who/$key $scenario: $(echo "$out" | cut -c1-150)" >&2
   else
-    printf '{"round":%s,"contestant":"%s","key":"%s","scenario":"%s","error":"%s"}\n' \
-      "$ROUND" "$who" "$key" "$scenario" "$(tr -d '"\n' <"$WORK/load.err" | cut -c1-200)" >>"$RESULTS"
-    echo "  $who/$key $scenario: FAILED $(cat "$WORK/load.err")" >&2
+    [ $rc -ne 124 ] || echo "killed after ${LOAD_TIMEOUT}s (LOAD_TIMEOUT)" >>"$WORK/load.err"
+    [ -s "$WORK/load.err" ] || echo "certgate-load exited with status $rc" >"$WORK/load.err"
+    record_error "$who" "$key" "$scenario" "$WORK/load.err"
   fi
+}
+
+record_error() { # CONTESTANT KEY SCENARIO FILE: the failed cell, with the first 200 characters of FILE
+  printf '{"round":%s,"contestant":"%s","key":"%s","scenario":"%s","error":"%s"}\n' \
+    "$ROUND" "$1" "$2" "$3" "$(tr -d '"\\\n\r\t' <"$4" | cut -c1-200)" >>"$RESULTS"
+  echo "  $1/$2 $3: FAILED $(cat "$4")" >&2
 }
 
 idle_memory() { # CONTESTANT: S6, RSS just started and with IDLE_CONNECTIONS idle mTLS connections
   local who=$1 d="$WORK/pki" idle with ready="$WORK/ready"
   idle=$(rss_kib)
   rm -f "$ready"
-  taskset -c 1 "$BIN/certgate-load" --url "https://localhost:${LISTEN##*:}/bytes/64" --resolve "$LISTEN" \
+  timeout 180 taskset -c 1 "$BIN/certgate-load" --url "https://localhost:${LISTEN##*:}/bytes/64" --resolve "$LISTEN" \
     --ca "$d/ca.pem" --cert "$d/bench.pem" --key "$d/bench-key.pem" --mode idle \
     --connections "$IDLE_CONNECTIONS" --duration 5s --ready-file "$ready" --json >"$WORK/idle.json" 2>"$WORK/load.err" &
-  local lp=$! deadline=$((SECONDS + 120))
-  until [ -f "$ready" ] || [ $SECONDS -ge $deadline ] || ! kill -0 $lp 2>/dev/null; do sleep 0.05; done
+  LOAD_PID=$!
+  local deadline=$((SECONDS + 120)) held=0
+  # The load tool writes the number of connections it holds into the ready file once all are open.
+  until [ -s "$ready" ] || [ $SECONDS -ge $deadline ] || ! kill -0 "$LOAD_PID" 2>/dev/null; do sleep 0.05; done
   with=$(rss_kib)
-  local held
-  held=$(cat "$ready" 2>/dev/null || echo 0)
-  wait $lp || true
+  [ ! -s "$ready" ] || held=$(tr -cd '0-9' <"$ready")
+  wait "$LOAD_PID" || true
+  LOAD_PID=""
+  if [ "${held:-0}" -eq 0 ]; then
+    echo "no connection held ($(head -c 300 "$WORK/load.err"))" >"$WORK/idle.err"
+    record_error "$who" ecdsa S6 "$WORK/idle.err"
+    return 0
+  fi
   printf '{"round":%s,"contestant":"%s","key":"ecdsa","scenario":"S6","rss_idle_kib":%s,"rss_with_kib":%s,"held":%s}\n' \
-    "$ROUND" "$who" "$idle" "$with" "${held:-0}" >>"$RESULTS"
+    "$ROUND" "$who" "$idle" "$with" "$held" >>"$RESULTS"
   echo "  $who S6: idle ${idle} KiB, with ${held} idle connections ${with} KiB" >&2
+}
+
+same_job() { # CONTESTANT: checks, and records, that the peer does the job: identity headers replaced, revoked client refused
+  local who=$1 d="$WORK/pki" port=${LISTEN##*:} body code identity=true crl=true
+  local c=(-sS --max-time 5 --resolve "localhost:$port:127.0.0.1" --cacert "$d/ca.pem")
+  body=$(curl "${c[@]}" --cert "$d/bench.pem" --key "$d/bench-key.pem" -H 'ssl-client-verify: FORGED' \
+    -H 'ssl-client-subject-dn: CN=forged' -H 'ssl-client-issuer-dn: CN=forged' "https://localhost:$port/anything" 2>&1) || true
+  # certgate echo answers the request's headers as JSON, each header a list of its values.
+  case $body in *'"ssl-client-verify":["SUCCESS"]'*) ;; *) identity=false ;; esac
+  case $body in *'"ssl-client-subject-dn":["CN=bench,O=ci-tools"]'*) ;; *) identity=false ;; esac
+  case $body in *'"ssl-client-issuer-dn":["CN='*) ;; *) identity=false ;; esac
+  case $body in *FORGED* | *forged*) identity=false ;; esac
+  code=$(curl "${c[@]}" -o /dev/null -w '%{http_code}' --cert "$d/revoked.pem" --key "$d/revoked-key.pem" \
+    "https://localhost:$port/bytes/1" 2>/dev/null) || true
+  [ "$code" != 200 ] || crl=false
+  printf '{"round":%s,"contestant":"%s","key":"ecdsa","scenario":"job","identity_headers":%s,"revoked_refused":%s}\n' \
+    "$ROUND" "$who" "$identity" "$crl" >>"$RESULTS"
+  echo "  $who: identity headers replaced: $identity; revoked client certificate refused: $crl" >&2
+  [ "$identity" = true ] || echo "  $who: the upstream saw: $body" >&2
 }
 
 contestant() { # NAME
@@ -233,6 +316,7 @@ contestant() { # NAME
     return 0
   }
   idle_memory "$who"
+  same_job "$who"
   load "$who" ecdsa S1 "$base/bytes/64" --mode keepalive --connections 32 --duration "$DURATION"
   load "$who" ecdsa S2 "$base/bytes/64" --mode new-conn --connections 32 --duration "$DURATION"
   load "$who" ecdsa S2r "$base/bytes/64" --mode resume --connections 32 --duration "$DURATION"
@@ -248,10 +332,18 @@ contestant() { # NAME
 machine_bounds() {
   log "openssl speed (core 0)"
   {
-    taskset -c 0 openssl speed -seconds 2 ecdsap256 ecdhp256 rsa2048 2>/dev/null
+    taskset -c 0 openssl speed -seconds 2 ecdsap256 ecdhp256 ecdhx25519 rsa2048 2>/dev/null
     taskset -c 0 openssl speed -seconds 2 -evp aes-128-gcm 2>/dev/null
-  } >"$HERE/results/openssl-speed.txt"
-  tail -n 12 "$HERE/results/openssl-speed.txt" >&2
+  } >"$OUT/results/openssl-speed.txt"
+  python3 -B - "$HERE" "$OUT/results/openssl-speed.txt" >&2 <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+import report
+b = report.speed(sys.argv[2])
+for k, label in (("bound_ecdsa", "ECDSA P-256 server key"), ("bound_rsa", "RSA-2048 server key")):
+    v = b.get(k)
+    print(f"  one-core full mTLS handshake bound, {label}: " + (f"{v:,.0f}/s" if v else "n/a (openssl speed output not understood)"))
+EOF
 }
 
 versions() {
@@ -265,7 +357,7 @@ versions() {
     echo "kernel: $(uname -r)"
     echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
     echo "duration: $DURATION per timed scenario, rounds: $ROUNDS, transfer: $TRANSFER_BYTES bytes"
-  } >"$HERE/results/machine.txt"
+  } >"$OUT/results/machine.txt"
 }
 
 main() {
@@ -273,6 +365,7 @@ main() {
   build
   make_pki
   versions
+  ports_free
   : >"$RESULTS"
   start_upstream
   machine_bounds
@@ -290,9 +383,11 @@ main() {
       contestant "$who"
     done
   done
-  python3 "$HERE/report.py" "$RESULTS" "$HERE/results/openssl-speed.txt" "$HERE/results/machine.txt" \
-    "$HERE/results.md" "$HERE/README.md"
-  log "written: benches/results.md and the Latest results section of benches/README.md"
+  [ "$OUT" = "$HERE" ] || cp "$HERE/README.md" "$OUT/README.md"
+  python3 -B "$HERE/report.py" "$RESULTS" "$OUT/results/openssl-speed.txt" "$OUT/results/machine.txt" \
+    "$OUT/results.md" "$OUT/README.md"
+  log "written: $OUT/results/, $OUT/results.md and the Latest results section of $OUT/README.md"
 }
 
-main "$@"
+# One line, so bash has read it whole before it runs: editing this file during a run is harmless.
+main "$@"; exit $?
