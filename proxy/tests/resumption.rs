@@ -164,6 +164,22 @@ fn crl_reloads(p: &Proxy) -> f64 {
     )
 }
 
+fn wait_crl_reloads(p: &Proxy, at_least: f64) {
+    wait_for("the CRL reload", Duration::from_secs(10), || {
+        (crl_reloads(p) >= at_least).then_some(())
+    });
+}
+
+/// An `optional` listener, a client `CN=cn`, and the TLS 1.3 session of its first request.
+fn tls13_session(w: &World, cn: &str) -> (Issued, Proxy, Resumer, SslSession) {
+    let who = client(&[("O", "ci"), ("CN", cn)], &w.ca);
+    let p = Proxy::start(w, &ProxyConfig::new(upstream()));
+    let c = Resumer::new(w, &who, Kind::Tls13Ticket);
+    assert_eq!(c.get(p.addr, None).unwrap().1, 200);
+    let session = c.session();
+    (who, p, c, session)
+}
+
 #[test]
 fn every_kind_of_session_resumes_with_the_identity_intact() {
     let w = World::new();
@@ -215,16 +231,8 @@ fn a_revoked_certificate_cannot_resume() {
 
     // A reload that does not touch this certificate: the sessions still resume (re-verified).
     w.revoke(&bystander.cert);
-    wait_for("the CRL reload", Duration::from_secs(10), || {
-        (crl_reloads(&p) >= 1.0).then_some(())
-    });
+    wait_crl_reloads(&p, 1.0);
     for (c, s) in clients.iter().zip(&mut sessions) {
-        eprintln!(
-            "DBG time {} timeout {} now {:?}",
-            s.time(),
-            s.timeout(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)
-        );
         let (resumed, code, _) = c.get(p.addr, Some(s)).unwrap();
         assert_eq!((resumed, code), (true, 200));
         // TLS 1.3 issues a fresh ticket on resumption; TLS 1.2 keeps the session it had.
@@ -234,9 +242,7 @@ fn a_revoked_certificate_cannot_resume() {
     }
 
     w.revoke(&who.cert);
-    wait_for("the second CRL reload", Duration::from_secs(10), || {
-        (crl_reloads(&p) >= 2.0).then_some(())
-    });
+    wait_crl_reloads(&p, 2.0);
     for (c, s) in clients.iter().zip(&sessions) {
         let refused = c.get(p.addr, Some(s));
         assert!(
@@ -285,15 +291,9 @@ fn a_chain_through_an_intermediate_the_bundle_lacks_resumes_after_a_reload() {
 #[test]
 fn an_optional_listener_answers_401_instead_of_resuming_a_revoked_session() {
     let mut w = World::new();
-    let who = client(&[("O", "ci"), ("CN", "soon-revoked")], &w.ca);
-    let p = Proxy::start(&w, &ProxyConfig::new(upstream()));
-    let c = Resumer::new(&w, &who, Kind::Tls13Ticket);
-    assert_eq!(c.get(p.addr, None).unwrap().1, 200);
-    let session = c.session();
+    let (who, p, c, session) = tls13_session(&w, "soon-revoked");
     w.revoke(&who.cert);
-    wait_for("the CRL reload", Duration::from_secs(10), || {
-        (crl_reloads(&p) >= 1.0).then_some(())
-    });
+    wait_crl_reloads(&p, 1.0);
     let (resumed, code, body) = c.get(p.addr, Some(&session)).unwrap();
     assert_eq!((resumed, code), (false, 401), "{body}");
     assert!(body.contains("certificate revoked"), "{body}");
@@ -303,11 +303,7 @@ fn an_optional_listener_answers_401_instead_of_resuming_a_revoked_session() {
 #[test]
 fn a_new_ca_bundle_ends_resumption_for_the_old_ca() {
     let w = World::new();
-    let who = client(&[("O", "ci"), ("CN", "old-ca")], &w.ca);
-    let p = Proxy::start(&w, &ProxyConfig::new(upstream()));
-    let c = Resumer::new(&w, &who, Kind::Tls13Ticket);
-    assert_eq!(c.get(p.addr, None).unwrap().1, 200);
-    let session = c.session();
+    let (_who, p, c, session) = tls13_session(&w, "old-ca");
     let other = ca("Other Root CA");
     // The server certificate stays signed by the old CA; only the client CA bundle changes.
     write(&w.path("ca.pem"), &cert_pem(&other));
@@ -327,18 +323,12 @@ fn a_new_ca_bundle_ends_resumption_for_the_old_ca() {
 #[test]
 fn a_resumed_connection_is_rechecked_after_a_reload() {
     let mut w = World::new();
-    let who = client(&[("O", "ci"), ("CN", "soon-revoked")], &w.ca);
-    let p = Proxy::start(&w, &ProxyConfig::new(upstream()));
-    let c = Resumer::new(&w, &who, Kind::Tls13Ticket);
-    assert_eq!(c.get(p.addr, None).unwrap().1, 200);
-    let session = c.session();
+    let (who, p, c, session) = tls13_session(&w, "soon-revoked");
     let mut open = c.connect(p.addr, Some(&session)).unwrap();
     assert!(open.ssl().session_reused());
     assert_eq!(request(&mut open, "/").unwrap().0, 200);
     w.revoke(&who.cert);
-    wait_for("the CRL reload", Duration::from_secs(10), || {
-        (crl_reloads(&p) >= 1.0).then_some(())
-    });
+    wait_crl_reloads(&p, 1.0);
     let (code, body) = request(&mut open, "/").unwrap();
     assert_eq!(code, 401, "{body}");
     assert!(body.contains("certificate revoked"), "{body}");
