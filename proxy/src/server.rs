@@ -42,6 +42,8 @@ pub struct Shared {
     pub config: Config,
     pub listeners: Vec<Arc<Listener>>,
     pub started: AtomicBool,
+    /// Every listener address is bound (checked by `/readyz` until true).
+    pub listening: AtomicBool,
     pub last_reload: Mutex<ReloadStatus>,
     /// Open client connections over all listeners, so a drain can end as soon as they are gone.
     pub open_connections: Arc<AtomicUsize>,
@@ -82,6 +84,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         listeners,
         started: AtomicBool::new(false),
+        listening: AtomicBool::new(false),
         last_reload: Mutex::new(ReloadStatus::default()),
         open_connections: Arc::new(AtomicUsize::new(0)),
         config,

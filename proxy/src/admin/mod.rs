@@ -39,6 +39,18 @@ pub fn not_ready_reason(shared: &Shared) -> Option<String> {
     if !shared.started.load(Ordering::Acquire) {
         return Some("starting".into());
     }
+    if !shared.listening.load(Ordering::Acquire) {
+        // Pingora binds the listener sockets after start-up, on its own threads.
+        match shared
+            .listeners
+            .iter()
+            .flat_map(|l| &l.config.listen)
+            .find(|a| !is_bound(a))
+        {
+            Some(addr) => return Some(format!("listener {addr} not bound yet")),
+            None => shared.listening.store(true, Ordering::Release),
+        }
+    }
     for l in &shared.listeners {
         if l.trust.load().has_expired_crl() {
             return Some(format!(
@@ -48,6 +60,12 @@ pub fn not_ready_reason(shared: &Shared) -> Option<String> {
         }
     }
     None
+}
+
+/// Whether a socket listens on `addr`: binding it ourselves fails with "address in use". (A
+/// probe connection would be accepted and counted as a failed handshake.)
+fn is_bound(addr: &SocketAddr) -> bool {
+    matches!(std::net::TcpListener::bind(addr), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
 }
 
 pub fn status(shared: &Shared) -> serde_json::Value {

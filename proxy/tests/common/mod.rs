@@ -117,11 +117,21 @@ impl World {
     }
 }
 
+/// A free port on 127.0.0.1, never the same one twice in this test process: tests run in
+/// parallel, and the kernel may hand a just-released port to the next caller.
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 /// The echo upstream on a fresh port.
@@ -253,9 +263,16 @@ impl Proxy {
                 }
             }
             let path = READY_PATH.with(|p| p.get());
+            // Ready, and it is ours: /status names our listener address (not another test's
+            // certgate that happens to answer on this admin port).
+            let ours = || {
+                http_get(admin, "/status")
+                    .is_some_and(|(_, body)| body.contains(&self.addr.to_string()))
+            };
             if http_get(admin, path)
                 .map(|(code, _)| code == 200)
                 .unwrap_or(false)
+                && ours()
             {
                 return;
             }
