@@ -319,10 +319,7 @@ impl TlsAccept for HandshakeCallbacks<'_> {
                 .map(Arc::new)
                 .map_err(|_| AuthFailure::BadCertificate),
         };
-        let chain = match ssl.verified_chain() {
-            Some(c) if !c.is_empty() => c.iter().map(|x| x.to_owned()).collect(),
-            _ => checked.map(|c| c.chain.clone()).unwrap_or_default(),
-        };
+        let chain = resumption::verified_chain(ssl);
         Some(Arc::new(ConnAuth {
             verdict,
             chain,

@@ -191,6 +191,15 @@ pub fn enable(
     Ok(())
 }
 
+/// The client chain this connection was admitted with, leaf first: OpenSSL's verified chain
+/// after a full handshake, the resumption check's chain after a resumption.
+pub fn verified_chain(ssl: &SslRef) -> Vec<X509> {
+    match ssl.verified_chain() {
+        Some(c) if !c.is_empty() => c.iter().map(|x| x.to_owned()).collect(),
+        _ => checked(ssl).map(|c| c.chain.clone()).unwrap_or_default(),
+    }
+}
+
 /// The listener's resumption state, from the context of `ssl`.
 fn of(ssl: &SslRef) -> Option<&Arc<Resumption>> {
     ssl.ssl_context().ex_data(resumption_index())
@@ -253,11 +262,7 @@ impl Resumption {
         if ssl.verify_result() != X509VerifyResult::OK {
             return None;
         }
-        let chain: Vec<X509> = match ssl.verified_chain() {
-            Some(c) if !c.is_empty() => c.iter().map(|x| x.to_owned()).collect(),
-            _ => checked.chain.clone(),
-        };
-        Sealed::of(checked.generation, &chain)
+        Sealed::of(checked.generation, &verified_chain(ssl))
     }
 
     fn store(&self, ssl: &mut SslRef, session: SslSession) {
@@ -532,22 +537,17 @@ unsafe extern "C" fn ticket_key_cb(
         return -1;
     }
     let init = if encrypt == 1 {
-        ffi::EVP_EncryptInit_ex(
-            cipher,
-            ffi::EVP_aes_256_cbc(),
-            std::ptr::null_mut(),
-            key.aes.as_ptr(),
-            iv.as_ptr(),
-        )
+        ffi::EVP_EncryptInit_ex
     } else {
-        ffi::EVP_DecryptInit_ex(
-            cipher,
-            ffi::EVP_aes_256_cbc(),
-            std::ptr::null_mut(),
-            key.aes.as_ptr(),
-            iv.as_ptr(),
-        )
+        ffi::EVP_DecryptInit_ex
     };
+    let init = init(
+        cipher,
+        ffi::EVP_aes_256_cbc(),
+        std::ptr::null_mut(),
+        key.aes.as_ptr(),
+        iv.as_ptr(),
+    );
     match (init, renew) {
         (1, true) => 2,
         (1, false) => 1,
