@@ -37,6 +37,10 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
     "${apt[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     if [ -n "$made_rc" ]; then "${apt[@]:0:${#apt[@]}-1}" rm -f /usr/sbin/policy-rc.d; fi
+    # ...nor at the next boot: the tests run their own Prometheus on 127.0.0.1.
+    if [[ " ${need[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+      "${apt[@]:0:${#apt[@]}-1}" systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
   else
     echo "bootstrap: certgate's build needs: ${need[*]}" >&2
     echo "           install them (Debian/Ubuntu: sudo apt-get install ${need[*]}) and run this again" >&2

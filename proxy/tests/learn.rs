@@ -323,3 +323,42 @@ fn stdin_gzip_min_count_and_errors() {
         );
     }
 }
+
+/// With `group_attribute: OU` the log's groups are the OU values (what the policy matched on),
+/// so the grant goes to the OU, not to the O.
+#[tokio::test(flavor = "multi_thread")]
+async fn grants_follow_the_group_attribute() {
+    let (w, up) = setup();
+    let policy = POLICY.replace("mode: audit", "mode: enforce\ngroup_attribute: OU");
+    std::fs::write(w.path("policy.yaml"), &policy).unwrap();
+    let p = start(&w, up);
+    let who = client(
+        &[("O", "Example Org"), ("OU", "team-a"), ("CN", "dev1")],
+        &w.ca,
+    );
+    assert_eq!(
+        send(&https(&w, &p, Some(&who)), &p, "GET", "/api/v1/vm").await,
+        403
+    );
+    wait_for("the access log", Duration::from_secs(10), || {
+        (access_records(&p) >= 1).then_some(())
+    });
+    let log = p.log.to_str().unwrap().to_string();
+    let out = certgate(
+        &[
+            "policy",
+            "learn",
+            "--log",
+            &log,
+            "--policy",
+            w.path("policy.yaml").to_str().unwrap(),
+        ],
+        None,
+    );
+    let out = text(&out);
+    assert!(
+        out.contains("groups:\n  team-a:\n    # covers GET /api/v1/vm: 1 request by dev1; at "),
+        "{out}"
+    );
+    assert!(!out.contains("Example Org"), "{out}");
+}

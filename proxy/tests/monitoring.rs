@@ -392,3 +392,18 @@ async fn prometheus_scrapes_certgate_and_every_panel_shows_data() {
     stop.store(true, Ordering::Relaxed);
     let _ = load.await;
 }
+
+#[test]
+fn certgate_ready_follows_readyz() {
+    let w = World::new();
+    let up = upstream();
+    let ready = Proxy::start(&w, &ProxyConfig::new(up));
+    assert_eq!(metric(&ready.metrics(), "certgate_ready", &[]), 1.0);
+    drop(ready);
+    // A CRL past its nextUpdate: /readyz 503, and the gauge says so at the same scrape.
+    let crl = certgate::pki::make_crl(&w.ca, &[], -3, -1, 2).unwrap();
+    std::fs::write(w.path("crl.pem"), crl.to_pem().unwrap()).unwrap();
+    let stale = Proxy::start_unready(&w, &ProxyConfig::new(up));
+    assert_eq!(http_get(stale.admin, "/readyz").map(|r| r.0), Some(503));
+    assert_eq!(metric(&stale.metrics(), "certgate_ready", &[]), 0.0);
+}
