@@ -271,7 +271,7 @@ fn stdin_gzip_min_count_and_errors() {
         text(&from_file)
     );
     assert!(
-        body(&from_file).contains("5 lines, 3 access records, 3 refusals"),
+        body(&from_file).contains("5 lines, 3 access records, 3 policy refusals"),
         "{}",
         text(&from_file)
     );

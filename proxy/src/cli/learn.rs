@@ -99,7 +99,7 @@ fn header(args: &LearnArgs, counts: &Counts, learner: &Learner, p: &Proposal) ->
     let mut h = vec![
         format!("# certgate policy learn from {}", files.join(", ")),
         format!(
-            "# {} lines, {} access records, {} refusals learned from{}",
+            "# {} lines, {} access records, {} policy refusals{}",
             counts.lines,
             counts.records,
             learner.refusals,
@@ -112,6 +112,12 @@ fn header(args: &LearnArgs, counts: &Counts, learner: &Learner, p: &Proposal) ->
             }
         ),
     ];
+    if counts.lines > 0 && counts.records == 0 {
+        h.push(
+            "# no JSON access records in the input: the log must come from `log.format: json`"
+                .into(),
+        );
+    }
     if args.listener.is_none() && learner.listeners.len() > 1 {
         let names: Vec<&str> = learner.listeners.iter().map(String::as_str).collect();
         h.push(format!(
