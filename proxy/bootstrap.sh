@@ -15,6 +15,8 @@ need=()
 for tool in cmake perl make gcc; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
 if [ "$step" = test ]; then
   for tool in curl openssl haproxy; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
+  # promtool and the Prometheus server (proxy/tests/monitoring.rs) come in Debian's prometheus.
+  command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   apt=(apt-get)
@@ -25,7 +27,20 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "bootstrap: installing ${need[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     "${apt[@]}" update -qq >/dev/null
+    # Installed packages must not start services here (prometheus enables one): while apt
+    # runs, a policy-rc.d refuses every start, unless the machine already has such a policy.
+    made_rc=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' | "${apt[@]:0:${#apt[@]}-1}" tee /usr/sbin/policy-rc.d >/dev/null
+      "${apt[@]:0:${#apt[@]}-1}" chmod 755 /usr/sbin/policy-rc.d
+      made_rc=1
+    fi
     "${apt[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    if [ -n "$made_rc" ]; then "${apt[@]:0:${#apt[@]}-1}" rm -f /usr/sbin/policy-rc.d; fi
+    # ...nor at the next boot: the tests run their own Prometheus on 127.0.0.1.
+    if [[ " ${need[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+      "${apt[@]:0:${#apt[@]}-1}" systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
   else
     echo "bootstrap: certgate's build needs: ${need[*]}" >&2
     echo "           install them (Debian/Ubuntu: sudo apt-get install ${need[*]}) and run this again" >&2

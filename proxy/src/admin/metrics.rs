@@ -131,6 +131,18 @@ pub static CONNECTIONS_REFUSED: Lazy<IntCounterVec> = Lazy::new(|| {
     )
 });
 
+pub static READY: Lazy<prometheus::IntGauge> = Lazy::new(|| {
+    let g = prometheus::IntGauge::new(
+        "certgate_ready",
+        "1 when /readyz answers 200, else 0 (set at each scrape).",
+    )
+    .expect("static metric definition");
+    REGISTRY
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+});
+
 /// Touches every family so a scrape shows them all from the start (dashboards and alerts can
 /// tell "zero" from "missing").
 pub fn init() {
@@ -144,6 +156,7 @@ pub fn init() {
     Lazy::force(&UPSTREAM_ERRORS);
     Lazy::force(&CONNECTIONS_ACTIVE);
     Lazy::force(&CONNECTIONS_REFUSED);
+    Lazy::force(&READY);
     for kind in ["cert", "ca", "crl", "policy"] {
         for result in ["ok", "error"] {
             RELOADS.with_label_values(&[kind, result]);

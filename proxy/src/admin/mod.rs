@@ -110,11 +110,15 @@ fn route(shared: &Shared, req: &Request<hyper::body::Incoming>) -> Response<Body
             ),
         },
         "/status" => json(200, status(shared)),
-        "/metrics" => reply(
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics::render(),
-        ),
+        "/metrics" => {
+            // /readyz as a metric, so an alert needs no probe exporter.
+            metrics::READY.set(i64::from(not_ready_reason(shared).is_none()));
+            reply(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                metrics::render(),
+            )
+        }
         _ => json(
             404,
             serde_json::json!({"status": "FAIL", "message": "Not Found", "reason": "try /healthz /readyz /status /metrics"}),

@@ -3,6 +3,7 @@
 
 mod check;
 mod explain;
+pub mod learn;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,12 +56,21 @@ pub enum Command {
     /// Development PKI: a CA, server and client certificates, a CRL.
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Policy tools: learn grants from the access log.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// A plain-HTTP echo server (the demo's upstream; handy as a stand-in in compose files).
     #[command(hide = true)]
     Echo {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Propose the grants that would allow the requests the policy refused (JSON access logs).
+    Learn(learn::LearnArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,6 +183,10 @@ pub fn run(cli: Cli) -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        Command::Policy(PolicyCommand::Learn(args)) => {
+            init_cli_logging();
+            learn::learn(&args)
         }
         Command::Pki(cmd) => {
             init_cli_logging();

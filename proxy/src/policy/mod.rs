@@ -12,6 +12,8 @@
 
 mod digest;
 mod error;
+pub mod learn;
+pub mod learn_yaml;
 mod load;
 mod matcher;
 pub mod normalize;
@@ -618,6 +620,20 @@ impl Policy {
         let p = self.permissions.iter().find(|p| p.name == name)?;
         let file = self.files.get(p.file).map(PathBuf::as_path)?;
         Some((p.routes.iter().map(Route::text).collect(), file))
+    }
+
+    /// The permissions with a route that matches the request, in file order, each with its first
+    /// matching route (`certgate policy learn` picks among them).
+    pub fn covering(&self, method: &str, path: &str) -> Vec<(&str, &Route)> {
+        let mut bits = vec![0u64; self.trie.words()];
+        self.trie.covering_into(method, path, &mut bits);
+        ones(&bits)
+            .filter_map(|i| {
+                let p = self.permissions.get(i)?;
+                let r = p.routes.iter().find(|r| r.matches(method, path))?;
+                Some((p.name.as_str(), r))
+            })
+            .collect()
     }
 
     /// Whether the principal holds `permission` (unknown names: false).

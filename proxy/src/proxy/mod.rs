@@ -370,10 +370,15 @@ impl ProxyHttp for CertgateProxy {
         }
         let vpce = conn_auth(session).and_then(|c| c.vpce_id.clone());
         let req = session.req_header();
+        // The groups the policy saw (its group_attribute), written as in x-certgate-groups, so
+        // `certgate policy learn` can grant them back and a comma inside a value stays `\,`.
         let groups = ctx
             .identity
             .as_ref()
-            .map(|id| id.organizations.join(","))
+            .map(|id| {
+                forward::groups_rfc2253(id, ctx.policy.as_ref().map(|p| p.group_attribute()))
+                    .join(",")
+            })
             .unwrap_or_default();
         let reason = ctx
             .reason

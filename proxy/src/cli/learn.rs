@@ -1,0 +1,287 @@
+//! `certgate policy learn`: reads JSON access logs, keeps the requests the policy refused, and
+//! prints the grants (and new permissions) that would allow them, as a YAML fragment or, with
+//! `--merged`, as the whole policy. It only reads files: the operator reviews the output and
+//! puts it in place.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_yaml_ng::{Mapping, Value};
+
+use crate::policy::learn::{parse_line, propose, Learner, Line, Proposal};
+use crate::policy::learn_yaml::{canonical, expected, merge_text};
+use crate::policy::Policy;
+
+#[derive(Args, Debug)]
+pub struct LearnArgs {
+    /// JSON access log (`log.format: json`); several may follow, `-` is stdin; gzip is recognised.
+    #[arg(long = "log", value_name = "FILE", required = true, num_args = 1..)]
+    pub logs: Vec<PathBuf>,
+    /// The listener's policy: permissions that already cover a route are reused.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Only this listener's requests.
+    #[arg(long, value_name = "NAME")]
+    pub listener: Option<String>,
+    /// Leave out a (grantee, route) pair seen fewer times than this.
+    #[arg(long = "min-count", value_name = "N", default_value_t = 1)]
+    pub min_count: u64,
+    /// Print the whole policy with the grants merged (needs --policy).
+    #[arg(long, requires = "policy")]
+    pub merged: bool,
+}
+
+const ERROR: u8 = 2;
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(ERROR)
+}
+
+/// A reader that undoes gzip when the stream starts with its magic bytes (files and pipes alike).
+pub fn decompressing<'a>(r: impl Read + 'a) -> io::Result<Box<dyn BufRead + 'a>> {
+    let mut br = BufReader::new(r);
+    let head = br.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(
+            br,
+        ))))
+    } else {
+        Ok(Box::new(br))
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    lines: u64,
+    records: u64,
+    other_listener: u64,
+}
+
+/// Feeds every line of one input to the learner.
+fn read_log(
+    name: &str,
+    input: impl Read,
+    listener: Option<&str>,
+    learner: &mut Learner,
+    counts: &mut Counts,
+) -> Result<(), String> {
+    let mut reader = decompressing(input).map_err(|e| format!("{name}: cannot read: {e}"))?;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| format!("{name}: cannot read after line {}: {e}", counts.lines))?;
+        if n == 0 {
+            return Ok(());
+        }
+        counts.lines += 1;
+        match parse_line(&String::from_utf8_lossy(&buf)) {
+            Line::NotAccess => {}
+            Line::Ignored => counts.records += 1,
+            Line::Refusal(r) => {
+                counts.records += 1;
+                if listener.is_some_and(|l| l != r.listener) {
+                    counts.other_listener += 1;
+                } else {
+                    learner.add(&r);
+                }
+            }
+        }
+    }
+}
+
+fn header(args: &LearnArgs, counts: &Counts, learner: &Learner, p: &Proposal) -> Vec<String> {
+    let files: Vec<String> = args.logs.iter().map(|f| f.display().to_string()).collect();
+    let mut h = vec![
+        format!("# certgate policy learn from {}", files.join(", ")),
+        format!(
+            "# {} lines, {} access records, {} policy refusals{}",
+            counts.lines,
+            counts.records,
+            learner.refusals,
+            match &args.listener {
+                Some(l) => format!(
+                    " (listener {l}; {} of other listeners skipped)",
+                    counts.other_listener
+                ),
+                None => String::new(),
+            }
+        ),
+    ];
+    if counts.lines > 0 && counts.records == 0 {
+        h.push(
+            "# no JSON access records in the input: the log must come from `log.format: json`"
+                .into(),
+        );
+    }
+    if args.listener.is_none() && learner.listeners.len() > 1 {
+        let names: Vec<&str> = learner.listeners.iter().map(String::as_str).collect();
+        h.push(format!(
+            "# WARNING: refusals of several listeners ({}) are mixed; use --listener NAME",
+            names.join(", ")
+        ));
+    }
+    if p.already_allowed > 0 {
+        h.push(format!(
+            "# {} (grantee, route) pairs are allowed by the policy already",
+            p.already_allowed
+        ));
+    }
+    if p.below_min > 0 {
+        h.push(format!(
+            "# {} (grantee, route) pairs seen fewer than {} times left out (--min-count)",
+            p.below_min, args.min_count
+        ));
+    }
+    for u in &p.unroutable {
+        h.push(format!("# not expressible as a route, left out: {u}"));
+    }
+    if p.grants.is_empty() {
+        h.push("# nothing to learn: no refused request needs a new grant".into());
+    } else {
+        h.push("# Review every grant before it goes into the policy: each one allows what the log shows.".into());
+    }
+    h
+}
+
+/// The policy with the proposal merged, checked: it parses to exactly the expected document and
+/// loads as a policy.
+fn merged_policy(path: &Path, p: &Proposal) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let original = match serde_yaml_ng::from_str::<Value>(&text) {
+        Ok(Value::Mapping(m)) => m,
+        Ok(_) => Mapping::new(),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let want = Value::Mapping(expected(&original, p));
+    let parses_to_want = |t: &str| serde_yaml_ng::from_str::<Value>(t).is_ok_and(|v| v == want);
+    let out = match merge_text(&text, p).filter(|t| parses_to_want(t)) {
+        Some(t) => t,
+        None => {
+            eprintln!(
+                "note: {}: its layout could not be kept (flow-style sections?); the policy is written anew, without its comments",
+                path.display()
+            );
+            let t = canonical(&original, p);
+            if !parses_to_want(&t) {
+                return Err(
+                    "internal error: the merged policy does not read back as merged".into(),
+                );
+            }
+            t
+        }
+    };
+    Policy::from_yaml(&out, path).map_err(|e| format!("the merged policy does not load: {e}"))?;
+    Ok(out)
+}
+
+pub fn learn(args: &LearnArgs) -> ExitCode {
+    let policy = match args.policy.as_deref().map(Policy::load).transpose() {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let mut learner = Learner::default();
+    let mut counts = Counts::default();
+    let mut stdin_read = false;
+    for log in &args.logs {
+        let listener = args.listener.as_deref();
+        let result = if log.as_os_str() == "-" {
+            if std::mem::replace(&mut stdin_read, true) {
+                continue;
+            }
+            read_log(
+                "stdin",
+                io::stdin().lock(),
+                listener,
+                &mut learner,
+                &mut counts,
+            )
+        } else {
+            match std::fs::File::open(log) {
+                Ok(f) => read_log(
+                    &log.display().to_string(),
+                    f,
+                    listener,
+                    &mut learner,
+                    &mut counts,
+                ),
+                Err(e) => Err(format!("{}: cannot open: {e}", log.display())),
+            }
+        };
+        if let Err(e) = result {
+            return fail(e);
+        }
+    }
+    let proposal = propose(&learner, policy.as_ref(), args.min_count);
+    let mut out = header(args, &counts, &learner, &proposal).join("\n") + "\n";
+    match (&args.policy, args.merged) {
+        (Some(path), true) if proposal.grants.is_empty() => match std::fs::read_to_string(path) {
+            Ok(t) => out.push_str(&t),
+            Err(e) => return fail(format!("{}: {e}", path.display())),
+        },
+        (Some(path), true) => match merged_policy(path, &proposal) {
+            Ok(t) => out.push_str(&t),
+            Err(e) => return fail(e),
+        },
+        _ if proposal.grants.is_empty() => {}
+        _ => out.push_str(&canonical(&Mapping::new(), &proposal)),
+    }
+    use std::io::Write;
+    match io::stdout().lock().write_all(out.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("cannot write to stdout: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const LINE: &str = r#"{"timestamp":"2026-11-29T10:00:00Z","listener":"ctrl","method":"GET","path":"/livez","status":401,"user":"","groups":"","decision":"deny","reason":"no certificate","target":"certgate::access"}"#;
+
+    fn learn_from(bytes: &[u8], listener: Option<&str>) -> (Learner, Counts) {
+        let (mut l, mut c) = (Learner::default(), Counts::default());
+        read_log("test", bytes, listener, &mut l, &mut c).unwrap();
+        (l, c)
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(data).unwrap();
+        z.finish().unwrap()
+    }
+
+    #[test]
+    fn plain_gzip_and_concatenated_gzip_read_the_same() {
+        let plain = format!("not json\n{LINE}\n{LINE}");
+        let (l, c) = learn_from(plain.as_bytes(), None);
+        assert_eq!((c.lines, c.records, l.refusals), (3, 2, 2));
+        let (l, c) = learn_from(&gzip(plain.as_bytes()), None);
+        assert_eq!((c.lines, c.records, l.refusals), (3, 2, 2));
+        // `cat a.gz b.gz` (rotated logs) is one stream of two gzip members.
+        let mut two = gzip(format!("{LINE}\n").as_bytes());
+        two.extend(gzip(format!("{LINE}\n").as_bytes()));
+        assert_eq!(learn_from(&two, None).0.refusals, 2);
+    }
+
+    #[test]
+    fn listener_filter_and_broken_gzip() {
+        let (l, c) = learn_from(format!("{LINE}\n").as_bytes(), Some("registry"));
+        assert_eq!((l.refusals, c.other_listener), (0, 1));
+        let mut broken = gzip(LINE.repeat(50).as_bytes());
+        broken.truncate(broken.len() / 2);
+        let err = read_log(
+            "x.gz",
+            &broken[..],
+            None,
+            &mut Learner::default(),
+            &mut Counts::default(),
+        );
+        assert!(err.is_err_and(|e| e.starts_with("x.gz: cannot read")));
+    }
+}
