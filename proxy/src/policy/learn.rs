@@ -169,9 +169,10 @@ pub fn generalize(path: &str) -> String {
 }
 
 /// Decimal numbers, UUIDs (8-4-4-4-12 hex digits of any version, as Anka writes its template
-/// and instance ids, in either case), hex strings of 8 or more digits with at least one decimal
-/// digit (so English words like `deadbeef`... stay words), each optionally followed by a file
-/// extension (`<uuid>.yaml`); and segments a route cannot spell literally (`*`, `{`, `}`).
+/// and instance ids, in either case), hex strings of 8 or more digits (a digest or object id;
+/// `deadbeef` counts too: the rule is the hex shape, not whether it reads as a word), each
+/// optionally followed by a file extension (`<uuid>.yaml`); and segments a route cannot spell
+/// literally (`*`, `{`, `}`).
 pub fn is_id_like(seg: &str) -> bool {
     if seg.contains(['*', '{', '}']) {
         return true;
@@ -192,7 +193,7 @@ pub fn is_id_like(seg: &str) -> bool {
     let uuid = parts.len() == 5
         && parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
         && parts.iter().all(|p| hex(p));
-    let long_hex = core.len() >= 8 && hex(core) && core.bytes().any(|b| b.is_ascii_digit());
+    let long_hex = core.len() >= 8 && hex(core);
     decimal || uuid || long_hex
 }
 
