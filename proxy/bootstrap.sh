@@ -52,13 +52,29 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+CARGO_DENY_VERSION=0.20.2
+CARGO_FUZZ_VERSION=0.13.2
+# Installs cargo subcommand $1 at version $2 unless exactly that version is on PATH.
+tool() {
+  local have
+  have=$(cargo "${1#cargo-}" --version 2>/dev/null || true)
+  case "$have" in
+    "$1 $2"|"$1 $2 "*) return 0 ;;
+  esac
+  echo "bootstrap: installing $1 $2${have:+ (found: $have)}" >&2
+  cargo install --locked -q --version "$2" "$1"
+}
+
 case "$step" in
   demo) exec cargo run -q -p certgate -- demo "$@" ;;
   test)
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -q -- -D warnings
+    # Pinned tools, built from crates.io with their own lock files (a newer release must not
+    # change what CI checks without a commit saying so).
+    tool cargo-deny "$CARGO_DENY_VERSION"
+    tool cargo-fuzz "$CARGO_FUZZ_VERSION"
     # Supply chain: licenses, bans, sources (advisories need GitHub; see proxy/deny.toml).
-    command -v cargo-deny >/dev/null 2>&1 || cargo install --locked -q cargo-deny
     cargo deny --manifest-path proxy/Cargo.toml check licenses bans sources 2>&1 | tail -n 1
     if ls "${CARGO_HOME:-$HOME/.cargo}"/advisory-dbs/advisory-db-* >/dev/null 2>&1; then
       cargo deny --offline --manifest-path proxy/Cargo.toml check advisories 2>&1 | tail -n 1

@@ -33,7 +33,11 @@ pub fn is_draining() -> bool {
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct ReloadStatus {
     pub at: Option<String>,
+    /// What set it off: `SIGHUP` or `file change`.
+    pub cause: Option<String>,
     pub result: Option<String>,
+    /// The kinds (`cert`, `ca`, `crl`, `policy`) it reloaded, as counted in the metric.
+    pub kinds: Vec<String>,
     pub error: Option<String>,
 }
 

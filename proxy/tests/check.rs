@@ -54,9 +54,16 @@ fn broken_inputs_are_named_with_the_fix() {
         .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), b"secret")
         .unwrap();
     write(&d.join("encrypted-key.pem"), &encrypted);
-    let other_ca = ca("Other CA");
-    let crl = certgate::pki::make_crl(&other_ca, &[], -1, 30, 1).unwrap();
-    std::fs::write(d.join("foreign-crl.pem"), crl.to_pem().unwrap()).unwrap();
+    // The bundle's CA name with another key: its issuer is in the bundle, so it is checked at
+    // load, and refused. (A CRL whose issuer is not in the bundle is checked later, on use.)
+    let impostor = ca("Test Root CA");
+    let crl = certgate::pki::make_crl(&impostor, &[], -1, 30, 1).unwrap();
+    std::fs::write(d.join("forged-crl.pem"), crl.to_pem().unwrap()).unwrap();
+    std::fs::write(
+        d.join("not-a-crl.pem"),
+        "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    )
+    .unwrap();
     std::fs::write(d.join("garbage.pem"), "not a certificate").unwrap();
 
     let cases = [
@@ -77,8 +84,12 @@ fn broken_inputs_are_named_with_the_fix() {
             vec!["garbage.pem"],
         ),
         (
-            BASE.replace("crl.pem", "foreign-crl.pem"),
-            vec!["foreign-crl.pem", "not signed by any CA"],
+            BASE.replace("crl.pem", "forged-crl.pem"),
+            vec!["forged-crl.pem", "not signed by the key of that CA"],
+        ),
+        (
+            BASE.replace("crl.pem", "not-a-crl.pem"),
+            vec!["not-a-crl.pem", "does not parse"],
         ),
         (
             BASE.replace(

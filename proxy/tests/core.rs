@@ -85,18 +85,7 @@ async fn optional_mode_gives_each_failure_its_401_reason() {
 fn required_mode_fails_the_handshake_with_the_named_alert() {
     let mut w = World::new();
     let up = upstream();
-    let stranger_ca = ca("Stranger CA");
-    let stranger = client(&[("CN", "stranger")], &stranger_ca);
-    w.save("stranger", &stranger);
-    let revoked = client(&[("CN", "revoked")], &w.ca);
-    w.save("revoked", &revoked);
-    w.revoke(&revoked.cert);
-    let mut s = spec(&[("CN", "expired")]);
-    s.not_before_days = -10;
-    s.not_after_days = -1;
-    w.save("expired", &certgate::pki::issue(&s, &w.ca).unwrap());
-    let good = client(&[("O", "ci"), ("CN", "good")], &w.ca);
-    w.save("good", &good);
+    w.save_refused_clients();
     let mut cfg = ProxyConfig::new(up);
     cfg.client_auth = "required";
     let p = Proxy::start(&w, &cfg);

@@ -27,6 +27,18 @@ async fn wait_code(what: &str, mk: impl Fn() -> reqwest::Client, url: &str, want
     }
 }
 
+/// A proxy whose listener has policy.yaml: every route for group `ci`.
+fn start_with_policy(w: &World, up: std::net::SocketAddr) -> Proxy {
+    std::fs::write(
+        w.path("policy.yaml"),
+        "permissions:\n  all: [\"* /**\"]\ngroups:\n  ci: [all]\n",
+    )
+    .unwrap();
+    let mut cfg = ProxyConfig::new(up);
+    cfg.listener_extra = "    policy: policy.yaml\n";
+    Proxy::start(w, &cfg)
+}
+
 fn atomic_write(path: &std::path::Path, bytes: &[u8]) {
     let tmp = path.with_extension("tmp-write");
     std::fs::write(&tmp, bytes).unwrap();
@@ -135,14 +147,7 @@ async fn a_broken_file_of_each_kind_keeps_the_old_state() {
     let w = World::new();
     let up = upstream();
     let who = client(&[("O", "ci"), ("CN", "steady")], &w.ca);
-    std::fs::write(
-        w.path("policy.yaml"),
-        "permissions:\n  all: [\"* /**\"]\ngroups:\n  ci: [all]\n",
-    )
-    .unwrap();
-    let mut cfg = ProxyConfig::new(up);
-    cfg.listener_extra = "    policy: policy.yaml\n";
-    let p = Proxy::start(&w, &cfg);
+    let p = start_with_policy(&w, up);
     let c = https(&w, &p, Some(&who));
     assert_eq!(code(&c, &p.url("/")).await.0, 200);
     let other_key = key_pem(&client(&[("CN", "x")], &w.ca));
@@ -225,20 +230,55 @@ async fn kubernetes_symlink_swap_is_followed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_reloads_and_does_not_kill() {
+async fn sighup_with_nothing_changed_counts_every_kind_and_shows_in_status() {
     let w = World::new();
     let up = upstream();
-    let p = Proxy::start(&w, &ProxyConfig::new(up));
-    let st = std::process::Command::new("kill")
-        .args(["-HUP", &p.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let status = wait_for("reload after SIGHUP", CHANGE, || {
-        let s: serde_json::Value = serde_json::from_str(&http_get(p.admin, "/status")?.1).ok()?;
-        s["last_reload"]["at"].is_string().then_some(s)
-    });
-    assert_eq!(status["last_reload"]["result"], "ok");
+    let p = start_with_policy(&w, up);
+    let ok = |kind: &str| {
+        metric(
+            &p.metrics(),
+            "certgate_reloads_total",
+            &[("kind", kind), ("result", "ok")],
+        )
+    };
+    const KINDS: [&str; 4] = ["cert", "ca", "crl", "policy"];
+    for round in 1..=2 {
+        let before: Vec<f64> = KINDS.iter().map(|k| ok(k)).collect();
+        sighup(&p);
+        // Every kind moves by one for this SIGHUP, though no file changed.
+        for (kind, before) in KINDS.iter().zip(before) {
+            wait_for(&format!("{kind} ok counted, round {round}"), CHANGE, || {
+                (ok(kind) == before + 1.0).then_some(())
+            });
+        }
+        let status = wait_for("/status shows the SIGHUP", CHANGE, || {
+            let s = status_json(&p);
+            (s["last_reload"]["cause"] == "SIGHUP").then_some(s)
+        });
+        let last = &status["last_reload"];
+        assert_eq!(last["result"], "ok", "{status}");
+        assert_eq!(last["cause"], "SIGHUP", "{status}");
+        assert!(last["at"].is_string(), "{status}");
+        assert_eq!(
+            last["kinds"],
+            serde_json::json!(["ca", "cert", "crl", "policy"]),
+            "{status}"
+        );
+        assert_eq!(
+            status["listeners"][0]["trust_generation"], 1,
+            "nothing changed: the serving state stays"
+        );
+    }
+    for kind in KINDS {
+        assert_eq!(
+            metric(
+                &p.metrics(),
+                "certgate_reloads_total",
+                &[("kind", kind), ("result", "error")],
+            ),
+            0.0
+        );
+    }
     assert_eq!(http_get(p.admin, "/healthz").unwrap().0, 200, "still alive");
 }
 

@@ -359,3 +359,41 @@ fn session_resumption_false_turns_it_off() {
     }
     assert_eq!(resumptions(&p, "resumed"), 0.0);
 }
+
+#[test]
+fn an_intermediate_crl_the_bundle_cannot_verify_at_load_still_ends_resumption() {
+    // ca.pem holds only the root; the intermediate's CRL is verified against the intermediate
+    // the client presents, and the resumption re-check applies it like any other CRL.
+    let w = World::new();
+    let mid = intermediate("Issuing CA", &w.ca);
+    let who = client(&[("O", "ci"), ("CN", "via-intermediate")], &mid);
+    let bystander = client(&[("O", "ci"), ("CN", "bystander")], &mid);
+    w.write_crl_of("mid-crl.pem", &mid, &[], 30);
+    let cfg = ProxyConfig {
+        client_auth: "required",
+        crl: "[crl.pem, mid-crl.pem]",
+        ..ProxyConfig::new(upstream())
+    };
+    let p = Proxy::start(&w, &cfg);
+    let c = Resumer::with_chain(&w, &who, Some(&mid), Kind::Tls13Ticket);
+    assert_eq!(c.get(p.addr, None).unwrap().1, 200);
+    let mut session = c.session();
+
+    // A reload that revokes someone else: re-verified against the new state, still resumes.
+    w.write_crl_of("mid-crl.pem", &mid, &[&bystander.cert], 30);
+    wait_crl_reloads(&p, 1.0);
+    let (resumed, code, body) = c.get(p.addr, Some(&session)).unwrap();
+    assert_eq!((resumed, code), (true, 200), "{body}");
+    if let Some(fresh) = c.issued.lock().unwrap().take() {
+        session = fresh;
+    }
+
+    w.write_crl_of("mid-crl.pem", &mid, &[&bystander.cert, &who.cert], 30);
+    wait_crl_reloads(&p, 2.0);
+    let refused = c.get(p.addr, Some(&session));
+    assert!(
+        refused.is_err(),
+        "revoked by the intermediate's CRL: {refused:?}"
+    );
+    assert_eq!(resumptions(&p, "refused"), 1.0);
+}

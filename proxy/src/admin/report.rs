@@ -30,6 +30,10 @@ pub struct CrlSummary {
     pub next_update_text: Option<String>,
     pub revoked: usize,
     pub expired: bool,
+    /// `verified` (by a CA of the bundle at load, or by the issuer a client presented),
+    /// `not yet verified` (its issuer is not in the bundle and no client presented it yet), or
+    /// that it did not verify against a presented issuer.
+    pub signature: &'static str,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -63,6 +67,8 @@ pub struct ListenerReport {
     pub policy: Option<PolicySummary>,
     pub trust_generation: u64,
     pub warnings: Vec<String>,
+    /// Facts worth knowing that need no action.
+    pub notes: Vec<String>,
 }
 
 fn text_time(unix: i64) -> String {
@@ -125,6 +131,7 @@ pub fn listener_report(
     policy: Option<&Policy>,
 ) -> ListenerReport {
     let mut warnings = Vec::new();
+    let mut notes = Vec::new();
     let server_certificate = cert_summary(&trust.server.cert);
     if server_certificate.days_left < EXPIRY_WARNING_DAYS {
         warnings.push(format!(
@@ -164,6 +171,13 @@ pub fn listener_report(
                     crl.file.display()
                 ));
             }
+            if crl.signature.is_deferred() {
+                notes.push(format!(
+                    "the CRL of {0} in {1} is not signed by a CA of client_ca: verified when a client presents {0}",
+                    crl.issuer_dn,
+                    crl.file.display()
+                ));
+            }
             crls.push(CrlSummary {
                 file: crl.file.display().to_string(),
                 issuer: crl.issuer_dn.clone(),
@@ -172,6 +186,7 @@ pub fn listener_report(
                 next_update_text: crl.next_update.map(text_time),
                 revoked: crl.revoked_count,
                 expired,
+                signature: crl.signature.describe(),
             });
         }
         if !client.crls.is_empty() {
@@ -226,5 +241,6 @@ pub fn listener_report(
         policy,
         trust_generation: trust.generation,
         warnings,
+        notes,
     }
 }

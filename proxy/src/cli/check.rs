@@ -106,12 +106,13 @@ fn print_report(r: &ListenerReport) {
     }
     for crl in &r.crls {
         println!(
-            "  CRL: {} from {}: {} revoked, nextUpdate {}{}",
+            "  CRL: {} from {}: {} revoked, nextUpdate {}{}, signature {}",
             crl.issuer,
             crl.file,
             crl.revoked,
             crl.next_update_text.as_deref().unwrap_or("(none)"),
-            if crl.expired { " (EXPIRED)" } else { "" }
+            if crl.expired { " (EXPIRED)" } else { "" },
+            crl.signature
         );
     }
     match &r.policy {
@@ -126,6 +127,9 @@ fn print_report(r: &ListenerReport) {
             &p.sha256[..p.sha256.len().min(16)]
         ),
         None => println!("  policy: none (every verified certificate is allowed)"),
+    }
+    for n in &r.notes {
+        println!("  note: {n}");
     }
     for w in &r.warnings {
         println!("  warning: {w}");

@@ -3,6 +3,7 @@
 //! request of the connection. Doing the handshake here rather than in Pingora's listener lets
 //! us count failed handshakes by reason and bound the handshake time per listener.
 
+pub mod alert_close;
 pub mod header_guard;
 pub mod proxy_protocol;
 
@@ -141,6 +142,8 @@ impl ServerApp for ListenerApp {
                 }
             }
         }
+        // Outlives a failed handshake, so the client reads the alert rather than a reset.
+        let linger = alert_close::Linger::keep(&io);
         let tls = match self.tls.handshake(io, vpce_id).await {
             Ok(tls) => tls,
             Err(failure) => {
@@ -150,9 +153,13 @@ impl ServerApp for ListenerApp {
                 if let HandshakeFailure::Client(f) = failure {
                     tracing::info!(listener = %name, reason = f.reason(), "client certificate refused in the handshake");
                 }
+                if let (Some(linger), false) = (linger, failure == HandshakeFailure::Timeout) {
+                    linger.close_after_alert().await;
+                }
                 return None;
             }
         };
+        drop(linger);
         let digest = tls.ssl_digest();
         let conn = digest.as_ref().and_then(|d| d.extension.get::<ConnAuth>());
         let (result, reason) = match conn.map(|c| c.verdict.as_ref().err().copied()) {

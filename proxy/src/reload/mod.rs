@@ -102,14 +102,50 @@ pub enum Outcome {
     Failed,
 }
 
-/// Builds everything new, then swaps all of it or none.
-pub fn reload(shared: &Shared) -> Outcome {
+/// What set a reload off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    FileChange,
+    /// The operator asked: every kind counts as reloaded, changed or not, so the metric and
+    /// `/status` show that the signal arrived.
+    Sighup,
+}
+
+impl Cause {
+    pub fn label(self) -> &'static str {
+        match self {
+            Cause::FileChange => "file change",
+            Cause::Sighup => "SIGHUP",
+        }
+    }
+}
+
+/// The kinds some listener's config names files of.
+fn configured_kinds(shared: &Shared) -> BTreeSet<&'static str> {
+    let mut kinds = BTreeSet::from(["cert"]);
+    for l in &shared.listeners {
+        let tls = &l.config.tls;
+        if tls.client_ca.is_some() {
+            kinds.insert("ca");
+        }
+        if !tls.crl.is_empty() {
+            kinds.insert("crl");
+        }
+        if l.config.policy.is_some() {
+            kinds.insert("policy");
+        }
+    }
+    kinds
+}
+
+/// Builds everything new, then swaps all of it or none. Each kind reloaded counts once.
+pub fn reload(shared: &Shared, cause: Cause) -> Outcome {
     let mut candidates = Vec::new();
     for l in &shared.listeners {
         let old = l.trust.load();
         let trust = match TrustState::load(&l.config.tls, old.generation + 1) {
             Ok(t) => t,
-            Err(e) => return fail(shared, &l.config.name, kind_of(shared, &e.file), &e),
+            Err(e) => return fail(shared, cause, &l.config.name, kind_of(shared, &e.file), &e),
         };
         let kinds = changed_kinds(shared, &old, &trust);
         let policy = match &l.config.policy {
@@ -123,7 +159,7 @@ pub fn reload(shared: &Shared) -> Outcome {
                         .is_some_and(|cur| cur.sha256_hex() == p.sha256_hex());
                     (!same).then(|| Some(Arc::new(p)))
                 }
-                Err(e) => return fail(shared, &l.config.name, "policy", &e),
+                Err(e) => return fail(shared, cause, &l.config.name, "policy", &e),
             },
         };
         candidates.push(Candidate {
@@ -132,37 +168,53 @@ pub fn reload(shared: &Shared) -> Outcome {
             policy,
         });
     }
-    let mut changed = false;
+    let mut reloaded = BTreeSet::new();
     for (l, c) in shared.listeners.iter().zip(candidates) {
         if let Some(trust) = c.trust {
             tracing::info!(listener = %l.config.name, kinds = ?c.trust_kinds, generation = trust.generation, "trust material reloaded");
-            for kind in &c.trust_kinds {
-                metrics::RELOADS.with_label_values(&[kind, "ok"]).inc();
-            }
+            reloaded.extend(c.trust_kinds);
             l.trust.store(Arc::new(trust));
-            changed = true;
         }
         if let Some(policy) = c.policy {
             tracing::info!(listener = %l.config.name, sha256 = policy.as_ref().map(|p| p.sha256_hex()).unwrap_or(""), "policy reloaded");
-            metrics::RELOADS.with_label_values(&["policy", "ok"]).inc();
+            reloaded.insert("policy");
             l.policy.store(policy);
-            changed = true;
         }
     }
-    if changed {
-        publish_gauges(shared);
-        set_status(shared, "ok", None);
-        Outcome::Changed
-    } else {
+    let outcome = if reloaded.is_empty() {
         Outcome::Unchanged
+    } else {
+        publish_gauges(shared);
+        Outcome::Changed
+    };
+    if cause == Cause::Sighup {
+        if outcome == Outcome::Unchanged {
+            tracing::info!(cause = cause.label(), "reloaded; nothing changed");
+        }
+        reloaded.extend(configured_kinds(shared));
     }
+    for kind in &reloaded {
+        metrics::RELOADS.with_label_values(&[kind, "ok"]).inc();
+    }
+    // The files match what is serving after a failed reload: say so rather than leave an old
+    // error standing.
+    if !reloaded.is_empty() || last_failed(shared) {
+        set_status(shared, cause, "ok", reloaded.into_iter().collect(), None);
+    }
+    outcome
 }
 
-fn fail(shared: &Shared, listener: &str, kind: &'static str, e: &dyn std::fmt::Display) -> Outcome {
+fn fail(
+    shared: &Shared,
+    cause: Cause,
+    listener: &str,
+    kind: &'static str,
+    e: &dyn std::fmt::Display,
+) -> Outcome {
     let message = format!("listener {listener}: {e}");
-    tracing::error!(kind, error = %message, "reload rejected; the previous state keeps serving");
+    tracing::error!(kind, cause = cause.label(), error = %message, "reload rejected; the previous state keeps serving");
     metrics::RELOADS.with_label_values(&[kind, "error"]).inc();
-    set_status(shared, "error", Some(message));
+    set_status(shared, cause, "error", vec![kind], Some(message));
     Outcome::Failed
 }
 
@@ -174,11 +226,19 @@ fn last_failed(shared: &Shared) -> bool {
         .unwrap_or(false)
 }
 
-fn set_status(shared: &Shared, result: &str, error: Option<String>) {
+fn set_status(
+    shared: &Shared,
+    cause: Cause,
+    result: &str,
+    kinds: Vec<&'static str>,
+    error: Option<String>,
+) {
     if let Ok(mut s) = shared.last_reload.lock() {
         *s = ReloadStatus {
             at: Some(now_rfc3339()),
+            cause: Some(cause.label().into()),
             result: Some(result.into()),
+            kinds: kinds.into_iter().map(String::from).collect(),
             error,
         };
     }
@@ -248,7 +308,7 @@ pub fn log_warnings(shared: &Shared) {
 
 /// Starts the watcher and the SIGHUP handler on a thread of their own.
 pub fn spawn(shared: Arc<Shared>) -> anyhow::Result<()> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Cause>();
     let fs_tx = tx.clone();
     let set = Arc::new(std::sync::RwLock::new(WatchSet::of(&shared)));
     let filter = set.clone();
@@ -265,7 +325,7 @@ pub fn spawn(shared: Arc<Shared>) -> anyhow::Result<()> {
                 .map(|set| ev.paths.iter().any(|p| set.concerns(p)))
                 .unwrap_or(true);
             if relevant && ours {
-                let _ = fs_tx.send("file change");
+                let _ = fs_tx.send(Cause::FileChange);
             }
         }
     })?;
@@ -294,13 +354,13 @@ async fn run_loop(
     shared: Arc<Shared>,
     mut watcher: notify::RecommendedWatcher,
     set: Arc<std::sync::RwLock<WatchSet>>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<&'static str>,
-    tx: tokio::sync::mpsc::UnboundedSender<&'static str>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Cause>,
+    tx: tokio::sync::mpsc::UnboundedSender<Cause>,
     mut hup: tokio::signal::unix::Signal,
 ) {
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            let _ = tx.send("SIGHUP");
+            let _ = tx.send(Cause::Sighup);
         }
     });
     log_warnings(&shared);
@@ -318,23 +378,16 @@ async fn run_loop(
         let deadline = tokio::time::Instant::now() + MAX_DELAY;
         let mut cause = cause;
         while let Ok(Some(c)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-            if c == "SIGHUP" {
+            if c == Cause::Sighup {
                 cause = c;
             }
             if tokio::time::Instant::now() >= deadline {
                 break;
             }
         }
-        tracing::debug!(cause, "reloading");
-        match reload(&shared) {
-            Outcome::Changed => log_warnings(&shared),
-            // The files match what is serving: after a SIGHUP, or after a broken file was put
-            // right, say so rather than leave an old error standing.
-            Outcome::Unchanged if cause == "SIGHUP" || last_failed(&shared) => {
-                tracing::info!(cause, "reloaded; nothing changed");
-                set_status(&shared, "ok", None);
-            }
-            Outcome::Unchanged | Outcome::Failed => {}
+        tracing::debug!(cause = cause.label(), "reloading");
+        if reload(&shared, cause) == Outcome::Changed {
+            log_warnings(&shared);
         }
         let now = WatchSet::of(&shared);
         if let Ok(mut current) = set.write() {

@@ -274,25 +274,25 @@ impl TlsAccept for HandshakeCallbacks<'_> {
             SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT
         };
         let refused = self.refused.clone();
-        let record = move |f: AuthFailure| {
-            let mut slot = refused.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert(f);
-        };
         ssl.set_verify_callback(mode, move |ok, ctx| {
+            // Per connection: never contended.
+            let mut slot = refused.lock().unwrap_or_else(|p| p.into_inner());
             if !ok {
-                record(AuthFailure::from_verify_code(ctx.error().as_raw()));
+                slot.get_or_insert(AuthFailure::from_verify_code(ctx.error().as_raw()));
                 return optional;
             }
             // Depth 0 comes last: OpenSSL has built and checked the whole chain, so our CRL
-            // policy (issuer without CRL is not checked; crl_expired) can run on it.
-            if ctx.error_depth() == 0 {
+            // policy (issuer without CRL is not checked; crl_expired) can run on it. Not on a
+            // chain that already failed (optional mode goes on after a failure): its
+            // certificates are the client's say-so, not to be checked against our CRLs.
+            if ctx.error_depth() == 0 && slot.is_none() {
                 let verdict = match ctx.chain() {
                     Some(chain) => state.check_revocation(chain.iter()),
                     None => Err(AuthFailure::BadCertificate),
                 };
                 if let Err(f) = verdict {
                     ctx.set_error(f.verify_result());
-                    record(f);
+                    *slot = Some(f);
                     return optional;
                 }
             }

@@ -16,6 +16,7 @@ use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509Crl, X509CrlRef, X509Name, X509Ref, X509StoreContext, X509};
 
 use crate::config::{CrlExpired, TlsConfig};
+use crate::tls::crl_issuer::{CrlSignature, DeferredCrls};
 use crate::tls::dn::rfc2253;
 use crate::tls::verify::AuthFailure;
 
@@ -48,10 +49,12 @@ pub struct ServerCert {
     pub key: PKey<Private>,
 }
 
-/// One loaded CRL, already checked to be signed by a CA of the bundle.
+/// One loaded CRL: signed by a CA of the bundle (checked at load), or by an issuer clients
+/// present in their chains (checked on first use, see [`crate::tls::crl_issuer`]).
 pub struct LoadedCrl {
     pub crl: X509Crl,
     pub file: PathBuf,
+    pub signature: CrlSignature,
     pub issuer_dn: String,
     pub this_update: i64,
     pub next_update: Option<i64>,
@@ -69,8 +72,10 @@ pub struct ClientTrust {
     pub store: X509Store,
     pub ca_certs: Vec<X509>,
     pub ca_names: Vec<X509Name>,
-    /// CRLs keyed by the SHA-256 of their issuing CA certificate.
+    /// CRLs verified at load, keyed by the SHA-256 of their issuing CA certificate.
     crls_by_issuer: HashMap<[u8; 32], Vec<usize>>,
+    /// CRLs whose issuer is not in the bundle, with the verdicts reached per issuer certificate.
+    deferred: DeferredCrls,
     pub crls: Vec<LoadedCrl>,
 }
 
@@ -153,10 +158,17 @@ impl TrustState {
         let chain: Vec<&X509Ref> = chain.into_iter().collect();
         for pair in chain.windows(2) {
             let (cert, issuer) = (pair[0], pair[1]);
-            let Some(indexes) = client.crls_by_issuer.get(&sha256_der(issuer)) else {
-                continue;
+            let key = sha256_der(issuer);
+            let deferred = if client.deferred.is_empty() {
+                None
+            } else {
+                Some(client.deferred.for_issuer(&client.crls, issuer, key)?)
             };
-            for &i in indexes {
+            let at_load = client
+                .crls_by_issuer
+                .get(&key)
+                .map_or(&[][..], Vec::as_slice);
+            for &i in at_load.iter().chain(deferred.iter().flat_map(|d| d.iter())) {
                 let loaded = &client.crls[i];
                 if loaded.is_expired(now) && self.crl_expired == CrlExpired::Reject {
                     return Err(AuthFailure::CrlExpired);
@@ -309,36 +321,56 @@ fn load_client_trust(
 
     let mut crls = Vec::new();
     let mut crls_by_issuer: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
+    let mut deferred = DeferredCrls::default();
     for file in crl_files {
         let bytes = read(file, files)?;
         for crl in parse_crls(&bytes).map_err(|m| terr(file, m))? {
-            let issuer = ca_certs.iter().find(|c| {
-                c.subject_name().try_cmp(crl.issuer_name()).ok() == Some(std::cmp::Ordering::Equal)
-                    && c.public_key().and_then(|k| crl.verify(&k)).unwrap_or(false)
-            });
-            let Some(issuer) = issuer else {
+            let named: Vec<&X509> = ca_certs
+                .iter()
+                .filter(|c| {
+                    c.subject_name().try_cmp(crl.issuer_name()).ok()
+                        == Some(std::cmp::Ordering::Equal)
+                })
+                .collect();
+            let signer = named
+                .iter()
+                .find(|c| c.public_key().and_then(|k| crl.verify(&k)).unwrap_or(false));
+            // Its issuer is in the bundle, so its signature can be checked now, and must be.
+            if signer.is_none() && !named.is_empty() {
                 return Err(terr(
                     file,
                     format!(
-                        "the CRL of {} is not signed by any CA in {}; add its CA to client_ca or remove the CRL",
+                        "the CRL of {} is not signed by the key of that CA in {}; replace the CRL with one the CA signed",
                         rfc2253(crl.issuer_name()),
                         ca.display()
                     ),
                 ));
+            }
+            let index = crls.len();
+            let signature = match signer {
+                Some(issuer) => {
+                    crls_by_issuer
+                        .entry(sha256_der(issuer))
+                        .or_default()
+                        .push(index);
+                    CrlSignature::AtLoad
+                }
+                // An issuer clients present in their chains (an intermediate under a root of
+                // the bundle): verified against that certificate when a chain brings it.
+                None => {
+                    deferred.push(index);
+                    CrlSignature::Deferred(Default::default())
+                }
             };
-            let loaded = LoadedCrl {
+            crls.push(LoadedCrl {
                 issuer_dn: rfc2253(crl.issuer_name()),
                 this_update: asn1_unix(crl.last_update()),
                 next_update: crl.next_update().map(asn1_unix),
                 revoked_count: crl.get_revoked().map(|r| r.len()).unwrap_or(0),
                 file: file.clone(),
+                signature,
                 crl,
-            };
-            crls_by_issuer
-                .entry(sha256_der(issuer))
-                .or_default()
-                .push(crls.len());
-            crls.push(loaded);
+            });
         }
     }
     Ok(ClientTrust {
@@ -346,6 +378,7 @@ fn load_client_trust(
         ca_certs,
         ca_names,
         crls_by_issuer,
+        deferred,
         crls,
     })
 }

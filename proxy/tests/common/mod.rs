@@ -54,6 +54,15 @@ pub fn key_pem(i: &Issued) -> Vec<u8> {
     i.key.private_key_to_pem_pkcs8().unwrap()
 }
 
+/// The leaf's PEM followed by its intermediates', as a client sends its chain.
+pub fn chain_pem(leaf: &Issued, chain: &[&Issued]) -> Vec<u8> {
+    let mut pem = cert_pem(leaf);
+    for c in chain {
+        pem.extend(cert_pem(c));
+    }
+    pem
+}
+
 pub fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -92,17 +101,21 @@ impl World {
 
     /// Rewrites crl.pem (atomically) with every revoked cert, valid for `next_days` days.
     pub fn write_crl(&self, next_days: i64) {
-        let crl = pki::make_crl(
-            &self.ca,
-            &self.revoked.iter().collect::<Vec<_>>(),
-            -1,
-            next_days,
-            self.revoked.len() as u64 + 1,
-        )
-        .unwrap();
-        let tmp = self.path("crl.pem.tmp");
+        let revoked: Vec<&X509> = self.revoked.iter().collect();
+        self.write_crl_of("crl.pem", &self.ca, &revoked, next_days);
+    }
+
+    /// Writes `name` (atomically) with a CRL of `issuer` revoking `revoked`, issued a day ago
+    /// and valid for `next_days` days (negative: already past its nextUpdate).
+    pub fn write_crl_of(&self, name: &str, issuer: &Issued, revoked: &[&X509], next_days: i64) {
+        let this_days = if next_days < 0 { next_days - 2 } else { -1 };
+        static NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let number = NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let crl = pki::make_crl(issuer, revoked, this_days, next_days, number).unwrap();
+        let path = self.path(name);
+        let tmp = path.with_extension("tmp-crl");
         std::fs::write(&tmp, crl.to_pem().unwrap()).unwrap();
-        std::fs::rename(&tmp, self.path("crl.pem")).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
     }
 
     pub fn revoke(&mut self, cert: &X509) {
@@ -112,8 +125,36 @@ impl World {
 
     /// Writes a client's cert and key as NAME.pem and NAME-key.pem.
     pub fn save(&self, name: &str, who: &Issued) {
-        write(&self.path(&format!("{name}.pem")), &cert_pem(who));
+        self.save_chain(name, who, &[]);
+    }
+
+    /// Like [`World::save`], with the intermediates `chain` after the leaf in NAME.pem.
+    pub fn save_chain(&self, name: &str, who: &Issued, chain: &[&Issued]) {
+        write(&self.path(&format!("{name}.pem")), &chain_pem(who, chain));
         write(&self.path(&format!("{name}-key.pem")), &key_pem(who));
+    }
+
+    /// Saves one client for each way a certificate is refused, plus one that is let in:
+    /// `stranger` (another CA), `revoked` (on crl.pem), `expired`, and `good`.
+    pub fn save_refused_clients(&mut self) {
+        let stranger_ca = ca("Stranger CA");
+        self.save("stranger", &client(&[("CN", "stranger")], &stranger_ca));
+        let revoked = client(&[("CN", "revoked")], &self.ca);
+        self.save("revoked", &revoked);
+        self.revoke(&revoked.cert);
+        let mut s = spec(&[("CN", "expired")]);
+        s.not_before_days = -10;
+        s.not_after_days = -1;
+        self.save("expired", &pki::issue(&s, &self.ca).unwrap());
+        self.save("good", &client(&[("O", "ci"), ("CN", "good")], &self.ca));
+    }
+
+    /// (NAME.pem, NAME-key.pem) as saved by [`World::save`].
+    pub fn files(&self, name: &str) -> (PathBuf, PathBuf) {
+        (
+            self.path(&format!("{name}.pem")),
+            self.path(&format!("{name}-key.pem")),
+        )
     }
 }
 
@@ -185,6 +226,8 @@ impl Drop for Proxy {
 pub struct ProxyConfig<'a> {
     pub upstream: SocketAddr,
     pub client_auth: &'a str,
+    /// The `tls.crl` value.
+    pub crl: &'a str,
     pub tls_extra: &'a str,
     pub listener_extra: &'a str,
     pub top_extra: &'a str,
@@ -195,6 +238,7 @@ impl<'a> ProxyConfig<'a> {
         ProxyConfig {
             upstream,
             client_auth: "optional",
+            crl: "[crl.pem]",
             tls_extra: "",
             listener_extra: "",
             top_extra: "",
@@ -207,9 +251,10 @@ impl Proxy {
         let addr = free_addr();
         let admin = free_addr();
         let text = format!(
-            "admin:\n  listen: {admin}\nshutdown_grace: 5s\n{top}tls:\n  cert: server.pem\n  key: server-key.pem\n  client_ca: ca.pem\n  crl: [crl.pem]\n  client_auth: {auth}\n{tls}listeners:\n  - name: test\n    listen: {addr}\n    upstream: http://{up}\n{extra}",
+            "admin:\n  listen: {admin}\nshutdown_grace: 5s\n{top}tls:\n  cert: server.pem\n  key: server-key.pem\n  client_ca: ca.pem\n  crl: {crl}\n  client_auth: {auth}\n{tls}listeners:\n  - name: test\n    listen: {addr}\n    upstream: http://{up}\n{extra}",
             top = cfg.top_extra,
             auth = cfg.client_auth,
+            crl = cfg.crl,
             tls = cfg.tls_extra,
             up = cfg.upstream,
             extra = cfg.listener_extra,
@@ -324,14 +369,33 @@ pub fn https(world: &World, proxy: &Proxy, who: Option<&Issued>) -> reqwest::Cli
 }
 
 pub fn https_builder(world: &World, proxy: &Proxy, who: Option<&Issued>) -> reqwest::ClientBuilder {
+    https_chain_builder(world, proxy, who.map(|w| (w, &[][..])))
+}
+
+/// An HTTPS client presenting `leaf` and its intermediates `chain`.
+pub fn https_chain(
+    world: &World,
+    proxy: &Proxy,
+    leaf: &Issued,
+    chain: &[&Issued],
+) -> reqwest::Client {
+    https_chain_builder(world, proxy, Some((leaf, chain)))
+        .build()
+        .unwrap()
+}
+
+pub fn https_chain_builder(
+    world: &World,
+    proxy: &Proxy,
+    who: Option<(&Issued, &[&Issued])>,
+) -> reqwest::ClientBuilder {
     let mut b = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&cert_pem(&world.ca)).unwrap())
         .resolve("localhost", proxy.addr)
         .timeout(Duration::from_secs(60));
-    if let Some(who) = who {
-        let mut pem = cert_pem(who);
-        b = b.identity(reqwest::Identity::from_pkcs8_pem(&pem, &key_pem(who)).unwrap());
-        pem.clear();
+    if let Some((leaf, chain)) = who {
+        let pem = chain_pem(leaf, chain);
+        b = b.identity(reqwest::Identity::from_pkcs8_pem(&pem, &key_pem(leaf)).unwrap());
     }
     b
 }
@@ -418,6 +482,43 @@ pub fn s_client(
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// `curl` against the proxy as `who` (cert file with its chain, key file): (exit code, stderr).
+pub fn curl(
+    world: &World,
+    proxy: &Proxy,
+    who: Option<(&Path, &Path)>,
+    extra: &[&str],
+) -> (i32, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-o", "/dev/null", "--max-time", "20", "--cacert"])
+        .arg(world.path("ca.pem"))
+        .arg("--resolve")
+        .arg(format!("localhost:{}:127.0.0.1", proxy.addr.port()))
+        .args(extra);
+    if let Some((cert, key)) = who {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let out = cmd.arg(proxy.url("/curl")).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Sends SIGHUP to the proxy.
+pub fn sighup(proxy: &Proxy) {
+    let st = Command::new("kill")
+        .args(["-HUP", &proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -HUP");
+}
+
+/// `/status` as JSON.
+pub fn status_json(proxy: &Proxy) -> serde_json::Value {
+    serde_json::from_str(&http_get(proxy.admin, "/status").unwrap().1).unwrap()
 }
 
 /// The value of one sample line in Prometheus text, matched by a prefix like
