@@ -9,10 +9,11 @@ compose() {
   podman-compose -p "$COMPOSE_PROJECT" -f "$WORK/compose/deploy/docker-compose.yml" "$@"
 }
 
-# A TCP connection from a throwaway container on network $1 to $2 port $3 (bash's /dev/tcp).
+# A TCP connection from a throwaway container on network $1 to $2 port $3 (bash's /dev/tcp),
+# given up after 5 s: an address with no route would otherwise wait for the kernel's timeout.
 tcp_from() {
-  podman run --rm --network "$1" --entrypoint bash "$IMAGE" \
-    -c "exec 3<>/dev/tcp/$2/$3" >/dev/null 2>&1
+  podman run --rm --network "$1" --entrypoint timeout "$IMAGE" \
+    5 bash -c "exec 3<>/dev/tcp/$2/$3" >/dev/null 2>&1
 }
 
 compose_checks() {
