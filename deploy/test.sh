@@ -54,6 +54,14 @@ install_packages podman runc uidmap slirp4netns fuse-overlayfs netavark aardvark
   debootstrap podman-compose python3 python3-yaml curl openssl ca-certificates iproute2
 podman_settings
 
+# Runs a step and says how long it took.
+phase() {
+  local t0
+  t0=$(date +%s)
+  "$@"
+  log "$1: $(($(date +%s) - t0))s"
+}
+
 # The built image: deploy/Dockerfile as it is, with its base images pointed at the local ones.
 # The build container has no network (--network none): apt finds its packages already
 # installed, and cargo reads vendored crates from the context (.cargo/config.toml).
@@ -109,12 +117,6 @@ elif [ "$MODE" = smoke ]; then
 else
   phase build_full
 fi
-phase() {
-  local t0
-  t0=$(date +%s)
-  "$@"
-  log "$1: $(($(date +%s) - t0))s"
-}
 phase image_checks
 if [ "$MODE" = full ]; then
   phase compose_checks
