@@ -311,3 +311,84 @@ fn compose_ports_and_mounts_agree_with_the_sidecar_configs() {
         eprintln!("docker compose not installed: skipped `docker compose config`");
     }
 }
+
+/// The value of `key = value` on the first line of `block` (an HCL resource or variable header)
+/// onwards, quotes and trailing comments removed. Terraform itself cannot run here (it fetches
+/// its AWS provider from the network), so the .tf files are read as text.
+fn tf_value(text: &str, block: &str, key: &str) -> String {
+    let start = text
+        .find(block)
+        .unwrap_or_else(|| panic!("no `{block}` in the .tf file"));
+    text[start..]
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| {
+                v.split('#')
+                    .next()
+                    .unwrap()
+                    .trim()
+                    .trim_matches('"')
+                    .to_string()
+            })
+        })
+        .unwrap_or_else(|| panic!("no `{key}` after `{block}`"))
+}
+
+#[test]
+fn nlb_terraform_agrees_with_its_certgate_config() {
+    let dir = repo().join("deploy/aws-nlb");
+    let main = std::fs::read_to_string(dir.join("main.tf")).unwrap();
+    let vars = std::fs::read_to_string(dir.join("variables.tf")).unwrap();
+    // proxy_protocol_from defaults to the same CIDR as the module's vpc_cidr (the config is read
+    // with that default substituted: `[${VAR:-...}]` is not YAML before substitution).
+    let cidr = tf_value(&vars, r#"variable "vpc_cidr""#, "default");
+    let text = std::fs::read_to_string(dir.join("certgate.yaml")).unwrap();
+    let from = format!("proxy_protocol_from: [${{VPC_CIDR:-{cidr}}}]");
+    assert!(text.contains(&from), "certgate.yaml has `{from}`");
+    let cfg: Value =
+        serde_yaml_ng::from_str(&text.replace(&from, &format!("proxy_protocol_from: [{cidr}]")))
+            .unwrap();
+    let listener = &cfg["listeners"][0];
+    let tg = r#"resource "aws_lb_target_group" "certgate""#;
+    assert_eq!(
+        tf_value(&main, tg, "port"),
+        port_of(&listener["listen"]).to_string(),
+        "target group port = the listener's"
+    );
+    assert_eq!(tf_value(&main, tg, "protocol"), "TCP", "TLS passes through");
+    assert_eq!(tf_value(&main, tg, "proxy_protocol_v2"), "true");
+    assert_eq!(listener["proxy_protocol"], true);
+    assert_eq!(
+        tf_value(&main, tg, "preserve_client_ip"),
+        "false",
+        "the PROXY header must come from the NLB's own addresses"
+    );
+    let hc = "health_check {";
+    assert_eq!(
+        tf_value(&main, hc, "port"),
+        port_of(&cfg["admin"]["listen"]).to_string()
+    );
+    assert_eq!(tf_value(&main, hc, "path"), "/readyz");
+    let attach = r#"resource "aws_lb_target_group_attachment" "certgate""#;
+    assert_eq!(
+        tf_value(&main, attach, "port"),
+        port_of(&listener["listen"]).to_string()
+    );
+    // certgate finishes draining before the NLB deregisters the target, and closes idle
+    // connections before the NLB forgets them.
+    let secs = |v: &Value| {
+        humantime::parse_duration(v.as_str().unwrap())
+            .unwrap()
+            .as_secs()
+    };
+    let dereg: u64 = tf_value(&vars, r#"variable "deregistration_delay""#, "default")
+        .parse()
+        .unwrap();
+    assert!(secs(&cfg["shutdown_grace"]) < dereg);
+    let nlb_idle: u64 = tf_value(&vars, r#"variable "tcp_idle_timeout_seconds""#, "default")
+        .parse()
+        .unwrap();
+    assert!(secs(&listener["timeouts"]["idle"]) < nlb_idle);
+    assert!(secs(&listener["timeouts"]["read"]) < nlb_idle);
+}
