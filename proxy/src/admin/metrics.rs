@@ -131,6 +131,14 @@ pub static CONNECTIONS_REFUSED: Lazy<IntCounterVec> = Lazy::new(|| {
     )
 });
 
+pub static TUNNELS_CLOSED: Lazy<IntCounterVec> = Lazy::new(|| {
+    counter(
+        "certgate_tunnels_closed_total",
+        "Upgraded connections (WebSocket) closed because a reload withdrew their access.",
+        &["listener", "reason"],
+    )
+});
+
 /// Touches every family so a scrape shows them all from the start (dashboards and alerts can
 /// tell "zero" from "missing").
 pub fn init() {
@@ -144,6 +152,7 @@ pub fn init() {
     Lazy::force(&UPSTREAM_ERRORS);
     Lazy::force(&CONNECTIONS_ACTIVE);
     Lazy::force(&CONNECTIONS_REFUSED);
+    Lazy::force(&TUNNELS_CLOSED);
     for kind in ["cert", "ca", "crl", "policy"] {
         for result in ["ok", "error"] {
             RELOADS.with_label_values(&[kind, result]);
@@ -159,6 +168,7 @@ pub fn init_listener(name: &str) {
         "timeout",
         "connect_error",
         "protocol",
+        "busy",
     ] {
         UPSTREAM_ERRORS.with_label_values(&[name, kind]);
     }
