@@ -11,6 +11,7 @@ pub mod dialects;
 pub mod errors;
 mod forward;
 mod framing;
+mod slots;
 mod tunnels;
 mod upstream;
 
@@ -86,17 +87,14 @@ pub struct RequestCtx {
 pub struct CertgateProxy {
     listener: Arc<Listener>,
     upstream: upstream::Upstream,
-    /// Requests of this listener talking to the upstream at the same time.
-    slots: Arc<tokio::sync::Semaphore>,
+    slots: slots::UpstreamSlots,
     tunnels: Arc<tunnels::Tunnels>,
 }
 
 impl CertgateProxy {
     pub fn new(listener: Arc<Listener>) -> Self {
         let upstream = upstream::Upstream::new(&listener.config);
-        let slots = Arc::new(tokio::sync::Semaphore::new(
-            listener.config.limits.upstream_connections,
-        ));
+        let slots = slots::UpstreamSlots::new(&listener.config);
         let tunnels = tunnels::Tunnels::new(listener.clone());
         CertgateProxy {
             listener,
@@ -104,38 +102,6 @@ impl CertgateProxy {
             slots,
             tunnels,
         }
-    }
-
-    /// Waits (at most the connect timeout) for a listener slot and one of the connection's
-    /// slots: one client connection, however many HTTP/2 streams it opens, holds at most
-    /// `limits.upstream_per_connection` upstream connections.
-    async fn take_slots(
-        &self,
-        session: &Session,
-    ) -> pingora::Result<Vec<tokio::sync::OwnedSemaphorePermit>> {
-        let limits = &self.listener.config.limits;
-        let mut pools = vec![self.slots.clone()];
-        if let Some(conn) = conn_auth(session) {
-            pools.push(
-                conn.header_guard
-                    .upstream_slots(limits.upstream_per_connection),
-            );
-        }
-        let wait = self.listener.config.timeouts.connect;
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut permits = Vec::with_capacity(pools.len());
-        for pool in pools.into_iter().rev() {
-            match tokio::time::timeout_at(deadline, pool.acquire_owned()).await {
-                Ok(Ok(p)) => permits.push(p),
-                _ => {
-                    return Err(Error::explain(
-                        ErrorType::Custom(BUSY),
-                        "no free upstream slot",
-                    ))
-                }
-            }
-        }
-        Ok(permits)
     }
 
     fn hsts(&self) -> Option<&str> {
@@ -336,7 +302,7 @@ impl ProxyHttp for CertgateProxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
         if ctx.slots.is_empty() {
-            ctx.slots = self.take_slots(session).await?;
+            ctx.slots = self.slots.take(conn_auth(session)).await?;
         }
         self.upstream.peer().await
     }
@@ -497,9 +463,6 @@ impl CertgateProxy {
     }
 }
 
-/// The error type of a request that found no free upstream slot.
-const BUSY: &str = "busy";
-
 /// The path for the access log: the decided one, or what the client wrote when it was refused
 /// before a decision (the query never: it may hold secrets).
 fn logged_path(target: Option<&RequestTarget>, raw: &[u8]) -> String {
@@ -517,7 +480,7 @@ fn classify_error(e: &Error) -> (u16, String, Option<&'static str>) {
     use ErrorType::*;
     match e.etype() {
         HTTPStatus(code) => (*code, message_reason(*code), None),
-        Custom(BUSY) => (503, "too many concurrent requests".into(), Some("busy")),
+        Custom(slots::BUSY) => (503, "too many concurrent requests".into(), Some("busy")),
         ConnectTimedout => (504, "connect timeout".into(), Some("connect_timeout")),
         ReadTimedout | WriteTimedout => (504, "upstream timeout".into(), Some("timeout")),
         ConnectRefused => (502, "connection refused".into(), Some("connect_refused")),
