@@ -276,3 +276,110 @@ fn status_shows_no_hash_of_the_private_key() {
     let key = std::fs::read(s.w.path("server-key.pem")).unwrap();
     assert!(!body.contains(&hex::encode(openssl::sha::sha256(&key))));
 }
+
+/// Go's `net/http` (what Anka's Controller and Registry are written in) as the upstream, when
+/// a Go toolchain is installed: it routes `foo:/admin/x` to `/admin/x`, so this is the upstream
+/// the bypass was found against.
+struct GoUpstream {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for GoUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn go_upstream() -> Option<GoUpstream> {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.go"),
+        r#"package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+)
+
+func main() {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(l.Addr().String())
+	http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "path=%s uri=%s", r.URL.Path, r.RequestURI)
+	}))
+}
+"#,
+    )
+    .unwrap();
+    let bin = dir.path().join("upstream");
+    let built = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(dir.path().join("main.go"))
+        .env("GOCACHE", dir.path().join("cache"))
+        .env("GO111MODULE", "off")
+        .output();
+    match built {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!("go build: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(_) => return None,
+    }
+    let mut child = std::process::Command::new(&bin)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    Some(GoUpstream {
+        child,
+        addr: line.trim().parse().unwrap(),
+        _dir: dir,
+    })
+}
+
+#[test]
+fn a_go_upstream_receives_the_decided_path() {
+    let Some(go) = go_upstream() else {
+        eprintln!(
+            "no Go toolchain (apt-get install golang-go): the raw-socket upstream tests cover this"
+        );
+        return;
+    };
+    let w = World::new();
+    std::fs::write(w.path("policy.yaml"), POLICY).unwrap();
+    let mut cfg = ProxyConfig::new(go.addr);
+    cfg.listener_extra = "    policy: policy.yaml\n";
+    let p = Proxy::start(&w, &cfg);
+    let node = client(&[("O", "build-nodes"), ("CN", "node1")], &w.ca);
+    let get = |target: &str| {
+        raw_https(
+            &w,
+            &p,
+            Some(&node),
+            format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    };
+    for target in ["foo:/admin/x", "x:/api/v1/vm", "foo:/a/../../admin/x"] {
+        let resp = get(target);
+        assert!(resp.starts_with("HTTP/1.1 400"), "{target}: {resp}");
+        assert!(!resp.contains("path=/admin"), "{target}: {resp}");
+    }
+    let resp = get("/");
+    assert!(resp.ends_with("path=/ uri=/"), "{resp}");
+    let resp = get("/api/v1/logs/x/../y?q=1");
+    assert!(
+        resp.ends_with("path=/api/v1/logs/y uri=/api/v1/logs/y?q=1"),
+        "{resp}"
+    );
+}
