@@ -370,6 +370,7 @@ async fn zero_window_http2_clients_hold_bounded_upstream_connections() {
     let send = h2_zero_window(&w, &p, &who).await;
     stalled_streams(send, port, 12).await;
     let (_, max) = up.active();
+    eprintln!("one zero-window connection, 12 streams: at most {max} upstream connections");
     assert!(
         (1..=4).contains(&max),
         "{max} upstream connections for one client connection"
@@ -382,6 +383,7 @@ async fn zero_window_http2_clients_hold_bounded_upstream_connections() {
     );
     tokio::join!(stalled_streams(s1, port, 8), stalled_streams(s2, port, 8));
     let (_, max) = up.active();
+    eprintln!("two zero-window connections, 8 streams each: at most {max} upstream connections");
     assert!(max <= 6, "{max} upstream connections for the listener");
     // Streams that made no progress were ended, and their upstream connections with them.
     wait_for(
