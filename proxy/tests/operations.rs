@@ -20,18 +20,6 @@ fn tls_conn(
         .unwrap()
 }
 
-fn read_all(s: &mut impl Read) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = s.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_and_every_metric_family() {
     let w = World::new();

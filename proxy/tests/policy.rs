@@ -189,6 +189,8 @@ fn normalisation_rejects_and_cannot_be_used_to_reach_denied_routes() {
         ("/allowed/%zz", "invalid percent-encoding"),
         ("/allowed/%4", "invalid percent-encoding"),
         ("/allowed/../../etc", "path escapes root"),
+        // `;` starts a path parameter for servlet containers: refused by default.
+        ("/allowed;/../denied", "path parameter (;) in path"),
     ] {
         let (code, v) = f.send(Some(&area), "GET", path, "");
         assert_eq!(code, 400, "{path}: {v}");
@@ -200,7 +202,6 @@ fn normalisation_rejects_and_cannot_be_used_to_reach_denied_routes() {
         "/allowed/%2e%2e/denied",
         "/allowed/%2E%2E/denied",
         "//denied",
-        "/allowed;/../denied",
         "/allowed/./../denied",
     ] {
         let (code, v) = f.send(Some(&area), "GET", path, "");

@@ -143,6 +143,14 @@ pub static READY: Lazy<prometheus::IntGauge> = Lazy::new(|| {
     g
 });
 
+pub static TUNNELS_CLOSED: Lazy<IntCounterVec> = Lazy::new(|| {
+    counter(
+        "certgate_tunnels_closed_total",
+        "Upgraded connections (WebSocket) closed because a reload withdrew their access.",
+        &["listener", "reason"],
+    )
+});
+
 /// Touches every family so a scrape shows them all from the start (dashboards and alerts can
 /// tell "zero" from "missing").
 pub fn init() {
@@ -157,6 +165,7 @@ pub fn init() {
     Lazy::force(&CONNECTIONS_ACTIVE);
     Lazy::force(&CONNECTIONS_REFUSED);
     Lazy::force(&READY);
+    Lazy::force(&TUNNELS_CLOSED);
     for kind in ["cert", "ca", "crl", "policy"] {
         for result in ["ok", "error"] {
             RELOADS.with_label_values(&[kind, result]);
@@ -172,6 +181,7 @@ pub fn init_listener(name: &str) {
         "timeout",
         "connect_error",
         "protocol",
+        "busy",
     ] {
         UPSTREAM_ERRORS.with_label_values(&[name, kind]);
     }

@@ -39,7 +39,10 @@ pub struct CrlSummary {
 #[derive(Serialize, Debug, Clone)]
 pub struct FileSummary {
     pub path: String,
-    pub sha256: String,
+    /// Absent for private keys: a key's hash helps nobody who may read `/status` and tells an
+    /// attacker holding a candidate key whether it is the one in use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -235,7 +238,7 @@ pub fn listener_report(
             .iter()
             .map(|f| FileSummary {
                 path: f.path.display().to_string(),
-                sha256: f.sha256.clone(),
+                sha256: (f.path != cfg.tls.key).then(|| f.sha256.clone()),
             })
             .collect(),
         policy,

@@ -8,7 +8,7 @@ use openssl::x509::X509;
 
 use crate::cli::ConfigArg;
 use crate::config::Config;
-use crate::policy::{normalize_path, Policy, Principal};
+use crate::policy::{parse_target, Policy, Principal};
 use crate::tls::identity::Identity;
 use crate::tls::trust::TrustState;
 
@@ -55,8 +55,9 @@ pub fn explain(args: &ExplainArgs) -> ExitCode {
     };
     let method = args.method.to_ascii_uppercase();
     let query_free = args.path.split('?').next().unwrap_or("");
-    let path = match normalize_path(query_free) {
-        Ok(p) => p.into_owned(),
+    // The proxy's own reading of a request target, with this listener's path_params.
+    let path = match parse_target(query_free.as_bytes(), None, listener.path_params) {
+        Ok(t) => t.path().to_string(),
         Err(e) => {
             println!("request: {method} {}", args.path);
             println!("decision: DENY (400 Bad Request: {})", e.reason());

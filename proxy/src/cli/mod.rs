@@ -4,6 +4,7 @@
 mod check;
 mod explain;
 pub mod learn;
+pub mod log_text;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -135,7 +136,7 @@ pub fn init_logging(format: LogFormat, level: &str) {
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(log_text::QuotedFields).try_init(),
     };
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+pub use crate::policy::target::PathParams;
 pub use crate::proxy::dialects::Dialect;
 use raw::{OneOrMany, RawConfig, RawListener, RawTls};
 
@@ -135,6 +136,11 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Time a client gets to send its complete request header (slowloris).
     pub header_read: Duration,
+    /// Requests of one client connection talking to the upstream at the same time (an HTTP/2
+    /// connection carries many); further ones wait for a slot.
+    pub upstream_per_connection: usize,
+    /// Requests of the whole listener talking to the upstream at the same time.
+    pub upstream_connections: usize,
 }
 
 impl Default for Limits {
@@ -143,6 +149,8 @@ impl Default for Limits {
             max_connections: 10_000,
             max_header_bytes: 64 * 1024,
             header_read: Duration::from_secs(10),
+            upstream_per_connection: 32,
+            upstream_connections: 1024,
         }
     }
 }
@@ -168,6 +176,11 @@ pub struct ListenerConfig {
     pub proxy_protocol_from: Vec<IpNet>,
     pub hsts: Option<String>,
     pub root_token: Option<String>,
+    /// `;` in a path segment: refused (default) or kept.
+    pub path_params: PathParams,
+    /// Headers of the default-stripped hardening list this listener's upstream still receives
+    /// from clients (lower-case, `_` written `-`).
+    pub pass_client_headers: Vec<String>,
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub tls: TlsConfig,
@@ -453,7 +466,20 @@ impl Validator<'_> {
                     r.header_read.as_deref(),
                     d.header_read,
                 )?,
+                upstream_per_connection: r
+                    .upstream_per_connection
+                    .unwrap_or(d.upstream_per_connection),
+                upstream_connections: r.upstream_connections.unwrap_or(d.upstream_connections),
             };
+            if limits.upstream_per_connection == 0 {
+                return Err(self.err(&key("limits.upstream_per_connection"), "must be at least 1"));
+            }
+            if limits.upstream_connections < limits.upstream_per_connection {
+                return Err(self.err(
+                    &key("limits.upstream_connections"),
+                    "must be at least limits.upstream_per_connection",
+                ));
+            }
             if limits.max_connections == 0 {
                 return Err(self.err(&key("limits.max_connections"), "must be at least 1"));
             }
@@ -486,6 +512,19 @@ impl Validator<'_> {
             .collect::<Result<Vec<_>, _>>()?;
         let mut headers = l.headers.unwrap_or_else(|| vec![Dialect::NginxIngress]);
         headers.dedup();
+        let mut pass_client_headers = Vec::new();
+        for name in l.pass_client_headers.unwrap_or_default() {
+            let Some(canonical) = crate::proxy::dialects::passable_header(&name) else {
+                return Err(self.err(
+                    &key("pass_client_headers"),
+                    format!(
+                        "`{name}` cannot be passed: only these may be: {}; identity headers and certgate's own are always replaced",
+                        crate::proxy::dialects::HARDENING_STRIPPED.join(", ")
+                    ),
+                ));
+            };
+            pass_client_headers.push(canonical.to_string());
+        }
         Ok(ListenerConfig {
             name: l.name,
             listen,
@@ -497,6 +536,8 @@ impl Validator<'_> {
             proxy_protocol_from,
             hsts: l.hsts,
             root_token: l.root_token,
+            path_params: l.path_params.unwrap_or_default(),
+            pass_client_headers,
             timeouts,
             limits,
             tls,

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{Alpn, ClientAuth, CrlExpired, Dialect, LogFormat, TlsVersion};
+use super::{Alpn, ClientAuth, CrlExpired, Dialect, LogFormat, PathParams, TlsVersion};
 
 #[derive(Deserialize, Debug, Clone)]
 #[serde(untagged)]
@@ -93,6 +93,8 @@ pub struct RawLimits {
     pub max_connections: Option<usize>,
     pub max_header_bytes: Option<usize>,
     pub header_read: Option<String>,
+    pub upstream_per_connection: Option<usize>,
+    pub upstream_connections: Option<usize>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -108,6 +110,8 @@ pub struct RawListener {
     pub proxy_protocol_from: Option<Vec<String>>,
     pub hsts: Option<String>,
     pub root_token: Option<String>,
+    pub path_params: Option<PathParams>,
+    pub pass_client_headers: Option<Vec<String>>,
     pub timeouts: Option<RawTimeouts>,
     pub limits: Option<RawLimits>,
     pub tls: Option<RawTls>,

@@ -129,3 +129,43 @@ fn enum_values_are_checked() {
         "{msg}"
     );
 }
+
+#[test]
+fn hardening_keys() {
+    let l = &load(MINIMAL).unwrap().listeners[0];
+    assert_eq!(l.path_params, PathParams::Reject);
+    assert!(l.pass_client_headers.is_empty());
+    assert_eq!(l.limits.upstream_per_connection, 32);
+    assert_eq!(l.limits.upstream_connections, 1024);
+
+    let text = format!(
+        "{MINIMAL}    path_params: keep\n    pass_client_headers: [X_HTTP_Method_Override, remote-user]\n    limits: {{ upstream_per_connection: 2, upstream_connections: 4 }}\n"
+    );
+    let l = &load(&text).unwrap().listeners[0];
+    assert_eq!(l.path_params, PathParams::Keep);
+    assert_eq!(
+        l.pass_client_headers,
+        ["x-http-method-override", "remote-user"]
+    );
+    assert_eq!(l.limits.upstream_per_connection, 2);
+
+    let e = load(&format!(
+        "{MINIMAL}    pass_client_headers: [ssl-client-verify]\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("listeners[0].pass_client_headers") && e.contains("ssl-client-verify"),
+        "{e}"
+    );
+    let e = load(&format!("{MINIMAL}    path_params: strip\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("path_params"), "{e}");
+    let e = load(&format!(
+        "{MINIMAL}    limits: {{ upstream_per_connection: 8, upstream_connections: 4 }}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("limits.upstream_connections"), "{e}");
+}

@@ -1,8 +1,10 @@
 //! Bounds on HTTP/1.1 request headers that Pingora does not expose: a client gets
 //! `limits.header_read` to send a complete request header (a slowloris sending a byte a second
 //! is cut off) and `limits.max_header_bytes` for its size (beyond it: 431). The guard wraps the
-//! TLS stream and watches the bytes Pingora reads: from the start of a request until the blank
-//! line ending its header. The proxy re-arms it when a response is done, so every request of a
+//! TLS stream and watches the bytes Pingora reads: from the first byte of a request (empty
+//! lines before the request line included, which the HTTP parser skips) until the empty line
+//! that ends its header, found by the parser's own rule (a line ending in LF or CR LF after the
+//! request line). The proxy re-arms it when a response is done, so every request of a
 //! keep-alive connection is bounded, not only the first. HTTP/2 has its own limits (h2 settings).
 //!
 //! A refusal is answered here, in the read path, with the JSON error body, then the connection
@@ -11,8 +13,8 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,14 +25,21 @@ use pingora::protocols::{
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Semaphore;
 use tokio::time::Sleep;
 
 use crate::admin::metrics;
 
-/// Shared between the guard and the proxy's logging phase, which re-arms it.
+/// One connection's handle, shared between the guard (which wraps the connection's stream) and
+/// the proxy: it re-arms the header limits, can end the connection, and holds the connection's
+/// slots for concurrent upstream requests.
 #[derive(Debug, Default)]
 pub struct HeaderGuardHandle {
     rearm: AtomicBool,
+    closed: AtomicBool,
+    /// The task waiting on the connection, woken by [`Self::close`].
+    waker: Mutex<Option<Waker>>,
+    upstream_slots: OnceLock<Arc<Semaphore>>,
 }
 
 impl HeaderGuardHandle {
@@ -38,11 +47,43 @@ impl HeaderGuardHandle {
     pub fn rearm(&self) {
         self.rearm.store(true, Ordering::Release);
     }
+
+    /// Ends the connection: its pending and later reads and writes fail (for an upgraded
+    /// tunnel whose client lost its access, which sends no further request to refuse).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(w) = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            w.wake();
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn park(&self, cx: &Context<'_>) {
+        *self.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+    }
+
+    /// This connection's slots for requests talking to the upstream at the same time, `size`
+    /// of them (fixed by the first caller: the listener's limit).
+    pub fn upstream_slots(&self, size: usize) -> Arc<Semaphore> {
+        self.upstream_slots
+            .get_or_init(|| Arc::new(Semaphore::new(size)))
+            .clone()
+    }
+}
+
+fn aborted() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "connection closed by certgate: access withdrawn",
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Reading a request header: `seen` bytes so far, the last 3 kept to find the blank line.
+    /// Reading a request header: `seen` bytes so far, the last 2 kept to find the empty line.
     Header,
     /// The header is complete; body and response bytes pass untouched.
     Body,
@@ -57,7 +98,10 @@ pub struct HeaderGuard<S> {
     listener: Arc<str>,
     phase: Phase,
     seen: usize,
-    tail: [u8; 3],
+    /// A byte other than CR or LF has arrived: the request line has begun, so the next empty
+    /// line ends the header (before it, empty lines are skipped by the parser, and counted here).
+    started: bool,
+    tail: [u8; 2],
     max: usize,
     limit: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
@@ -87,7 +131,8 @@ impl<S> HeaderGuard<S> {
             listener,
             phase: Phase::Header,
             seen: 0,
-            tail: [0; 3],
+            started: false,
+            tail: [0; 2],
             max,
             limit,
             // The first request's clock starts with the connection.
@@ -112,17 +157,20 @@ impl<S> HeaderGuard<S> {
             .inc();
     }
 
-    /// Scans newly read header bytes; returns true when the blank line ending the header is in.
+    /// Scans newly read header bytes; returns true when the empty line ending the header is in.
     fn scan(&mut self, data: &[u8]) -> bool {
         for (i, &b) in data.iter().enumerate() {
-            let [a, b1, c] = self.tail;
-            self.tail = [b1, c, b];
-            // A request header ends with CRLFCRLF; bare LF LF is tolerated by parsers, so count it too.
-            if (a == b'\r' && b1 == b'\n' && c == b'\r' && b == b'\n') || (c == b'\n' && b == b'\n')
-            {
-                self.seen += i + 1;
-                return true;
+            if !self.started {
+                self.started = b != b'\r' && b != b'\n';
+            } else if b == b'\n' {
+                // LF LF, or LF CR LF: an empty line (CR LF CR LF included), as httparse reads it.
+                let [before, last] = self.tail;
+                if last == b'\n' || (last == b'\r' && before == b'\n') {
+                    self.seen += i + 1;
+                    return true;
+                }
             }
+            self.tail = [self.tail[1], b];
         }
         self.seen += data.len();
         false
@@ -136,16 +184,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderGuard<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        if this.handle.is_closed() {
+            return Poll::Ready(Err(aborted()));
+        }
         if this.handle.rearm.swap(false, Ordering::AcqRel) && this.phase == Phase::Body {
             this.phase = Phase::Header;
             this.seen = 0;
-            this.tail = [0; 3];
+            this.started = false;
+            this.tail = [0; 2];
             this.deadline = None;
         }
         loop {
             match this.phase {
                 Phase::Done => return Poll::Ready(Ok(())),
-                Phase::Body => return Pin::new(&mut this.inner).poll_read(cx, buf),
+                Phase::Body => {
+                    let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+                    if poll.is_pending() {
+                        this.handle.park(cx);
+                        // A close between the check above and parking would not wake us.
+                        if this.handle.is_closed() {
+                            return Poll::Ready(Err(aborted()));
+                        }
+                    }
+                    return poll;
+                }
                 Phase::Refusing(written) => {
                     if written < this.refusal.len() {
                         match Pin::new(&mut this.inner).poll_write(cx, &this.refusal[written..]) {
@@ -174,14 +236,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderGuard<S> {
                             if new.is_empty() {
                                 return Poll::Ready(Ok(()));
                             }
-                            if this.scan(new) {
-                                // Most headers arrive whole in one read: no timer is armed.
-                                this.phase = Phase::Body;
-                                this.deadline = None;
-                            } else if this.seen > this.max {
+                            let complete = this.scan(new);
+                            if this.seen > this.max {
+                                // Also when the header ends in the read that crossed the limit.
                                 buf.set_filled(before);
                                 this.refuse(431, "request header too large");
                                 continue;
+                            }
+                            if complete {
+                                // Most headers arrive whole in one read: no timer is armed.
+                                this.phase = Phase::Body;
+                                this.deadline = None;
                             } else if this.deadline.is_none() {
                                 // The clock runs from the first byte of a partial header.
                                 this.deadline = Some(Box::pin(tokio::time::sleep(this.limit)));
@@ -216,6 +281,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeaderGuard<S> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if self.handle.is_closed() {
+            return Poll::Ready(Err(aborted()));
+        }
         Pin::new(&mut self.inner).poll_write(cx, data)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -229,6 +297,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeaderGuard<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        if self.handle.is_closed() {
+            return Poll::Ready(Err(aborted()));
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -281,3 +352,45 @@ impl<S: GetSocketDigest> GetSocketDigest for HeaderGuard<S> {
 
 #[async_trait]
 impl<S: Send> Peek for HeaderGuard<S> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard() -> HeaderGuard<()> {
+        HeaderGuard::new(
+            (),
+            Arc::default(),
+            Arc::from("t"),
+            1024,
+            Duration::from_secs(10),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_header_ends_where_the_parser_says() {
+        for (input, end) in [
+            (&b"GET / HTTP/1.1\r\nHost: x\r\n\r\nBODY"[..], 27),
+            (b"GET / HTTP/1.1\nHost: x\n\nBODY", 24),
+            (b"GET / HTTP/1.1\nHost: x\n\r\nBODY", 25),
+            (b"\r\n\r\n\n\nGET / HTTP/1.1\r\n\r\n", 24),
+        ] {
+            let mut g = guard();
+            assert!(g.scan(input), "{input:?}");
+            assert_eq!(g.seen, end, "{input:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn empty_lines_before_the_request_line_count_and_do_not_end_it() {
+        let mut g = guard();
+        assert!(!g.scan(b"\r\n\r\n\r\n"));
+        assert_eq!(g.seen, 6);
+        assert!(!g.scan(b"GET / HTTP/1.1\r\nX-A: "));
+        // Byte by byte, split anywhere.
+        let mut g = guard();
+        let input = b"\n\r\nGET / HTTP/1.1\r\nA: b\r\n\r\n";
+        let ends: Vec<bool> = input.iter().map(|b| g.scan(&[*b])).collect();
+        assert_eq!(ends.iter().position(|e| *e), Some(input.len() - 1));
+    }
+}

@@ -18,6 +18,7 @@ mod load;
 mod matcher;
 pub mod normalize;
 pub mod route;
+pub mod target;
 
 #[cfg(test)]
 mod tests;
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 pub use error::PolicyError;
 pub use normalize::{normalize_path, PathError};
 pub use route::{Route, RouteError};
+pub use target::{parse_target, PathParams, RequestTarget, TargetError};
 
 use matcher::{first_common, has_bit, is_empty, ones, or_into, set_bit, FxMap, Trie, INLINE_WORDS};
 

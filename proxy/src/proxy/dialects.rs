@@ -154,8 +154,9 @@ fn escape_unsafe(s: &str, prefix: char) -> String {
     out
 }
 
-/// Envoy's quoted-string: `"` and `\` backslash-escaped inside double quotes.
-fn xfcc_quoted(value: &str) -> String {
+/// An HTTP quoted-string (Envoy's XFCC, RFC 7239 `Forwarded`): `"` and `\` backslash-escaped
+/// inside double quotes.
+pub fn xfcc_quoted(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
     for c in value.chars() {
@@ -301,9 +302,9 @@ fn traefik_info(id: &Identity) -> String {
 }
 
 /// Every header the proxy must strip from client requests: case-insensitive, `-` and `_`
-/// equivalent.
+/// equivalent. certgate writes its own value of each (or none) afterwards.
 pub fn is_spoofable(name: &str) -> bool {
-    const EXACT: [&str; 11] = [
+    const EXACT: [&str; 12] = [
         "ssl-client-verify",
         "ssl-client-subject-dn",
         "ssl-client-issuer-dn",
@@ -315,22 +316,51 @@ pub fn is_spoofable(name: &str) -> bool {
         "client-cert-chain",
         "x-real-ip",
         "x-forwarded-for",
+        "forwarded",
     ];
     const PREFIX: &str = "x-certgate-";
-    let eq = |a: &[u8], b: &[u8]| {
-        a.len() == b.len()
-            && a.iter().zip(b).all(|(x, y)| {
-                let x = if *x == b'_' {
-                    b'-'
-                } else {
-                    x.to_ascii_lowercase()
-                };
-                x == *y
-            })
-    };
     let n = name.as_bytes();
-    EXACT.iter().any(|e| eq(n, e.as_bytes()))
-        || (n.len() >= PREFIX.len() && eq(&n[..PREFIX.len()], PREFIX.as_bytes()))
+    EXACT.iter().any(|e| same_name(n, e))
+        || (n.len() >= PREFIX.len() && same_name(&n[..PREFIX.len()], PREFIX))
+}
+
+/// Headers that some upstream frameworks trust to change the method (`X-HTTP-Method-Override`
+/// turns an allowed GET into a DELETE), the path (`X-Original-URL`), or to name the user
+/// (`X-Remote-User`): stripped from client requests unless a listener lists them in
+/// `pass_client_headers`.
+pub const HARDENING_STRIPPED: [&str; 11] = [
+    "x-http-method-override",
+    "x-method-override",
+    "x-http-method",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-remote-user",
+    "remote-user",
+    "x-forwarded-user",
+    "x-ssl-client-dn",
+    "x-client-cert",
+    "ssl-client-s-dn",
+];
+
+/// The [`HARDENING_STRIPPED`] entry `name` spells (any case, `-` or `_`), if any.
+pub fn passable_header(name: &str) -> Option<&'static str> {
+    HARDENING_STRIPPED
+        .iter()
+        .copied()
+        .find(|h| same_name(name.as_bytes(), h))
+}
+
+/// `a` spells the lower-case, `-`-separated name `b`, in any case and with `_` for `-`.
+fn same_name(a: &[u8], b: &str) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b.bytes()).all(|(x, y)| {
+            let x = if *x == b'_' {
+                b'-'
+            } else {
+                x.to_ascii_lowercase()
+            };
+            x == y
+        })
 }
 
 #[cfg(test)]
@@ -787,6 +817,7 @@ mod tests {
             "x_real_ip",
             "X-Forwarded-For",
             "x_forwarded_for",
+            "Forwarded",
         ] {
             assert!(is_spoofable(n), "{n}");
         }
@@ -805,6 +836,25 @@ mod tests {
         ] {
             assert!(!is_spoofable(n), "{n}");
         }
+    }
+
+    #[test]
+    fn hardening_names() {
+        assert_eq!(
+            passable_header("X_HTTP_Method_Override"),
+            Some("x-http-method-override")
+        );
+        assert_eq!(passable_header("SSL-Client-S-DN"), Some("ssl-client-s-dn"));
+        for n in [
+            "x-certgate-user",
+            "forwarded",
+            "x-http-method-overrides",
+            "",
+        ] {
+            assert_eq!(passable_header(n), None, "{n}");
+        }
+        // The two lists never overlap: an always-stripped header cannot be passed.
+        assert!(HARDENING_STRIPPED.iter().all(|h| !is_spoofable(h)));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub fn message_for(code: u16) -> &'static str {
         413 => "Payload Too Large",
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
         502 => "Upstream Unavailable",
         503 => "Service Unavailable",
         504 => "Upstream Timeout",

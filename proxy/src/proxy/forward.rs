@@ -1,6 +1,6 @@
-//! What the upstream receives: the request with every spoofable identity header removed and
-//! ours added (contract §5). The upstream trusts these headers completely, so removal happens
-//! for every spelling, whatever dialects are configured.
+//! What the upstream receives: the decided request target, the request with every spoofable
+//! identity header removed and ours added. The upstream trusts these headers completely, so
+//! removal happens for every spelling, whatever dialects are configured.
 
 use std::net::IpAddr;
 
@@ -8,8 +8,10 @@ use http::header::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 use crate::config::ListenerConfig;
-use crate::policy::GroupAttribute;
-use crate::proxy::dialects::{dialect_headers, is_spoofable, ClientVerify};
+use crate::policy::{GroupAttribute, RequestTarget};
+use crate::proxy::dialects::{
+    dialect_headers, is_spoofable, passable_header, xfcc_quoted, ClientVerify,
+};
 use crate::tls::identity::Identity;
 use crate::tls::verify::AuthFailure;
 
@@ -20,7 +22,8 @@ pub struct ForwardInfo<'a> {
     pub identity_headers: Option<&'a [(HeaderName, HeaderValue)]>,
     pub failure: Option<AuthFailure>,
     pub permission: Option<&'a str>,
-    pub forward_path: Option<&'a str>,
+    /// The target the policy decided on; the only request-target the upstream ever sees.
+    pub target: Option<&'a RequestTarget>,
 }
 
 /// Everything the upstream learns about a verified client: `x-certgate-user`,
@@ -71,26 +74,18 @@ pub fn groups_rfc2253(identity: &Identity, attribute: Option<GroupAttribute>) ->
 }
 
 pub fn rewrite_request(req: &mut RequestHeader, info: &ForwardInfo<'_>) -> pingora::Result<()> {
+    let passed = &info.config.pass_client_headers;
     let spoofed: Vec<HeaderName> = req
         .headers
         .keys()
-        .filter(|name| is_spoofable(name.as_str()))
+        .filter(|name| {
+            is_spoofable(name.as_str())
+                || passable_header(name.as_str()).is_some_and(|h| !passed.iter().any(|p| p == h))
+        })
         .cloned()
         .collect();
     for name in spoofed {
         req.remove_header(&name);
-    }
-
-    if let Some(path) = info.forward_path {
-        if req.uri.path_and_query().map(|pq| pq.as_str()) != Some(path) {
-            let uri = http::Uri::builder()
-                .path_and_query(path)
-                .build()
-                .map_err(|e| {
-                    pingora::Error::because(pingora::ErrorType::InternalError, "normalised path", e)
-                })?;
-            req.set_uri(uri);
-        }
     }
 
     // HTTP/2 clients send :authority instead of Host; an HTTP/1.1 upstream needs Host.
@@ -100,6 +95,16 @@ pub fn rewrite_request(req: &mut RequestHeader, info: &ForwardInfo<'_>) -> pingo
         .and_then(|h| h.to_str().ok())
         .map(str::to_string)
         .or_else(|| req.uri.authority().map(|a| a.to_string()));
+
+    // Always replaced, even when it looks unchanged: the client's bytes may differ from what
+    // the URI shows (a target that is not origin-form keeps its raw bytes otherwise).
+    let Some(target) = info.target else {
+        return Err(pingora::Error::explain(
+            pingora::ErrorType::InternalError,
+            "no decided request target",
+        ));
+    };
+    req.set_uri(target.uri());
     if let Some(host) = &host {
         if req.headers.get(http::header::HOST).is_none() {
             req.insert_header(http::header::HOST, host.as_str())?;
@@ -107,11 +112,16 @@ pub fn rewrite_request(req: &mut RequestHeader, info: &ForwardInfo<'_>) -> pingo
         req.insert_header("x-forwarded-host", host.as_str())?;
     }
     if let Some(ip) = info.client_ip {
-        let ip = ip.to_canonical().to_string();
-        req.insert_header("x-forwarded-for", ip.as_str())?;
-        req.insert_header("x-real-ip", ip.as_str())?;
+        let ip = ip.to_canonical();
+        let text = ip.to_string();
+        req.insert_header("x-forwarded-for", text.as_str())?;
+        req.insert_header("x-real-ip", text.as_str())?;
     }
     req.insert_header("x-forwarded-proto", "https")?;
+    req.insert_header(
+        "forwarded",
+        forwarded(info.client_ip, host.as_deref()).as_str(),
+    )?;
 
     if let Some(headers) = info.identity_headers {
         for (name, value) in headers {
@@ -137,4 +147,40 @@ pub fn rewrite_request(req: &mut RequestHeader, info: &ForwardInfo<'_>) -> pingo
         }
     }
     Ok(())
+}
+
+/// RFC 7239 `Forwarded` from what certgate knows: the client address, the Host, and https.
+fn forwarded(client: Option<IpAddr>, host: Option<&str>) -> String {
+    let mut out = String::with_capacity(64);
+    match client.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V4(v4)) => out.push_str(&format!("for={v4};")),
+        Some(IpAddr::V6(v6)) => out.push_str(&format!("for=\"[{v6}]\";")),
+        None => out.push_str("for=unknown;"),
+    }
+    if let Some(host) = host {
+        out.push_str("host=");
+        out.push_str(&xfcc_quoted(host));
+        out.push(';');
+    }
+    out.push_str("proto=https");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn forwarded_values() {
+        let v4 = "203.0.113.7".parse().ok();
+        assert_eq!(
+            super::forwarded(v4, Some("ctrl.example.com:8443")),
+            "for=203.0.113.7;host=\"ctrl.example.com:8443\";proto=https"
+        );
+        let v6 = "2001:db8::1".parse().ok();
+        assert_eq!(
+            super::forwarded(v6, Some("a\"b")),
+            "for=\"[2001:db8::1]\";host=\"a\\\"b\";proto=https"
+        );
+        let mapped = "::ffff:10.0.0.1".parse().ok();
+        assert_eq!(super::forwarded(mapped, None), "for=10.0.0.1;proto=https");
+    }
 }

@@ -1,12 +1,18 @@
 //! The HTTP side of a listener, as one Pingora `ProxyHttp` with small phases:
-//! `request_filter` decides (identity → path → policy), `upstream_peer` names the plain-HTTP
-//! upstream, `upstream_request_filter` rewrites headers, `logging` writes the access log line and
-//! the request metrics. The TLS handshake and identity extraction happened before, in
-//! [`crate::listener`], and reach us through the connection's TLS digest.
+//! `request_filter` decides (identity → framing → request target → policy), `upstream_peer`
+//! names the plain-HTTP upstream and takes a slot for the request, `upstream_request_filter`
+//! rewrites the target and headers, `response_filter` registers upgraded tunnels, `logging`
+//! writes the access log line and the request metrics. The TLS handshake and identity
+//! extraction happened before, in [`crate::listener`], and reach us through the connection's
+//! TLS digest.
 
+pub mod access;
 pub mod dialects;
 pub mod errors;
 mod forward;
+mod framing;
+mod slots;
+mod tunnels;
 mod upstream;
 
 use std::net::IpAddr;
@@ -22,11 +28,12 @@ use pingora::{Error, ErrorType};
 
 use crate::admin::metrics;
 use crate::config::ListenerConfig;
-use crate::policy::{normalize_path, Decision, GroupAttribute, Mode, Policy, Principal};
+use crate::policy::{parse_target, GroupAttribute, Policy, RequestTarget};
 use crate::tls::acceptor::{ConnAuth, IdentityHeaders};
 use crate::tls::identity::Identity;
 use crate::tls::trust::TrustState;
 use crate::tls::verify::AuthFailure;
+use access::{authorize, Verdict};
 
 /// What one listener serves with, shared by its connections. Trust and policy are swapped by
 /// the reloader; the rest needs a restart.
@@ -63,20 +70,38 @@ pub struct RequestCtx {
     decision: DecisionKind,
     permission: Option<String>,
     reason: Option<String>,
-    /// The normalised path and query, forwarded instead of what the client wrote.
-    forward_path: Option<String>,
+    /// The decided target: its path is what the policy matched, and the target as a whole is
+    /// the only request-target the upstream receives.
+    target: Option<RequestTarget>,
+    /// The one Content-Length sent upstream, when the request has one.
+    content_length: Option<u64>,
     policy: Option<Arc<Policy>>,
+    /// The trust generation the identity was read under.
+    generation: u64,
+    /// This request's upstream slots (its connection's and the listener's), held to its end.
+    slots: Vec<tokio::sync::OwnedSemaphorePermit>,
+    /// Set once the upstream switched protocols; unregisters the tunnel when the request ends.
+    tunnel: Option<tunnels::Registration>,
 }
 
 pub struct CertgateProxy {
     listener: Arc<Listener>,
     upstream: upstream::Upstream,
+    slots: slots::UpstreamSlots,
+    tunnels: Arc<tunnels::Tunnels>,
 }
 
 impl CertgateProxy {
     pub fn new(listener: Arc<Listener>) -> Self {
         let upstream = upstream::Upstream::new(&listener.config);
-        CertgateProxy { listener, upstream }
+        let slots = slots::UpstreamSlots::new(&listener.config);
+        let tunnels = tunnels::Tunnels::new(listener.clone());
+        CertgateProxy {
+            listener,
+            upstream,
+            slots,
+            tunnels,
+        }
     }
 
     fn hsts(&self) -> Option<&str> {
@@ -177,8 +202,12 @@ impl ProxyHttp for CertgateProxy {
             decision: DecisionKind::Deny,
             permission: None,
             reason: None,
-            forward_path: None,
+            target: None,
+            content_length: None,
             policy: None,
+            generation: 0,
+            slots: Vec::new(),
+            tunnel: None,
         }
     }
 
@@ -193,89 +222,88 @@ impl ProxyHttp for CertgateProxy {
         } else {
             session.set_keepalive(Some(self.listener.config.timeouts.idle.as_secs().max(1)));
         }
+        // The client side gets `timeouts.read` too: a stream whose client stops reading (an
+        // HTTP/2 window held at zero) or sending ends instead of holding its upstream connection.
+        let read = self.listener.config.timeouts.read;
+        session.set_read_timeout(Some(read));
+        session.set_write_timeout(Some(read));
+
         // 1. Who is asking, as of the trust state current now (revocation reaches open connections).
         let trust = self.listener.trust.load();
+        ctx.generation = trust.generation;
         match conn_auth(session).map(|c| c.identity(&trust)) {
             Some(Ok(identity)) => ctx.identity = Some(identity.clone()),
             Some(Err(f)) => ctx.failure = Some(f),
             None => ctx.failure = Some(AuthFailure::NoCertificate),
         }
 
-        // 2. Which path: normalised before matching, and what is matched is what is forwarded.
+        // 2. The body framing sent upstream is ours: one Content-Length, or chunked.
+        match framing::check(&session.req_header().headers) {
+            Ok(length) => ctx.content_length = length,
+            Err(e) => {
+                // The body's extent is in doubt: the connection cannot carry another request.
+                session.set_keepalive(None);
+                return self.refuse(session, ctx, e.status(), e.reason()).await;
+            }
+        }
+
+        // 3. Which target: read once from the client's bytes; its path is decided on and the
+        // same value is forwarded.
         let req = session.req_header();
-        let uri = &req.uri;
-        let path = match normalize_path(uri.path()) {
-            Ok(p) => p.into_owned(),
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .map(|h| h.as_bytes())
+            .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()));
+        let target = match parse_target(req.raw_path(), host, self.listener.config.path_params) {
+            Ok(t) => t,
             Err(e) => return self.refuse(session, ctx, 400, e.reason().to_string()).await,
         };
-        ctx.forward_path = Some(match uri.query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path.clone(),
-        });
         let method = req.method.as_str().to_string();
+        let root = self.is_root(req);
+        let target = ctx.target.insert(target);
 
-        // 3. May they: root token, then policy, then (without a policy) any verified certificate.
-        if self.is_root(req) {
+        // 4. May they: root token, then the policy (or, without one, any verified certificate).
+        if root {
             ctx.root = true;
             ctx.decision = DecisionKind::Allow;
             ctx.permission = Some("root".into());
             return Ok(false);
         }
         let policy = self.listener.policy.load_full();
-        let Some(policy) = policy else {
-            if ctx.identity.is_some() {
+        let verdict = authorize(
+            policy.as_deref(),
+            ctx.identity.as_deref(),
+            ctx.failure,
+            &method,
+            target.path(),
+        );
+        let path = target.path().to_string();
+        ctx.policy = policy;
+        match verdict {
+            Verdict::Allow { permission } => {
                 ctx.decision = DecisionKind::Allow;
-                return Ok(false);
+                ctx.permission = permission;
+                Ok(false)
             }
-            let reason = ctx
-                .failure
-                .unwrap_or(AuthFailure::NoCertificate)
-                .reason()
-                .to_string();
-            return self.refuse(session, ctx, 401, reason).await;
-        };
-        let principal = match &ctx.identity {
-            Some(id) => Principal::Certificate {
-                user: id.user.as_deref(),
-                organizations: &id.organizations,
-                org_units: &id.org_units,
-            },
-            None => Principal::Anonymous,
-        };
-        let (allowed, denial) = match policy.decide(&principal, &method, &path) {
-            Decision::Allow { permission } => (Some(permission.to_string()), None),
-            Decision::Deny(denial) => (None, Some(denial.reason(&method, &path))),
-        };
-        ctx.policy = Some(policy.clone());
-        if let Some(permission) = allowed {
-            ctx.decision = DecisionKind::Allow;
-            ctx.permission = Some(permission);
-            return Ok(false);
+            Verdict::AuditDeny { code, reason } => {
+                tracing::warn!(listener = %self.listener.config.name, %method, %path, code, %reason, "audit mode: would deny, forwarding");
+                ctx.decision = DecisionKind::AuditDeny;
+                ctx.reason = Some(reason);
+                Ok(false)
+            }
+            Verdict::Deny { code, reason } => self.refuse(session, ctx, code, reason).await,
         }
-        let (code, reason) = match &ctx.identity {
-            Some(_) => (403, denial.unwrap_or_default()),
-            None => (
-                401,
-                ctx.failure
-                    .unwrap_or(AuthFailure::NoCertificate)
-                    .reason()
-                    .to_string(),
-            ),
-        };
-        if policy.mode() == Mode::Audit {
-            tracing::warn!(listener = %self.listener.config.name, %method, %path, code, %reason, "audit mode: would deny, forwarding");
-            ctx.decision = DecisionKind::AuditDeny;
-            ctx.reason = Some(reason);
-            return Ok(false);
-        }
-        self.refuse(session, ctx, code, reason).await
     }
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
+        if ctx.slots.is_empty() {
+            ctx.slots = self.slots.take(conn_auth(session)).await?;
+        }
         self.upstream.peer().await
     }
 
@@ -298,19 +326,27 @@ impl ProxyHttp for CertgateProxy {
                 identity_headers: identity_headers.as_deref(),
                 failure: ctx.failure,
                 permission: ctx.permission.as_deref(),
-                forward_path: ctx.forward_path.as_deref(),
+                target: ctx.target.as_ref(),
             },
-        )
+        )?;
+        if let Some(length) = ctx.content_length {
+            // Replaces every copy the client sent (`5, 5`, or the header twice) with one.
+            upstream.insert_header(http::header::CONTENT_LENGTH, length)?;
+        }
+        Ok(())
     }
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         if let Some(h) = self.hsts() {
             resp.insert_header("strict-transport-security", h)?;
+        }
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.tunnel.is_none() {
+            self.register_tunnel(session, ctx);
         }
         Ok(())
     }
@@ -391,7 +427,7 @@ impl ProxyHttp for CertgateProxy {
             client = %client_ip(session).map(|ip| ip.to_string()).unwrap_or_default(),
             method = %req.method,
             // The path as matched and forwarded; the query stays out of the log (it may hold secrets).
-            path = %ctx.forward_path.as_deref().map(|p| p.split('?').next().unwrap_or(p)).unwrap_or_else(|| req.uri.path()),
+            path = %logged_path(ctx.target.as_ref(), req.raw_path()),
             status = code,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             user = %if ctx.root { "root" } else { ctx.identity.as_ref().and_then(|i| i.user.as_deref()).unwrap_or("") },
@@ -404,11 +440,52 @@ impl ProxyHttp for CertgateProxy {
     }
 }
 
+impl CertgateProxy {
+    /// Keeps the upgraded connection on the listener's list of tunnels, to be decided again
+    /// when a reload changes trust or policy.
+    fn register_tunnel(&self, session: &Session, ctx: &mut RequestCtx) {
+        let Some(conn) = conn_auth(session) else {
+            return;
+        };
+        let Some(target) = &ctx.target else {
+            return;
+        };
+        let tunnel = tunnels::Tunnel {
+            digest: session.digest().and_then(|d| d.ssl_digest.clone()),
+            handle: conn.header_guard.clone(),
+            method: session.req_header().method.as_str().to_string(),
+            path: target.path().to_string(),
+            root: ctx.root,
+            user: ctx
+                .identity
+                .as_ref()
+                .and_then(|i| i.user.clone())
+                .unwrap_or_default(),
+            generation: ctx.generation,
+            policy: ctx.policy.clone(),
+        };
+        ctx.tunnel = Some(self.tunnels.register(tunnel));
+    }
+}
+
+/// The path for the access log: the decided one, or what the client wrote when it was refused
+/// before a decision (the query never: it may hold secrets).
+fn logged_path(target: Option<&RequestTarget>, raw: &[u8]) -> String {
+    match target {
+        Some(t) => t.path().to_string(),
+        None => {
+            let raw = String::from_utf8_lossy(raw);
+            raw.split('?').next().unwrap_or_default().to_string()
+        }
+    }
+}
+
 /// Status, `reason` and upstream-error kind for a failed proxy attempt.
 fn classify_error(e: &Error) -> (u16, String, Option<&'static str>) {
     use ErrorType::*;
     match e.etype() {
         HTTPStatus(code) => (*code, message_reason(*code), None),
+        Custom(slots::BUSY) => (503, "too many concurrent requests".into(), Some("busy")),
         ConnectTimedout => (504, "connect timeout".into(), Some("connect_timeout")),
         ReadTimedout | WriteTimedout => (504, "upstream timeout".into(), Some("timeout")),
         ConnectRefused => (502, "connection refused".into(), Some("connect_refused")),

@@ -553,3 +553,184 @@ pub fn tls_connector(
     }
     b.build()
 }
+
+/// What a [`RawUpstream`] answers.
+#[derive(Clone, Copy, Debug)]
+pub enum RawReply {
+    /// `200` with a 2-byte body, then close.
+    Ok,
+    /// `200` with this many body bytes, then close (a client that does not read holds it).
+    Big(usize),
+}
+
+/// A plain-HTTP upstream on raw sockets that records every request head exactly as it arrived
+/// (request line byte for byte) and counts the connections open at the same time.
+pub struct RawUpstream {
+    pub addr: SocketAddr,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    active: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    max_active: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl RawUpstream {
+    pub fn start(reply: RawReply) -> RawUpstream {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let up = RawUpstream {
+            addr: listener.local_addr().unwrap(),
+            heads: Arc::new(Mutex::new(Vec::new())),
+            active: Arc::new(AtomicUsize::new(0)),
+            max_active: Arc::new(AtomicUsize::new(0)),
+        };
+        let (heads, active, max_active) =
+            (up.heads.clone(), up.active.clone(), up.max_active.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let (heads, active, max_active) =
+                    (heads.clone(), active.clone(), max_active.clone());
+                let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                max_active.fetch_max(now, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    raw_upstream_serve(&mut conn, reply, &heads);
+                    active.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        up
+    }
+
+    /// Every request head received so far, request line first.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The request-target of every request received so far.
+    pub fn targets(&self) -> Vec<String> {
+        self.heads()
+            .iter()
+            .filter_map(|h| h.split(' ').nth(1).map(str::to_string))
+            .collect()
+    }
+
+    /// Connections open now, and the most ever open at once.
+    pub fn active(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        (
+            self.active.load(Ordering::SeqCst),
+            self.max_active.load(Ordering::SeqCst),
+        )
+    }
+}
+
+fn raw_upstream_serve(
+    conn: &mut std::net::TcpStream,
+    reply: RawReply,
+    heads: &std::sync::Mutex<Vec<String>>,
+) {
+    use std::io::{Read, Write};
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let lower = head.to_ascii_lowercase();
+    heads.lock().unwrap_or_else(|p| p.into_inner()).push(head);
+    // Read the body (Content-Length or chunked) so the proxy never sees a reset mid-request.
+    let mut body = buf[end..].to_vec();
+    let length = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let chunked = lower.contains("transfer-encoding: chunked");
+    while (length.is_some_and(|n| body.len() < n))
+        || (chunked && !body.windows(5).any(|w| w == b"0\r\n\r\n"))
+    {
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let size = match reply {
+        RawReply::Ok => 2,
+        RawReply::Big(n) => n,
+    };
+    let _ = write!(
+        conn,
+        "HTTP/1.1 200 OK\r\ncontent-length: {size}\r\nconnection: close\r\n\r\n"
+    );
+    let block = vec![b'x'; 16384];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(block.len());
+        if conn.write_all(&block[..n]).is_err() {
+            return;
+        }
+        left -= n;
+    }
+    let _ = conn.flush();
+    // Wait for the proxy to close, so `active` counts the connection for as long as it is held.
+    let _ = conn.read(&mut chunk);
+}
+
+/// One request over a fresh HTTP/1.1 TLS connection as `who`, with the raw bytes given; the
+/// whole response as text (until the proxy closes or 10 s pass).
+pub fn raw_https(world: &World, proxy: &Proxy, who: Option<&Issued>, bytes: &[u8]) -> String {
+    use std::io::Write;
+    let tcp = std::net::TcpStream::connect(proxy.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = tls_connector(world, who, b"\x08http/1.1")
+        .connect("localhost", tcp)
+        .unwrap();
+    let _ = s.write_all(bytes);
+    read_all(&mut s)
+}
+
+/// Everything `s` yields until it ends or fails, as text.
+pub fn read_all(s: &mut impl std::io::Read) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16384];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The JSON `reason` of an error response in `raw` HTTP text.
+pub fn raw_reason(raw: &str) -> String {
+    raw.split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(body).ok())
+        .and_then(|v| v["reason"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The certgate process's resident memory in KiB (Linux `VmRSS`).
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+/// The certgate process's peak resident memory in KiB (Linux `VmHWM`).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmHWM:")
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,167 @@
+//! Open upgraded connections (WebSocket tunnels) of one listener. A tunnel carries no further
+//! request that could be refused, so when a reload changes the trust state (CA bundle, CRLs)
+//! or the policy, every open tunnel is decided again, by the same rule as a request, and one
+//! that is no longer allowed is closed: counted in `certgate_tunnels_closed_total` and logged
+//! with its user.
+//!
+//! A watcher task runs only while tunnels are open; it compares each tunnel's trust generation
+//! and policy with the listener's current ones a few times a second.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pingora::protocols::tls::SslDigest;
+
+use crate::admin::metrics;
+use crate::listener::header_guard::HeaderGuardHandle;
+use crate::policy::Policy;
+use crate::proxy::access::{authorize, Verdict};
+use crate::proxy::Listener;
+use crate::tls::acceptor::ConnAuth;
+use crate::tls::verify::AuthFailure;
+
+/// How often the watcher looks for a reload: well inside the 2 s a reload may take to reach
+/// open tunnels.
+const POLL: Duration = Duration::from_millis(250);
+
+/// What a tunnel was allowed as, and how to end it.
+pub struct Tunnel {
+    /// The connection's TLS digest, which carries its verified chain ([`ConnAuth`]).
+    pub digest: Option<Arc<SslDigest>>,
+    pub handle: Arc<HeaderGuardHandle>,
+    pub method: String,
+    pub path: String,
+    /// Allowed by the root token, which no reload changes.
+    pub root: bool,
+    /// For the log line.
+    pub user: String,
+    /// The trust generation and policy it was last decided under.
+    pub generation: u64,
+    pub policy: Option<Arc<Policy>>,
+}
+
+#[derive(Default)]
+struct Open {
+    next: u64,
+    tunnels: HashMap<u64, Tunnel>,
+    watching: bool,
+}
+
+pub struct Tunnels {
+    listener: Arc<Listener>,
+    open: Mutex<Open>,
+}
+
+/// Removes its tunnel from the registry when the request ends (it lives in the request context).
+pub struct Registration {
+    tunnels: Arc<Tunnels>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.tunnels.lock().tunnels.remove(&self.id);
+    }
+}
+
+impl Tunnels {
+    pub fn new(listener: Arc<Listener>) -> Arc<Tunnels> {
+        Arc::new(Tunnels {
+            listener,
+            open: Mutex::new(Open::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers an open tunnel (call from inside the listener's runtime).
+    pub fn register(self: &Arc<Self>, tunnel: Tunnel) -> Registration {
+        let mut open = self.lock();
+        let id = open.next;
+        open.next += 1;
+        open.tunnels.insert(id, tunnel);
+        if !open.watching {
+            open.watching = true;
+            let me = self.clone();
+            tokio::spawn(async move { me.watch().await });
+        }
+        Registration {
+            tunnels: self.clone(),
+            id,
+        }
+    }
+
+    async fn watch(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(POLL).await;
+            if !self.recheck() {
+                return;
+            }
+        }
+    }
+
+    /// Decides every tunnel whose trust generation or policy is not the current one again and
+    /// closes those now refused. Returns false (and stops watching) when none is open.
+    fn recheck(&self) -> bool {
+        let trust = self.listener.trust.load_full();
+        let policy = self.listener.policy.load_full();
+        let mut open = self.lock();
+        if open.tunnels.is_empty() {
+            open.watching = false;
+            return false;
+        }
+        let name = &self.listener.config.name;
+        for t in open.tunnels.values_mut() {
+            let same_policy = match (&t.policy, &policy) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if (t.generation == trust.generation && same_policy) || t.root || t.handle.is_closed() {
+                continue;
+            }
+            t.generation = trust.generation;
+            t.policy = policy.clone();
+            let conn = t
+                .digest
+                .as_ref()
+                .and_then(|d| d.extension.get::<ConnAuth>());
+            let (identity, failure) = match conn.map(|c| c.identity(&trust)) {
+                Some(Ok(id)) => (Some(id.clone()), None),
+                Some(Err(f)) => (None, Some(f)),
+                None => (None, Some(AuthFailure::NoCertificate)),
+            };
+            let verdict = authorize(
+                policy.as_deref(),
+                identity.as_deref(),
+                failure,
+                &t.method,
+                &t.path,
+            );
+            let Verdict::Deny { code, reason } = verdict else {
+                continue;
+            };
+            let label = match failure {
+                Some(f) if code == 401 => f.label(),
+                _ => "policy",
+            };
+            metrics::TUNNELS_CLOSED
+                .with_label_values(&[name, label])
+                .inc();
+            tracing::warn!(
+                listener = %name,
+                user = %t.user,
+                method = %t.method,
+                path = %t.path,
+                status = code,
+                reason = %reason,
+                "upgraded connection closed: a reload withdrew its access"
+            );
+            t.handle.close();
+        }
+        true
+    }
+}

@@ -1,0 +1,395 @@
+//! Hardening from the outside security pass, through the real binary: headers that upstreams
+//! trust are stripped, the text access log cannot be split by a certificate, open WebSocket
+//! tunnels are closed when a reload withdraws their access, and an HTTP/2 client that never
+//! opens its window holds a bounded number of upstream connections for a bounded time.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use certgate::pki::Issued;
+use common::*;
+
+const STRIPPED: [&str; 11] = [
+    "X-HTTP-Method-Override",
+    "X-Method-Override",
+    "X-HTTP-Method",
+    "X-Original-URL",
+    "X-Rewrite-URL",
+    "X-Remote-User",
+    "Remote-User",
+    "X-Forwarded-User",
+    "X-SSL-Client-DN",
+    "X-Client-Cert",
+    "ssl-client-s-dn",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_upstreams_trust_are_stripped_unless_passed() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("O", "ci"), ("CN", "alice")], &w.ca);
+    let p = Proxy::start(&w, &ProxyConfig::new(up));
+    for http1 in [true, false] {
+        let mut b = https_builder(&w, &p, Some(&who));
+        if http1 {
+            b = b.http1_only();
+        }
+        let c = b.build().unwrap();
+        let mut req = c.get(p.url("/x"));
+        for name in STRIPPED {
+            req = req.header(name, "DELETE /admin");
+        }
+        // Underscore spellings are the same header to many frameworks.
+        req = req.header("x_http_method_override", "DELETE");
+        req = req.header("Forwarded", "for=6.6.6.6;host=evil;proto=http");
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        for name in STRIPPED {
+            assert!(
+                seen(&v, &name.to_ascii_lowercase()).is_empty(),
+                "{name}: {v}"
+            );
+        }
+        assert!(seen(&v, "x_http_method_override").is_empty(), "{v}");
+        assert_eq!(
+            seen(&v, "forwarded"),
+            [format!(
+                "for=127.0.0.1;host=\"localhost:{}\";proto=https",
+                p.addr.port()
+            )],
+            "http1={http1}"
+        );
+    }
+    drop(p);
+
+    // A listener can pass one on to an upstream that needs it.
+    let mut cfg = ProxyConfig::new(up);
+    cfg.listener_extra = "    pass_client_headers: [X-HTTP-Method-Override]\n";
+    let p = Proxy::start(&w, &cfg);
+    let r = https(&w, &p, Some(&who))
+        .get(p.url("/x"))
+        .header("X-HTTP-Method-Override", "PATCH")
+        .header("X-Original-URL", "/admin")
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(seen(&v, "x-http-method-override"), ["PATCH"]);
+    assert!(seen(&v, "x-original-url").is_empty());
+
+    // Identity headers cannot be passed: the config is refused, naming the key.
+    let bad = w.path("bad.yaml");
+    let text = std::fs::read_to_string(&p.config)
+        .unwrap()
+        .replace("[X-HTTP-Method-Override]", "[x-certgate-user]");
+    std::fs::write(&bad, text).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("pass_client_headers") && err.contains("x-certgate-user"),
+        "{err}"
+    );
+}
+
+/// `key="value"` fields of a text log line after `target: `, unescaped; None if the line does
+/// not parse as exactly such fields.
+fn text_fields(line: &str, target: &str) -> Option<HashMap<String, String>> {
+    let rest = &line[line.find(&format!("{target}: "))? + target.len() + 2..];
+    let mut fields = HashMap::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=')).collect();
+        if key.is_empty()
+            || key.contains(' ')
+            || chars.next() != Some('=')
+            || chars.next() != Some('"')
+        {
+            return None;
+        }
+        let mut value = String::new();
+        loop {
+            match chars.next()? {
+                '"' => break,
+                '\\' => match chars.next()? {
+                    'n' => value.push('\n'),
+                    'r' => value.push('\r'),
+                    't' => value.push('\t'),
+                    'u' => {
+                        let hex: String = std::iter::from_fn(|| chars.next_if(|c| *c != '}'))
+                            .filter(|c| *c != '{')
+                            .collect();
+                        chars.next();
+                        value.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                    }
+                    c => value.push(c),
+                },
+                c => value.push(c),
+            }
+        }
+        fields.insert(key, value);
+        match chars.next() {
+            None => return Some(fields),
+            Some(' ') => {}
+            Some(_) => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_cannot_split_or_forge_a_text_log_line() {
+    let w = World::new();
+    let up = upstream();
+    let p = Proxy::start(&w, &ProxyConfig::new(up));
+    let cn = "evil\r\nx-certgate-user: admin decision=\"allow\"";
+    let org = "ci groups=\"admins\" decision=allow \\";
+    let evil = client(&[("O", org), ("CN", cn)], &w.ca);
+    let (code, _) = get_json(&https(&w, &p, Some(&evil)), &p.url("/forged")).await;
+    assert_eq!(code, 200);
+    let lines = wait_for("access log", Duration::from_secs(5), || {
+        let lines: Vec<String> = p
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("certgate::access"))
+            .map(str::to_string)
+            .collect();
+        (!lines.is_empty()).then_some(lines)
+    });
+    assert_eq!(lines.len(), 1, "one request, one line: {lines:#?}");
+    let fields = text_fields(&lines[0], "certgate::access")
+        .unwrap_or_else(|| panic!("not key=\"value\" fields: {}", lines[0]));
+    assert_eq!(fields["user"], cn);
+    assert_eq!(fields["groups"], org);
+    assert_eq!(fields["decision"], "allow");
+    assert_eq!(fields["path"], "/forged");
+    assert!(
+        !p.log_text()
+            .lines()
+            .any(|l| l.starts_with("x-certgate-user")),
+        "{}",
+        p.log_text()
+    );
+}
+
+fn ws_policy(w: &World, granted: bool) {
+    let grant = if granted { "[ws]" } else { "[]" };
+    let text = format!("permissions:\n  ws: [\"GET /ws\"]\ngroups:\n  ci: {grant}\n");
+    let tmp = w.path("policy.yaml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, w.path("policy.yaml")).unwrap();
+}
+
+/// An open WebSocket tunnel as `who`: the TLS stream after the 101, checked to echo.
+fn open_tunnel(w: &World, p: &Proxy, who: &Issued) -> openssl::ssl::SslStream<std::net::TcpStream> {
+    let tcp = std::net::TcpStream::connect(p.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = tls_connector(w, Some(who), b"\x08http/1.1")
+        .connect("localhost", tcp)
+        .unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).unwrap(),
+            1,
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s.write_all(b"ping").unwrap();
+    let mut echo = [0u8; 4];
+    s.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"ping");
+    s
+}
+
+/// Reads until the tunnel ends; true if it ended before `deadline`.
+fn closed_by(s: &mut openssl::ssl::SslStream<std::net::TcpStream>, deadline: Instant) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.get_ref().set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn open_websocket_tunnels_are_closed_when_a_reload_withdraws_access() {
+    let mut w = World::new();
+    ws_policy(&w, true);
+    let up = upstream();
+    let mut cfg = ProxyConfig::new(up);
+    cfg.listener_extra = "    policy: policy.yaml\n";
+    let p = Proxy::start(&w, &cfg);
+    let alice = client(&[("O", "ci"), ("CN", "alice")], &w.ca);
+    let bob = client(&[("O", "ci"), ("CN", "bob")], &w.ca);
+    let mut a = open_tunnel(&w, &p, &alice);
+    let mut b = open_tunnel(&w, &p, &bob);
+
+    // A CRL revoking alice: her tunnel ends within 2 s, bob's stays.
+    let revoked_at = Instant::now();
+    w.revoke(&alice.cert);
+    assert!(
+        closed_by(&mut a, revoked_at + Duration::from_secs(2)),
+        "alice's tunnel still open 2 s after the CRL revoked her"
+    );
+    eprintln!(
+        "tunnel closed {:?} after the CRL was written",
+        revoked_at.elapsed()
+    );
+    b.write_all(b"pong").unwrap();
+    let mut echo = [0u8; 4];
+    b.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"pong");
+    let m = p.metrics();
+    assert_eq!(
+        metric(
+            &m,
+            "certgate_tunnels_closed_total",
+            &[("reason", "certificate_revoked")]
+        ),
+        1.0,
+        "{m}"
+    );
+    wait_for("log line naming alice", Duration::from_secs(5), || {
+        p.log_text()
+            .lines()
+            .find(|l| l.contains("upgraded connection closed") && l.contains("user=\"alice\""))
+            .map(str::to_string)
+    });
+
+    // A policy that no longer grants the route ends bob's tunnel too.
+    let changed_at = Instant::now();
+    ws_policy(&w, false);
+    assert!(
+        closed_by(&mut b, changed_at + Duration::from_secs(2)),
+        "bob's tunnel still open 2 s after the policy withdrew the route"
+    );
+    assert_eq!(
+        metric(
+            &p.metrics(),
+            "certgate_tunnels_closed_total",
+            &[("reason", "policy")]
+        ),
+        1.0
+    );
+}
+
+/// An HTTP/2 connection as `who` whose client never grants the server any window.
+async fn h2_zero_window(
+    w: &World,
+    p: &Proxy,
+    who: &Issued,
+) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let ssl = tls_connector(w, Some(who), b"\x02h2")
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
+        .unwrap();
+    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut tls).connect().await.unwrap();
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake(tls)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
+/// Sends `n` GETs on `send` and waits for each stream to end, whatever way it ends.
+async fn stalled_streams(send: h2::client::SendRequest<bytes::Bytes>, port: u16, n: usize) {
+    let mut streams = Vec::new();
+    for i in 0..n {
+        let send = send.clone();
+        streams.push(tokio::spawn(async move {
+            let req = http::Request::get(format!("https://localhost:{port}/big/{i}"))
+                .body(())
+                .unwrap();
+            let Ok(mut send) = send.ready().await else {
+                return;
+            };
+            let Ok((resp, _)) = send.send_request(req, true) else {
+                return;
+            };
+            let Ok(resp) = resp.await else { return };
+            let mut body = resp.into_body();
+            // Never released: the window stays at zero, so no DATA can arrive.
+            while let Some(Ok(_)) = body.data().await {}
+        }));
+    }
+    for s in streams {
+        tokio::time::timeout(Duration::from_secs(120), s)
+            .await
+            .expect("a stalled stream was never ended by certgate")
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_window_http2_clients_hold_bounded_upstream_connections() {
+    let w = World::new();
+    let up = RawUpstream::start(RawReply::Big(1 << 20));
+    let mut cfg = ProxyConfig::new(up.addr);
+    cfg.listener_extra = "    timeouts: { read: 2s }\n    limits: { upstream_per_connection: 4, upstream_connections: 6 }\n";
+    let p = Proxy::start(&w, &cfg);
+    let who = client(&[("O", "ci"), ("CN", "slow")], &w.ca);
+    let port = p.addr.port();
+
+    // One connection, 12 streams: never more than 4 upstream connections at once.
+    let send = h2_zero_window(&w, &p, &who).await;
+    stalled_streams(send, port, 12).await;
+    let (_, max) = up.active();
+    eprintln!("one zero-window connection, 12 streams: at most {max} upstream connections");
+    assert!(
+        (1..=4).contains(&max),
+        "{max} upstream connections for one client connection"
+    );
+
+    // Two connections: the listener's bound holds across them.
+    let (s1, s2) = (
+        h2_zero_window(&w, &p, &who).await,
+        h2_zero_window(&w, &p, &who).await,
+    );
+    tokio::join!(stalled_streams(s1, port, 8), stalled_streams(s2, port, 8));
+    let (_, max) = up.active();
+    eprintln!("two zero-window connections, 8 streams each: at most {max} upstream connections");
+    assert!(max <= 6, "{max} upstream connections for the listener");
+    // Streams that made no progress were ended, and their upstream connections with them.
+    wait_for(
+        "upstream connections released",
+        Duration::from_secs(10),
+        || (up.active().0 == 0).then_some(()),
+    );
+    assert!(up.heads().len() >= 4, "the upstream was reached");
+}
