@@ -15,6 +15,8 @@ need=()
 for tool in cmake perl make gcc; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
 if [ "$step" = test ]; then
   for tool in curl openssl haproxy; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
+  # A Go net/http upstream (proxy/tests/security.rs): the Anka services are Go servers.
+  command -v go >/dev/null 2>&1 || need+=(golang-go)
   # promtool and the Prometheus server (proxy/tests/monitoring.rs) come in Debian's prometheus.
   command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 fi
