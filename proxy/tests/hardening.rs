@@ -167,7 +167,12 @@ async fn a_certificate_cannot_split_or_forge_a_text_log_line() {
     let fields = text_fields(&lines[0], "certgate::access")
         .unwrap_or_else(|| panic!("not key=\"value\" fields: {}", lines[0]));
     assert_eq!(fields["user"], cn);
-    assert_eq!(fields["groups"], org);
+    // The groups field carries the values as x-certgate-groups writes them: RFC 2253 escapes
+    // the quotes and the backslash (the log's own quoting is undone by text_fields).
+    assert_eq!(
+        fields["groups"],
+        r#"ci groups=\"admins\" decision=allow \\"#
+    );
     assert_eq!(fields["decision"], "allow");
     assert_eq!(fields["path"], "/forged");
     assert!(
