@@ -1,4 +1,4 @@
-//! Prometheus metrics (contract §8). One registry of our own, so nothing another library puts
+//! Prometheus metrics, under the names in the README's table. One registry of our own, so nothing another library puts
 //! into the default registry can collide with or hide our families.
 
 use once_cell::sync::Lazy;

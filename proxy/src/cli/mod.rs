@@ -1,4 +1,4 @@
-//! The command line (contract §1). `main` parses it and calls [`run`]; each command is a small
+//! The command line, as the README's command table documents it. `main` parses it and calls [`run`]; each command is a small
 //! function that returns the process exit code.
 
 mod check;

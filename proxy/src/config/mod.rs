@@ -127,7 +127,7 @@ impl Default for Timeouts {
     }
 }
 
-/// Protection against misbehaving clients. Not in the contract's example; documented in README.
+/// Protection against misbehaving clients (the `limits` keys in the README).
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Most simultaneous client connections on this listener; further ones are closed at once.

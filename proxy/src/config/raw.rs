@@ -1,5 +1,5 @@
 //! The file as written. Every struct rejects unknown keys so a typo is an error, not a silent
-//! default; every field is optional where the contract gives a default.
+//! default; every field is optional where the README's configuration table gives a default.
 
 use serde::Deserialize;
 

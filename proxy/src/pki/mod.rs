@@ -1,5 +1,5 @@
 //! Development PKI on the `openssl` crate: a root CA, server and client certificates, CRLs
-//! (contract §1 `certgate pki init|issue|revoke`). The builder is deliberately flexible
+//! (`certgate pki init|issue|revoke`). The builder is deliberately flexible
 //! ([`CertSpec`]) because the integration tests need odd certificates: expired, not yet valid,
 //! without clientAuth, with NUL bytes or several CNs, RSA/Ed25519 keys, multi-valued RDNs.
 

@@ -1,4 +1,4 @@
-//! The authorization policy (contract §4): permissions name the requests they cover
+//! The authorization policy: permissions name the requests they cover
 //! (`METHODS PATH` routes); groups, users, `authenticated` and `anonymous` hold permissions; a
 //! request is allowed when the identity holds a permission that covers it.
 //!
@@ -482,7 +482,7 @@ impl Policy {
             Principal::Anonymous => None,
         };
 
-        // Sources in the order the contract lists them.
+        // Sources in the order an operator reads them: authenticated, groups, users.
         let mut sources: Vec<(String, &Grant)> = Vec::new();
         match *p {
             Principal::Anonymous => sources.push(("anonymous".into(), &self.anonymous)),

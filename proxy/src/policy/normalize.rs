@@ -1,4 +1,4 @@
-//! Request-path normalisation (contract §4): the path that is matched is the path that is
+//! Request-path normalisation: the path that is matched is the path that is
 //! forwarded, so every spelling that an upstream might read differently is either rewritten to
 //! one canonical form or refused with a 400.
 //!

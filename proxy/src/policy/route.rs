@@ -1,4 +1,4 @@
-//! Route grammar (contract §4): `METHODS PATH`.
+//! Route grammar: `METHODS PATH`.
 //!
 //! - METHODS: one upper-case method token (`GET`), several joined by `|` (`GET|HEAD`), or `*`.
 //! - PATH begins with `/`. A segment is a literal, `*` (exactly one non-empty segment), `{name}`

@@ -1,4 +1,4 @@
-//! Identity headers in the formats upstreams already parse (contract §5, peers.md §c):
+//! Identity headers in the formats upstreams already parse, byte for byte as each proxy sends them:
 //! ingress-nginx, Envoy XFCC, Traefik `passTLSClientCert`, RFC 9440. Computed once per
 //! connection from the [`Identity`]; every value is a valid HTTP header value (visible ASCII and
 //! space only), whatever the certificate holds.

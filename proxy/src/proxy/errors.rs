@@ -1,4 +1,4 @@
-//! The JSON error answers of contract §6, shaped like Anka's own envelope so its clients can
+//! The JSON error answers (400, 401, 403, 502, 503, 504), shaped like Anka's own envelope so its clients can
 //! read them: `{"status":"FAIL","message":M,"reason":R}`.
 
 use bytes::Bytes;

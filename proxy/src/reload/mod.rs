@@ -1,4 +1,4 @@
-//! Live reload of trust material and policy (contract §7).
+//! Live reload of trust material and policy, without a restart and never into a broken state.
 //!
 //! Every directory holding a file the config names is watched (not the files: atomic renames
 //! and Kubernetes `..data` symlink swaps replace inodes). Any create/modify/remove event there,

@@ -1,4 +1,4 @@
-//! The identity read from a verified client certificate (contract §3).
+//! The identity read from a verified client certificate: CN is the user, O (or OU) the groups.
 //!
 //! Values are read structurally from the certificate (name entries and SAN entries), never by
 //! parsing a printed DN. Every value the policy can match on (CN, O, OU) and every SAN is

@@ -1,6 +1,6 @@
 //! Why a client certificate was not accepted, in the operator's words.
 //!
-//! OpenSSL reports dozens of verify error codes; the contract groups them into the seven reasons
+//! OpenSSL reports dozens of verify error codes; certgate groups them into the few reasons
 //! below, which are what the 401 body, the access log and the handshake metric carry.
 
 use openssl::x509::X509VerifyResult;
@@ -18,7 +18,7 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
-    /// The exact string of the 401 `reason` (contract §3).
+    /// The exact string of the 401 `reason`: operators and scripts match on it, never change it.
     pub fn reason(self) -> &'static str {
         match self {
             AuthFailure::NoCertificate => "no certificate",
