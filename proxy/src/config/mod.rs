@@ -7,6 +7,7 @@
 
 pub mod env;
 mod raw;
+mod root_token;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use ipnet::IpNet;
 pub use crate::policy::target::PathParams;
 pub use crate::proxy::dialects::Dialect;
 use raw::{OneOrMany, RawConfig, RawListener, RawTls};
+pub use root_token::RootToken;
 
 /// What a config error says: where, which key, what is wrong and how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +177,7 @@ pub struct ListenerConfig {
     pub proxy_protocol: bool,
     pub proxy_protocol_from: Vec<IpNet>,
     pub hsts: Option<String>,
-    pub root_token: Option<String>,
+    pub root_token: Option<RootToken>,
     /// `;` in a path segment: refused (default) or kept.
     pub path_params: PathParams,
     /// Headers of the default-stripped hardening list this listener's upstream still receives
@@ -488,14 +490,11 @@ impl Validator<'_> {
             }
             limits
         };
-        if let Some(token) = &l.root_token {
-            if token.chars().count() < 10 {
-                return Err(self.err(
-                    &key("root_token"),
-                    "must be at least 10 characters (as Anka requires); use a longer secret, or remove the key",
-                ));
-            }
-        }
+        let root_token = match l.root_token.as_deref().map(RootToken::new) {
+            None => None,
+            Some(Ok(token)) => Some(token),
+            Some(Err(fix)) => return Err(self.err(&key("root_token"), fix)),
+        };
         if let Some(hsts) = &l.hsts {
             if http::HeaderValue::from_str(hsts).is_err() || hsts.trim().is_empty() {
                 return Err(self.err(
@@ -535,7 +534,7 @@ impl Validator<'_> {
             proxy_protocol: l.proxy_protocol.unwrap_or(false),
             proxy_protocol_from,
             hsts: l.hsts,
-            root_token: l.root_token,
+            root_token,
             path_params: l.path_params.unwrap_or_default(),
             pass_client_headers,
             timeouts,

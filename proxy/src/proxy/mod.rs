@@ -153,24 +153,15 @@ impl CertgateProxy {
         Ok(built)
     }
 
-    /// `Authorization: Basic base64("root:" + root_token)`, compared in constant time.
+    /// The request carries this listener's root token (see [`crate::config::RootToken`]).
     fn is_root(&self, req: &RequestHeader) -> bool {
-        let Some(token) = self.listener.config.root_token.as_deref() else {
-            return false;
-        };
-        let Some(value) = req.headers.get(http::header::AUTHORIZATION) else {
-            return false;
-        };
-        let value = value.as_bytes();
-        let Some(encoded) = value.strip_prefix(b"Basic ").map(|v| v.trim_ascii()) else {
-            return false;
-        };
-        use base64::Engine;
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
-            return false;
-        };
-        let expected = format!("root:{token}");
-        decoded.len() == expected.len() && openssl::memcmp::eq(&decoded, expected.as_bytes())
+        match (
+            &self.listener.config.root_token,
+            req.headers.get(http::header::AUTHORIZATION),
+        ) {
+            (Some(token), Some(value)) => token.matches_authorization(value.as_bytes()),
+            _ => false,
+        }
     }
 }
 
