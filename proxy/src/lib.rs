@@ -13,4 +13,5 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod server;
+pub mod time;
 pub mod tls;

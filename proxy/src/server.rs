@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
@@ -74,7 +74,6 @@ pub fn load_listeners(config: &Config) -> anyhow::Result<Vec<Arc<Listener>>> {
     Ok(out)
 }
 
-/// Builds everything, then serves until SIGTERM/SIGINT. Returns after the drain.
 /// No read buffer under each client connection's TLS layer: Pingora's default is 64 KiB, which
 /// an idle keep-alive connection would keep for its lifetime. OpenSSL reads ahead into its own
 /// record buffer instead and releases it while the connection is idle (`tls/acceptor.rs`).
@@ -82,6 +81,7 @@ const L4_READ_BUFFER: usize = 0;
 /// Write buffer (Pingora's default: about one MSS).
 const L4_WRITE_BUFFER: usize = 1460;
 
+/// Builds everything, then serves until SIGTERM/SIGINT. Returns after the drain.
 pub fn run(config: Config) -> anyhow::Result<()> {
     metrics::init();
     let listeners = load_listeners(&config)?;
@@ -206,8 +206,4 @@ impl ShutdownSignalWatch for DrainOnSignal {
         });
         ShutdownSignal::GracefulTerminate
     }
-}
-
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }

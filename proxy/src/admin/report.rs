@@ -6,8 +6,9 @@ use serde::Serialize;
 
 use crate::config::{ClientAuth, ListenerConfig};
 use crate::policy::{Mode, Policy};
+use crate::time::{asn1_unix, now_unix};
 use crate::tls::dn::rfc2253;
-use crate::tls::trust::{asn1_unix, now_unix, TrustState};
+use crate::tls::trust::TrustState;
 
 /// Certificates expiring sooner than this are warned about.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;

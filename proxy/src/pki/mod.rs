@@ -175,12 +175,7 @@ pub(crate) fn digest_for(key: &PKeyRef<Private>) -> MessageDigest {
     }
 }
 
-pub(crate) fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use crate::time::now_unix;
 
 pub(crate) fn time_in_days(days: i64) -> anyhow::Result<Asn1Time> {
     let secs = days

@@ -16,9 +16,10 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use crate::admin::metrics;
 use crate::admin::report::listener_report;
 use crate::policy::Policy;
-use crate::server::{now_rfc3339, ReloadStatus, Shared};
+use crate::server::{ReloadStatus, Shared};
+use crate::time::{asn1_unix, now_rfc3339, now_unix};
 use crate::tls::dn::rfc2253;
-use crate::tls::trust::{asn1_unix, now_unix, TrustState};
+use crate::tls::trust::TrustState;
 
 /// Quiet time after the last file event before reloading (editors and `kubectl` write in bursts).
 const DEBOUNCE: Duration = Duration::from_millis(200);

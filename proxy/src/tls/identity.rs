@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use base64::Engine;
-use openssl::asn1::{Asn1Time, Asn1TimeRef};
+use openssl::asn1::Asn1TimeRef;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::x509::{X509NameRef, X509Ref};
@@ -205,18 +205,14 @@ fn serial_hex(serial: &openssl::bn::BigNumRef) -> Result<String, IdentityError> 
 }
 
 fn unix_time(t: &Asn1TimeRef, what: &'static str) -> Result<i64, IdentityError> {
-    let epoch =
-        Asn1Time::from_unix(0).map_err(|e| IdentityError::Unreadable(what, e.to_string()))?;
-    let d = epoch
-        .diff(t)
-        .map_err(|e| IdentityError::Unreadable(what, e.to_string()))?;
-    Ok(i64::from(d.days) * 86_400 + i64::from(d.secs))
+    crate::time::asn1_unix_checked(t).map_err(|e| IdentityError::Unreadable(what, e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pki::{self, CertSpec, Issued};
+    use openssl::asn1::Asn1Time;
     use std::process::Command;
 
     fn spec(subject: &[(&str, &str)]) -> CertSpec {

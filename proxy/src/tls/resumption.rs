@@ -35,7 +35,8 @@ use openssl::x509::{X509Ref, X509VerifyResult, X509};
 use openssl_sys as ffi;
 
 use crate::admin::metrics;
-use crate::tls::trust::{asn1_unix, now_unix, TrustState};
+use crate::time::{asn1_unix, now_unix};
+use crate::tls::trust::TrustState;
 
 /// Most TLS 1.2 sessions the session-ID cache holds per listener (oldest dropped first).
 const CACHE_CAPACITY: usize = 20_000;

@@ -5,9 +5,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::stack::Stack;
@@ -16,6 +15,7 @@ use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509Crl, X509CrlRef, X509Name, X509Ref, X509StoreContext, X509};
 
 use crate::config::{CrlExpired, TlsConfig};
+use crate::time::{asn1_unix, now_unix};
 use crate::tls::crl_issuer::{CrlSignature, DeferredCrls};
 use crate::tls::dn::rfc2253;
 use crate::tls::verify::AuthFailure;
@@ -88,22 +88,6 @@ pub struct TrustState {
     pub crl_expired: CrlExpired,
     pub files: Vec<LoadedFile>,
     pub loaded_at: SystemTime,
-}
-
-pub fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// Seconds since the epoch of an ASN.1 time.
-pub fn asn1_unix(t: &Asn1TimeRef) -> i64 {
-    Asn1Time::from_unix(0)
-        .ok()
-        .and_then(|epoch| epoch.diff(t).ok())
-        .map(|d| d.days as i64 * 86_400 + d.secs as i64)
-        .unwrap_or(0)
 }
 
 pub fn sha256_der(cert: &X509Ref) -> [u8; 32] {
