@@ -1,11 +1,10 @@
 //! `certgate run`: config → validated model → trust states and policies → one Pingora service
 //! per listener, the admin endpoint, the reloader, and the signal handling that drains.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::L4BufferSettings;
@@ -14,65 +13,14 @@ use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service;
 
 use crate::admin;
-use crate::admin::metrics;
 use crate::config::Config;
 use crate::listener::ListenerApp;
-use crate::policy::Policy;
-use crate::proxy::{CertgateProxy, Listener};
+use crate::metrics;
+use crate::proxy::CertgateProxy;
+use crate::reload::Reloader;
+/// Kept at their old paths; they live in [`crate::state`] now.
+pub use crate::state::{load_listeners, Listener, Shared};
 use crate::tls::acceptor::ListenerTls;
-use crate::tls::trust::TrustState;
-
-/// Set once SIGTERM/SIGINT arrives; process-wide, as signals are.
-static DRAINING: AtomicBool = AtomicBool::new(false);
-
-pub fn is_draining() -> bool {
-    DRAINING.load(Ordering::Acquire)
-}
-
-/// Outcome of the last reload, for `/status`.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct ReloadStatus {
-    pub at: Option<String>,
-    /// What set it off: `SIGHUP` or `file change`.
-    pub cause: Option<String>,
-    pub result: Option<String>,
-    /// The kinds (`cert`, `ca`, `crl`, `policy`) it reloaded, as counted in the metric.
-    pub kinds: Vec<String>,
-    pub error: Option<String>,
-}
-
-/// What the running process shares between its proxy, admin endpoint and reloader.
-pub struct Shared {
-    pub config: Config,
-    pub listeners: Vec<Arc<Listener>>,
-    pub started: AtomicBool,
-    /// Every listener address is bound (checked by `/readyz` until true).
-    pub listening: AtomicBool,
-    pub last_reload: Mutex<ReloadStatus>,
-    /// Open client connections over all listeners, so a drain can end as soon as they are gone.
-    pub open_connections: Arc<AtomicUsize>,
-}
-
-/// Loads the trust state and policy of every listener. Used at start and by `check`.
-pub fn load_listeners(config: &Config) -> anyhow::Result<Vec<Arc<Listener>>> {
-    let mut out = Vec::new();
-    for l in &config.listeners {
-        let trust =
-            TrustState::load(&l.tls, 1).map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
-        let policy = match &l.policy {
-            Some(p) => Some(Arc::new(
-                Policy::load(p).map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?,
-            )),
-            None => None,
-        };
-        out.push(Arc::new(Listener {
-            config: l.clone(),
-            trust: Arc::new(ArcSwap::from_pointee(trust)),
-            policy: Arc::new(ArcSwapOption::new(policy)),
-        }));
-    }
-    Ok(out)
-}
 
 /// No read buffer under each client connection's TLS layer: Pingora's default is 64 KiB, which
 /// an idle keep-alive connection would keep for its lifetime. OpenSSL reads ahead into its own
@@ -85,14 +33,7 @@ const L4_WRITE_BUFFER: usize = 1460;
 pub fn run(config: Config) -> anyhow::Result<()> {
     metrics::init();
     let listeners = load_listeners(&config)?;
-    let shared = Arc::new(Shared {
-        listeners,
-        started: AtomicBool::new(false),
-        listening: AtomicBool::new(false),
-        last_reload: Mutex::new(ReloadStatus::default()),
-        open_connections: Arc::new(AtomicUsize::new(0)),
-        config,
-    });
+    let shared = Arc::new(Shared::new(config, listeners));
     crate::reload::publish_gauges(&shared);
     for l in &shared.config.listeners {
         metrics::init_listener(&l.name);
@@ -128,8 +69,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 cfg.name
             )
         })?;
-        let mut http =
-            pingora::proxy::HttpProxy::new(CertgateProxy::new(listener.clone()), conf.clone());
+        let mut http = pingora::proxy::HttpProxy::new(
+            CertgateProxy::new(listener.clone(), shared.drain.clone()),
+            conf.clone(),
+        );
         http.handle_init_modules();
         let mut options = HttpServerOptions::default();
         options.h2_idle_timeout = Some(cfg.timeouts.idle);
@@ -139,7 +82,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         h2.initial_window_size(8 << 20)
             .initial_connection_window_size(16 << 20);
         http.h2_options = Some(h2);
-        let app = ListenerApp::new(cfg.clone(), tls, http, shared.open_connections.clone());
+        let app = ListenerApp::new(cfg.clone(), tls, http, shared.drain.clone());
         let mut service = Service::new(format!("listener {}", cfg.name), app);
         for addr in &cfg.listen {
             service.add_listener(
@@ -150,10 +93,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         server.add_service(service);
     }
 
+    let reloader = Reloader::new(shared.clone());
     if let Some(addr) = shared.config.admin {
-        admin::spawn(addr, shared.clone())?;
+        admin::spawn(addr, shared.clone(), reloader.clone())?;
     }
-    crate::reload::spawn(shared.clone())?;
+    crate::reload::spawn(reloader)?;
     shared.started.store(true, Ordering::Release);
     tracing::info!(
         listeners = ?shared.config.listeners.iter().map(|l| (&l.name, &l.listen)).collect::<Vec<_>>(),
@@ -189,19 +133,19 @@ impl ShutdownSignalWatch for DrainOnSignal {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        DRAINING.store(true, Ordering::Release);
+        self.shared.drain.start();
         let grace = self.shared.config.shutdown_grace;
         tracing::info!(signal = which, grace = ?grace, "draining: no new connections, in-flight requests may finish");
-        let open = self.shared.open_connections.clone();
+        let drain = self.shared.drain.clone();
         std::thread::spawn(move || {
             let deadline = std::time::Instant::now() + grace;
             // Pingora stops accepting right after this returns; give it a moment so a
             // connection accepted just before counts.
             std::thread::sleep(Duration::from_millis(100));
-            while open.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            while drain.open() > 0 && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            tracing::info!(open = open.load(Ordering::Acquire), "drained; exiting");
+            tracing::info!(open = drain.open(), "drained; exiting");
             std::process::exit(0);
         });
         ShutdownSignal::GracefulTerminate

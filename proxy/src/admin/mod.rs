@@ -1,19 +1,22 @@
 //! The admin endpoint: plain HTTP on its own port and its own thread, so it keeps answering
 //! (`/readyz` 503) while the proxy listeners drain.
 
-pub mod metrics;
-pub mod report;
+/// Kept at its old path for callers outside the crate.
+pub use crate::metrics;
+/// Kept at its old path; it lives in [`crate::report`] now.
+pub use crate::report;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response};
 
-use crate::server::Shared;
+use crate::reload::Reloader;
+use crate::state::Shared;
+use crate::status::{not_ready_reason, status};
 
 type Body = Full<Bytes>;
 
@@ -31,69 +34,11 @@ fn json(code: u16, v: serde_json::Value) -> Response<Body> {
     reply(code, "application/json", v.to_string())
 }
 
-/// Why the process is not ready, or None.
-pub fn not_ready_reason(shared: &Shared) -> Option<String> {
-    if crate::server::is_draining() {
-        return Some("draining".into());
-    }
-    if !shared.started.load(Ordering::Acquire) {
-        return Some("starting".into());
-    }
-    if !shared.listening.load(Ordering::Acquire) {
-        // Pingora binds the listener sockets after start-up, on its own threads.
-        match shared
-            .listeners
-            .iter()
-            .flat_map(|l| &l.config.listen)
-            .find(|a| !is_bound(a))
-        {
-            Some(addr) => return Some(format!("listener {addr} not bound yet")),
-            None => shared.listening.store(true, Ordering::Release),
-        }
-    }
-    for l in &shared.listeners {
-        if l.trust.load().has_expired_crl() {
-            return Some(format!(
-                "listener {}: a loaded CRL is past its nextUpdate",
-                l.config.name
-            ));
-        }
-    }
-    None
-}
-
-/// Whether a socket listens on `addr`: binding it ourselves fails with "address in use". (A
-/// probe connection would be accepted and counted as a failed handshake.)
-fn is_bound(addr: &SocketAddr) -> bool {
-    matches!(std::net::TcpListener::bind(addr), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
-}
-
-pub fn status(shared: &Shared) -> serde_json::Value {
-    let listeners: Vec<_> = shared
-        .listeners
-        .iter()
-        .map(|l| {
-            let policy = l.policy.load_full();
-            report::listener_report(&l.config, &l.trust.load(), policy.as_deref())
-        })
-        .collect();
-    let reload = shared
-        .last_reload
-        .lock()
-        .map(|r| r.clone())
-        .unwrap_or_default();
-    serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "config": shared.config.path.display().to_string(),
-        "ready": not_ready_reason(shared).is_none(),
-        "not_ready_reason": not_ready_reason(shared),
-        "draining": crate::server::is_draining(),
-        "listeners": listeners,
-        "last_reload": reload,
-    })
-}
-
-fn route(shared: &Shared, req: &Request<hyper::body::Incoming>) -> Response<Body> {
+fn route(
+    shared: &Shared,
+    reloader: &Reloader,
+    req: &Request<hyper::body::Incoming>,
+) -> Response<Body> {
     if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
         return json(
             405,
@@ -109,7 +54,7 @@ fn route(shared: &Shared, req: &Request<hyper::body::Incoming>) -> Response<Body
                 serde_json::json!({"status": "FAIL", "message": "Not Ready", "reason": reason}),
             ),
         },
-        "/status" => json(200, status(shared)),
+        "/status" => json(200, status(shared, &reloader.last())),
         "/metrics" => {
             // /readyz as a metric, so an alert needs no probe exporter.
             metrics::READY.set(i64::from(not_ready_reason(shared).is_none()));
@@ -127,7 +72,7 @@ fn route(shared: &Shared, req: &Request<hyper::body::Incoming>) -> Response<Body
 }
 
 /// Binds now (so a taken port is a start-up error) and serves on a thread of its own.
-pub fn spawn(addr: SocketAddr, shared: Arc<Shared>) -> anyhow::Result<()> {
+pub fn spawn(addr: SocketAddr, shared: Arc<Shared>, reloader: Arc<Reloader>) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| anyhow::anyhow!("admin.listen {addr}: cannot bind: {e}"))?;
     listener.set_nonblocking(true)?;
@@ -157,9 +102,10 @@ pub fn spawn(addr: SocketAddr, shared: Arc<Shared>) -> anyhow::Result<()> {
                         continue;
                     };
                     let shared = shared.clone();
+                    let reloader = reloader.clone();
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |req| {
-                            let resp = route(&shared, &req);
+                            let resp = route(&shared, &reloader, &req);
                             async move { Ok::<_, Infallible>(resp) }
                         });
                         let io = hyper_util::rt::TokioIo::new(stream);

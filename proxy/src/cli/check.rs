@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::admin::report::{listener_report, ListenerReport};
 use crate::config::Config;
-use crate::policy::Policy;
-use crate::tls::trust::TrustState;
+use crate::report::{listener_report, ListenerReport};
+use crate::state::load_listener;
+use crate::tls::acceptor::ListenerTls;
 
 pub fn check(path: &Path) -> ExitCode {
     let config = match Config::load(path) {
@@ -22,41 +22,32 @@ pub fn check(path: &Path) -> ExitCode {
     }
     let mut failed = false;
     for l in &config.listeners {
-        let trust = match TrustState::load(&l.tls, 1) {
-            Ok(t) => t,
+        // What `run` loads, loaded once: the report reads the same trust state the acceptor
+        // was built on.
+        let listener = match load_listener(l) {
+            Ok(listener) => listener,
             Err(e) => {
-                eprintln!("error: listener {}: {e}", l.name);
+                eprintln!("error: {e}");
                 failed = true;
                 continue;
             }
         };
-        let policy = match &l.policy {
-            None => None,
-            Some(p) => match Policy::load(p) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    eprintln!("error: listener {}: {e}", l.name);
-                    failed = true;
-                    continue;
-                }
-            },
-        };
-        if let Err(e) = crate::tls::acceptor::ListenerTls::new(
+        if let Err(e) = ListenerTls::new(
             &l.name,
             &l.tls,
             l.timeouts.handshake,
-            std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(trust)),
+            listener.trust.clone(),
         ) {
             eprintln!("error: {}: listener {}: {e}", config.path.display(), l.name);
             failed = true;
             continue;
         }
-        // Loaded again for the report: the acceptor took ownership of the first copy.
-        let Ok(trust) = TrustState::load(&l.tls, 1) else {
-            failed = true;
-            continue;
-        };
-        print_report(&listener_report(l, &trust, policy.as_ref()));
+        let policy = listener.policy.load_full();
+        print_report(&listener_report(
+            l,
+            &listener.trust.load(),
+            policy.as_deref(),
+        ));
     }
     if failed {
         eprintln!("check failed");

@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 use tokio::time::Sleep;
 
-use crate::admin::metrics;
+use crate::metrics;
 
 /// One connection's handle, shared between the guard (which wraps the connection's stream) and
 /// the proxy: it re-arms the header limits, can end the connection, and holds the connection's

@@ -20,9 +20,10 @@ use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use std::os::fd::AsRawFd;
 
-use crate::admin::metrics;
 use crate::config::ListenerConfig;
+use crate::metrics;
 use crate::proxy::CertgateProxy;
+use crate::state::Drain;
 use crate::tls::acceptor::{ConnAuth, HandshakeFailure, ListenerTls};
 use crate::tls::verify::AuthFailure;
 use header_guard::HeaderGuard;
@@ -34,8 +35,8 @@ pub struct ListenerApp {
     tls: ListenerTls,
     http: Arc<HttpProxy<CertgateProxy>>,
     connections: AtomicUsize,
-    /// Process-wide count, watched by the drain.
-    open: Arc<AtomicUsize>,
+    /// Counts this listener's connections into the process-wide drain.
+    drain: Arc<Drain>,
 }
 
 /// Decrements the open-connection count however the connection ends.
@@ -46,7 +47,7 @@ struct ConnectionSlot<'a> {
 impl Drop for ConnectionSlot<'_> {
     fn drop(&mut self) {
         self.app.connections.fetch_sub(1, Ordering::AcqRel);
-        self.app.open.fetch_sub(1, Ordering::AcqRel);
+        self.app.drain.connection_closed();
         metrics::CONNECTIONS_ACTIVE
             .with_label_values(&[&self.app.config.name])
             .dec();
@@ -58,7 +59,7 @@ impl ListenerApp {
         config: ListenerConfig,
         tls: ListenerTls,
         http: HttpProxy<CertgateProxy>,
-        open: Arc<AtomicUsize>,
+        drain: Arc<Drain>,
     ) -> Self {
         ListenerApp {
             name: Arc::from(config.name.as_str()),
@@ -66,7 +67,7 @@ impl ListenerApp {
             tls,
             http: Arc::new(http),
             connections: AtomicUsize::new(0),
-            open,
+            drain,
         }
     }
 
@@ -76,7 +77,7 @@ impl ListenerApp {
             self.connections.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        self.open.fetch_add(1, Ordering::AcqRel);
+        self.drain.connection_opened();
         metrics::CONNECTIONS_ACTIVE
             .with_label_values(&[&self.config.name])
             .inc();

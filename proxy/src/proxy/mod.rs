@@ -19,29 +19,22 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
-use crate::admin::metrics;
-use crate::config::ListenerConfig;
+use crate::metrics;
 use crate::policy::{parse_target, GroupAttribute, Policy, RequestTarget};
+use crate::state::Drain;
 use crate::tls::acceptor::{ConnAuth, IdentityHeaders};
 use crate::tls::identity::Identity;
-use crate::tls::trust::TrustState;
 use crate::tls::verify::AuthFailure;
 use access::{authorize, Verdict};
 
-/// What one listener serves with, shared by its connections. Trust and policy are swapped by
-/// the reloader; the rest needs a restart.
-pub struct Listener {
-    pub config: ListenerConfig,
-    pub trust: Arc<ArcSwap<TrustState>>,
-    pub policy: Arc<ArcSwapOption<Policy>>,
-}
+/// Kept at its old path; it lives in [`crate::state`] now.
+pub use crate::state::Listener;
 
 /// How the request was authorized, for headers, logs and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,18 +79,20 @@ pub struct RequestCtx {
 
 pub struct CertgateProxy {
     listener: Arc<Listener>,
+    drain: Arc<Drain>,
     upstream: upstream::Upstream,
     slots: slots::UpstreamSlots,
     tunnels: Arc<tunnels::Tunnels>,
 }
 
 impl CertgateProxy {
-    pub fn new(listener: Arc<Listener>) -> Self {
+    pub fn new(listener: Arc<Listener>, drain: Arc<Drain>) -> Self {
         let upstream = upstream::Upstream::new(&listener.config);
         let slots = slots::UpstreamSlots::new(&listener.config);
         let tunnels = tunnels::Tunnels::new(listener.clone());
         CertgateProxy {
             listener,
+            drain,
             upstream,
             slots,
             tunnels,
@@ -208,7 +203,7 @@ impl ProxyHttp for CertgateProxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         // HTTP/1.1 keep-alive: our idle timeout, and none once draining so connections end.
-        if crate::server::is_draining() {
+        if self.drain.is_draining() {
             session.set_keepalive(None);
         } else {
             session.set_keepalive(Some(self.listener.config.timeouts.idle.as_secs().max(1)));

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use pingora::protocols::tls::SslDigest;
 
-use crate::admin::metrics;
 use crate::listener::header_guard::HeaderGuardHandle;
+use crate::metrics;
 use crate::policy::Policy;
 use crate::proxy::access::{authorize, Verdict};
-use crate::proxy::Listener;
+use crate::state::Listener;
 use crate::tls::acceptor::ConnAuth;
 use crate::tls::verify::AuthFailure;
 

@@ -6,20 +6,23 @@
 //! and policy of every listener first and swaps only if all of it is valid; otherwise the old
 //! state keeps serving and the error is logged, counted and shown in `/status`.
 
+mod status;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode, Watcher};
 
-use crate::admin::metrics;
-use crate::admin::report::listener_report;
+use crate::metrics;
 use crate::policy::Policy;
-use crate::server::{ReloadStatus, Shared};
+use crate::report::listener_report;
+use crate::state::Shared;
 use crate::time::{asn1_unix, now_rfc3339, now_unix};
 use crate::tls::dn::rfc2253;
 use crate::tls::trust::TrustState;
+pub use status::{Cause, Kind, ReloadStatus};
 
 /// Quiet time after the last file event before reloading (editors and `kubectl` write in bursts).
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -51,26 +54,26 @@ pub fn publish_gauges(shared: &Shared) {
 }
 
 /// The reload kind a failing file belongs to, for `certgate_reloads_total{kind}`.
-fn kind_of(shared: &Shared, file: &Path) -> &'static str {
+fn kind_of(shared: &Shared, file: &Path) -> Kind {
     for l in &shared.listeners {
         let tls = &l.config.tls;
         if tls.cert == file || tls.key == file {
-            return "cert";
+            return Kind::Cert;
         }
         if tls.client_ca.as_deref() == Some(file) {
-            return "ca";
+            return Kind::Ca;
         }
         if tls.crl.iter().any(|c| c == file) {
-            return "crl";
+            return Kind::Crl;
         }
     }
-    "policy"
+    Kind::Policy
 }
 
 /// One listener's freshly built state.
 struct Candidate {
     trust: Option<TrustState>,
-    trust_kinds: Vec<&'static str>,
+    trust_kinds: Vec<Kind>,
     policy: Option<Option<Arc<Policy>>>,
 }
 
@@ -83,9 +86,9 @@ fn file_hashes(state: &TrustState) -> Vec<(PathBuf, String)> {
 }
 
 /// Which kinds changed between two trust states.
-fn changed_kinds(shared: &Shared, old: &TrustState, new: &TrustState) -> Vec<&'static str> {
+fn changed_kinds(shared: &Shared, old: &TrustState, new: &TrustState) -> Vec<Kind> {
     let old = file_hashes(old);
-    let mut kinds: Vec<&'static str> = file_hashes(new)
+    let mut kinds: Vec<Kind> = file_hashes(new)
         .into_iter()
         .filter(|f| !old.contains(f))
         .map(|(path, _)| kind_of(shared, &path))
@@ -103,50 +106,72 @@ pub enum Outcome {
     Failed,
 }
 
-/// What set a reload off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
-    FileChange,
-    /// The operator asked: every kind counts as reloaded, changed or not, so the metric and
-    /// `/status` show that the signal arrived.
-    Sighup,
-}
-
-impl Cause {
-    pub fn label(self) -> &'static str {
-        match self {
-            Cause::FileChange => "file change",
-            Cause::Sighup => "SIGHUP",
-        }
-    }
-}
-
 /// The kinds some listener's config names files of.
-fn configured_kinds(shared: &Shared) -> BTreeSet<&'static str> {
-    let mut kinds = BTreeSet::from(["cert"]);
+fn configured_kinds(shared: &Shared) -> BTreeSet<Kind> {
+    let mut kinds = BTreeSet::from([Kind::Cert]);
     for l in &shared.listeners {
         let tls = &l.config.tls;
         if tls.client_ca.is_some() {
-            kinds.insert("ca");
+            kinds.insert(Kind::Ca);
         }
         if !tls.crl.is_empty() {
-            kinds.insert("crl");
+            kinds.insert(Kind::Crl);
         }
         if l.config.policy.is_some() {
-            kinds.insert("policy");
+            kinds.insert(Kind::Policy);
         }
     }
     kinds
 }
 
-/// Builds everything new, then swaps all of it or none. Each kind reloaded counts once.
-pub fn reload(shared: &Shared, cause: Cause) -> Outcome {
+/// The reloads of one process: its shared state and what the last reload did.
+pub struct Reloader {
+    shared: Arc<Shared>,
+    last: Mutex<ReloadStatus>,
+}
+
+impl Reloader {
+    pub fn new(shared: Arc<Shared>) -> Arc<Reloader> {
+        Arc::new(Reloader {
+            shared,
+            last: Mutex::new(ReloadStatus::Never),
+        })
+    }
+
+    /// The outcome of the last reload, for `/status`.
+    pub fn last(&self) -> ReloadStatus {
+        self.last
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn set_last(&self, status: ReloadStatus) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = status;
+    }
+
+    /// Builds everything new, then swaps all of it or none. Each kind reloaded counts once.
+    pub fn reload(&self, cause: Cause) -> Outcome {
+        reload(self, cause)
+    }
+}
+
+fn reload(reloader: &Reloader, cause: Cause) -> Outcome {
+    let shared = &*reloader.shared;
     let mut candidates = Vec::new();
     for l in &shared.listeners {
         let old = l.trust.load();
         let trust = match TrustState::load(&l.config.tls, old.generation + 1) {
             Ok(t) => t,
-            Err(e) => return fail(shared, cause, &l.config.name, kind_of(shared, &e.file), &e),
+            Err(e) => {
+                return fail(
+                    reloader,
+                    cause,
+                    &l.config.name,
+                    kind_of(shared, &e.file),
+                    &e,
+                )
+            }
         };
         let kinds = changed_kinds(shared, &old, &trust);
         let policy = match &l.config.policy {
@@ -160,7 +185,7 @@ pub fn reload(shared: &Shared, cause: Cause) -> Outcome {
                         .is_some_and(|cur| cur.sha256_hex() == p.sha256_hex());
                     (!same).then(|| Some(Arc::new(p)))
                 }
-                Err(e) => return fail(shared, cause, &l.config.name, "policy", &e),
+                Err(e) => return fail(reloader, cause, &l.config.name, Kind::Policy, &e),
             },
         };
         candidates.push(Candidate {
@@ -178,7 +203,7 @@ pub fn reload(shared: &Shared, cause: Cause) -> Outcome {
         }
         if let Some(policy) = c.policy {
             tracing::info!(listener = %l.config.name, sha256 = policy.as_ref().map(|p| p.sha256_hex()).unwrap_or(""), "policy reloaded");
-            reloaded.insert("policy");
+            reloaded.insert(Kind::Policy);
             l.policy.store(policy);
         }
     }
@@ -195,54 +220,41 @@ pub fn reload(shared: &Shared, cause: Cause) -> Outcome {
         reloaded.extend(configured_kinds(shared));
     }
     for kind in &reloaded {
-        metrics::RELOADS.with_label_values(&[kind, "ok"]).inc();
+        metrics::RELOADS
+            .with_label_values(&[kind.label(), "ok"])
+            .inc();
     }
     // The files match what is serving after a failed reload: say so rather than leave an old
     // error standing.
-    if !reloaded.is_empty() || last_failed(shared) {
-        set_status(shared, cause, "ok", reloaded.into_iter().collect(), None);
+    if !reloaded.is_empty() || reloader.last().failed() {
+        reloader.set_last(ReloadStatus::Ok {
+            at: now_rfc3339(),
+            cause,
+            kinds: reloaded.into_iter().collect(),
+        });
     }
     outcome
 }
 
 fn fail(
-    shared: &Shared,
+    reloader: &Reloader,
     cause: Cause,
     listener: &str,
-    kind: &'static str,
+    kind: Kind,
     e: &dyn std::fmt::Display,
 ) -> Outcome {
     let message = format!("listener {listener}: {e}");
-    tracing::error!(kind, cause = cause.label(), error = %message, "reload rejected; the previous state keeps serving");
-    metrics::RELOADS.with_label_values(&[kind, "error"]).inc();
-    set_status(shared, cause, "error", vec![kind], Some(message));
+    tracing::error!(kind = kind.label(), cause = cause.label(), error = %message, "reload rejected; the previous state keeps serving");
+    metrics::RELOADS
+        .with_label_values(&[kind.label(), "error"])
+        .inc();
+    reloader.set_last(ReloadStatus::Failed {
+        at: now_rfc3339(),
+        cause,
+        kinds: vec![kind],
+        error: message,
+    });
     Outcome::Failed
-}
-
-fn last_failed(shared: &Shared) -> bool {
-    shared
-        .last_reload
-        .lock()
-        .map(|s| s.result.as_deref() == Some("error"))
-        .unwrap_or(false)
-}
-
-fn set_status(
-    shared: &Shared,
-    cause: Cause,
-    result: &str,
-    kinds: Vec<&'static str>,
-    error: Option<String>,
-) {
-    if let Ok(mut s) = shared.last_reload.lock() {
-        *s = ReloadStatus {
-            at: Some(now_rfc3339()),
-            cause: Some(cause.label().into()),
-            result: Some(result.into()),
-            kinds: kinds.into_iter().map(String::from).collect(),
-            error,
-        };
-    }
 }
 
 /// Every file the listeners read now (certificates, keys, CAs, CRLs, policies and includes).
@@ -308,7 +320,8 @@ pub fn log_warnings(shared: &Shared) {
 }
 
 /// Starts the watcher and the SIGHUP handler on a thread of their own.
-pub fn spawn(shared: Arc<Shared>) -> anyhow::Result<()> {
+pub fn spawn(reloader: Arc<Reloader>) -> anyhow::Result<()> {
+    let shared = reloader.shared.clone();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Cause>();
     let fs_tx = tx.clone();
     let set = Arc::new(std::sync::RwLock::new(WatchSet::of(&shared)));
@@ -346,19 +359,20 @@ pub fn spawn(shared: Arc<Shared>) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("certgate-reload".into())
         .spawn(move || {
-            rt.block_on(run_loop(shared, watcher, set, rx, tx, hup));
+            rt.block_on(run_loop(reloader, watcher, set, rx, tx, hup));
         })?;
     Ok(())
 }
 
 async fn run_loop(
-    shared: Arc<Shared>,
+    reloader: Arc<Reloader>,
     mut watcher: notify::RecommendedWatcher,
     set: Arc<std::sync::RwLock<WatchSet>>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Cause>,
     tx: tokio::sync::mpsc::UnboundedSender<Cause>,
     mut hup: tokio::signal::unix::Signal,
 ) {
+    let shared = reloader.shared.clone();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             let _ = tx.send(Cause::Sighup);
@@ -387,7 +401,7 @@ async fn run_loop(
             }
         }
         tracing::debug!(cause = cause.label(), "reloading");
-        if reload(&shared, cause) == Outcome::Changed {
+        if reloader.reload(cause) == Outcome::Changed {
             log_warnings(&shared);
         }
         let now = WatchSet::of(&shared);

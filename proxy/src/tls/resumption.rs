@@ -34,7 +34,7 @@ use openssl::ssl::{
 use openssl::x509::{X509Ref, X509VerifyResult, X509};
 use openssl_sys as ffi;
 
-use crate::admin::metrics;
+use crate::metrics;
 use crate::time::{asn1_unix, now_unix};
 use crate::tls::trust::TrustState;
 

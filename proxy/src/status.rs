@@ -1,0 +1,67 @@
+//! What `/readyz` and `/status` report about the running process: readiness with its reason,
+//! each listener's report, the drain and the last reload. The admin endpoint serves it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use crate::reload::ReloadStatus;
+use crate::report;
+use crate::state::Shared;
+
+/// Why the process is not ready, or None.
+pub fn not_ready_reason(shared: &Shared) -> Option<String> {
+    if shared.drain.is_draining() {
+        return Some("draining".into());
+    }
+    if !shared.started.load(Ordering::Acquire) {
+        return Some("starting".into());
+    }
+    if !shared.listening.load(Ordering::Acquire) {
+        // Pingora binds the listener sockets after start-up, on its own threads.
+        match shared
+            .listeners
+            .iter()
+            .flat_map(|l| &l.config.listen)
+            .find(|a| !is_bound(a))
+        {
+            Some(addr) => return Some(format!("listener {addr} not bound yet")),
+            None => shared.listening.store(true, Ordering::Release),
+        }
+    }
+    for l in &shared.listeners {
+        if l.trust.load().has_expired_crl() {
+            return Some(format!(
+                "listener {}: a loaded CRL is past its nextUpdate",
+                l.config.name
+            ));
+        }
+    }
+    None
+}
+
+/// Whether a socket listens on `addr`: binding it ourselves fails with "address in use". (A
+/// probe connection would be accepted and counted as a failed handshake.)
+fn is_bound(addr: &SocketAddr) -> bool {
+    matches!(std::net::TcpListener::bind(addr), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
+}
+
+/// The `/status` document: the process, each listener's report and the last reload.
+pub fn status(shared: &Shared, last_reload: &ReloadStatus) -> serde_json::Value {
+    let listeners: Vec<_> = shared
+        .listeners
+        .iter()
+        .map(|l| {
+            let policy = l.policy.load_full();
+            report::listener_report(&l.config, &l.trust.load(), policy.as_deref())
+        })
+        .collect();
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "config": shared.config.path.display().to_string(),
+        "ready": not_ready_reason(shared).is_none(),
+        "not_ready_reason": not_ready_reason(shared),
+        "draining": shared.drain.is_draining(),
+        "listeners": listeners,
+        "last_reload": last_reload,
+    })
+}
