@@ -6,6 +6,7 @@
 //! reading them is usually in the middle of a deployment.
 
 pub mod env;
+mod headers;
 mod raw;
 mod root_token;
 
@@ -15,8 +16,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub use crate::policy::target::PathParams;
-pub use crate::proxy::dialects::Dialect;
+pub(crate) use headers::same_name;
+pub use headers::{passable_header, Dialect, HARDENING_STRIPPED};
 use raw::{OneOrMany, RawConfig, RawListener, RawTls};
 pub use root_token::RootToken;
 
@@ -65,6 +66,18 @@ pub enum Alpn {
     H2,
     #[serde(rename = "http/1.1")]
     Http11,
+}
+
+/// What a `;` inside a path segment means (listener key `path_params`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathParams {
+    /// Refused with 400: Java servlet containers (Tomcat, Jetty, Spring) strip `;params`
+    /// before routing, so `/allowed/..;/admin` reaches `/admin` there.
+    #[default]
+    Reject,
+    /// Kept as ordinary characters, for upstreams that use them (matrix parameters).
+    Keep,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Default)]
@@ -513,12 +526,12 @@ impl Validator<'_> {
         headers.dedup();
         let mut pass_client_headers = Vec::new();
         for name in l.pass_client_headers.unwrap_or_default() {
-            let Some(canonical) = crate::proxy::dialects::passable_header(&name) else {
+            let Some(canonical) = passable_header(&name) else {
                 return Err(self.err(
                     &key("pass_client_headers"),
                     format!(
                         "`{name}` cannot be passed: only these may be: {}; identity headers and certgate's own are always replaced",
-                        crate::proxy::dialects::HARDENING_STRIPPED.join(", ")
+                        HARDENING_STRIPPED.join(", ")
                     ),
                 ));
             };

@@ -15,18 +15,8 @@
 use http::uri::PathAndQuery;
 
 use super::normalize::{normalize_path, PathError};
-
-/// What a `;` inside a path segment means (listener key `path_params`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PathParams {
-    /// Refused with 400: Java servlet containers (Tomcat, Jetty, Spring) strip `;params`
-    /// before routing, so `/allowed/..;/admin` reaches `/admin` there.
-    #[default]
-    Reject,
-    /// Kept as ordinary characters, for upstreams that use them (matrix parameters).
-    Keep,
-}
+/// Kept at its old path; it is defined with the config.
+pub use crate::config::PathParams;
 
 /// Why a request target was refused; [`TargetError::reason`] is the 400 response's `reason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]

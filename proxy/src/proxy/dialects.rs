@@ -9,33 +9,9 @@ use std::net::IpAddr;
 use base64::Engine;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+/// Kept at its old path; it is defined with the config.
+pub use crate::config::Dialect;
 use crate::tls::identity::Identity;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Dialect {
-    /// `nginx-ingress` (default): `ssl-client-verify`, `ssl-client-subject-dn`,
-    /// `ssl-client-issuer-dn`, `ssl-client-cert`.
-    NginxIngress,
-    /// `xfcc`: Envoy's `x-forwarded-client-cert`.
-    Xfcc,
-    /// `traefik`: `x-forwarded-tls-client-cert-info`, `x-forwarded-tls-client-cert`.
-    Traefik,
-    /// `rfc9440`: `client-cert` (only with `forward_cert`).
-    Rfc9440,
-}
-
-impl Dialect {
-    /// The name used in the config file.
-    pub fn name(self) -> &'static str {
-        match self {
-            Dialect::NginxIngress => "nginx-ingress",
-            Dialect::Xfcc => "xfcc",
-            Dialect::Traefik => "traefik",
-            Dialect::Rfc9440 => "rfc9440",
-        }
-    }
-}
 
 /// The outcome of client-certificate verification, as NGINX's `$ssl_client_verify` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -299,68 +275,6 @@ fn traefik_info(id: &Identity) -> String {
         values.push(format!("SAN=\"{}\"", sans.join(",")));
     }
     go_query_escape(&values.join(";"))
-}
-
-/// Every header the proxy must strip from client requests: case-insensitive, `-` and `_`
-/// equivalent. certgate writes its own value of each (or none) afterwards.
-pub fn is_spoofable(name: &str) -> bool {
-    const EXACT: [&str; 12] = [
-        "ssl-client-verify",
-        "ssl-client-subject-dn",
-        "ssl-client-issuer-dn",
-        "ssl-client-cert",
-        "x-forwarded-client-cert",
-        "x-forwarded-tls-client-cert",
-        "x-forwarded-tls-client-cert-info",
-        "client-cert",
-        "client-cert-chain",
-        "x-real-ip",
-        "x-forwarded-for",
-        "forwarded",
-    ];
-    const PREFIX: &str = "x-certgate-";
-    let n = name.as_bytes();
-    EXACT.iter().any(|e| same_name(n, e))
-        || (n.len() >= PREFIX.len() && same_name(&n[..PREFIX.len()], PREFIX))
-}
-
-/// Headers that some upstream frameworks trust to change the method (`X-HTTP-Method-Override`
-/// turns an allowed GET into a DELETE), the path (`X-Original-URL`), or to name the user
-/// (`X-Remote-User`): stripped from client requests unless a listener lists them in
-/// `pass_client_headers`.
-pub const HARDENING_STRIPPED: [&str; 11] = [
-    "x-http-method-override",
-    "x-method-override",
-    "x-http-method",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-remote-user",
-    "remote-user",
-    "x-forwarded-user",
-    "x-ssl-client-dn",
-    "x-client-cert",
-    "ssl-client-s-dn",
-];
-
-/// The [`HARDENING_STRIPPED`] entry `name` spells (any case, `-` or `_`), if any.
-pub fn passable_header(name: &str) -> Option<&'static str> {
-    HARDENING_STRIPPED
-        .iter()
-        .copied()
-        .find(|h| same_name(name.as_bytes(), h))
-}
-
-/// `a` spells the lower-case, `-`-separated name `b`, in any case and with `_` for `-`.
-fn same_name(a: &[u8], b: &str) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b.bytes()).all(|(x, y)| {
-            let x = if *x == b'_' {
-                b'-'
-            } else {
-                x.to_ascii_lowercase()
-            };
-            x == y
-        })
 }
 
 #[cfg(test)]
@@ -672,7 +586,7 @@ mod tests {
             ]
         );
         assert!(
-            names.iter().all(|n| is_spoofable(n)),
+            names.iter().all(|n| crate::proxy::forward::is_spoofable(n)),
             "every header we set is stripped from clients"
         );
         assert_header_safe(&h);
@@ -794,85 +708,5 @@ mod tests {
         ];
         let got: Vec<(&str, String)> = pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         assert_eq!(got, want);
-    }
-
-    #[test]
-    fn spoofable_names() {
-        for n in [
-            "ssl-client-verify",
-            "SSL_CLIENT_VERIFY",
-            "Ssl-Client-Subject-Dn",
-            "ssl_client_issuer-dn",
-            "ssl-client-cert",
-            "X-Forwarded-Client-Cert",
-            "x_forwarded_tls_client_cert",
-            "X-Forwarded-Tls-Client-Cert-Info",
-            "client-cert",
-            "Client_Cert_Chain",
-            "x-certgate-user",
-            "X_CERTGATE_GROUPS",
-            "x-certgate-",
-            "x-certgate-anything-else",
-            "X-Real-IP",
-            "x_real_ip",
-            "X-Forwarded-For",
-            "x_forwarded_for",
-            "Forwarded",
-        ] {
-            assert!(is_spoofable(n), "{n}");
-        }
-        for n in [
-            "ssl-client-verifyx",
-            "x-certgate",
-            "x-certgatex-user",
-            "client-certs",
-            "x-forwarded-host",
-            "x-forwarded-proto",
-            "authorization",
-            "host",
-            "",
-            "x-forwarded-client-cert-info",
-            "ssl-client-cert-chain",
-        ] {
-            assert!(!is_spoofable(n), "{n}");
-        }
-    }
-
-    #[test]
-    fn hardening_names() {
-        assert_eq!(
-            passable_header("X_HTTP_Method_Override"),
-            Some("x-http-method-override")
-        );
-        assert_eq!(passable_header("SSL-Client-S-DN"), Some("ssl-client-s-dn"));
-        for n in [
-            "x-certgate-user",
-            "forwarded",
-            "x-http-method-overrides",
-            "",
-        ] {
-            assert_eq!(passable_header(n), None, "{n}");
-        }
-        // The two lists never overlap: an always-stripped header cannot be passed.
-        assert!(HARDENING_STRIPPED.iter().all(|h| !is_spoofable(h)));
-    }
-
-    #[test]
-    fn dialect_names_deserialize() {
-        let d: Vec<Dialect> =
-            serde_json::from_str(r#"["nginx-ingress","xfcc","traefik","rfc9440"]"#).expect("json");
-        assert_eq!(
-            d,
-            [
-                Dialect::NginxIngress,
-                Dialect::Xfcc,
-                Dialect::Traefik,
-                Dialect::Rfc9440
-            ]
-        );
-        assert!(serde_json::from_str::<Dialect>(r#""nginx""#).is_err());
-        assert!(d.iter().all(
-            |x| serde_json::from_str::<Dialect>(&format!("\"{}\"", x.name())).ok() == Some(*x)
-        ));
     }
 }

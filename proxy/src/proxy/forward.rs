@@ -8,10 +8,9 @@ use http::header::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 use crate::config::ListenerConfig;
+use crate::config::{passable_header, same_name};
 use crate::policy::{GroupAttribute, RequestTarget};
-use crate::proxy::dialects::{
-    dialect_headers, is_spoofable, passable_header, xfcc_quoted, ClientVerify,
-};
+use crate::proxy::dialects::{dialect_headers, xfcc_quoted, ClientVerify};
 use crate::tls::identity::Identity;
 use crate::tls::verify::AuthFailure;
 
@@ -166,8 +165,34 @@ fn forwarded(client: Option<IpAddr>, host: Option<&str>) -> String {
     out
 }
 
+/// Every header the proxy must strip from client requests: case-insensitive, `-` and `_`
+/// equivalent. certgate writes its own value of each (or none) afterwards.
+pub fn is_spoofable(name: &str) -> bool {
+    const EXACT: [&str; 12] = [
+        "ssl-client-verify",
+        "ssl-client-subject-dn",
+        "ssl-client-issuer-dn",
+        "ssl-client-cert",
+        "x-forwarded-client-cert",
+        "x-forwarded-tls-client-cert",
+        "x-forwarded-tls-client-cert-info",
+        "client-cert",
+        "client-cert-chain",
+        "x-real-ip",
+        "x-forwarded-for",
+        "forwarded",
+    ];
+    const PREFIX: &str = "x-certgate-";
+    let n = name.as_bytes();
+    EXACT.iter().any(|e| same_name(n, e))
+        || (n.len() >= PREFIX.len() && same_name(&n[..PREFIX.len()], PREFIX))
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::config::HARDENING_STRIPPED;
+
     #[test]
     fn forwarded_values() {
         let v4 = "203.0.113.7".parse().ok();
@@ -182,5 +207,66 @@ mod tests {
         );
         let mapped = "::ffff:10.0.0.1".parse().ok();
         assert_eq!(super::forwarded(mapped, None), "for=10.0.0.1;proto=https");
+    }
+
+    #[test]
+    fn spoofable_names() {
+        for n in [
+            "ssl-client-verify",
+            "SSL_CLIENT_VERIFY",
+            "Ssl-Client-Subject-Dn",
+            "ssl_client_issuer-dn",
+            "ssl-client-cert",
+            "X-Forwarded-Client-Cert",
+            "x_forwarded_tls_client_cert",
+            "X-Forwarded-Tls-Client-Cert-Info",
+            "client-cert",
+            "Client_Cert_Chain",
+            "x-certgate-user",
+            "X_CERTGATE_GROUPS",
+            "x-certgate-",
+            "x-certgate-anything-else",
+            "X-Real-IP",
+            "x_real_ip",
+            "X-Forwarded-For",
+            "x_forwarded_for",
+            "Forwarded",
+        ] {
+            assert!(is_spoofable(n), "{n}");
+        }
+        for n in [
+            "ssl-client-verifyx",
+            "x-certgate",
+            "x-certgatex-user",
+            "client-certs",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "authorization",
+            "host",
+            "",
+            "x-forwarded-client-cert-info",
+            "ssl-client-cert-chain",
+        ] {
+            assert!(!is_spoofable(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn hardening_names() {
+        assert_eq!(
+            passable_header("X_HTTP_Method_Override"),
+            Some("x-http-method-override")
+        );
+        assert_eq!(passable_header("SSL-Client-S-DN"), Some("ssl-client-s-dn"));
+        for n in [
+            "x-certgate-user",
+            "forwarded",
+            "x-http-method-overrides",
+            "",
+        ] {
+            assert_eq!(passable_header(n), None, "{n}");
+        }
+        // The two lists never overlap: an always-stripped header cannot be passed.
+        assert!(HARDENING_STRIPPED.iter().all(|h| !is_spoofable(h)));
     }
 }
