@@ -3,6 +3,10 @@
 //! endpoint, so each of them reaches the others' data through here rather than through
 //! `server`.
 
+mod connection;
+
+pub use connection::{Connection, HeaderGuardHandle, IdentityHeaders};
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 

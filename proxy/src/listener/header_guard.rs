@@ -12,9 +12,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,54 +24,11 @@ use pingora::protocols::{
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Semaphore;
 use tokio::time::Sleep;
 
 use crate::metrics;
-
-/// One connection's handle, shared between the guard (which wraps the connection's stream) and
-/// the proxy: it re-arms the header limits, can end the connection, and holds the connection's
-/// slots for concurrent upstream requests.
-#[derive(Debug, Default)]
-pub struct HeaderGuardHandle {
-    rearm: AtomicBool,
-    closed: AtomicBool,
-    /// The task waiting on the connection, woken by [`Self::close`].
-    waker: Mutex<Option<Waker>>,
-    upstream_slots: OnceLock<Arc<Semaphore>>,
-}
-
-impl HeaderGuardHandle {
-    /// The response of the current request is complete; the next bytes start a new header.
-    pub fn rearm(&self) {
-        self.rearm.store(true, Ordering::Release);
-    }
-
-    /// Ends the connection: its pending and later reads and writes fail (for an upgraded
-    /// tunnel whose client lost its access, which sends no further request to refuse).
-    pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        if let Some(w) = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            w.wake();
-        }
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    fn park(&self, cx: &Context<'_>) {
-        *self.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
-    }
-
-    /// This connection's slots for requests talking to the upstream at the same time, `size`
-    /// of them (fixed by the first caller: the listener's limit).
-    pub fn upstream_slots(&self, size: usize) -> Arc<Semaphore> {
-        self.upstream_slots
-            .get_or_init(|| Arc::new(Semaphore::new(size)))
-            .clone()
-    }
-}
+/// Kept at its old path; it lives with the rest of a connection's state now.
+pub use crate::state::HeaderGuardHandle;
 
 fn aborted() -> std::io::Error {
     std::io::Error::new(
@@ -187,7 +143,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderGuard<S> {
         if this.handle.is_closed() {
             return Poll::Ready(Err(aborted()));
         }
-        if this.handle.rearm.swap(false, Ordering::AcqRel) && this.phase == Phase::Body {
+        if this.handle.take_rearm() && this.phase == Phase::Body {
             this.phase = Phase::Header;
             this.seen = 0;
             this.started = false;

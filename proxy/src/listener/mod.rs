@@ -23,8 +23,9 @@ use std::os::fd::AsRawFd;
 use crate::config::ListenerConfig;
 use crate::metrics;
 use crate::proxy::CertgateProxy;
+use crate::state::Connection;
 use crate::state::Drain;
-use crate::tls::acceptor::{ConnAuth, HandshakeFailure, ListenerTls};
+use crate::tls::acceptor::{HandshakeFailure, ListenerTls};
 use crate::tls::verify::AuthFailure;
 use header_guard::HeaderGuard;
 use pingora::protocols::{Ssl, ALPN};
@@ -145,7 +146,10 @@ impl ServerApp for ListenerApp {
         }
         // Outlives a failed handshake, so the client reads the alert rather than a reset.
         let linger = alert_close::Linger::keep(&io);
-        let tls = match self.tls.handshake(io, vpce_id).await {
+        let attach = move |auth| -> Arc<dyn std::any::Any + Send + Sync> {
+            Arc::new(Connection::new(auth, vpce_id.clone()))
+        };
+        let tls = match self.tls.handshake(io, &attach).await {
             Ok(tls) => tls,
             Err(failure) => {
                 metrics::HANDSHAKES
@@ -162,8 +166,8 @@ impl ServerApp for ListenerApp {
         };
         drop(linger);
         let digest = tls.ssl_digest();
-        let conn = digest.as_ref().and_then(|d| d.extension.get::<ConnAuth>());
-        let (result, reason) = match conn.map(|c| c.verdict.as_ref().err().copied()) {
+        let conn = digest.as_deref().and_then(Connection::of);
+        let (result, reason) = match conn.map(|c| c.auth.verdict.as_ref().err().copied()) {
             Some(None) => ("ok", "verified"),
             Some(Some(AuthFailure::NoCertificate)) | None => ("ok", "no_certificate"),
             Some(Some(f)) => ("fail", f.label()),

@@ -27,8 +27,7 @@ use pingora::{Error, ErrorType};
 
 use crate::metrics;
 use crate::policy::{parse_target, GroupAttribute, Policy, RequestTarget};
-use crate::state::Drain;
-use crate::tls::acceptor::{ConnAuth, IdentityHeaders};
+use crate::state::{Connection, Drain, IdentityHeaders};
 use crate::tls::identity::Identity;
 use crate::tls::verify::AuthFailure;
 use access::{authorize, Verdict};
@@ -124,28 +123,14 @@ impl CertgateProxy {
         id: &Identity,
         group_attribute: Option<GroupAttribute>,
     ) -> pingora::Result<IdentityHeaders> {
-        let key = group_attribute.map_or(0, |g| g as u8 + 1);
-        let conn = conn_auth(session);
-        if let Some(conn) = conn {
-            let cached = conn
-                .identity_headers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if let Some((k, headers)) = cached.as_ref() {
-                if *k == key {
-                    return Ok(headers.clone());
-                }
-            }
+        let build = || {
+            forward::identity_headers(&self.listener.config, id, group_attribute)
+                .map(IdentityHeaders::from)
+        };
+        match conn_auth(session) {
+            Some(conn) => conn.identity_headers(group_attribute, build),
+            None => build(),
         }
-        let built: IdentityHeaders =
-            forward::identity_headers(&self.listener.config, id, group_attribute)?.into();
-        if let Some(conn) = conn {
-            *conn
-                .identity_headers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some((key, built.clone()));
-        }
-        Ok(built)
     }
 
     /// The request carries this listener's root token (see [`crate::config::RootToken`]).
@@ -160,11 +145,11 @@ impl CertgateProxy {
     }
 }
 
-fn conn_auth(session: &Session) -> Option<&ConnAuth> {
+fn conn_auth(session: &Session) -> Option<&Connection> {
     session
         .digest()
-        .and_then(|d| d.ssl_digest.as_ref())
-        .and_then(|s| s.extension.get::<ConnAuth>())
+        .and_then(|d| d.ssl_digest.as_deref())
+        .and_then(Connection::of)
 }
 
 /// The client's IP as the upstream should see it (from the PROXY header when one was used).
@@ -217,7 +202,7 @@ impl ProxyHttp for CertgateProxy {
         // 1. Who is asking, as of the trust state current now (revocation reaches open connections).
         let trust = self.listener.trust.load();
         ctx.generation = trust.generation;
-        match conn_auth(session).map(|c| c.identity(&trust)) {
+        match conn_auth(session).map(|c| c.auth.identity(&trust)) {
             Some(Ok(identity)) => ctx.identity = Some(identity.clone()),
             Some(Err(f)) => ctx.failure = Some(f),
             None => ctx.failure = Some(AuthFailure::NoCertificate),

@@ -10,7 +10,7 @@ use pingora::{Error, ErrorType};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ListenerConfig;
-use crate::tls::acceptor::ConnAuth;
+use crate::state::Connection;
 
 /// The error type of a request that found no free slot in time.
 pub const BUSY: &str = "busy";
@@ -35,7 +35,7 @@ impl UpstreamSlots {
     /// held until the request ends.
     pub async fn take(
         &self,
-        conn: Option<&ConnAuth>,
+        conn: Option<&Connection>,
     ) -> pingora::Result<Vec<OwnedSemaphorePermit>> {
         let mut pools = Vec::with_capacity(2);
         if let Some(conn) = conn {

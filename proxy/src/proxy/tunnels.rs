@@ -13,12 +13,11 @@ use std::time::Duration;
 
 use pingora::protocols::tls::SslDigest;
 
-use crate::listener::header_guard::HeaderGuardHandle;
 use crate::metrics;
 use crate::policy::Policy;
 use crate::proxy::access::{authorize, Verdict};
 use crate::state::Listener;
-use crate::tls::acceptor::ConnAuth;
+use crate::state::{Connection, HeaderGuardHandle};
 use crate::tls::verify::AuthFailure;
 
 /// How often the watcher looks for a reload: well inside the 2 s a reload may take to reach
@@ -27,7 +26,7 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// What a tunnel was allowed as, and how to end it.
 pub struct Tunnel {
-    /// The connection's TLS digest, which carries its verified chain ([`ConnAuth`]).
+    /// The connection's TLS digest, which carries its verified chain ([`Connection`]).
     pub digest: Option<Arc<SslDigest>>,
     pub handle: Arc<HeaderGuardHandle>,
     pub method: String,
@@ -125,11 +124,8 @@ impl Tunnels {
             }
             t.generation = trust.generation;
             t.policy = policy.clone();
-            let conn = t
-                .digest
-                .as_ref()
-                .and_then(|d| d.extension.get::<ConnAuth>());
-            let (identity, failure) = match conn.map(|c| c.identity(&trust)) {
+            let conn = t.digest.as_deref().and_then(Connection::of);
+            let (identity, failure) = match conn.map(|c| c.auth.identity(&trust)) {
                 Some(Ok(id)) => (Some(id.clone()), None),
                 Some(Err(f)) => (None, Some(f)),
                 None => (None, Some(AuthFailure::NoCertificate)),

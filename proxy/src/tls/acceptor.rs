@@ -28,7 +28,6 @@ use pingora::tls::ext;
 use pingora::tls::ssl::SslRef;
 
 use crate::config::{Alpn, ClientAuth, TlsConfig, TlsVersion};
-use crate::listener::header_guard::HeaderGuardHandle;
 use crate::tls::identity::Identity;
 use crate::tls::resumption;
 use crate::tls::trust::TrustState;
@@ -58,8 +57,8 @@ impl HandshakeFailure {
     }
 }
 
-/// What a connection's handshake established about the client. Stored in the TLS digest, so
-/// every request of the connection (HTTP/1.1 keep-alive or HTTP/2 streams) finds it.
+/// What a connection's handshake established about the client. The listener stores it in the
+/// TLS digest with its own per-connection state, so every request of the connection finds it.
 pub struct ConnAuth {
     /// The identity when the certificate verified, else why not.
     pub verdict: Result<Arc<Identity>, AuthFailure>,
@@ -68,17 +67,11 @@ pub struct ConnAuth {
     generation: u64,
     /// (trust generation, verdict under it), so the re-check runs once per reload, not per request.
     recheck: Mutex<(u64, Result<(), AuthFailure>)>,
-    /// Re-armed by the proxy after each response (HTTP/1.1 header limits).
-    pub header_guard: Arc<HeaderGuardHandle>,
-    /// AWS PrivateLink endpoint id from the PROXY header, for the access log.
-    pub vpce_id: Option<Arc<str>>,
-    /// The identity's upstream headers as the proxy built them for this connection, with the
-    /// proxy's cache key: built once, not per request.
-    pub identity_headers: Mutex<Option<(u8, IdentityHeaders)>>,
 }
 
-/// Header names and values, ready to insert into every upstream request of a connection.
-pub type IdentityHeaders = Arc<[(http::HeaderName, http::HeaderValue)]>;
+/// Turns a connection's [`ConnAuth`] into what the TLS digest carries (the listener adds its
+/// per-connection state).
+pub type Attach<'a> = &'a (dyn Fn(ConnAuth) -> Arc<dyn Any + Send + Sync> + Sync);
 
 impl ConnAuth {
     /// The identity as of the current trust state: a certificate revoked, expired or no longer
@@ -174,12 +167,12 @@ impl ListenerTls {
     pub async fn handshake(
         &self,
         io: TcpStream,
-        vpce_id: Option<Arc<str>>,
+        attach: Attach<'_>,
     ) -> Result<SslStream<TcpStream>, HandshakeFailure> {
         let callbacks = HandshakeCallbacks {
             tls: self,
             refused: Arc::new(Mutex::new(None)),
-            vpce_id,
+            attach,
         };
         let refused = callbacks.refused.clone();
         match tokio::time::timeout(
@@ -238,7 +231,7 @@ fn is_missing_cert(e: &pingora::Error) -> bool {
 struct HandshakeCallbacks<'a> {
     tls: &'a ListenerTls,
     refused: Arc<Mutex<Option<AuthFailure>>>,
-    vpce_id: Option<Arc<str>>,
+    attach: Attach<'a>,
 }
 
 #[async_trait]
@@ -320,14 +313,11 @@ impl TlsAccept for HandshakeCallbacks<'_> {
                 .map_err(|_| AuthFailure::BadCertificate),
         };
         let chain = resumption::verified_chain(ssl);
-        Some(Arc::new(ConnAuth {
+        Some((self.attach)(ConnAuth {
             verdict,
             chain,
             generation,
             recheck: Mutex::new((generation, Ok(()))),
-            header_guard: Arc::default(),
-            vpce_id: self.vpce_id.clone(),
-            identity_headers: Mutex::new(None),
         }))
     }
 }

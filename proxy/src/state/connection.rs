@@ -1,0 +1,117 @@
+//! One client connection's state beyond its TLS identity, shared by the listener (which
+//! creates it after the handshake and wraps the stream in the header guard) and the proxy
+//! (which reads it on every request of the connection from the TLS digest).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Waker};
+
+use pingora::protocols::tls::SslDigest;
+use tokio::sync::Semaphore;
+
+use crate::policy::GroupAttribute;
+use crate::tls::acceptor::ConnAuth;
+
+/// What a connection's handshake established ([`ConnAuth`]) and what the listener adds to it.
+/// Stored in the TLS digest, so every request of the connection (HTTP/1.1 keep-alive or
+/// HTTP/2 streams) finds it.
+pub struct Connection {
+    pub auth: ConnAuth,
+    /// Re-armed by the proxy after each response (HTTP/1.1 header limits).
+    pub header_guard: Arc<HeaderGuardHandle>,
+    /// AWS PrivateLink endpoint id from the PROXY header, for the access log.
+    pub vpce_id: Option<Arc<str>>,
+    /// The identity's upstream headers as the proxy built them for this connection, with the
+    /// group attribute they were built for: built once, not per request.
+    pub identity_headers: Mutex<Option<(Option<GroupAttribute>, IdentityHeaders)>>,
+}
+
+/// Header names and values, ready to insert into every upstream request of a connection.
+pub type IdentityHeaders = Arc<[(http::HeaderName, http::HeaderValue)]>;
+
+impl Connection {
+    pub fn new(auth: ConnAuth, vpce_id: Option<Arc<str>>) -> Connection {
+        Connection {
+            auth,
+            header_guard: Arc::default(),
+            vpce_id,
+            identity_headers: Mutex::new(None),
+        }
+    }
+
+    /// The connection a TLS digest belongs to.
+    pub fn of(digest: &SslDigest) -> Option<&Connection> {
+        digest.extension.get::<Connection>()
+    }
+
+    /// The identity headers cached for `group_attribute`, else those `build` makes (then
+    /// cached): rebuilt only if a policy reload changed which attribute names the groups.
+    pub fn identity_headers<E>(
+        &self,
+        group_attribute: Option<GroupAttribute>,
+        build: impl FnOnce() -> Result<IdentityHeaders, E>,
+    ) -> Result<IdentityHeaders, E> {
+        let mut cached = self
+            .identity_headers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((key, headers)) = cached.as_ref() {
+            if *key == group_attribute {
+                return Ok(headers.clone());
+            }
+        }
+        let built = build()?;
+        *cached = Some((group_attribute, built.clone()));
+        Ok(built)
+    }
+}
+
+/// One connection's handle, shared between the guard (which wraps the connection's stream) and
+/// the proxy: it re-arms the header limits, can end the connection, and holds the connection's
+/// slots for concurrent upstream requests.
+#[derive(Debug, Default)]
+pub struct HeaderGuardHandle {
+    rearm: AtomicBool,
+    closed: AtomicBool,
+    /// The task waiting on the connection, woken by [`Self::close`].
+    waker: Mutex<Option<Waker>>,
+    upstream_slots: OnceLock<Arc<Semaphore>>,
+}
+
+impl HeaderGuardHandle {
+    /// The response of the current request is complete; the next bytes start a new header.
+    pub fn rearm(&self) {
+        self.rearm.store(true, Ordering::Release);
+    }
+
+    /// Ends the connection: its pending and later reads and writes fail (for an upgraded
+    /// tunnel whose client lost its access, which sends no further request to refuse).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(w) = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            w.wake();
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether the proxy re-armed the limits since the last call (and clears it).
+    pub fn take_rearm(&self) -> bool {
+        self.rearm.swap(false, Ordering::AcqRel)
+    }
+
+    /// Wakes the task reading the connection when [`Self::close`] is called.
+    pub fn park(&self, cx: &Context<'_>) {
+        *self.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+    }
+
+    /// This connection's slots for requests talking to the upstream at the same time, `size`
+    /// of them (fixed by the first caller: the listener's limit).
+    pub fn upstream_slots(&self, size: usize) -> Arc<Semaphore> {
+        self.upstream_slots
+            .get_or_init(|| Arc::new(Semaphore::new(size)))
+            .clone()
+    }
+}
