@@ -3,7 +3,7 @@
 //! endpoint, so each of them reaches the others' data through here rather than through
 //! `server`.
 
-mod connection;
+pub mod connection;
 
 pub use connection::{Connection, HeaderGuardHandle, IdentityHeaders};
 

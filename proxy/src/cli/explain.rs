@@ -1,16 +1,17 @@
 //! `certgate explain`: the decision for one request, with everything behind it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
 use openssl::x509::X509;
 
 use crate::cli::ConfigArg;
-use crate::config::Config;
-use crate::policy::{parse_target, Policy, Principal};
+use crate::config::{Config, ListenerConfig};
+use crate::policy::{authorize, parse_target, Explanation, Policy, Principal, Verdict};
 use crate::tls::identity::Identity;
 use crate::tls::trust::TrustState;
+use crate::tls::verify::AuthFailure;
 
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("who").required(true).args(["cert", "anonymous"])))]
@@ -78,86 +79,121 @@ pub fn explain(args: &ExplainArgs) -> ExitCode {
     );
 
     let identity = match &args.cert {
+        None => Err(AuthFailure::NoCertificate),
+        Some(file) => match certificate(file, listener) {
+            Ok(identity) => identity,
+            Err(code) => return code,
+        },
+    };
+    let policy = match &listener.policy {
         None => None,
-        Some(file) => {
-            let pem = match std::fs::read(file) {
-                Ok(p) => p,
-                Err(e) => return fail(format!("{}: {e}", file.display())),
-            };
-            let chain = match X509::stack_from_pem(&pem) {
-                Ok(c) if !c.is_empty() => c,
-                _ => return fail(format!("{}: no PEM certificate in it", file.display())),
-            };
-            let trust = match TrustState::load(&listener.tls, 1) {
-                Ok(t) => t,
-                Err(e) => return fail(e),
-            };
-            let identity = match Identity::from_x509(&chain[0]) {
-                Ok(i) => i,
-                Err(e) => return fail(format!("{}: {e}", file.display())),
-            };
-            println!("certificate: {}", identity.subject_dn);
-            println!("  issuer: {}", identity.issuer_dn);
-            println!(
-                "  serial: {}  sha256: {}",
-                identity.serial_hex, identity.fingerprint_sha256
-            );
-            println!(
-                "  user (CN): {}",
-                identity.user.as_deref().unwrap_or("(none)")
-            );
-            println!(
-                "  O: {:?}  OU: {:?}",
-                identity.organizations, identity.org_units
-            );
-            match trust.reverify(&chain) {
-                Ok(()) => {
-                    println!(
-                        "  verification: OK against {}",
-                        listener
-                            .tls
-                            .client_ca
-                            .as_ref()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default()
-                    );
-                    Some(identity)
-                }
-                Err(f) => {
-                    println!(
-                        "  verification: FAILED ({}): the request is anonymous",
-                        f.reason()
-                    );
-                    None
-                }
-            }
+        Some(file) => match Policy::load(file) {
+            Ok(p) => Some((file, p)),
+            Err(e) => return fail(e),
+        },
+    };
+    // The proxy's own verdict (explain has no root token to offer).
+    let verdict = authorize(
+        identity.as_ref().map_err(|f| *f),
+        policy.as_ref().map(|(_, p)| p),
+        false,
+        &method,
+        &path,
+    );
+    let rule = match &policy {
+        None if identity.is_ok() => {
+            println!("policy: none on this listener: every verified certificate is allowed");
+            None
+        }
+        None => {
+            println!("policy: none on this listener: requests without a valid certificate get 401");
+            None
+        }
+        Some((file, policy)) => {
+            let principal = identity
+                .as_ref()
+                .map_or(Principal::Anonymous, Principal::from);
+            let e = policy.explain(&principal, &method, &path);
+            print_explanation(file, &e, &method, &path);
+            Some(e.rule)
         }
     };
-    let principal = match &identity {
-        Some(id) => Principal::Certificate {
-            user: id.user.as_deref(),
-            organizations: &id.organizations,
-            org_units: &id.org_units,
-        },
-        None => Principal::Anonymous,
-    };
-    let Some(policy_file) = &listener.policy else {
-        return if identity.is_some() {
-            println!("policy: none on this listener: every verified certificate is allowed");
+    let allowed = match &verdict {
+        Verdict::Root | Verdict::Allow { .. } => {
             println!("decision: ALLOW");
-            ExitCode::from(ALLOW)
-        } else {
-            println!("policy: none on this listener: requests without a valid certificate get 401");
-            println!("decision: DENY (401)");
-            ExitCode::from(DENY)
-        };
+            true
+        }
+        // Audit mode forwards a denial, but the policy's decision is what explain reports.
+        Verdict::Deny { status, .. } | Verdict::AuditDeny { status, .. } => {
+            println!("decision: DENY ({status})");
+            false
+        }
     };
-    let policy = match Policy::load(policy_file) {
-        Ok(p) => p,
-        Err(e) => return fail(e),
+    if let Some(rule) = rule {
+        println!("rule: {rule}");
+    }
+    ExitCode::from(if allowed { ALLOW } else { DENY })
+}
+
+/// Reads the client certificate and verifies it against the listener's trust state, printing
+/// what it holds. The identity when it verifies, else why not; the exit code on an error.
+fn certificate(
+    file: &Path,
+    listener: &ListenerConfig,
+) -> Result<Result<Identity, AuthFailure>, ExitCode> {
+    let pem = std::fs::read(file).map_err(|e| fail(format!("{}: {e}", file.display())))?;
+    let chain = match X509::stack_from_pem(&pem) {
+        Ok(c) if !c.is_empty() => c,
+        _ => {
+            return Err(fail(format!(
+                "{}: no PEM certificate in it",
+                file.display()
+            )))
+        }
     };
-    let e = policy.explain(&principal, &method, &path);
-    println!("policy: {}", policy_file.display());
+    let trust = TrustState::load(&listener.tls, 1).map_err(fail)?;
+    let identity =
+        Identity::from_x509(&chain[0]).map_err(|e| fail(format!("{}: {e}", file.display())))?;
+    println!("certificate: {}", identity.subject_dn);
+    println!("  issuer: {}", identity.issuer_dn);
+    println!(
+        "  serial: {}  sha256: {}",
+        identity.serial_hex, identity.fingerprint_sha256
+    );
+    println!(
+        "  user (CN): {}",
+        identity.user.as_deref().unwrap_or("(none)")
+    );
+    println!(
+        "  O: {:?}  OU: {:?}",
+        identity.organizations, identity.org_units
+    );
+    Ok(match trust.reverify(&chain) {
+        Ok(()) => {
+            println!(
+                "  verification: OK against {}",
+                listener
+                    .tls
+                    .client_ca
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            );
+            Ok(identity)
+        }
+        Err(f) => {
+            println!(
+                "  verification: FAILED ({}): the request is anonymous",
+                f.reason()
+            );
+            Err(f)
+        }
+    })
+}
+
+/// The policy's side: groups, held permissions and the routes covering the request.
+fn print_explanation(file: &Path, e: &Explanation, method: &str, path: &str) {
+    println!("policy: {}", file.display());
     println!(
         "groups: {}",
         if e.groups.is_empty() {
@@ -180,17 +216,4 @@ pub fn explain(args: &ExplainArgs) -> ExitCode {
     for (perm, route) in &e.covering_routes {
         println!("  {perm}  (route \"{route}\")");
     }
-    let code = if e.allowed {
-        ""
-    } else if identity.is_some() {
-        " (403)"
-    } else {
-        " (401)"
-    };
-    println!(
-        "decision: {}{code}",
-        if e.allowed { "ALLOW" } else { "DENY" }
-    );
-    println!("rule: {}", e.rule);
-    ExitCode::from(if e.allowed { ALLOW } else { DENY })
 }

@@ -10,6 +10,7 @@
 //! Files: [`normalize`] (request paths), [`route`] (the route grammar), `matcher` (the trie),
 //! `load` (YAML and includes), `error` (messages).
 
+pub mod authorize;
 mod digest;
 mod error;
 pub mod learn;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use authorize::{authorize, Verdict};
 pub use error::PolicyError;
 pub use normalize::{normalize_path, PathError};
 pub use route::{Route, RouteError};
@@ -50,6 +52,17 @@ pub enum GroupAttribute {
 }
 
 impl GroupAttribute {
+    /// The group values under this attribute, from a subject's `O=` and `OU=` values (in
+    /// whatever form the caller holds them: as read, or RFC 2253-escaped).
+    pub fn select<'a, T>(self, organizations: &'a [T], org_units: &'a [T]) -> &'a [T] {
+        match self {
+            GroupAttribute::O => organizations,
+            GroupAttribute::Ou => org_units,
+            GroupAttribute::OuElseO if org_units.is_empty() => organizations,
+            GroupAttribute::OuElseO => org_units,
+        }
+    }
+
     /// The spelling used in the policy file.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -390,17 +403,7 @@ impl Policy {
                 organizations,
                 org_units,
                 ..
-            } => match self.group_attribute {
-                GroupAttribute::O => organizations,
-                GroupAttribute::Ou => org_units,
-                GroupAttribute::OuElseO => {
-                    if org_units.is_empty() {
-                        organizations
-                    } else {
-                        org_units
-                    }
-                }
-            },
+            } => self.group_attribute.select(organizations, org_units),
         }
     }
 

@@ -62,14 +62,9 @@ pub fn identity_headers(
 
 /// The RFC 2253-escaped group values under `attribute`, in certificate order.
 pub fn groups_rfc2253(identity: &Identity, attribute: Option<GroupAttribute>) -> &[String] {
-    match attribute.unwrap_or(GroupAttribute::O) {
-        GroupAttribute::O => &identity.organizations_rfc2253,
-        GroupAttribute::Ou => &identity.org_units_rfc2253,
-        GroupAttribute::OuElseO if !identity.org_units_rfc2253.is_empty() => {
-            &identity.org_units_rfc2253
-        }
-        GroupAttribute::OuElseO => &identity.organizations_rfc2253,
-    }
+    attribute
+        .unwrap_or(GroupAttribute::O)
+        .select(&identity.organizations_rfc2253, &identity.org_units_rfc2253)
 }
 
 pub fn rewrite_request(req: &mut RequestHeader, info: &ForwardInfo<'_>) -> pingora::Result<()> {

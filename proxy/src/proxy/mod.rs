@@ -6,7 +6,8 @@
 //! extraction happened before, in [`crate::listener`], and reach us through the connection's
 //! TLS digest.
 
-pub mod access;
+/// Kept at its old path; the verdict is the policy's now.
+pub use crate::policy::authorize as access;
 pub mod dialects;
 pub mod errors;
 mod forward;
@@ -26,11 +27,12 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
 use crate::metrics;
-use crate::policy::{parse_target, GroupAttribute, Policy, RequestTarget};
-use crate::state::{Connection, Drain, IdentityHeaders};
+use crate::policy::{
+    authorize, parse_target, GroupAttribute, Policy, RequestTarget, TargetError, Verdict,
+};
+use crate::state::{connection, Connection, Drain, IdentityHeaders};
 use crate::tls::identity::Identity;
 use crate::tls::verify::AuthFailure;
-use access::{authorize, Verdict};
 
 /// Kept at its old path; it lives in [`crate::state`] now.
 pub use crate::state::Listener;
@@ -74,6 +76,15 @@ pub struct RequestCtx {
     slots: Vec<tokio::sync::OwnedSemaphorePermit>,
     /// Set once the upstream switched protocols; unregisters the tunnel when the request ends.
     tunnel: Option<tunnels::Registration>,
+}
+
+impl RequestCtx {
+    /// The verified identity, or why there is none.
+    fn identity(&self) -> Result<&Identity, AuthFailure> {
+        self.identity
+            .as_deref()
+            .ok_or(self.failure.unwrap_or(AuthFailure::NoCertificate))
+    }
 }
 
 pub struct CertgateProxy {
@@ -133,6 +144,73 @@ impl CertgateProxy {
         }
     }
 
+    /// HTTP/1.1 keep-alive gets our idle timeout, and none once draining so connections end.
+    /// The client side gets `timeouts.read` too: a stream whose client stops reading (an
+    /// HTTP/2 window held at zero) or sending ends instead of holding its upstream connection.
+    fn set_timeouts(&self, session: &mut Session) {
+        if self.drain.is_draining() {
+            session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(self.listener.config.timeouts.idle.as_secs().max(1)));
+        }
+        let read = self.listener.config.timeouts.read;
+        session.set_read_timeout(Some(read));
+        session.set_write_timeout(Some(read));
+    }
+
+    /// Who is asking, as of the trust state current now (revocation reaches open connections).
+    fn identify(&self, session: &Session, ctx: &mut RequestCtx) {
+        let trust = self.listener.trust.load();
+        ctx.generation = trust.generation;
+        let identity = connection::identity(conn_auth(session), &trust);
+        ctx.identity = identity.ok().cloned();
+        ctx.failure = identity.err();
+    }
+
+    /// The request target as read from the client's bytes, with this listener's `path_params`.
+    fn request_target(&self, req: &RequestHeader) -> Result<RequestTarget, TargetError> {
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .map(|h| h.as_bytes())
+            .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()));
+        parse_target(req.raw_path(), host, self.listener.config.path_params)
+    }
+
+    /// Records the verdict on the request and answers a denial; true when the request is done.
+    async fn apply(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        policy: Option<Arc<Policy>>,
+        verdict: Verdict,
+    ) -> pingora::Result<bool> {
+        match verdict {
+            Verdict::Root => {
+                ctx.root = true;
+                ctx.decision = DecisionKind::Allow;
+                ctx.permission = Some("root".into());
+                return Ok(false);
+            }
+            Verdict::Allow { permission } => {
+                ctx.decision = DecisionKind::Allow;
+                ctx.permission = permission;
+            }
+            Verdict::AuditDeny { status, reason } => {
+                let path = ctx.target.as_ref().map(|t| t.path()).unwrap_or_default();
+                tracing::warn!(listener = %self.listener.config.name, method = %session.req_header().method, %path, code = status, %reason, "audit mode: would deny, forwarding");
+                ctx.decision = DecisionKind::AuditDeny;
+                ctx.reason = Some(reason);
+            }
+            Verdict::Deny { status, reason } => {
+                ctx.policy = policy;
+                return self.refuse(session, ctx, status, reason).await;
+            }
+        }
+        ctx.policy = policy;
+        Ok(false)
+    }
+
     /// The request carries this listener's root token (see [`crate::config::RootToken`]).
     fn is_root(&self, req: &RequestHeader) -> bool {
         match (
@@ -187,28 +265,9 @@ impl ProxyHttp for CertgateProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
-        // HTTP/1.1 keep-alive: our idle timeout, and none once draining so connections end.
-        if self.drain.is_draining() {
-            session.set_keepalive(None);
-        } else {
-            session.set_keepalive(Some(self.listener.config.timeouts.idle.as_secs().max(1)));
-        }
-        // The client side gets `timeouts.read` too: a stream whose client stops reading (an
-        // HTTP/2 window held at zero) or sending ends instead of holding its upstream connection.
-        let read = self.listener.config.timeouts.read;
-        session.set_read_timeout(Some(read));
-        session.set_write_timeout(Some(read));
-
-        // 1. Who is asking, as of the trust state current now (revocation reaches open connections).
-        let trust = self.listener.trust.load();
-        ctx.generation = trust.generation;
-        match conn_auth(session).map(|c| c.auth.identity(&trust)) {
-            Some(Ok(identity)) => ctx.identity = Some(identity.clone()),
-            Some(Err(f)) => ctx.failure = Some(f),
-            None => ctx.failure = Some(AuthFailure::NoCertificate),
-        }
-
-        // 2. The body framing sent upstream is ours: one Content-Length, or chunked.
+        self.set_timeouts(session);
+        self.identify(session, ctx);
+        // The body framing sent upstream is ours: one Content-Length, or chunked.
         match framing::check(&session.req_header().headers) {
             Ok(length) => ctx.content_length = length,
             Err(e) => {
@@ -217,54 +276,24 @@ impl ProxyHttp for CertgateProxy {
                 return self.refuse(session, ctx, e.status(), e.reason()).await;
             }
         }
-
-        // 3. Which target: read once from the client's bytes; its path is decided on and the
+        // Which target: read once from the client's bytes; its path is decided on and the
         // same value is forwarded.
         let req = session.req_header();
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .map(|h| h.as_bytes())
-            .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()));
-        let target = match parse_target(req.raw_path(), host, self.listener.config.path_params) {
+        let target = match self.request_target(req) {
             Ok(t) => t,
             Err(e) => return self.refuse(session, ctx, 400, e.reason().to_string()).await,
         };
-        let method = req.method.as_str().to_string();
-        let root = self.is_root(req);
-        let target = ctx.target.insert(target);
-
-        // 4. May they: root token, then the policy (or, without one, any verified certificate).
-        if root {
-            ctx.root = true;
-            ctx.decision = DecisionKind::Allow;
-            ctx.permission = Some("root".into());
-            return Ok(false);
-        }
         let policy = self.listener.policy.load_full();
+        let (root, method) = (self.is_root(req), req.method.as_str());
         let verdict = authorize(
+            ctx.identity(),
             policy.as_deref(),
-            ctx.identity.as_deref(),
-            ctx.failure,
-            &method,
+            root,
+            method,
             target.path(),
         );
-        let path = target.path().to_string();
-        ctx.policy = policy;
-        match verdict {
-            Verdict::Allow { permission } => {
-                ctx.decision = DecisionKind::Allow;
-                ctx.permission = permission;
-                Ok(false)
-            }
-            Verdict::AuditDeny { code, reason } => {
-                tracing::warn!(listener = %self.listener.config.name, %method, %path, code, %reason, "audit mode: would deny, forwarding");
-                ctx.decision = DecisionKind::AuditDeny;
-                ctx.reason = Some(reason);
-                Ok(false)
-            }
-            Verdict::Deny { code, reason } => self.refuse(session, ctx, code, reason).await,
-        }
+        ctx.target = Some(target);
+        self.apply(session, ctx, policy, verdict).await
     }
 
     async fn upstream_peer(

@@ -15,10 +15,9 @@ use pingora::protocols::tls::SslDigest;
 
 use crate::metrics;
 use crate::policy::Policy;
-use crate::proxy::access::{authorize, Verdict};
+use crate::policy::{authorize, Verdict};
 use crate::state::Listener;
-use crate::state::{Connection, HeaderGuardHandle};
-use crate::tls::verify::AuthFailure;
+use crate::state::{connection, Connection, HeaderGuardHandle};
 
 /// How often the watcher looks for a reload: well inside the 2 s a reload may take to reach
 /// open tunnels.
@@ -125,23 +124,13 @@ impl Tunnels {
             t.generation = trust.generation;
             t.policy = policy.clone();
             let conn = t.digest.as_deref().and_then(Connection::of);
-            let (identity, failure) = match conn.map(|c| c.auth.identity(&trust)) {
-                Some(Ok(id)) => (Some(id.clone()), None),
-                Some(Err(f)) => (None, Some(f)),
-                None => (None, Some(AuthFailure::NoCertificate)),
-            };
-            let verdict = authorize(
-                policy.as_deref(),
-                identity.as_deref(),
-                failure,
-                &t.method,
-                &t.path,
-            );
-            let Verdict::Deny { code, reason } = verdict else {
+            let identity = connection::identity(conn, &trust).map(|id| &**id);
+            let verdict = authorize(identity, policy.as_deref(), t.root, &t.method, &t.path);
+            let Verdict::Deny { status, reason } = verdict else {
                 continue;
             };
-            let label = match failure {
-                Some(f) if code == 401 => f.label(),
+            let label = match identity {
+                Err(f) if status == 401 => f.label(),
                 _ => "policy",
             };
             metrics::TUNNELS_CLOSED
@@ -152,7 +141,7 @@ impl Tunnels {
                 user = %t.user,
                 method = %t.method,
                 path = %t.path,
-                status = code,
+                status = status,
                 reason = %reason,
                 "upgraded connection closed: a reload withdrew its access"
             );

@@ -11,6 +11,9 @@ use tokio::sync::Semaphore;
 
 use crate::policy::GroupAttribute;
 use crate::tls::acceptor::ConnAuth;
+use crate::tls::identity::Identity;
+use crate::tls::trust::TrustState;
+use crate::tls::verify::AuthFailure;
 
 /// What a connection's handshake established ([`ConnAuth`]) and what the listener adds to it.
 /// Stored in the TLS digest, so every request of the connection (HTTP/1.1 keep-alive or
@@ -24,6 +27,15 @@ pub struct Connection {
     /// The identity's upstream headers as the proxy built them for this connection, with the
     /// group attribute they were built for: built once, not per request.
     pub identity_headers: Mutex<Option<(Option<GroupAttribute>, IdentityHeaders)>>,
+}
+
+/// The identity of a connection's client as of `trust` (the state current now), or why there
+/// is none: a connection without [`Connection`] state presented no certificate.
+pub fn identity<'a>(
+    conn: Option<&'a Connection>,
+    trust: &TrustState,
+) -> Result<&'a Arc<Identity>, AuthFailure> {
+    conn.map_or(Err(AuthFailure::NoCertificate), |c| c.auth.identity(trust))
 }
 
 /// Header names and values, ready to insert into every upstream request of a connection.
