@@ -11,8 +11,10 @@
 //! `load` (YAML and includes), `error` (messages).
 
 pub mod authorize;
+mod compile;
 mod digest;
 mod error;
+mod explain;
 pub mod learn;
 pub mod learn_yaml;
 mod load;
@@ -30,11 +32,12 @@ use serde::{Deserialize, Serialize};
 
 pub use authorize::{authorize, Verdict};
 pub use error::PolicyError;
+pub use explain::Explanation;
 pub use normalize::{normalize_path, PathError};
 pub use route::{Route, RouteError};
 pub use target::{parse_target, PathParams, RequestTarget, TargetError};
 
-use matcher::{first_common, has_bit, is_empty, ones, or_into, set_bit, FxMap, Trie, INLINE_WORDS};
+use matcher::{first_common, has_bit, is_empty, ones, or_into, FxMap, Trie, INLINE_WORDS};
 
 /// Which certificate subject values are the identity's groups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -161,32 +164,6 @@ impl Denial<'_> {
     }
 }
 
-/// Everything behind a decision, for `certgate explain`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Explanation {
-    /// The group values that count under `group_attribute`, in certificate order (whether or
-    /// not the policy names them).
-    pub groups: Vec<String>,
-    /// The CN.
-    pub user: Option<String>,
-    /// The permissions held, in file order.
-    pub held: Vec<String>,
-    /// (permission, source) for each way a permission is held: `anonymous`, `authenticated`,
-    /// `group DevOps`, `user Jenkins`, with ` (*)` when granted through `"*"`. Permission file
-    /// order, then source order.
-    pub held_from: Vec<(String, String)>,
-    /// The permissions that cover the request, in file order.
-    pub covering: Vec<String>,
-    /// (permission, route as written) for each matching route.
-    pub covering_routes: Vec<(String, String)>,
-    /// The decision (the policy's; in audit mode a denial is still forwarded).
-    pub allowed: bool,
-    /// The permission that allowed it.
-    pub permission: Option<String>,
-    /// One sentence: which rule made the decision.
-    pub rule: String,
-}
-
 #[derive(Debug)]
 struct Permission {
     name: String,
@@ -232,143 +209,6 @@ impl Policy {
     /// directory, and `origin` is reported as the file in errors and [`Policy::files`].
     pub fn from_yaml(yaml: &str, origin: &Path) -> Result<Policy, PolicyError> {
         Policy::compile(load::load_text(yaml.to_string(), origin)?)
-    }
-
-    fn compile(loaded: load::Loaded) -> Result<Policy, PolicyError> {
-        let main_file = loaded.files.first().cloned().unwrap_or_default();
-        let text = loaded.main_text().to_string();
-        let permissions: Vec<Permission> = loaded
-            .permissions
-            .into_iter()
-            .map(|p| Permission {
-                name: p.name,
-                routes: p.routes,
-                file: p.file,
-            })
-            .collect();
-        let n = permissions.len();
-        let mut trie = Trie::new(n);
-        let mut route_count = 0;
-        for (i, p) in permissions.iter().enumerate() {
-            for r in &p.routes {
-                trie.insert(r, i);
-                route_count += 1;
-            }
-        }
-        let words = trie.words();
-        let index: FxMap<&str, usize> = permissions
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.name.as_str(), i))
-            .collect();
-        let known: Vec<&str> = permissions.iter().map(|p| p.name.as_str()).collect();
-        let mut warnings = Vec::new();
-
-        let compile = |keys: &[&str], names: &[String], warnings: &mut Vec<String>| {
-            let mut bits = vec![0u64; words].into_boxed_slice();
-            let mut star = false;
-            let mut routeless: Vec<&str> = Vec::new();
-            for name in names {
-                if name == "*" {
-                    star = true;
-                    for i in 0..n {
-                        set_bit(&mut bits, i);
-                    }
-                    continue;
-                }
-                let Some(&i) = index.get(name.as_str()) else {
-                    return Err(load::unknown_permission(
-                        &main_file, &text, keys, name, &known,
-                    ));
-                };
-                set_bit(&mut bits, i);
-                if permissions.get(i).is_some_and(|p| p.routes.is_empty()) {
-                    routeless.push(name);
-                }
-            }
-            if !routeless.is_empty() {
-                warnings.push(format!(
-                    "{}: {}: {} no routes, so {} nothing until routes are added: {}",
-                    main_file.display(),
-                    keys.join("."),
-                    if routeless.len() == 1 {
-                        "this permission has"
-                    } else {
-                        "these permissions have"
-                    },
-                    if routeless.len() == 1 {
-                        "it allows"
-                    } else {
-                        "they allow"
-                    },
-                    routeless.join(", ")
-                ));
-            }
-            Ok(Grant { bits, star })
-        };
-
-        let raw = loaded.main;
-        let mut groups = FxMap::default();
-        for (name, names) in raw.groups.unwrap_or_default().0 {
-            let grant = compile(&["groups", &name], &names.0, &mut warnings)?;
-            if groups.insert(name.clone(), grant).is_some() {
-                return Err(PolicyError::invalid(
-                    &main_file,
-                    format!("groups.{name}"),
-                    find_second_key(&text, "groups", &name),
-                    format!("group \"{name}\" is listed twice"),
-                    "merge the two lists into one entry",
-                ));
-            }
-        }
-        let mut users = FxMap::default();
-        for (name, names) in raw.users.unwrap_or_default().0 {
-            let grant = compile(&["users", &name], &names.0, &mut warnings)?;
-            if users.insert(name.clone(), grant).is_some() {
-                return Err(PolicyError::invalid(
-                    &main_file,
-                    format!("users.{name}"),
-                    find_second_key(&text, "users", &name),
-                    format!("user \"{name}\" is listed twice"),
-                    "merge the two lists into one entry",
-                ));
-            }
-        }
-        let authenticated = compile(
-            &["authenticated"],
-            &raw.authenticated.unwrap_or_default().0,
-            &mut warnings,
-        )?;
-        let anonymous = compile(
-            &["anonymous"],
-            &raw.anonymous.unwrap_or_default().0,
-            &mut warnings,
-        )?;
-        if anonymous.star {
-            warnings.push(format!(
-                "{}: anonymous: \"*\" lets requests without a certificate do everything",
-                main_file.display()
-            ));
-        }
-
-        let mut all = Vec::new();
-        for t in &loaded.texts {
-            all.extend_from_slice(t.as_bytes());
-        }
-        Ok(Policy {
-            files: loaded.files,
-            sha256: digest::sha256_hex(&all),
-            mode: raw.mode.unwrap_or_default(),
-            group_attribute: raw.group_attribute.unwrap_or_default(),
-            permissions,
-            trie,
-            groups,
-            users,
-            authenticated,
-            anonymous,
-            route_count,
-            warnings,
-        })
     }
 
     /// The policy file and every include, in load order (for the reload watcher).
@@ -476,125 +316,6 @@ impl Policy {
         ones(&held).filter_map(|i| self.name(i)).collect()
     }
 
-    /// For `certgate explain`: everything behind a decision.
-    pub fn explain(&self, p: &Principal<'_>, method: &str, path: &str) -> Explanation {
-        let words = self.trie.words();
-        let groups: Vec<String> = self.group_values(p).to_vec();
-        let user = match *p {
-            Principal::Certificate { user, .. } => user.map(str::to_string),
-            Principal::Anonymous => None,
-        };
-
-        // Sources in the order an operator reads them: authenticated, groups, users.
-        let mut sources: Vec<(String, &Grant)> = Vec::new();
-        match *p {
-            Principal::Anonymous => sources.push(("anonymous".into(), &self.anonymous)),
-            Principal::Certificate { user, .. } => {
-                sources.push(("authenticated".into(), &self.authenticated));
-                for g in &groups {
-                    if let Some(grant) = self.groups.get(g.as_str()) {
-                        sources.push((format!("group {g}"), grant));
-                    }
-                }
-                if let Some((u, grant)) = user.and_then(|u| self.users.get(u).map(|g| (u, g))) {
-                    sources.push((format!("user {u}"), grant));
-                }
-            }
-        }
-        let mut held_bits = vec![0u64; words];
-        let mut from: Vec<(usize, usize, String)> = Vec::new();
-        for (order, (label, grant)) in sources.iter().enumerate() {
-            or_into(&mut held_bits, &grant.bits);
-            for i in ones(&grant.bits) {
-                let label = if grant.star {
-                    format!("{label} (*)")
-                } else {
-                    label.clone()
-                };
-                from.push((i, order, label));
-            }
-        }
-        from.sort_by_key(|(i, order, _)| (*i, *order));
-        let held_from: Vec<(String, String)> = from
-            .into_iter()
-            .filter_map(|(i, _, label)| self.name(i).map(|n| (n.to_string(), label)))
-            .collect();
-        let held: Vec<String> = ones(&held_bits)
-            .filter_map(|i| self.name(i).map(str::to_string))
-            .collect();
-
-        let mut cov_bits = vec![0u64; words];
-        self.trie.covering_into(method, path, &mut cov_bits);
-        let covering: Vec<String> = ones(&cov_bits)
-            .filter_map(|i| self.name(i).map(str::to_string))
-            .collect();
-        let mut covering_routes = Vec::new();
-        for i in ones(&cov_bits) {
-            if let Some(perm) = self.permissions.get(i) {
-                for r in perm.routes.iter().filter(|r| r.matches(method, path)) {
-                    covering_routes.push((perm.name.clone(), r.text().to_string()));
-                }
-            }
-        }
-
-        let decision = self.decide(p, method, path);
-        let anonymous = matches!(p, Principal::Anonymous);
-        let status = if anonymous {
-            "401 Authentication Required"
-        } else {
-            "403 Permission Denied"
-        };
-        let who = describe(p, &groups);
-        let mut rule = match &decision {
-            Decision::Allow { permission } => {
-                let via = held_from
-                    .iter()
-                    .find(|(perm, _)| perm == permission)
-                    .map(|(_, src)| src.as_str())
-                    .unwrap_or("?");
-                let route = covering_routes
-                    .iter()
-                    .find(|(perm, _)| perm == permission)
-                    .map(|(_, r)| r.as_str())
-                    .unwrap_or("?");
-                format!(
-                    "allowed: permission \"{permission}\" (held through {via}) covers {method} {path} by its route \"{route}\""
-                )
-            }
-            Decision::Deny(d @ Denial::NotCovered) => format!(
-                "denied ({status}): {}; whatever no permission covers is denied",
-                d.reason(method, path)
-            ),
-            Decision::Deny(d @ Denial::Requires(_)) => {
-                let holds = if held.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    held.join(", ")
-                };
-                format!(
-                    "denied ({status}): {}; {who} holds none of them (it holds: {holds})",
-                    d.reason(method, path)
-                )
-            }
-        };
-        if self.mode == Mode::Audit && !decision.is_allowed() {
-            rule.push_str(
-                "; the policy is in audit mode, so the request would be forwarded and logged as audit_deny",
-            );
-        }
-        Explanation {
-            groups,
-            user,
-            held,
-            held_from,
-            covering,
-            covering_routes,
-            allowed: decision.is_allowed(),
-            permission: decision.permission().map(str::to_string),
-            rule,
-        }
-    }
-
     /// Number of permissions (all files).
     pub fn permission_count(&self) -> usize {
         self.permissions.len()
@@ -650,39 +371,4 @@ impl Policy {
         self.held_into(p, &mut held);
         has_bit(&held, i)
     }
-}
-
-fn describe(p: &Principal<'_>, groups: &[String]) -> String {
-    match *p {
-        Principal::Anonymous => "an anonymous request".to_string(),
-        Principal::Certificate { user, .. } => {
-            let user = user
-                .map(|u| format!("user \"{u}\""))
-                .unwrap_or_else(|| "a certificate without CN".into());
-            if groups.is_empty() {
-                format!("{user} (no groups)")
-            } else {
-                let g: Vec<String> = groups.iter().map(|g| format!("\"{g}\"")).collect();
-                format!("{user} (groups {})", g.join(", "))
-            }
-        }
-    }
-}
-
-/// Line of the second occurrence of `name` as a key under `top` (for "listed twice").
-fn find_second_key(text: &str, top: &str, name: &str) -> Option<usize> {
-    let first = error::find_line(text, &[top, name], None)?;
-    let forms = [
-        format!("{name}:"),
-        format!("\"{name}\":"),
-        format!("'{name}':"),
-    ];
-    text.lines()
-        .enumerate()
-        .skip(first)
-        .find(|(_, l)| {
-            let t = l.trim_start();
-            forms.iter().any(|f| t.starts_with(f.as_str()))
-        })
-        .map(|(i, _)| i + 1)
 }
