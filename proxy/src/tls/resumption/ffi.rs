@@ -1,0 +1,241 @@
+//! Everything resumption does through OpenSSL's C API that the `openssl` crate does not wrap:
+//! the ticket callbacks, the ticket app data, session copies and peers. Every `unsafe` block
+//! of session resumption is in this file.
+
+use std::ffi::{c_char, c_int, c_long, c_uchar, c_void};
+use std::sync::Arc;
+use std::time::Duration;
+
+use foreign_types::{ForeignType, ForeignTypeRef};
+use openssl::ssl::{SslAcceptorBuilder, SslRef, SslSession, SslVersion};
+use openssl::x509::X509Ref;
+use openssl_sys as ffi;
+
+use super::ticket::Sealed;
+use super::{checked_index, of, Resumption};
+
+extern "C" {
+    fn SSL_CTX_set_tlsext_ticket_key_evp_cb(
+        ctx: *mut ffi::SSL_CTX,
+        cb: Option<
+            unsafe extern "C" fn(
+                *mut ffi::SSL,
+                *mut c_uchar,
+                *mut c_uchar,
+                *mut ffi::EVP_CIPHER_CTX,
+                *mut ffi::EVP_MAC_CTX,
+                c_int,
+            ) -> c_int,
+        >,
+    ) -> c_int;
+    fn SSL_CTX_set_session_ticket_cb(
+        ctx: *mut ffi::SSL_CTX,
+        gen_cb: Option<unsafe extern "C" fn(*mut ffi::SSL, *mut c_void) -> c_int>,
+        dec_cb: Option<
+            unsafe extern "C" fn(
+                *mut ffi::SSL,
+                *mut ffi::SSL_SESSION,
+                *const c_uchar,
+                usize,
+                c_int,
+                *mut c_void,
+            ) -> c_int,
+        >,
+        arg: *mut c_void,
+    ) -> c_int;
+    fn SSL_SESSION_set1_ticket_appdata(
+        ss: *mut ffi::SSL_SESSION,
+        data: *const c_void,
+        len: usize,
+    ) -> c_int;
+    fn SSL_SESSION_get0_ticket_appdata(
+        ss: *mut ffi::SSL_SESSION,
+        data: *mut *mut c_void,
+        len: *mut usize,
+    ) -> c_int;
+    fn SSL_SESSION_get0_peer(ss: *mut ffi::SSL_SESSION) -> *mut ffi::X509;
+    fn SSL_SESSION_dup(ss: *const ffi::SSL_SESSION) -> *mut ffi::SSL_SESSION;
+    fn SSL_CTX_set_timeout(ctx: *mut ffi::SSL_CTX, t: c_long) -> c_long;
+    fn OSSL_PARAM_construct_utf8_string(
+        key: *const c_char,
+        buf: *mut c_char,
+        bsize: usize,
+    ) -> ffi::OSSL_PARAM;
+}
+
+// SSL_TICKET_STATUS and SSL_TICKET_RETURN (openssl/ssl.h).
+const TICKET_SUCCESS: c_int = 5;
+const TICKET_SUCCESS_RENEW: c_int = 6;
+const TICKET_RETURN_IGNORE_RENEW: c_int = 2;
+const TICKET_RETURN_USE: c_int = 3;
+const TICKET_RETURN_USE_RENEW: c_int = 4;
+
+/// Installs the session cache lookup and the ticket callbacks of `resumption` on `b`.
+pub(super) fn install(
+    b: &mut SslAcceptorBuilder,
+    resumption: Arc<Resumption>,
+    lifetime: Duration,
+) -> Result<(), String> {
+    let cache = resumption;
+    // SAFETY: the callback returns sessions created by this context and never blocks.
+    unsafe {
+        b.set_get_session_callback(move |ssl, id| cache.lookup(ssl, id));
+    }
+    let ctx = b.as_ptr();
+    // SAFETY: `ctx` is the builder's live SSL_CTX; the callbacks are plain functions that find
+    // their state through the context's ex_data, which lives as long as the context.
+    unsafe {
+        SSL_CTX_set_timeout(ctx, lifetime.as_secs() as c_long);
+        if SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, Some(ticket_key_cb)) != 1
+            || SSL_CTX_set_session_ticket_cb(
+                ctx,
+                Some(ticket_generate_cb),
+                Some(ticket_decrypt_cb),
+                std::ptr::null_mut(),
+            ) != 1
+        {
+            return Err("cannot install the session ticket callbacks".into());
+        }
+    }
+    Ok(())
+}
+
+/// The client certificate a session was established with.
+pub(super) fn session_peer(session: &SslSession) -> Option<&X509Ref> {
+    // SAFETY: the session is alive (we hold a reference); get0 borrows its peer for as long.
+    unsafe {
+        let p = SSL_SESSION_get0_peer(session.as_ptr());
+        (!p.is_null()).then(|| X509Ref::from_ptr(p))
+    }
+}
+
+/// A copy of `session` that no connection holds. OpenSSL marks a connection's session as not
+/// resumable when the connection is freed without a close_notify sent (`ssl_clear_bad_session`),
+/// which is how most HTTP connections end; the cache therefore keeps, and hands out, copies.
+pub(super) fn detached(session: &SslSession) -> Option<SslSession> {
+    // SAFETY: `session` is alive; SSL_SESSION_dup returns a new owned session or NULL.
+    unsafe {
+        let copy = SSL_SESSION_dup(session.as_ptr());
+        (!copy.is_null()).then(|| SslSession::from_ptr(copy))
+    }
+}
+
+/// OpenSSL's ticket key callback: AES-256-CBC with HMAC-SHA256, keys from the listener's ring.
+unsafe extern "C" fn ticket_key_cb(
+    ssl: *mut ffi::SSL,
+    name: *mut c_uchar,
+    iv: *mut c_uchar,
+    cipher: *mut ffi::EVP_CIPHER_CTX,
+    mac: *mut ffi::EVP_MAC_CTX,
+    encrypt: c_int,
+) -> c_int {
+    let ssl = SslRef::from_ptr(ssl);
+    let Some(r) = of(ssl) else {
+        return -1;
+    };
+    let mut keys = r.keys.lock().unwrap_or_else(|p| p.into_inner());
+    let name = std::slice::from_raw_parts_mut(name, 16);
+    let iv = std::slice::from_raw_parts_mut(iv, 16);
+    let (key, renew) = if encrypt == 1 {
+        let key = keys.for_encryption(r.lifetime);
+        if openssl::rand::rand_bytes(iv).is_err() {
+            return -1;
+        }
+        name.copy_from_slice(&key.name);
+        (key, false)
+    } else {
+        match keys.for_decryption(name, r.lifetime) {
+            Some(k) => k,
+            // Unknown or retired key: a full handshake and a fresh ticket.
+            None => return 0,
+        }
+    };
+    let mut digest = *b"SHA256\0";
+    let params = [
+        ffi::OSSL_PARAM_construct_octet_string(
+            c"key".as_ptr(),
+            key.hmac.as_ptr() as *mut c_void,
+            key.hmac.len(),
+        ),
+        OSSL_PARAM_construct_utf8_string(c"digest".as_ptr(), digest.as_mut_ptr() as *mut c_char, 0),
+        ffi::OSSL_PARAM_construct_end(),
+    ];
+    if ffi::EVP_MAC_CTX_set_params(mac, params.as_ptr()) != 1 {
+        return -1;
+    }
+    let init = if encrypt == 1 {
+        ffi::EVP_EncryptInit_ex
+    } else {
+        ffi::EVP_DecryptInit_ex
+    };
+    let init = init(
+        cipher,
+        ffi::EVP_aes_256_cbc(),
+        std::ptr::null_mut(),
+        key.aes.as_ptr(),
+        iv.as_ptr(),
+    );
+    match (init, renew) {
+        (1, true) => 2,
+        (1, false) => 1,
+        _ => -1,
+    }
+}
+
+/// Called as a ticket is made: seals the connection's verified chain into it. A connection
+/// whose client certificate failed gets a ticket without our data, which never resumes.
+unsafe extern "C" fn ticket_generate_cb(ssl: *mut ffi::SSL, _arg: *mut c_void) -> c_int {
+    let ssl = SslRef::from_ptr(ssl);
+    let (Some(r), Some(session)) = (of(ssl), ssl.session()) else {
+        return 1;
+    };
+    if let Some(data) = r.seal(ssl).and_then(|s| s.encode()) {
+        SSL_SESSION_set1_ticket_appdata(session.as_ptr(), data.as_ptr().cast(), data.len());
+    }
+    1
+}
+
+/// Called after a ticket is decrypted (or failed to): the gate described in the module docs.
+unsafe extern "C" fn ticket_decrypt_cb(
+    ssl: *mut ffi::SSL,
+    session: *mut ffi::SSL_SESSION,
+    _key_name: *const c_uchar,
+    _key_name_len: usize,
+    status: c_int,
+    _arg: *mut c_void,
+) -> c_int {
+    if session.is_null() || (status != TICKET_SUCCESS && status != TICKET_SUCCESS_RENEW) {
+        tracing::debug!(status, "session ticket not decrypted: full handshake");
+        return TICKET_RETURN_IGNORE_RENEW;
+    }
+    let ssl = SslRef::from_ptr_mut(ssl);
+    let Some(r) = of(ssl).cloned() else {
+        return TICKET_RETURN_IGNORE_RENEW;
+    };
+    let mut data: *mut c_void = std::ptr::null_mut();
+    let mut len = 0usize;
+    let sealed = (SSL_SESSION_get0_ticket_appdata(session, &mut data, &mut len) == 1
+        && !data.is_null())
+    .then(|| Sealed::decode(std::slice::from_raw_parts(data as *const u8, len)))
+    .flatten();
+    let peer = SSL_SESSION_get0_peer(session);
+    let peer = (!peer.is_null()).then(|| X509Ref::from_ptr(peer));
+    if sealed.is_none() && peer.is_some() {
+        tracing::debug!("session ticket without a verified chain: full handshake");
+        return TICKET_RETURN_IGNORE_RENEW;
+    }
+    match r.admit(peer, sealed.as_ref()) {
+        Some(checked) => {
+            ssl.set_ex_data(checked_index(), checked);
+            // TLS 1.3 clients use a ticket once, so each resumption gets a fresh one (carrying
+            // the current trust generation). TLS 1.2 tickets are reused; renewing one there
+            // would invalidate the client's copy (OpenSSL clients replace it silently).
+            if status == TICKET_SUCCESS_RENEW || ssl.version2() == Some(SslVersion::TLS1_3) {
+                TICKET_RETURN_USE_RENEW
+            } else {
+                TICKET_RETURN_USE
+            }
+        }
+        None => TICKET_RETURN_IGNORE_RENEW,
+    }
+}
