@@ -166,27 +166,90 @@ pub fn init() {
     Lazy::force(&CONNECTIONS_REFUSED);
     Lazy::force(&READY);
     Lazy::force(&TUNNELS_CLOSED);
-    for kind in ["cert", "ca", "crl", "policy"] {
+    for kind in ReloadKind::ALL {
         for result in ["ok", "error"] {
-            RELOADS.with_label_values(&[kind, result]);
+            RELOADS.with_label_values(&[kind.label(), result]);
         }
     }
 }
 
 /// Zero series for a listener, so every family is present from the first scrape.
 pub fn init_listener(name: &str) {
-    for kind in [
-        "connect_refused",
-        "connect_timeout",
-        "timeout",
-        "connect_error",
-        "protocol",
-        "busy",
-    ] {
-        UPSTREAM_ERRORS.with_label_values(&[name, kind]);
+    for kind in UpstreamError::ALL {
+        UPSTREAM_ERRORS.with_label_values(&[name, kind.label()]);
     }
     CONNECTIONS_ACTIVE.with_label_values(&[name]);
     REQUEST_DURATION.with_label_values(&[name]);
+}
+
+/// Why a request could not be proxied to the upstream: `certgate_upstream_errors_total{kind}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamError {
+    ConnectRefused,
+    ConnectTimeout,
+    /// Reading from or writing to the upstream timed out.
+    Timeout,
+    ConnectError,
+    /// The upstream closed the connection or answered something that is not HTTP.
+    Protocol,
+    /// No free upstream slot within the connect timeout.
+    Busy,
+}
+
+impl UpstreamError {
+    pub const ALL: [UpstreamError; 6] = [
+        UpstreamError::ConnectRefused,
+        UpstreamError::ConnectTimeout,
+        UpstreamError::Timeout,
+        UpstreamError::ConnectError,
+        UpstreamError::Protocol,
+        UpstreamError::Busy,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamError::ConnectRefused => "connect_refused",
+            UpstreamError::ConnectTimeout => "connect_timeout",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::ConnectError => "connect_error",
+            UpstreamError::Protocol => "protocol",
+            UpstreamError::Busy => "busy",
+        }
+    }
+}
+
+/// The kinds of file a reload counts, `certgate_reloads_total{kind}`. Ordered as their labels
+/// sort, so a set of kinds lists them alphabetically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ReloadKind {
+    Ca,
+    Cert,
+    Crl,
+    Policy,
+}
+
+impl ReloadKind {
+    pub const ALL: [ReloadKind; 4] = [
+        ReloadKind::Ca,
+        ReloadKind::Cert,
+        ReloadKind::Crl,
+        ReloadKind::Policy,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ReloadKind::Ca => "ca",
+            ReloadKind::Cert => "cert",
+            ReloadKind::Crl => "crl",
+            ReloadKind::Policy => "policy",
+        }
+    }
+}
+
+impl serde::Serialize for ReloadKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.label())
+    }
 }
 
 /// The text exposition of every family.

@@ -4,6 +4,10 @@
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
+use pingora::{Error, ErrorType};
+
+use super::slots;
+use crate::metrics::UpstreamError;
 
 /// The `message` for each status certgate answers itself.
 pub fn message_for(code: u16) -> &'static str {
@@ -57,6 +61,58 @@ pub async fn respond(
     Ok(())
 }
 
+/// Status, `reason` and upstream-error kind for a failed proxy attempt.
+pub fn classify_error(e: &Error) -> (u16, String, Option<UpstreamError>) {
+    use ErrorType::*;
+    match e.etype() {
+        HTTPStatus(code) => (*code, message_reason(*code), None),
+        Custom(slots::BUSY) => (
+            503,
+            "too many concurrent requests".into(),
+            Some(UpstreamError::Busy),
+        ),
+        ConnectTimedout => (
+            504,
+            "connect timeout".into(),
+            Some(UpstreamError::ConnectTimeout),
+        ),
+        ReadTimedout | WriteTimedout => {
+            (504, "upstream timeout".into(), Some(UpstreamError::Timeout))
+        }
+        ConnectRefused => (
+            502,
+            "connection refused".into(),
+            Some(UpstreamError::ConnectRefused),
+        ),
+        ConnectNoRoute => (
+            502,
+            "no route to upstream".into(),
+            Some(UpstreamError::ConnectError),
+        ),
+        ConnectError | BindError | SocketError => (
+            502,
+            "cannot connect to upstream".into(),
+            Some(UpstreamError::ConnectError),
+        ),
+        _ => match e.esource() {
+            pingora::ErrorSource::Upstream => (
+                502,
+                "upstream closed the connection".into(),
+                Some(UpstreamError::Protocol),
+            ),
+            pingora::ErrorSource::Downstream => match e.etype() {
+                WriteError | ReadError | ConnectionClosed => (0, String::new(), None),
+                _ => (400, "malformed request".into(), None),
+            },
+            _ => (500, "internal error".into(), None),
+        },
+    }
+}
+
+fn message_reason(code: u16) -> String {
+    message_for(code).to_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -66,5 +122,84 @@ mod tests {
         assert_eq!(v["status"], "FAIL");
         assert_eq!(v["message"], "Permission Denied");
         assert_eq!(v["reason"], "GET /x is covered by no permission");
+    }
+
+    use super::*;
+
+    #[test]
+    fn classify_error_maps_each_upstream_failure_to_status_reason_and_kind() {
+        let cases = [
+            (
+                ErrorType::ConnectRefused,
+                502,
+                Some(UpstreamError::ConnectRefused),
+            ),
+            (
+                ErrorType::ConnectTimedout,
+                504,
+                Some(UpstreamError::ConnectTimeout),
+            ),
+            (ErrorType::ReadTimedout, 504, Some(UpstreamError::Timeout)),
+            (ErrorType::WriteTimedout, 504, Some(UpstreamError::Timeout)),
+            (
+                ErrorType::ConnectNoRoute,
+                502,
+                Some(UpstreamError::ConnectError),
+            ),
+            (
+                ErrorType::ConnectError,
+                502,
+                Some(UpstreamError::ConnectError),
+            ),
+            (
+                ErrorType::SocketError,
+                502,
+                Some(UpstreamError::ConnectError),
+            ),
+            (
+                ErrorType::Custom(slots::BUSY),
+                503,
+                Some(UpstreamError::Busy),
+            ),
+            (ErrorType::HTTPStatus(413), 413, None),
+        ];
+        for (etype, status, kind) in cases {
+            let (code, reason, got) = classify_error(&Error::new(etype.clone()));
+            assert_eq!((code, got), (status, kind), "{etype:?}");
+            assert!(!reason.is_empty(), "{etype:?}");
+        }
+        let (code, reason, _) = classify_error(&Error::new(ErrorType::HTTPStatus(413)));
+        assert_eq!((code, reason.as_str()), (413, "payload too large"));
+    }
+
+    #[test]
+    fn classify_error_tells_upstream_from_client_failures() {
+        let upstream = Error::new_up(ErrorType::InvalidHTTPHeader);
+        assert_eq!(
+            classify_error(&upstream),
+            (
+                502,
+                "upstream closed the connection".into(),
+                Some(UpstreamError::Protocol)
+            )
+        );
+        // The client went away: nothing to answer, nothing counted against the upstream.
+        let gone = Error::new_down(ErrorType::ConnectionClosed);
+        assert_eq!(classify_error(&gone), (0, String::new(), None));
+        let malformed = Error::new_down(ErrorType::InvalidHTTPHeader);
+        assert_eq!(
+            classify_error(&malformed),
+            (400, "malformed request".into(), None)
+        );
+        let ours = Error::new_in(ErrorType::InternalError);
+        assert_eq!(classify_error(&ours).0, 500);
+    }
+
+    #[test]
+    fn every_upstream_error_kind_has_its_own_label() {
+        let mut labels: Vec<_> = UpstreamError::ALL.iter().map(|k| k.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), UpstreamError::ALL.len());
     }
 }

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorType};
+use pingora::Error;
 
 use crate::metrics;
 use crate::policy::{
@@ -357,10 +357,10 @@ impl ProxyHttp for CertgateProxy {
         e: &Error,
         _ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let (code, reason, kind) = classify_error(e);
+        let (code, reason, kind) = errors::classify_error(e);
         if let Some(kind) = kind {
             metrics::UPSTREAM_ERRORS
-                .with_label_values(&[&self.listener.config.name, kind])
+                .with_label_values(&[&self.listener.config.name, kind.label()])
                 .inc();
         }
         if code > 0 {
@@ -478,38 +478,4 @@ fn logged_path(target: Option<&RequestTarget>, raw: &[u8]) -> String {
             raw.split('?').next().unwrap_or_default().to_string()
         }
     }
-}
-
-/// Status, `reason` and upstream-error kind for a failed proxy attempt.
-fn classify_error(e: &Error) -> (u16, String, Option<&'static str>) {
-    use ErrorType::*;
-    match e.etype() {
-        HTTPStatus(code) => (*code, message_reason(*code), None),
-        Custom(slots::BUSY) => (503, "too many concurrent requests".into(), Some("busy")),
-        ConnectTimedout => (504, "connect timeout".into(), Some("connect_timeout")),
-        ReadTimedout | WriteTimedout => (504, "upstream timeout".into(), Some("timeout")),
-        ConnectRefused => (502, "connection refused".into(), Some("connect_refused")),
-        ConnectNoRoute => (502, "no route to upstream".into(), Some("connect_error")),
-        ConnectError | BindError | SocketError => (
-            502,
-            "cannot connect to upstream".into(),
-            Some("connect_error"),
-        ),
-        _ => match e.esource() {
-            pingora::ErrorSource::Upstream => (
-                502,
-                "upstream closed the connection".into(),
-                Some("protocol"),
-            ),
-            pingora::ErrorSource::Downstream => match e.etype() {
-                WriteError | ReadError | ConnectionClosed => (0, String::new(), None),
-                _ => (400, "malformed request".into(), None),
-            },
-            _ => (500, "internal error".into(), None),
-        },
-    }
-}
-
-fn message_reason(code: u16) -> String {
-    errors::message_for(code).to_lowercase()
 }

@@ -27,32 +27,8 @@ impl Serialize for Cause {
     }
 }
 
-/// The kinds of file a reload counts, as in `certgate_reloads_total{kind}`. Ordered as their
-/// labels sort, so a set of kinds lists them alphabetically.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    Ca,
-    Cert,
-    Crl,
-    Policy,
-}
-
-impl Kind {
-    pub fn label(self) -> &'static str {
-        match self {
-            Kind::Ca => "ca",
-            Kind::Cert => "cert",
-            Kind::Crl => "crl",
-            Kind::Policy => "policy",
-        }
-    }
-}
-
-impl Serialize for Kind {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.label())
-    }
-}
+/// The kinds of file a reload counts; the metric's label vocabulary.
+pub use crate::metrics::ReloadKind as Kind;
 
 /// The outcome of the last reload.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -159,7 +135,8 @@ mod tests {
 
     #[test]
     fn kinds_sort_as_their_labels() {
-        let mut kinds = [Kind::Policy, Kind::Crl, Kind::Cert, Kind::Ca];
+        let mut kinds = Kind::ALL;
+        kinds.reverse();
         kinds.sort();
         let labels: Vec<_> = kinds.iter().map(|k| k.label()).collect();
         let mut sorted = labels.clone();
