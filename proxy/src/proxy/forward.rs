@@ -264,4 +264,116 @@ mod tests {
         // The two lists never overlap: an always-stripped header cannot be passed.
         assert!(HARDENING_STRIPPED.iter().all(|h| !is_spoofable(h)));
     }
+
+    fn listener(extra: &str) -> ListenerConfig {
+        let yaml = format!(
+            "tls:\n  cert: /c.pem\n  key: /k.pem\nlisteners:\n  - name: l\n    listen: 127.0.0.1:9443\n    upstream: http://127.0.0.1:80\n{extra}"
+        );
+        crate::config::Config::from_yaml(&yaml, std::path::Path::new("/certgate.yaml"), |_| None)
+            .expect("config")
+            .listeners
+            .remove(0)
+    }
+
+    fn request(target: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", target.as_bytes(), None).expect("request");
+        for (name, value) in headers {
+            req.append_header(name.to_string(), *value).expect("header");
+        }
+        req
+    }
+
+    fn values<'a>(req: &'a RequestHeader, name: &str) -> Vec<&'a str> {
+        req.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().expect("ascii"))
+            .collect()
+    }
+
+    #[test]
+    fn rewrite_request_strips_every_spoofed_identity_header_and_writes_its_own() {
+        let config = listener("");
+        let decided = crate::policy::parse_target(b"/vms/../api?x=1", None, config.path_params)
+            .expect("target");
+        let mut req = request(
+            "/vms/../api?x=1",
+            &[
+                ("host", "anka.example"),
+                ("SSL_Client_Verify", "SUCCESS"),
+                ("ssl-client-subject-dn", "CN=admin"),
+                ("X-Certgate-User", "admin"),
+                ("x-certgate-groups", "root"),
+                ("x-forwarded-for", "10.9.9.9"),
+                ("forwarded", "for=10.9.9.9"),
+                ("x-http-method-override", "DELETE"),
+                ("accept", "application/json"),
+            ],
+        );
+        let info = ForwardInfo {
+            config: &config,
+            client_ip: "192.0.2.7".parse().ok(),
+            identity_headers: None,
+            failure: Some(AuthFailure::NoCertificate),
+            permission: Some("list"),
+            target: Some(&decided),
+        };
+        rewrite_request(&mut req, &info).expect("rewrite");
+        // The decided target is what goes upstream, not the client's bytes.
+        assert_eq!(req.uri.path(), decided.path());
+        assert_eq!(req.uri.query(), Some("x=1"));
+        // Nothing the client wrote under an identity name survives.
+        assert!(values(&req, "ssl-client-subject-dn").is_empty());
+        assert!(values(&req, "x-certgate-user").is_empty());
+        assert!(values(&req, "x-certgate-groups").is_empty());
+        assert!(values(&req, "x-http-method-override").is_empty());
+        // Ours replace theirs.
+        assert_eq!(values(&req, "ssl-client-verify"), ["NONE"]);
+        assert_eq!(values(&req, "x-forwarded-for"), ["192.0.2.7"]);
+        assert_eq!(values(&req, "x-real-ip"), ["192.0.2.7"]);
+        assert_eq!(values(&req, "x-certgate-permission"), ["list"]);
+        assert_eq!(values(&req, "x-forwarded-proto"), ["https"]);
+        assert_eq!(values(&req, "x-forwarded-host"), ["anka.example"]);
+        assert_eq!(values(&req, "forwarded").len(), 1);
+        assert!(!values(&req, "forwarded")[0].contains("10.9.9.9"));
+        // Everything else passes untouched.
+        assert_eq!(values(&req, "accept"), ["application/json"]);
+    }
+
+    #[test]
+    fn rewrite_request_passes_only_the_listed_hardening_headers() {
+        let config = listener("    pass_client_headers: [X-Remote-User]\n");
+        let decided = crate::policy::parse_target(b"/", None, config.path_params).expect("target");
+        let mut req = request(
+            "/",
+            &[("x-remote-user", "alice"), ("x-original-url", "/admin")],
+        );
+        let info = ForwardInfo {
+            config: &config,
+            client_ip: None,
+            identity_headers: None,
+            failure: None,
+            permission: None,
+            target: Some(&decided),
+        };
+        rewrite_request(&mut req, &info).expect("rewrite");
+        assert_eq!(values(&req, "x-remote-user"), ["alice"]);
+        assert!(values(&req, "x-original-url").is_empty());
+        assert!(values(&req, "x-certgate-permission").is_empty());
+    }
+
+    #[test]
+    fn rewrite_request_without_a_decided_target_forwards_nothing() {
+        let config = listener("");
+        let mut req = request("/x", &[]);
+        let info = ForwardInfo {
+            config: &config,
+            client_ip: None,
+            identity_headers: None,
+            failure: None,
+            permission: None,
+            target: None,
+        };
+        assert!(rewrite_request(&mut req, &info).is_err());
+    }
 }

@@ -15,13 +15,14 @@ use std::time::Duration;
 
 use notify::{EventKind, RecursiveMode, Watcher};
 
+use crate::config::TlsConfig;
 use crate::metrics;
 use crate::policy::Policy;
 use crate::report::listener_report;
 use crate::state::Shared;
 use crate::time::{asn1_unix, now_rfc3339, now_unix};
 use crate::tls::dn::rfc2253;
-use crate::tls::trust::TrustState;
+use crate::tls::trust::{LoadedFile, TrustState};
 pub use status::{Cause, Kind, ReloadStatus};
 
 /// Quiet time after the last file event before reloading (editors and `kubectl` write in bursts).
@@ -55,8 +56,13 @@ pub fn publish_gauges(shared: &Shared) {
 
 /// The reload kind a failing file belongs to, for `certgate_reloads_total{kind}`.
 fn kind_of(shared: &Shared, file: &Path) -> Kind {
-    for l in &shared.listeners {
-        let tls = &l.config.tls;
+    kind_in(shared.listeners.iter().map(|l| &l.config.tls), file)
+}
+
+/// The kind `file` has for these listeners' TLS settings; a file none of them names is a
+/// policy (or one of its includes).
+fn kind_in<'a>(listeners: impl IntoIterator<Item = &'a TlsConfig>, file: &Path) -> Kind {
+    for tls in listeners {
         if tls.cert == file || tls.key == file {
             return Kind::Cert;
         }
@@ -77,21 +83,17 @@ struct Candidate {
     policy: Option<Option<Arc<Policy>>>,
 }
 
-fn file_hashes(state: &TrustState) -> Vec<(PathBuf, String)> {
-    state
-        .files
+/// Which kinds changed between two trust states' files: a file new, or with new contents.
+fn changed_kinds(
+    old: &[LoadedFile],
+    new: &[LoadedFile],
+    kind_of: impl Fn(&Path) -> Kind,
+) -> Vec<Kind> {
+    let same = |f: &LoadedFile| old.iter().any(|o| o.path == f.path && o.sha256 == f.sha256);
+    let mut kinds: Vec<Kind> = new
         .iter()
-        .map(|f| (f.path.clone(), f.sha256.clone()))
-        .collect()
-}
-
-/// Which kinds changed between two trust states.
-fn changed_kinds(shared: &Shared, old: &TrustState, new: &TrustState) -> Vec<Kind> {
-    let old = file_hashes(old);
-    let mut kinds: Vec<Kind> = file_hashes(new)
-        .into_iter()
-        .filter(|f| !old.contains(f))
-        .map(|(path, _)| kind_of(shared, &path))
+        .filter(|f| !same(f))
+        .map(|f| kind_of(&f.path))
         .collect();
     kinds.sort_unstable();
     kinds.dedup();
@@ -173,7 +175,7 @@ fn reload(reloader: &Reloader, cause: Cause) -> Outcome {
                 )
             }
         };
-        let kinds = changed_kinds(shared, &old, &trust);
+        let kinds = changed_kinds(&old.files, &trust.files, |f| kind_of(shared, f));
         let policy = match &l.config.policy {
             None => None,
             Some(path) => match Policy::load(path) {
@@ -429,5 +431,62 @@ fn warn_crl_freshness(shared: &Shared) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls() -> TlsConfig {
+        let yaml = "tls:\n  cert: /t/server.pem\n  key: /t/server-key.pem\n  client_ca: /t/ca.pem\n  crl: [/t/a.crl, /t/b.crl]\nlisteners:\n  - name: l\n    listen: 127.0.0.1:9443\n    upstream: http://127.0.0.1:80\n";
+        crate::config::Config::from_yaml(yaml, Path::new("/t/certgate.yaml"), |_| None)
+            .expect("config")
+            .listeners
+            .remove(0)
+            .tls
+    }
+
+    fn file(path: &str, sha256: &str) -> LoadedFile {
+        LoadedFile {
+            path: PathBuf::from(path),
+            sha256: sha256.into(),
+        }
+    }
+
+    #[test]
+    fn each_file_has_the_kind_its_key_gives_it() {
+        let tls = tls();
+        let kind = |f: &str| kind_in([&tls], Path::new(f));
+        assert_eq!(kind("/t/server.pem"), Kind::Cert);
+        assert_eq!(kind("/t/server-key.pem"), Kind::Cert);
+        assert_eq!(kind("/t/ca.pem"), Kind::Ca);
+        assert_eq!(kind("/t/b.crl"), Kind::Crl);
+        assert_eq!(kind("/t/policy.yaml"), Kind::Policy);
+    }
+
+    #[test]
+    fn changed_kinds_names_new_and_changed_files_once_each() {
+        let tls = tls();
+        let kind = |f: &Path| kind_in([&tls], f);
+        let old = [
+            file("/t/server.pem", "1"),
+            file("/t/server-key.pem", "2"),
+            file("/t/ca.pem", "3"),
+            file("/t/a.crl", "4"),
+        ];
+        assert!(changed_kinds(&old, &old, kind).is_empty());
+        let new = [
+            file("/t/server.pem", "1"),
+            file("/t/server-key.pem", "2"),
+            file("/t/ca.pem", "3x"),
+            file("/t/a.crl", "4y"),
+            file("/t/b.crl", "5"),
+        ];
+        assert_eq!(changed_kinds(&old, &new, kind), [Kind::Ca, Kind::Crl]);
+        // A file that went away is not a change of what is loaded now.
+        assert!(changed_kinds(&old, &old[..2], kind).is_empty());
+        let both = [file("/t/server.pem", "9"), file("/t/server-key.pem", "9")];
+        assert_eq!(changed_kinds(&old, &both, kind), [Kind::Cert]);
     }
 }

@@ -321,3 +321,31 @@ impl TlsAccept for HandshakeCallbacks<'_> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{alpn_protocols, select_alpn};
+
+    #[test]
+    fn alpn_picks_our_first_protocol_the_client_offers() {
+        let ours = b"\x02h2\x08http/1.1";
+        assert_eq!(select_alpn(ours, b"\x08http/1.1\x02h2"), Some(&b"h2"[..]));
+        assert_eq!(select_alpn(ours, b"\x08http/1.1"), Some(&b"http/1.1"[..]));
+        let only_http11 = b"\x08http/1.1";
+        assert_eq!(
+            select_alpn(only_http11, b"\x02h2\x08http/1.1"),
+            Some(&b"http/1.1"[..])
+        );
+        assert_eq!(select_alpn(ours, b"\x06spdy/3"), None);
+        assert_eq!(select_alpn(ours, b""), None);
+    }
+
+    #[test]
+    fn alpn_lists_that_lie_about_lengths_end_where_they_break() {
+        // A length running past the end drops that entry, never reads beyond the list.
+        assert_eq!(alpn_protocols(b"\x02h2\x09http/1.1"), vec![&b"h2"[..]]);
+        assert!(alpn_protocols(b"\xffh2").is_empty());
+        assert_eq!(alpn_protocols(b"\x00\x02h2"), vec![&b""[..], &b"h2"[..]]);
+        assert_eq!(select_alpn(b"\x02h2", b"\x05h2"), None);
+    }
+}
