@@ -283,6 +283,21 @@ mod tests {
         req
     }
 
+    /// A request without identity or permission, from no known address.
+    fn anonymous<'a>(
+        config: &'a ListenerConfig,
+        target: Option<&'a RequestTarget>,
+    ) -> ForwardInfo<'a> {
+        ForwardInfo {
+            config,
+            client_ip: None,
+            identity_headers: None,
+            failure: None,
+            permission: None,
+            target,
+        }
+    }
+
     fn values<'a>(req: &'a RequestHeader, name: &str) -> Vec<&'a str> {
         req.headers
             .get_all(name)
@@ -348,14 +363,7 @@ mod tests {
             "/",
             &[("x-remote-user", "alice"), ("x-original-url", "/admin")],
         );
-        let info = ForwardInfo {
-            config: &config,
-            client_ip: None,
-            identity_headers: None,
-            failure: None,
-            permission: None,
-            target: Some(&decided),
-        };
+        let info = anonymous(&config, Some(&decided));
         rewrite_request(&mut req, &info).expect("rewrite");
         assert_eq!(values(&req, "x-remote-user"), ["alice"]);
         assert!(values(&req, "x-original-url").is_empty());
@@ -366,14 +374,7 @@ mod tests {
     fn rewrite_request_without_a_decided_target_forwards_nothing() {
         let config = listener("");
         let mut req = request("/x", &[]);
-        let info = ForwardInfo {
-            config: &config,
-            client_ip: None,
-            identity_headers: None,
-            failure: None,
-            permission: None,
-            target: None,
-        };
+        let info = anonymous(&config, None);
         assert!(rewrite_request(&mut req, &info).is_err());
     }
 }
