@@ -230,7 +230,7 @@ pub fn listener_report(
             ClientAuth::Optional => "optional",
             ClientAuth::Required => "required",
         },
-        proxy_protocol: cfg.proxy_protocol,
+        proxy_protocol: cfg.proxy_protocol.is_some(),
         server_certificate,
         client_cas,
         crls,

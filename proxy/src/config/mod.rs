@@ -180,6 +180,15 @@ pub struct Upstream {
     pub url: String,
     /// `host:port` to connect to.
     pub authority: String,
+    /// The address itself when the host is an IP literal (never resolved).
+    pub literal: Option<SocketAddr>,
+}
+
+/// PROXY protocol on a listener: every connection starts with the header, sent by a peer in
+/// `from` (any peer when empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyProtocol {
+    pub from: Vec<IpNet>,
 }
 
 #[derive(Clone, Debug)]
@@ -190,9 +199,10 @@ pub struct ListenerConfig {
     pub policy: Option<PathBuf>,
     pub headers: Vec<Dialect>,
     pub forward_cert: bool,
-    pub proxy_protocol: bool,
-    pub proxy_protocol_from: Vec<IpNet>,
-    pub hsts: Option<String>,
+    /// `proxy_protocol: true`, with its `proxy_protocol_from`.
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// The `strict-transport-security` value, checked to be a valid header value.
+    pub hsts: Option<http::HeaderValue>,
     pub root_token: Option<RootToken>,
     /// `;` in a path segment: refused (default) or kept.
     pub path_params: PathParams,

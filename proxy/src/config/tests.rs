@@ -40,7 +40,7 @@ fn minimal_config_gets_contract_defaults() {
     assert_eq!(l.timeouts.read, Duration::from_secs(300));
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
     assert!(c.admin.is_none());
-    assert!(!l.forward_cert && !l.proxy_protocol);
+    assert!(!l.forward_cert && l.proxy_protocol.is_none());
     assert_eq!(l.tls.session_lifetime, Some(DEFAULT_SESSION_LIFETIME));
     assert_eq!(c.upstream_keepalive, 128);
 }

@@ -188,20 +188,29 @@ impl Validator<'_> {
             Some(Ok(token)) => Some(token),
             Some(Err(fix)) => return Err(self.err(&key("root_token"), fix)),
         };
-        if let Some(hsts) = &l.hsts {
-            if http::HeaderValue::from_str(hsts).is_err() || hsts.trim().is_empty() {
+        let hsts = match l
+            .hsts
+            .as_deref()
+            .map(|h| (h, http::HeaderValue::from_str(h)))
+        {
+            None => None,
+            Some((h, Ok(value))) if !h.trim().is_empty() => Some(value),
+            Some(_) => {
                 return Err(self.err(
                     &key("hsts"),
                     "not a valid header value; write e.g. \"max-age=31536000\"",
-                ));
+                ))
             }
-        }
+        };
         let proxy_protocol_from = l
             .proxy_protocol_from
             .unwrap_or_default()
             .iter()
             .map(|c| parse_cidr(c).map_err(|e| self.err(&key("proxy_protocol_from"), e)))
             .collect::<Result<Vec<_>, _>>()?;
+        let proxy_protocol = l.proxy_protocol.unwrap_or(false).then_some(ProxyProtocol {
+            from: proxy_protocol_from,
+        });
         let mut headers = l.headers.unwrap_or_else(|| vec![Dialect::NginxIngress]);
         headers.dedup();
         let pass_client_headers =
@@ -213,9 +222,8 @@ impl Validator<'_> {
             policy: l.policy.as_deref().map(|p| self.path(p)),
             headers,
             forward_cert: l.forward_cert.unwrap_or(false),
-            proxy_protocol: l.proxy_protocol.unwrap_or(false),
-            proxy_protocol_from,
-            hsts: l.hsts,
+            proxy_protocol,
+            hsts,
             root_token,
             path_params: l.path_params.unwrap_or_default(),
             pass_client_headers,
@@ -353,6 +361,7 @@ impl Validator<'_> {
         };
         Ok(Upstream {
             url: value.to_string(),
+            literal: authority.parse().ok(),
             authority,
         })
     }

@@ -20,7 +20,7 @@ use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use std::os::fd::AsRawFd;
 
-use crate::config::ListenerConfig;
+use crate::config::{ListenerConfig, ProxyProtocol};
 use crate::metrics;
 use crate::proxy::CertgateProxy;
 use crate::state::Connection;
@@ -95,13 +95,14 @@ impl ListenerApp {
     /// Returns the AWS VPC endpoint id when the header carried one.
     async fn proxy_protocol(
         &self,
+        rule: &ProxyProtocol,
         io: &mut TcpStream,
     ) -> Result<Option<Arc<str>>, proxy_protocol::ProxyProtocolError> {
         let peer = io
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         if let Some(ip) = peer {
-            if !proxy_protocol::source_allowed(&self.config.proxy_protocol_from, ip) {
+            if !proxy_protocol::source_allowed(&rule.from, ip) {
                 return Err(proxy_protocol::ProxyProtocolError::UntrustedSource(ip));
             }
         }
@@ -134,8 +135,8 @@ impl ServerApp for ListenerApp {
             return None;
         };
         let mut vpce_id = None;
-        if self.config.proxy_protocol {
-            match self.proxy_protocol(&mut io).await {
+        if let Some(rule) = &self.config.proxy_protocol {
+            match self.proxy_protocol(rule, &mut io).await {
                 Ok(v) => vpce_id = v,
                 Err(e) => {
                     tracing::info!(listener = %name, error = %e, "connection refused");

@@ -42,7 +42,7 @@ pub async fn respond(
     session: &mut Session,
     code: u16,
     reason: &str,
-    hsts: Option<&str>,
+    hsts: Option<&http::HeaderValue>,
 ) -> pingora::Result<()> {
     let body = body(code, reason);
     let mut resp = ResponseHeader::build(code, Some(4))?;
@@ -54,7 +54,7 @@ pub async fn respond(
         resp.insert_header("www-authenticate", "Basic realm=\"certgate\"")?;
     }
     if let Some(h) = hsts {
-        resp.insert_header("strict-transport-security", h)?;
+        resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, h.clone())?;
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;

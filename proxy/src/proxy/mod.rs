@@ -110,8 +110,8 @@ impl CertgateProxy {
         }
     }
 
-    fn hsts(&self) -> Option<&str> {
-        self.listener.config.hsts.as_deref()
+    fn hsts(&self) -> Option<&http::HeaderValue> {
+        self.listener.config.hsts.as_ref()
     }
 
     async fn refuse(
@@ -344,7 +344,7 @@ impl ProxyHttp for CertgateProxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         if let Some(h) = self.hsts() {
-            resp.insert_header("strict-transport-security", h)?;
+            resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, h.clone())?;
         }
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.tunnel.is_none() {
             self.register_tunnel(session, ctx);

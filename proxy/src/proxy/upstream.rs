@@ -29,7 +29,7 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(config: &ListenerConfig) -> Upstream {
         let authority = config.upstream.authority.clone();
-        let literal = authority.parse::<SocketAddr>().ok();
+        let literal = config.upstream.literal;
         let up = Upstream {
             literal: literal.is_some(),
             timeouts: config.timeouts.clone(),
