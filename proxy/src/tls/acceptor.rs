@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use openssl::error::ErrorStack;
 use openssl::ssl::{
     AlpnError, SslAcceptor, SslMethod, SslMode, SslOptions, SslSessionCacheMode, SslVerifyMode,
     SslVersion,
@@ -89,6 +90,29 @@ impl ConnAuth {
     }
 }
 
+/// Why a listener's TLS settings cannot be built; each names the key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptorError {
+    #[error("cannot create the TLS acceptor: {0}")]
+    Create(ErrorStack),
+    #[error("tls.min_version/max_version: {0}")]
+    Versions(ErrorStack),
+    #[error(
+        "tls.ciphers: OpenSSL accepts none of `{ciphers}` ({source}); see `openssl ciphers -v`"
+    )]
+    Ciphers { ciphers: String, source: ErrorStack },
+    #[error("tls.ciphersuites: OpenSSL rejects `{suites}` ({source}); e.g. TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384")]
+    Ciphersuites { suites: String, source: ErrorStack },
+    #[error("session id context: {0}")]
+    SessionIdContext(ErrorStack),
+    #[error("tickets: {0}")]
+    Tickets(ErrorStack),
+    #[error("ticket key: {0}")]
+    TicketKey(ErrorStack),
+    #[error("cannot install the session ticket callbacks")]
+    TicketCallbacks,
+}
+
 /// One listener's TLS: static settings plus the swappable trust state.
 pub struct ListenerTls {
     acceptor: SslAcceptor,
@@ -103,25 +127,29 @@ impl ListenerTls {
         tls: &TlsConfig,
         handshake_timeout: Duration,
         state: Arc<ArcSwap<TrustState>>,
-    ) -> Result<ListenerTls, String> {
+    ) -> Result<ListenerTls, AcceptorError> {
         let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
-            .map_err(|e| format!("cannot create the TLS acceptor: {e}"))?;
+            .map_err(AcceptorError::Create)?;
         let version = |v: TlsVersion| match v {
             TlsVersion::V1_2 => SslVersion::TLS1_2,
             TlsVersion::V1_3 => SslVersion::TLS1_3,
         };
         b.set_min_proto_version(Some(version(tls.min_version)))
             .and_then(|_| b.set_max_proto_version(Some(version(tls.max_version))))
-            .map_err(|e| format!("tls.min_version/max_version: {e}"))?;
+            .map_err(AcceptorError::Versions)?;
         if let Some(ciphers) = &tls.ciphers {
-            b.set_cipher_list(ciphers).map_err(|e| {
-                format!("tls.ciphers: OpenSSL accepts none of `{ciphers}` ({e}); see `openssl ciphers -v`")
-            })?;
+            b.set_cipher_list(ciphers)
+                .map_err(|source| AcceptorError::Ciphers {
+                    ciphers: ciphers.clone(),
+                    source,
+                })?;
         }
         if let Some(suites) = &tls.ciphersuites {
-            b.set_ciphersuites(suites).map_err(|e| {
-                format!("tls.ciphersuites: OpenSSL rejects `{suites}` ({e}); e.g. TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384")
-            })?;
+            b.set_ciphersuites(suites)
+                .map_err(|source| AcceptorError::Ciphersuites {
+                    suites: suites.clone(),
+                    source,
+                })?;
         }
         let mut wire = Vec::new();
         for a in &tls.alpn {
@@ -136,7 +164,7 @@ impl ListenerTls {
             select_alpn(&wire, client).ok_or(AlpnError::NOACK)
         });
         b.set_session_id_context(listener.as_bytes())
-            .map_err(|e| format!("session id context: {e}"))?;
+            .map_err(AcceptorError::SessionIdContext)?;
         b.set_options(SslOptions::NO_RENEGOTIATION);
         // OpenSSL reads ahead into its own record buffer (the listener has no L4 read buffer),
         // and an idle keep-alive connection gives that buffer back: idle connections cost no
@@ -152,7 +180,7 @@ impl ListenerTls {
             None => {
                 b.set_options(SslOptions::NO_TICKET);
                 b.set_session_cache_mode(SslSessionCacheMode::OFF);
-                b.set_num_tickets(0).map_err(|e| format!("tickets: {e}"))?;
+                b.set_num_tickets(0).map_err(AcceptorError::Tickets)?;
             }
         }
         Ok(ListenerTls {

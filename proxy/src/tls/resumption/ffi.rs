@@ -13,6 +13,7 @@ use openssl_sys as ffi;
 
 use super::ticket::Sealed;
 use super::{checked_index, of, Resumption};
+use crate::tls::acceptor::AcceptorError;
 
 extern "C" {
     fn SSL_CTX_set_tlsext_ticket_key_evp_cb(
@@ -75,7 +76,7 @@ pub(super) fn install(
     b: &mut SslAcceptorBuilder,
     resumption: Arc<Resumption>,
     lifetime: Duration,
-) -> Result<(), String> {
+) -> Result<(), AcceptorError> {
     let cache = resumption;
     // SAFETY: the callback returns sessions created by this context and never blocks.
     unsafe {
@@ -94,7 +95,7 @@ pub(super) fn install(
                 std::ptr::null_mut(),
             ) != 1
         {
-            return Err("cannot install the session ticket callbacks".into());
+            return Err(AcceptorError::TicketCallbacks);
         }
     }
     Ok(())

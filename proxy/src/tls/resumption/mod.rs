@@ -40,6 +40,7 @@ use openssl::x509::{X509Ref, X509VerifyResult, X509};
 
 use crate::metrics;
 use crate::time::now_unix;
+use crate::tls::acceptor::AcceptorError;
 use crate::tls::trust::TrustState;
 use cache::SessionCache;
 use keys::TicketKeys;
@@ -98,17 +99,17 @@ pub fn enable(
     listener: &str,
     state: Arc<ArcSwap<TrustState>>,
     lifetime: Duration,
-) -> Result<(), String> {
+) -> Result<(), AcceptorError> {
     let resumption = Arc::new(Resumption {
         listener: listener.to_string(),
         state,
         lifetime,
-        keys: Mutex::new(TicketKeys::new().map_err(|e| format!("ticket key: {e}"))?),
+        keys: Mutex::new(TicketKeys::new().map_err(AcceptorError::TicketKey)?),
         cache: Mutex::default(),
     });
     b.set_ex_data(resumption_index(), resumption.clone());
     // TLS 1.3: one ticket per full handshake is enough for a client that resumes serially.
-    b.set_num_tickets(1).map_err(|e| format!("tickets: {e}"))?;
+    b.set_num_tickets(1).map_err(AcceptorError::Tickets)?;
     b.set_session_cache_mode(SslSessionCacheMode::SERVER | SslSessionCacheMode::NO_INTERNAL);
     let cache = resumption.clone();
     b.set_new_session_callback(move |ssl, session| cache.store(ssl, session));
