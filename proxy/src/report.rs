@@ -8,7 +8,7 @@ use crate::config::{ClientAuth, ListenerConfig};
 use crate::policy::{Mode, Policy};
 use crate::time::{asn1_unix, now_unix};
 use crate::tls::dn::rfc2253;
-use crate::tls::trust::TrustState;
+use crate::tls::trust::{LoadedCrl, TrustState};
 
 /// Certificates expiring sooner than this are warned about.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -161,37 +161,7 @@ pub fn listener_report(
             client_cas.push(s);
         }
         for crl in &client.crls {
-            let expired = crl.is_expired(now);
-            if expired {
-                warnings.push(format!(
-                    "CRL of {} in {} is past its nextUpdate",
-                    crl.issuer_dn,
-                    crl.file.display()
-                ));
-            } else if crl.next_update.is_some_and(|n| n - now < 86_400) {
-                warnings.push(format!(
-                    "CRL of {} in {} reaches its nextUpdate within 24 hours",
-                    crl.issuer_dn,
-                    crl.file.display()
-                ));
-            }
-            if crl.signature.is_deferred() {
-                notes.push(format!(
-                    "the CRL of {0} in {1} is not signed by a CA of client_ca: verified when a client presents {0}",
-                    crl.issuer_dn,
-                    crl.file.display()
-                ));
-            }
-            crls.push(CrlSummary {
-                file: crl.file.display().to_string(),
-                issuer: crl.issuer_dn.clone(),
-                this_update: crl.this_update,
-                next_update: crl.next_update,
-                next_update_text: crl.next_update.map(text_time),
-                revoked: crl.revoked_count,
-                expired,
-                signature: crl.signature.describe(),
-            });
+            crls.push(crl_summary(crl, now, &mut warnings, &mut notes));
         }
         if !client.crls.is_empty() {
             for ca in &client.ca_certs {
@@ -207,18 +177,7 @@ pub fn listener_report(
     if cfg.policy.is_none() {
         warnings.push("no policy: every verified certificate may do everything".into());
     }
-    let policy = policy.map(|p| PolicySummary {
-        files: p.files().iter().map(|f| f.display().to_string()).collect(),
-        sha256: p.sha256_hex().to_string(),
-        mode: match p.mode() {
-            Mode::Enforce => "enforce",
-            Mode::Audit => "audit",
-        },
-        permissions: p.permission_count(),
-        routes: p.route_count(),
-        groups: p.group_count(),
-        users: p.user_count(),
-    });
+    let policy = policy.map(policy_summary);
     if policy.as_ref().is_some_and(|p| p.mode == "audit") {
         warnings.push("policy mode is audit: denials are logged and forwarded".into());
     }
@@ -246,5 +205,60 @@ pub fn listener_report(
         trust_generation: trust.generation,
         warnings,
         notes,
+    }
+}
+
+/// One loaded CRL, with what an operator should know about it.
+fn crl_summary(
+    crl: &LoadedCrl,
+    now: i64,
+    warnings: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> CrlSummary {
+    let expired = crl.is_expired(now);
+    if expired {
+        warnings.push(format!(
+            "CRL of {} in {} is past its nextUpdate",
+            crl.issuer_dn,
+            crl.file.display()
+        ));
+    } else if crl.next_update.is_some_and(|n| n - now < 86_400) {
+        warnings.push(format!(
+            "CRL of {} in {} reaches its nextUpdate within 24 hours",
+            crl.issuer_dn,
+            crl.file.display()
+        ));
+    }
+    if crl.signature.is_deferred() {
+        notes.push(format!(
+            "the CRL of {0} in {1} is not signed by a CA of client_ca: verified when a client presents {0}",
+            crl.issuer_dn,
+            crl.file.display()
+        ));
+    }
+    CrlSummary {
+        file: crl.file.display().to_string(),
+        issuer: crl.issuer_dn.clone(),
+        this_update: crl.this_update,
+        next_update: crl.next_update,
+        next_update_text: crl.next_update.map(text_time),
+        revoked: crl.revoked_count,
+        expired,
+        signature: crl.signature.describe(),
+    }
+}
+
+fn policy_summary(p: &Policy) -> PolicySummary {
+    PolicySummary {
+        files: p.files().iter().map(|f| f.display().to_string()).collect(),
+        sha256: p.sha256_hex().to_string(),
+        mode: match p.mode() {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        },
+        permissions: p.permission_count(),
+        routes: p.route_count(),
+        groups: p.group_count(),
+        users: p.user_count(),
     }
 }

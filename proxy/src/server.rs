@@ -39,58 +39,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         metrics::init_listener(&l.name);
     }
 
-    let conf = ServerConf {
-        threads: shared.config.threads,
-        upstream_keepalive_pool_size: shared.config.upstream_keepalive,
-        // Each worker thread runs its own event loop and new connections go to a random one:
-        // no work-stealing queues and cross-thread wakeups on every request (28% more
-        // keep-alive requests per core, measured in benches/).
-        work_stealing: false,
-        grace_period_seconds: Some(shared.config.shutdown_grace.as_secs().max(1)),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..Default::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let mut server = Server::new_with_opt_and_conf(None, server_conf(&shared.config));
     server.bootstrap();
     let conf = server.configuration.clone();
-
     for listener in &shared.listeners {
-        let cfg = &listener.config;
-        let tls = ListenerTls::new(
-            &cfg.name,
-            &cfg.tls,
-            cfg.timeouts.handshake,
-            listener.trust.clone(),
-        )
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{}: listener {}: {e}",
-                shared.config.path.display(),
-                cfg.name
-            )
-        })?;
-        let mut http = pingora::proxy::HttpProxy::new(
-            CertgateProxy::new(listener.clone(), shared.drain.clone()),
-            conf.clone(),
-        );
-        http.handle_init_modules();
-        let mut options = HttpServerOptions::default();
-        options.h2_idle_timeout = Some(cfg.timeouts.idle);
-        http.server_options = Some(options);
-        let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
-        // Large windows keep multi-GB registry transfers over HTTP/2 from crawling.
-        h2.initial_window_size(8 << 20)
-            .initial_connection_window_size(16 << 20);
-        http.h2_options = Some(h2);
-        let app = ListenerApp::new(cfg.clone(), tls, http, shared.drain.clone());
-        let mut service = Service::new(format!("listener {}", cfg.name), app);
-        for addr in &cfg.listen {
-            service.add_listener(
-                pingora::listeners::ListenerConfig::tcp(addr.to_string())
-                    .l4_buffer(L4BufferSettings::new(L4_READ_BUFFER, L4_WRITE_BUFFER)),
-            );
-        }
-        server.add_service(service);
+        server.add_service(listener_service(&shared, listener, &conf)?);
     }
 
     let reloader = Reloader::new(shared.clone());
@@ -110,6 +63,65 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }),
     });
     Ok(())
+}
+
+/// Pingora's settings from ours.
+fn server_conf(config: &Config) -> ServerConf {
+    ServerConf {
+        threads: config.threads,
+        upstream_keepalive_pool_size: config.upstream_keepalive,
+        // Each worker thread runs its own event loop and new connections go to a random one:
+        // no work-stealing queues and cross-thread wakeups on every request (28% more
+        // keep-alive requests per core, measured in benches/).
+        work_stealing: false,
+        grace_period_seconds: Some(config.shutdown_grace.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..Default::default()
+    }
+}
+
+/// One listener as a Pingora service: our TLS and connection handling around its HTTP proxy.
+fn listener_service(
+    shared: &Shared,
+    listener: &Arc<Listener>,
+    conf: &Arc<ServerConf>,
+) -> anyhow::Result<Service<ListenerApp>> {
+    let cfg = &listener.config;
+    let tls = ListenerTls::new(
+        &cfg.name,
+        &cfg.tls,
+        cfg.timeouts.handshake,
+        listener.trust.clone(),
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{}: listener {}: {e}",
+            shared.config.path.display(),
+            cfg.name
+        )
+    })?;
+    let mut http = pingora::proxy::HttpProxy::new(
+        CertgateProxy::new(listener.clone(), shared.drain.clone()),
+        conf.clone(),
+    );
+    http.handle_init_modules();
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(cfg.timeouts.idle);
+    http.server_options = Some(options);
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    // Large windows keep multi-GB registry transfers over HTTP/2 from crawling.
+    h2.initial_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20);
+    http.h2_options = Some(h2);
+    let app = ListenerApp::new(cfg.clone(), tls, http, shared.drain.clone());
+    let mut service = Service::new(format!("listener {}", cfg.name), app);
+    for addr in &cfg.listen {
+        service.add_listener(
+            pingora::listeners::ListenerConfig::tcp(addr.to_string())
+                .l4_buffer(L4BufferSettings::new(L4_READ_BUFFER, L4_WRITE_BUFFER)),
+        );
+    }
+    Ok(service)
 }
 
 /// SIGTERM and SIGINT both drain (Pingora's default makes SIGINT a fast stop). The drain ends

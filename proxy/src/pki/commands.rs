@@ -57,18 +57,7 @@ pub fn init(dir: &Path, org: Option<&str>, names: &[String]) -> anyhow::Result<(
     } else {
         names.to_vec()
     };
-    let mut dns = Vec::new();
-    let mut ips = Vec::new();
-    for n in &names {
-        let n = n.trim();
-        if n.is_empty() || n.contains(['\0', '/', ' ', ',']) {
-            bail!("--name {n:?}: expected a host name or an IP address");
-        }
-        match n.parse::<IpAddr>() {
-            Ok(ip) => ips.push(ip),
-            Err(_) => dns.push(n.to_string()),
-        }
-    }
+    let (dns, ips) = server_names(&names)?;
     let org = org.unwrap_or("certgate");
     if org.is_empty() || org.contains('\0') {
         bail!("--org must be a non-empty name");
@@ -134,6 +123,30 @@ pub fn init(dir: &Path, org: Option<&str>, names: &[String]) -> anyhow::Result<(
     write_cert_pem(server_pem, &server.cert)?;
     write_crl_pem(crl_pem, &crl)?;
 
+    print_init(&paths, &ca, &server, &names, &crl);
+    Ok(())
+}
+
+/// The server certificate's names split into DNS names and IP addresses.
+fn server_names(names: &[String]) -> anyhow::Result<(Vec<String>, Vec<IpAddr>)> {
+    let mut dns = Vec::new();
+    let mut ips = Vec::new();
+    for n in names {
+        let n = n.trim();
+        if n.is_empty() || n.contains(['\0', '/', ' ', ',']) {
+            bail!("--name {n:?}: expected a host name or an IP address");
+        }
+        match n.parse::<IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => dns.push(n.to_string()),
+        }
+    }
+    Ok((dns, ips))
+}
+
+/// What `pki init` wrote, one line a file.
+fn print_init(paths: &[PathBuf; 5], ca: &Issued, server: &Issued, names: &[String], crl: &X509Crl) {
+    let [ca_pem, ca_key, server_pem, server_key, crl_pem] = paths;
     println!(
         "wrote {}  CA {}, until {}",
         ca_pem.display(),
@@ -157,7 +170,6 @@ pub fn init(dir: &Path, org: Option<&str>, names: &[String]) -> anyhow::Result<(
         crl_pem.display(),
         crl.next_update().map(|t| t.to_string()).unwrap_or_default()
     );
-    Ok(())
 }
 
 /// `cn` made into a file name: `A-Za-z0-9._-` kept, everything else `_`.

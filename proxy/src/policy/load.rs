@@ -287,149 +287,181 @@ impl Loader {
         let index = self.texts.len() - 1;
         let text = self.texts.get(index).cloned().unwrap_or_default();
         let mut raw = parse(path, &text)?;
-
         if !main {
-            let grants = [
-                ("groups", raw.groups.is_some()),
-                ("users", raw.users.is_some()),
-                ("authenticated", raw.authenticated.is_some()),
-                ("anonymous", raw.anonymous.is_some()),
-                ("group_attribute", raw.group_attribute.is_some()),
-                ("mode", raw.mode.is_some()),
-            ];
-            if let Some((key, _)) = grants.iter().find(|(_, present)| *present) {
-                let includer = self
-                    .files
-                    .first()
-                    .map(|f| f.display().to_string())
-                    .unwrap_or_default();
-                return Err(PolicyError::invalid(
-                    path,
-                    *key,
-                    find_line(&text, &[key], None),
-                    "an included file may only contain permissions: and include:",
-                    format!("move {key}: to the file that includes it ({includer})"),
-                ));
-            }
+            self.only_permissions(path, &text, &raw)?;
         }
-
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         for inc in std::mem::take(&mut raw.include.0) {
-            let line = find_line(&text, &["include"], Some(&inc));
-            if inc.trim().is_empty() {
-                return Err(PolicyError::invalid(
-                    path,
-                    "include",
-                    line,
-                    "empty file name",
-                    "name a policy file, relative to this file's directory",
-                ));
-            }
-            let target = base.join(&inc);
-            let canon = canonical(&target);
-            if self.stack.contains(&canon) {
-                let mut chain: Vec<String> = self
-                    .stack
-                    .iter()
-                    .skip_while(|p| **p != canon)
-                    .map(|p| p.display().to_string())
-                    .collect();
-                chain.push(canon.display().to_string());
-                return Err(PolicyError::invalid(
-                    path,
-                    "include",
-                    line,
-                    format!("include cycle: {}", chain.join(" -> ")),
-                    format!("remove \"{inc}\" from include: (or another link of the cycle)"),
-                ));
-            }
-            if self.seen.contains(&canon) {
-                // Reached twice without a cycle (A includes B and C, both include D): its
-                // permissions are already merged.
-                continue;
-            }
-            if self.stack.len() >= MAX_INCLUDE_DEPTH {
-                return Err(PolicyError::invalid(
-                    path,
-                    "include",
-                    line,
-                    format!("includes nested deeper than {MAX_INCLUDE_DEPTH} files"),
-                    "flatten the includes",
-                ));
-            }
-            let inc_text = read_policy_file(&target).map_err(|e| {
-                PolicyError::invalid(
-                    path,
-                    "include",
-                    line,
-                    format!("cannot read \"{inc}\" ({}): {e}", target.display()),
-                    "fix the name (relative to this file's directory) or remove it from include:",
-                )
-            })?;
-            self.file(&target, inc_text, false)?;
+            self.include(path, &text, &base, &inc)?;
         }
-
-        let perms = std::mem::take(&mut raw.permissions.0);
-        for (name, routes) in perms {
-            let key = format!("permissions.{name}");
-            if !valid_permission_name(&name) {
-                let problem = if name == "*" {
-                    "\"*\" cannot be a permission name (it means every permission in grants)"
-                        .to_string()
-                } else {
-                    format!("invalid permission name \"{name}\"")
-                };
-                return Err(PolicyError::invalid(
-                    path,
-                    key,
-                    find_line(&text, &["permissions", &name], None),
-                    problem,
-                    "use letters, digits, _ - . : (at most 128), e.g. list_vms",
-                ));
-            }
-            if let Some(&prev) = self.names.get(&name) {
-                let prev_file = self
-                    .permissions
-                    .get(prev)
-                    .and_then(|p| self.files.get(p.file))
-                    .map(|f| f.display().to_string())
-                    .unwrap_or_default();
-                let here = self.files.get(index).map(|f| f.display().to_string());
-                let same = here.as_deref() == Some(prev_file.as_str());
-                return Err(PolicyError::invalid(
-                    path,
-                    key,
-                    find_line(&text, &["permissions", &name], None),
-                    if same {
-                        format!("permission \"{name}\" is defined twice in this file")
-                    } else {
-                        format!("permission \"{name}\" is already defined in {prev_file}")
-                    },
-                    "permission names must be unique across a policy and its includes: rename or remove one",
-                ));
-            }
-            let mut parsed = Vec::with_capacity(routes.0.len());
-            for r in &routes.0 {
-                let route = Route::parse(r).map_err(|e| {
-                    PolicyError::invalid(
-                        path,
-                        key.clone(),
-                        find_line(&text, &["permissions", &name], Some(r.trim())),
-                        format!("bad route \"{r}\": {}", e.problem),
-                        e.fix,
-                    )
-                })?;
-                parsed.push(route);
-            }
-            self.names.insert(name.clone(), self.permissions.len());
-            self.permissions.push(PermissionDef {
-                name,
-                routes: parsed,
-                file: index,
-            });
+        for (name, routes) in std::mem::take(&mut raw.permissions.0) {
+            self.permission(path, &text, index, name, routes)?;
         }
         self.stack.pop();
         Ok(raw)
+    }
+
+    /// An included file holds permissions and includes only: grants belong to the main file.
+    fn only_permissions(
+        &self,
+        path: &Path,
+        text: &str,
+        raw: &RawPolicy,
+    ) -> Result<(), PolicyError> {
+        let grants = [
+            ("groups", raw.groups.is_some()),
+            ("users", raw.users.is_some()),
+            ("authenticated", raw.authenticated.is_some()),
+            ("anonymous", raw.anonymous.is_some()),
+            ("group_attribute", raw.group_attribute.is_some()),
+            ("mode", raw.mode.is_some()),
+        ];
+        if let Some((key, _)) = grants.iter().find(|(_, present)| *present) {
+            let includer = self
+                .files
+                .first()
+                .map(|f| f.display().to_string())
+                .unwrap_or_default();
+            return Err(PolicyError::invalid(
+                path,
+                *key,
+                find_line(text, &[key], None),
+                "an included file may only contain permissions: and include:",
+                format!("move {key}: to the file that includes it ({includer})"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Loads the file `inc` names (relative to `base`), unless it was loaded already.
+    fn include(
+        &mut self,
+        path: &Path,
+        text: &str,
+        base: &Path,
+        inc: &str,
+    ) -> Result<(), PolicyError> {
+        let line = find_line(text, &["include"], Some(inc));
+        if inc.trim().is_empty() {
+            return Err(PolicyError::invalid(
+                path,
+                "include",
+                line,
+                "empty file name",
+                "name a policy file, relative to this file's directory",
+            ));
+        }
+        let target = base.join(inc);
+        let canon = canonical(&target);
+        if self.stack.contains(&canon) {
+            let mut chain: Vec<String> = self
+                .stack
+                .iter()
+                .skip_while(|p| **p != canon)
+                .map(|p| p.display().to_string())
+                .collect();
+            chain.push(canon.display().to_string());
+            return Err(PolicyError::invalid(
+                path,
+                "include",
+                line,
+                format!("include cycle: {}", chain.join(" -> ")),
+                format!("remove \"{inc}\" from include: (or another link of the cycle)"),
+            ));
+        }
+        if self.seen.contains(&canon) {
+            // Reached twice without a cycle (A includes B and C, both include D): its
+            // permissions are already merged.
+            return Ok(());
+        }
+        if self.stack.len() >= MAX_INCLUDE_DEPTH {
+            return Err(PolicyError::invalid(
+                path,
+                "include",
+                line,
+                format!("includes nested deeper than {MAX_INCLUDE_DEPTH} files"),
+                "flatten the includes",
+            ));
+        }
+        let inc_text = read_policy_file(&target).map_err(|e| {
+            PolicyError::invalid(
+                path,
+                "include",
+                line,
+                format!("cannot read \"{inc}\" ({}): {e}", target.display()),
+                "fix the name (relative to this file's directory) or remove it from include:",
+            )
+        })?;
+        self.file(&target, inc_text, false)?;
+        Ok(())
+    }
+
+    /// One permission of the file at `index`: a valid, unique name and routes that parse.
+    fn permission(
+        &mut self,
+        path: &Path,
+        text: &str,
+        index: usize,
+        name: String,
+        routes: Names,
+    ) -> Result<(), PolicyError> {
+        let key = format!("permissions.{name}");
+        if !valid_permission_name(&name) {
+            let problem = if name == "*" {
+                "\"*\" cannot be a permission name (it means every permission in grants)"
+                    .to_string()
+            } else {
+                format!("invalid permission name \"{name}\"")
+            };
+            return Err(PolicyError::invalid(
+                path,
+                key,
+                find_line(text, &["permissions", &name], None),
+                problem,
+                "use letters, digits, _ - . : (at most 128), e.g. list_vms",
+            ));
+        }
+        if let Some(&prev) = self.names.get(&name) {
+            let prev_file = self
+                .permissions
+                .get(prev)
+                .and_then(|p| self.files.get(p.file))
+                .map(|f| f.display().to_string())
+                .unwrap_or_default();
+            let here = self.files.get(index).map(|f| f.display().to_string());
+            let same = here.as_deref() == Some(prev_file.as_str());
+            return Err(PolicyError::invalid(
+                path,
+                key,
+                find_line(text, &["permissions", &name], None),
+                if same {
+                    format!("permission \"{name}\" is defined twice in this file")
+                } else {
+                    format!("permission \"{name}\" is already defined in {prev_file}")
+                },
+                "permission names must be unique across a policy and its includes: rename or remove one",
+            ));
+        }
+        let mut parsed = Vec::with_capacity(routes.0.len());
+        for r in &routes.0 {
+            let route = Route::parse(r).map_err(|e| {
+                PolicyError::invalid(
+                    path,
+                    key.clone(),
+                    find_line(text, &["permissions", &name], Some(r.trim())),
+                    format!("bad route \"{r}\": {}", e.problem),
+                    e.fix,
+                )
+            })?;
+            parsed.push(route);
+        }
+        self.names.insert(name.clone(), self.permissions.len());
+        self.permissions.push(PermissionDef {
+            name,
+            routes: parsed,
+            file: index,
+        });
+        Ok(())
     }
 }
 

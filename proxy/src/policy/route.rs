@@ -183,6 +183,22 @@ fn parse_methods(text: &str) -> Result<Methods, RouteError> {
 }
 
 fn parse_path(path: &str) -> Result<Vec<Segment>, RouteError> {
+    check_shape(path)?;
+    let body = path.strip_suffix('/').unwrap_or(path);
+    if body.is_empty() {
+        // "/" itself.
+        return Ok(Vec::new());
+    }
+    let raw: Vec<&str> = body.split('/').skip(1).collect();
+    let count = raw.len();
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, seg)| parse_segment(seg, i + 1 == count, path))
+        .collect()
+}
+
+/// An absolute path without query or fragment.
+fn check_shape(path: &str) -> Result<(), RouteError> {
     if !path.starts_with('/') {
         return Err(err(
             format!("path \"{path}\" does not begin with /"),
@@ -201,83 +217,78 @@ fn parse_path(path: &str) -> Result<Vec<Segment>, RouteError> {
             "remove the # and what follows, or encode it as %23",
         ));
     }
-    let body = path.strip_suffix('/').unwrap_or(path);
-    let mut segments = Vec::new();
-    if body.is_empty() {
-        // "/" itself.
-        return Ok(segments);
-    }
-    let raw: Vec<&str> = body.split('/').skip(1).collect();
-    let count = raw.len();
-    for (i, seg) in raw.into_iter().enumerate() {
-        let last = i + 1 == count;
-        let parsed = match seg {
-            "" => {
-                return Err(err(
-                    format!("empty segment (//) in \"{path}\""),
-                    "write a single / between segments",
-                ))
+    Ok(())
+}
+
+/// One segment of `path`; `last` allows `**`.
+fn parse_segment(seg: &str, last: bool, path: &str) -> Result<Segment, RouteError> {
+    Ok(match seg {
+        "" => {
+            return Err(err(
+                format!("empty segment (//) in \"{path}\""),
+                "write a single / between segments",
+            ))
+        }
+        "." | ".." => {
+            return Err(err(
+                format!("\"{seg}\" segment in \"{path}\""),
+                "routes cannot contain . or .. segments: write the path they stand for",
+            ))
+        }
+        "**" if last => Segment::Rest,
+        "**" => {
+            return Err(err(
+                format!("\"**\" is not the last segment of \"{path}\""),
+                "\"**\" may only end a route; use \"*\" for exactly one segment in the middle",
+            ))
+        }
+        "*" => Segment::Wildcard,
+        s if s.len() > 2
+            && s.starts_with('{')
+            && s.ends_with('}')
+            && !s[1..s.len() - 1].contains(['{', '}']) =>
+        {
+            Segment::Wildcard
+        }
+        s if s.contains('*') => {
+            return Err(err(
+                format!("\"*\" inside the segment \"{s}\" of \"{path}\""),
+                "\"*\" and \"**\" must be whole segments (\"/a/*/b\", \"/a/**\"); partial wildcards are not supported",
+            ))
+        }
+        s if s.contains(['{', '}']) => {
+            return Err(err(
+                format!("\"{{\" or \"}}\" inside the segment \"{s}\" of \"{path}\""),
+                "a parameter is a whole segment with a name, e.g. \"/group/{name}/resources\"",
+            ))
+        }
+        s => literal_segment(s, path)?,
+    })
+}
+
+/// A literal segment, percent-decoded as request paths are.
+fn literal_segment(s: &str, path: &str) -> Result<Segment, RouteError> {
+    let mut decoded = String::with_capacity(s.len());
+    decode_segment_into(s, &mut decoded).map_err(|e| {
+        let fix = match e {
+            PathError::EncodedSlash => {
+                "requests with an encoded / or \\ are refused before matching, so a route cannot name one"
             }
-            "." | ".." => {
-                return Err(err(
-                    format!("\"{seg}\" segment in \"{path}\""),
-                    "routes cannot contain . or .. segments: write the path they stand for",
-                ))
+            PathError::ControlCharacter => "remove the control character",
+            PathError::InvalidPercentEncoding => {
+                "a % must be followed by two hex digits (write %25 for a literal %)"
             }
-            "**" if last => Segment::Rest,
-            "**" => {
-                return Err(err(
-                    format!("\"**\" is not the last segment of \"{path}\""),
-                    "\"**\" may only end a route; use \"*\" for exactly one segment in the middle",
-                ))
-            }
-            "*" => Segment::Wildcard,
-            s if s.len() > 2
-                && s.starts_with('{')
-                && s.ends_with('}')
-                && !s[1..s.len() - 1].contains(['{', '}']) =>
-            {
-                Segment::Wildcard
-            }
-            s if s.contains('*') => {
-                return Err(err(
-                    format!("\"*\" inside the segment \"{s}\" of \"{path}\""),
-                    "\"*\" and \"**\" must be whole segments (\"/a/*/b\", \"/a/**\"); partial wildcards are not supported",
-                ))
-            }
-            s if s.contains(['{', '}']) => {
-                return Err(err(
-                    format!("\"{{\" or \"}}\" inside the segment \"{s}\" of \"{path}\""),
-                    "a parameter is a whole segment with a name, e.g. \"/group/{name}/resources\"",
-                ))
-            }
-            s => {
-                let mut decoded = String::with_capacity(s.len());
-                decode_segment_into(s, &mut decoded).map_err(|e| {
-                    let fix = match e {
-                        PathError::EncodedSlash => {
-                            "requests with an encoded / or \\ are refused before matching, so a route cannot name one"
-                        }
-                        PathError::ControlCharacter => "remove the control character",
-                        PathError::InvalidPercentEncoding => {
-                            "a % must be followed by two hex digits (write %25 for a literal %)"
-                        }
-                        PathError::NotAbsolute | PathError::EscapesRoot => "fix the segment",
-                    };
-                    err(format!("segment \"{s}\" of \"{path}\": {}", e.reason()), fix)
-                })?;
-                if decoded == "." || decoded == ".." {
-                    return Err(err(
-                        format!("segment \"{s}\" of \"{path}\" decodes to \"{decoded}\""),
-                        "routes cannot contain . or .. segments: write the path they stand for",
-                    ));
-                }
-                Segment::Literal(decoded)
-            }
+            PathError::NotAbsolute | PathError::EscapesRoot => "fix the segment",
         };
-        segments.push(parsed);
+        err(format!("segment \"{s}\" of \"{path}\": {}", e.reason()), fix)
+    })?;
+    if decoded == "." || decoded == ".." {
+        return Err(err(
+            format!("segment \"{s}\" of \"{path}\" decodes to \"{decoded}\""),
+            "routes cannot contain . or .. segments: write the path they stand for",
+        ));
     }
-    Ok(segments)
+    Ok(Segment::Literal(decoded))
 }
 
 #[cfg(test)]
