@@ -24,19 +24,33 @@ pub use root_token::RootToken;
 pub use validate::parse_cidr;
 use validate::{absolute, yaml_message, Validator};
 
-/// What a config error says: where, which key, what is wrong and how to fix it.
+/// What a config error says: where, which key, what is wrong and how to fix it (the problem
+/// text ends with the fix).
 #[derive(Debug, thiserror::Error)]
-#[error("{file}: {message}")]
+#[error("{}: {}{problem}", file.display(), key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default())]
 pub struct ConfigError {
     pub file: PathBuf,
-    pub message: String,
+    /// The key at fault, e.g. `listeners[0].upstream`; none when it is the whole file.
+    pub key: Option<String>,
+    /// 1-based line in the file, where known.
+    pub line: Option<usize>,
+    pub problem: String,
 }
 
 impl ConfigError {
-    fn new(file: &Path, message: impl Into<String>) -> Self {
+    fn new(file: &Path, problem: impl Into<String>) -> Self {
         ConfigError {
             file: file.to_path_buf(),
-            message: message.into(),
+            key: None,
+            line: None,
+            problem: problem.into(),
+        }
+    }
+
+    fn at(file: &Path, key: &str, problem: impl Into<String>) -> Self {
+        ConfigError {
+            key: Some(key.to_string()),
+            ..ConfigError::new(file, problem)
         }
     }
 }
@@ -247,10 +261,14 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let path = absolute(path);
-        let text =
-            env::interpolate(text, env).map_err(|e| ConfigError::new(&path, e.to_string()))?;
-        let raw: RawConfig = serde_yaml_ng::from_str(&text)
-            .map_err(|e| ConfigError::new(&path, yaml_message(&e)))?;
+        let text = env::interpolate(text, env).map_err(|e| ConfigError {
+            line: Some(e.line),
+            ..ConfigError::new(&path, e.to_string())
+        })?;
+        let raw: RawConfig = serde_yaml_ng::from_str(&text).map_err(|e| ConfigError {
+            line: e.location().map(|l| l.line()),
+            ..ConfigError::new(&path, yaml_message(&e))
+        })?;
         Validator { file: &path }.config(raw)
     }
 

@@ -38,7 +38,7 @@ pub(super) struct Validator<'a> {
 
 impl Validator<'_> {
     fn err(&self, key: &str, message: impl std::fmt::Display) -> ConfigError {
-        ConfigError::new(self.file, format!("{key}: {message}"))
+        ConfigError::at(self.file, key, message.to_string())
     }
 
     fn path(&self, value: &str) -> PathBuf {
