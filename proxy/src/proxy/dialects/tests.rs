@@ -308,7 +308,7 @@ fn all_dialects_in_order_and_once() {
         ]
     );
     assert!(
-        names.iter().all(|n| crate::proxy::forward::is_spoofable(n)),
+        names.iter().all(|n| is_spoofable(n)),
         "every header we set is stripped from clients"
     );
     assert_header_safe(&h);
