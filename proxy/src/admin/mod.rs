@@ -51,6 +51,9 @@ pub fn not_ready_reason(shared: &Shared) -> Option<String> {
             None => shared.listening.store(true, Ordering::Release),
         }
     }
+    if let Some(reason) = crate::tls::revocation::not_ready_reason() {
+        return Some(reason);
+    }
     for l in &shared.listeners {
         if l.trust.load().has_expired_crl() {
             return Some(format!(
@@ -90,6 +93,7 @@ pub fn status(shared: &Shared) -> serde_json::Value {
         "draining": crate::server::is_draining(),
         "listeners": listeners,
         "last_reload": reload,
+        "crl_fetch": crate::tls::revocation::status_json(),
     })
 }
 

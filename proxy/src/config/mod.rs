@@ -7,6 +7,7 @@
 
 pub mod env;
 mod raw;
+pub mod revocation;
 mod root_token;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -18,6 +19,7 @@ use ipnet::IpNet;
 pub use crate::policy::target::PathParams;
 pub use crate::proxy::dialects::Dialect;
 use raw::{OneOrMany, RawConfig, RawListener, RawTls};
+pub use revocation::{CrlFetchConfig, OcspConfig, OcspMode};
 pub use root_token::RootToken;
 
 /// What a config error says: where, which key, what is wrong and how to fix it.
@@ -98,6 +100,9 @@ pub struct TlsConfig {
     /// TLS session resumption (tickets and a session-ID cache), each resumption re-checked
     /// against the current CA bundle and CRLs; `None` when `session_resumption: false`.
     pub session_lifetime: Option<Duration>,
+    /// CRLs fetched over HTTP(S); `None` when `crl_fetch` is absent.
+    pub crl_fetch: Option<CrlFetchConfig>,
+    pub ocsp: OcspConfig,
 }
 
 impl TlsConfig {
@@ -641,6 +646,8 @@ impl Validator<'_> {
             .session_resumption
             .unwrap_or(true)
             .then_some(lifetime);
+        let crl_fetch = self.crl_fetch(key, merged.crl_fetch, client_ca.is_some())?;
+        let ocsp = self.ocsp(key, merged.ocsp, client_ca.is_some())?;
         Ok(TlsConfig {
             cert: self.path(&cert),
             key: self.path(&key_file),
@@ -654,6 +661,8 @@ impl Validator<'_> {
             ciphersuites: merged.ciphersuites,
             alpn,
             session_lifetime,
+            crl_fetch,
+            ocsp,
         })
     }
 }

@@ -141,6 +141,7 @@ fn configured_kinds(shared: &Shared) -> BTreeSet<&'static str> {
 
 /// Builds everything new, then swaps all of it or none. Each kind reloaded counts once.
 pub fn reload(shared: &Shared, cause: Cause) -> Outcome {
+    let _build = crate::tls::revocation::build_lock();
     let mut candidates = Vec::new();
     for l in &shared.listeners {
         let old = l.trust.load();

@@ -295,6 +295,9 @@ impl TlsAccept for HandshakeCallbacks<'_> {
                     *slot = Some(f);
                     return optional;
                 }
+                if let Some(chain) = ctx.chain() {
+                    crate::tls::revocation::discover::on_chain(chain.iter());
+                }
             }
             true
         });
