@@ -2,6 +2,8 @@
 //! upstream, and HTTP clients that present a client identity. No mocks.
 #![allow(dead_code)]
 
+pub mod crl_server;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -79,7 +79,8 @@ pub fn prepare(tls_configs: &[&TlsConfig]) {
         }
     }
     // A cached CRL that no longer verifies must not stop the start: drop it and say so.
-    for _ in 0..store::table().len() {
+    let entries = store::table().len();
+    for _ in 0..entries {
         let Some(bad) = tls_configs
             .iter()
             .find_map(|tls| TrustState::load(tls, 1).err())
@@ -137,6 +138,8 @@ pub fn spawn(targets: Vec<Target>) -> anyhow::Result<()> {
                         tokio::spawn(schedule::run_url(targets.clone(), client.clone(), url, s));
                     }
                 }
+                // No discovery (its sender is gone): the fetch loops still run for good.
+                std::future::pending::<()>().await;
             });
         })?;
     Ok(())

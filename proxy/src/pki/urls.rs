@@ -1,0 +1,41 @@
+//! Where a certificate says its revocation status lives: the CRL Distribution Points and the
+//! Authority Information Access (OCSP) extensions, for test and demo PKIs.
+
+use openssl::nid::Nid;
+use openssl::x509::{X509Builder, X509Extension, X509Ref};
+
+use super::CertSpec;
+
+/// Appends the CDP and AIA extensions `spec` asks for.
+pub(super) fn append(
+    spec: &CertSpec,
+    b: &mut X509Builder,
+    issuer: Option<&X509Ref>,
+) -> anyhow::Result<()> {
+    let lists = [
+        (Nid::CRL_DISTRIBUTION_POINTS, "URI:", &spec.crl_urls),
+        (Nid::INFO_ACCESS, "OCSP;URI:", &spec.ocsp_urls),
+    ];
+    for (nid, prefix, urls) in lists {
+        if urls.is_empty() {
+            continue;
+        }
+        for u in urls {
+            anyhow::ensure!(
+                !u.contains(',') && !u.contains('\n'),
+                "URL {u:?} cannot go into an extension"
+            );
+        }
+        let value = urls
+            .iter()
+            .map(|u| format!("{prefix}{u}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        // The openssl crate has no builder for these two extensions; OpenSSL's own config
+        // syntax (the one `openssl x509 -extfile` reads) encodes them, not hand-written DER.
+        #[allow(deprecated)]
+        let ext = X509Extension::new_nid(None, Some(&b.x509v3_context(issuer, None)), nid, &value)?;
+        b.append_extension(ext)?;
+    }
+    Ok(())
+}
