@@ -94,6 +94,7 @@ pub fn status(shared: &Shared) -> serde_json::Value {
         "listeners": listeners,
         "last_reload": reload,
         "crl_fetch": crate::tls::revocation::status_json(),
+        "ocsp": crate::tls::revocation::ocsp_status_json(),
     })
 }
 

@@ -227,6 +227,17 @@ impl ProxyHttp for CertgateProxy {
             Some(Err(f)) => ctx.failure = Some(f),
             None => ctx.failure = Some(AuthFailure::NoCertificate),
         }
+        if ctx.identity.is_some() {
+            if let Some(conn) = conn_auth(session) {
+                let ocsp = &self.listener.config.tls.ocsp;
+                let name = &self.listener.config.name;
+                if let Err(f) = crate::tls::revocation::ocsp::check(name, ocsp, conn.chain()).await
+                {
+                    ctx.identity = None;
+                    ctx.failure = Some(f);
+                }
+            }
+        }
 
         // 2. The body framing sent upstream is ours: one Content-Length, or chunked.
         match framing::check(&session.req_header().headers) {

@@ -81,6 +81,11 @@ pub struct ConnAuth {
 pub type IdentityHeaders = Arc<[(http::HeaderName, http::HeaderValue)]>;
 
 impl ConnAuth {
+    /// The verified chain, leaf first (empty without a certificate).
+    pub fn chain(&self) -> &[X509] {
+        &self.chain
+    }
+
     /// The identity as of the current trust state: a certificate revoked, expired or no longer
     /// trusted since the handshake loses it on its next request.
     pub fn identity(&self, state: &TrustState) -> Result<&Arc<Identity>, AuthFailure> {

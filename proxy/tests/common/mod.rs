@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod crl_server;
+pub mod ocsp_responder;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

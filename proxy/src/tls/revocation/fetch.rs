@@ -88,6 +88,16 @@ async fn get_inner(
             .map(str::to_string)
     };
     let (etag, last_modified) = (header(ETAG), header(LAST_MODIFIED));
+    let bytes = read_capped(&mut resp, max_bytes).await?;
+    Ok(Fetched::Body {
+        bytes,
+        etag,
+        last_modified,
+    })
+}
+
+/// The body, refused once it passes `max_bytes`.
+async fn read_capped(resp: &mut reqwest::Response, max_bytes: u64) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e))? {
         if (bytes.len() + chunk.len()) as u64 > max_bytes {
@@ -95,11 +105,28 @@ async fn get_inner(
         }
         bytes.extend_from_slice(&chunk);
     }
-    Ok(Fetched::Body {
-        bytes,
-        etag,
-        last_modified,
-    })
+    Ok(bytes)
+}
+
+/// POST `body` (an OCSP request) and read a 200 answer of at most `max_bytes`.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    content_type: &'static str,
+    body: Vec<u8>,
+    max_bytes: u64,
+) -> Result<Vec<u8>, String> {
+    let mut resp = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, content_type)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {}", describe(&e)))?;
+    if !resp.status().is_success() {
+        return Err(format!("{url}: HTTP {}", resp.status()));
+    }
+    read_capped(&mut resp, max_bytes).await
 }
 
 /// reqwest's message with its causes (the top level alone says only "error sending request").

@@ -11,6 +11,7 @@
 pub mod cache_dir;
 pub mod discover;
 pub mod fetch;
+pub mod ocsp;
 pub mod schedule;
 pub mod store;
 
@@ -98,10 +99,27 @@ pub fn prepare(tls_configs: &[&TlsConfig]) {
     }
 }
 
-/// Starts the fetch loops (configured URLs now, discovered ones as they appear) on a thread and
-/// runtime of their own. Does nothing when no listener fetches CRLs.
+static RUNTIME: once_cell::sync::OnceCell<tokio::runtime::Handle> =
+    once_cell::sync::OnceCell::new();
+
+/// The runtime fetches and OCSP queries run on, once [`spawn`] started it.
+pub fn runtime() -> Option<&'static tokio::runtime::Handle> {
+    RUNTIME.get()
+}
+
+/// `/status` → `ocsp`.
+pub fn ocsp_status_json() -> serde_json::Value {
+    ocsp::status_json()
+}
+
+/// Starts the revocation runtime on a thread of its own, and on it the fetch loops (configured
+/// URLs now, discovered ones as they appear). Does nothing when no listener fetches CRLs or
+/// asks OCSP.
 pub fn spawn(targets: Vec<Target>) -> anyhow::Result<()> {
-    if targets.iter().all(|t| t.tls.crl_fetch.is_none()) {
+    let ocsp = targets
+        .iter()
+        .any(|t| t.tls.ocsp.mode != crate::config::OcspMode::Off);
+    if targets.iter().all(|t| t.tls.crl_fetch.is_none()) && !ocsp {
         return Ok(());
     }
     let targets = Arc::new(targets);
@@ -110,6 +128,7 @@ pub fn spawn(targets: Vec<Target>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let _ = RUNTIME.set(rt.handle().clone());
     let client = fetch::client().map_err(|e| anyhow::anyhow!(e))?;
     std::thread::Builder::new()
         .name("certgate-crl-fetch".into())
