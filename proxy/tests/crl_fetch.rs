@@ -202,7 +202,8 @@ async fn every_kind_of_failed_fetch_keeps_the_last_good_crl() {
     let forger = ca("Test Root CA");
     let forged = crl_der(&forger, &[], -1);
     let future = crl_der(&t.w.ca, &[], 2);
-    let cases: Vec<(&str, Box<dyn Fn()>, &str)> = vec![
+    type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, &'a str);
+    let cases: Vec<Case> = vec![
         ("HTTP 500", Box::new(|| t.srv.set_mode(Mode::Fail)), "500"),
         (
             "garbage",
@@ -347,11 +348,8 @@ async fn from_certificates_fetches_the_cdp_an_intermediate_issued_certificate_na
         let st = url_status(&p, url);
         assert_eq!(st["discovered"], true, "{st}");
         assert_eq!(st["loaded"], true, "{st}");
-        assert_eq!(
-            srv.heads(url.trim_start_matches(&format!("http://{}", srv.addr)))
-                .is_empty(),
-            false
-        );
+        let path = url.trim_start_matches(&format!("http://{}", srv.addr));
+        assert!(!srv.heads(path).is_empty(), "{path} fetched");
     }
     let crls = status_json(&p)["listeners"][0]["crls"].clone();
     assert!(

@@ -107,6 +107,8 @@ pub struct ListenerTls {
     client_auth: ClientAuth,
     handshake_timeout: Duration,
     pub state: Arc<ArcSwap<TrustState>>,
+    /// (listener name, settings) when OCSP is on: a cached answer is applied in the handshake.
+    ocsp: Option<Arc<(Arc<str>, crate::config::OcspConfig)>>,
 }
 
 impl ListenerTls {
@@ -172,6 +174,8 @@ impl ListenerTls {
             client_auth: tls.client_auth,
             handshake_timeout,
             state,
+            ocsp: (tls.ocsp.mode != crate::config::OcspMode::Off)
+                .then(|| Arc::new((Arc::from(listener), tls.ocsp.clone()))),
         })
     }
 
@@ -279,6 +283,7 @@ impl TlsAccept for HandshakeCallbacks<'_> {
             SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT
         };
         let refused = self.refused.clone();
+        let ocsp = self.tls.ocsp.clone();
         ssl.set_verify_callback(mode, move |ok, ctx| {
             // Per connection: never contended.
             let mut slot = refused.lock().unwrap_or_else(|p| p.into_inner());
@@ -302,6 +307,15 @@ impl TlsAccept for HandshakeCallbacks<'_> {
                 }
                 if let Some(chain) = ctx.chain() {
                     crate::tls::revocation::discover::on_chain(chain.iter());
+                    if let (Some(o), Some(leaf), Some(issuer)) = (&ocsp, chain.get(0), chain.get(1))
+                    {
+                        use crate::tls::revocation::ocsp::handshake_verdict;
+                        if let Some(Err(f)) = handshake_verdict(&o.0, &o.1, leaf, issuer) {
+                            ctx.set_error(f.verify_result());
+                            *slot = Some(f);
+                            return optional;
+                        }
+                    }
                 }
             }
             true

@@ -107,21 +107,51 @@ pub async fn check(listener: &str, cfg: &OcspConfig, chain: &[X509]) -> Result<(
         // A leaf that is itself a trust anchor has no issuer to ask about it.
         _ => Status::Unknown,
     };
-    match (status, cfg.mode) {
-        (Status::Good, _) => Ok(()),
+    verdict(status, cfg.mode)
+}
+
+/// In the handshake, where nothing may wait: the cached verdict for `leaf` if there is a
+/// fresh one (`None` otherwise). A miss starts the query in the background, so the connection's
+/// first request usually finds the answer ready.
+pub fn handshake_verdict(
+    listener: &Arc<str>,
+    cfg: &OcspConfig,
+    leaf: &X509Ref,
+    issuer: &X509Ref,
+) -> Option<Result<(), AuthFailure>> {
+    let key: Key = (sha256_der(issuer), serial_of(leaf));
+    let cached = cache().answers.get(&key).copied();
+    match cached {
+        Some(a) if a.expires > Instant::now() => Some(verdict(a.status, cfg.mode)),
+        _ => {
+            if let Some(rt) = super::runtime() {
+                let (listener, cfg) = (listener.clone(), cfg.clone());
+                let (leaf, issuer) = (leaf.to_owned(), issuer.to_owned());
+                rt.spawn(async move { status_of(&listener, &cfg, &leaf, &issuer).await });
+            }
+            None
+        }
+    }
+}
+
+fn verdict(status: Status, mode: OcspMode) -> Result<(), AuthFailure> {
+    match (status, mode) {
+        (_, OcspMode::Off) | (Status::Good, _) => Ok(()),
         (Status::Revoked, _) => Err(AuthFailure::Revoked),
         (_, OcspMode::Hard) => Err(AuthFailure::RevocationUnknown),
         _ => Ok(()),
     }
 }
 
-async fn status_of(listener: &str, cfg: &OcspConfig, leaf: &X509, issuer: &X509) -> Status {
-    let serial = leaf
-        .serial_number()
+fn serial_of(cert: &X509Ref) -> Vec<u8> {
+    cert.serial_number()
         .to_bn()
         .map(|b| b.to_vec())
-        .unwrap_or_default();
-    let key: Key = (sha256_der(issuer), serial);
+        .unwrap_or_default()
+}
+
+async fn status_of(listener: &str, cfg: &OcspConfig, leaf: &X509, issuer: &X509) -> Status {
+    let key: Key = (sha256_der(issuer), serial_of(leaf));
     let flight = {
         let mut c = cache();
         if let Some(a) = c.answers.get(&key).copied() {
@@ -147,7 +177,7 @@ async fn status_of(listener: &str, cfg: &OcspConfig, leaf: &X509, issuer: &X509)
                     let (status, ttl) = match status {
                         Ok((s, ttl)) => (s, ttl),
                         Err(e) => {
-                            tracing::warn!(listener, serial = %hex::encode(leaf.serial_number().to_bn().map(|b| b.to_vec()).unwrap_or_default()), error = %e, mode = ?cfg.mode, "OCSP: no answer");
+                            tracing::warn!(listener, serial = %hex::encode(serial_of(&leaf)), error = %e, mode = ?cfg.mode, "OCSP: no answer");
                             (Status::Error, NEGATIVE_TTL)
                         }
                     };
