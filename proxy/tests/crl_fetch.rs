@@ -364,6 +364,48 @@ async fn from_certificates_fetches_the_cdp_an_intermediate_issued_certificate_na
     assert_eq!(code, 200);
 }
 
+#[test]
+fn check_prints_each_url_and_whether_it_answers() {
+    let t = Fetching::new();
+    t.publish(&[&t.alice.cert]);
+    let down = format!("http://{}/down.crl", free_addr());
+    let config = t.w.path("certgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "tls:\n  cert: server.pem\n  key: server-key.pem\n  client_ca: ca.pem\n  crl_fetch:\n    urls: [{}, {down}]\n    timeout: 1s\n  ocsp:\n    mode: soft\nlisteners:\n  - name: test\n    listen: {}\n    upstream: http://127.0.0.1:1\n",
+            t.url(),
+            free_addr()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "a URL down is a warning, not an error: {text}"
+    );
+    assert!(
+        text.contains(&format!("CRL URL {} (configured): answers", t.url()))
+            && text.contains("1 revoked"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "warning: CRL URL {down} (configured): does not answer"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("OCSP: soft mode, responder from each certificate's AIA"),
+        "{text}"
+    );
+}
+
 /// Not a test of behaviour: the time from a CRL published at the URL to the first refused
 /// request with `refresh: 2s`, printed. Run with
 /// `cargo test -p certgate --test crl_fetch -- --ignored --nocapture publish_to_refusal`.

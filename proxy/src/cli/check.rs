@@ -57,6 +57,10 @@ pub fn check(path: &Path) -> ExitCode {
             continue;
         };
         print_report(&listener_report(l, &trust, policy.as_ref()));
+        let cas = trust.client.as_ref().map_or(&[][..], |c| &c.ca_certs[..]);
+        for (warning, line) in crate::tls::revocation::probe::report(&l.tls, cas) {
+            println!("  {}{line}", if warning { "warning: " } else { "" });
+        }
     }
     if failed {
         eprintln!("check failed");

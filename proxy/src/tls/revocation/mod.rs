@@ -12,6 +12,7 @@ pub mod cache_dir;
 pub mod discover;
 pub mod fetch;
 pub mod ocsp;
+pub mod probe;
 pub mod schedule;
 pub mod store;
 
