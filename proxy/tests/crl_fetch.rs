@@ -62,19 +62,20 @@ impl Fetching {
     }
 
     fn start(&self, extra: &str) -> Proxy {
-        let tls = self.tls_extra(extra);
-        let mut cfg = ProxyConfig::new(upstream());
-        cfg.crl = "[]";
-        cfg.tls_extra = &tls;
-        Proxy::start(&self.w, &cfg)
+        self.start_with(extra, Proxy::start)
     }
 
+    /// For a start under which `/readyz` stays 503 (the URL down, no cache).
     fn start_unready(&self, extra: &str) -> Proxy {
+        self.start_with(extra, Proxy::start_unready)
+    }
+
+    fn start_with(&self, extra: &str, start: fn(&World, &ProxyConfig<'_>) -> Proxy) -> Proxy {
         let tls = self.tls_extra(extra);
         let mut cfg = ProxyConfig::new(upstream());
         cfg.crl = "[]";
         cfg.tls_extra = &tls;
-        Proxy::start_unready(&self.w, &cfg)
+        start(&self.w, &cfg)
     }
 
     async fn code(&self, p: &Proxy, who: &Issued) -> (u16, serde_json::Value) {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use once_cell::sync::Lazy;
-use prometheus::{IntCounterVec, Opts};
+use prometheus::IntCounterVec;
 
 use crate::time::{now_rfc3339, now_unix};
 
@@ -130,7 +130,7 @@ pub fn status_json() -> serde_json::Value {
 
 /// `certgate_crl_fetches_total{url,result}`: `ok`, `not_modified` or `error`.
 pub static CRL_FETCHES: Lazy<IntCounterVec> = Lazy::new(|| {
-    register_counter(
+    crate::admin::metrics::counter(
         "certgate_crl_fetches_total",
         "CRL fetches by URL and result (ok, not_modified, error).",
         &["url", "result"],
@@ -140,20 +140,12 @@ pub static CRL_FETCHES: Lazy<IntCounterVec> = Lazy::new(|| {
 /// `certgate_ocsp_requests_total{listener,result}`: `good`, `revoked`, `unknown`, `error`,
 /// `cached`.
 pub static OCSP_REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
-    register_counter(
+    crate::admin::metrics::counter(
         "certgate_ocsp_requests_total",
         "OCSP answers for client certificates by listener and result (good, revoked, unknown, error, cached).",
         &["listener", "result"],
     )
 });
-
-fn register_counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    crate::admin::metrics::REGISTRY
-        .register(Box::new(c.clone()))
-        .expect("metric registered once");
-    c
-}
 
 #[cfg(test)]
 mod tests {
