@@ -38,7 +38,16 @@ openssl ocsp -index "$d/index.txt" -port "$OCSP" -rsigner "$d/ca.pem" -rkey "$d/
   -CA "$d/ca.pem" -nmin 60 -ignore_err >/dev/null 2>"$WORK/ocsp.log" &
 PIDS+=($!)
 
-run() { # MODE: one S2 run, prints requests/s
+cat >"$WORK/per_request.py" <<'EOF'
+import json, sys
+r = json.loads(sys.argv[1])
+seconds = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4])
+print(f"{r['rps']:.0f} {1e6 * seconds / max(r['requests'], 1):.0f}")
+EOF
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+run() { # MODE: one S2 run, prints "requests/s cpu-us-per-handshake"
   local mode=$1 listen admin conf="$WORK/certgate-$1.yaml" pid rate
   listen=$(free_port)
   admin=$(free_port)
@@ -58,9 +67,14 @@ run() { # MODE: one S2 run, prints requests/s
   code=$(curl -s -o /dev/null -w '%{http_code}' --resolve "localhost:$listen:127.0.0.1" --cacert "$d/ca.pem" \
     --cert "$d/bench.pem" --key "$d/bench-key.pem" "https://localhost:$listen/bytes/64")
   [ "$code" = 200 ] || { echo "warm-up request: $code" >&2; cat "$WORK/certgate-$mode.log" >&2; exit 1; }
-  rate=$(taskset -c 1 "$BIN/certgate-load" --url "https://localhost:$listen/bytes/64" --resolve "127.0.0.1:$listen" \
+  before=$(cpu_ticks "$pid")
+  out=$(taskset -c 1 "$BIN/certgate-load" --url "https://localhost:$listen/bytes/64" --resolve "127.0.0.1:$listen" \
     --ca "$d/ca.pem" --cert "$d/bench.pem" --key "$d/bench-key.pem" --mode new-conn --connections 32 \
-    --duration "$DURATION" --json | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["rps"]))')
+    --duration "$DURATION" --json)
+  after=$(cpu_ticks "$pid")
+  # requests/s, and the proxy's CPU microseconds per handshake (steadier than the rate when
+  # other work shares the machine).
+  rate=$(python3 "$WORK/per_request.py" "$out" "$before" "$after" "$(getconf CLK_TCK)")
   if [ "$mode" != off ]; then
     curl -s "http://127.0.0.1:$admin/metrics" | grep '^certgate_ocsp_requests_total' | tr '\n' ' ' >&2
     echo >&2
@@ -72,14 +86,20 @@ run() { # MODE: one S2 run, prints requests/s
 
 off=() soft=()
 for r in $(seq "$ROUNDS"); do
-  off+=("$(run off)")
-  soft+=("$(run soft)")
-  echo "round $r: off ${off[-1]} req/s, soft (warm cache) ${soft[-1]} req/s"
+  o=$(run off)
+  s=$(run soft)
+  off+=("$o")
+  soft+=("$s")
+  echo "round $r: off ${o% *} req/s (${o#* } CPU us/handshake), soft with a warm cache ${s% *} req/s (${s#* } CPU us/handshake)"
 done
 python3 - "${off[*]}" "${soft[*]}" <<'EOF'
 import statistics, sys
-off = [float(x) for x in sys.argv[1].split()]
-soft = [float(x) for x in sys.argv[2].split()]
-mo, ms = statistics.median(off), statistics.median(soft)
+def split(arg):
+    v = [float(x) for x in arg.split()]
+    return v[0::2], v[1::2]
+(off_rps, off_cpu), (soft_rps, soft_cpu) = split(sys.argv[1]), split(sys.argv[2])
+mo, ms = statistics.median(off_rps), statistics.median(soft_rps)
+co, cs = statistics.median(off_cpu), statistics.median(soft_cpu)
 print(f"S2 median: off {mo:.0f} req/s, soft+warm cache {ms:.0f} req/s, soft/off = {ms/mo:.3f}")
+print(f"proxy CPU per handshake: off {co:.0f} us, soft+warm cache {cs:.0f} us, soft/off = {cs/co:.3f}")
 EOF
