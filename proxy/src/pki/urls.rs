@@ -39,3 +39,36 @@ pub(super) fn append(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::pki::{self, CertSpec};
+    use crate::tls::revocation::discover::cdp_urls;
+
+    #[test]
+    fn cdp_and_aia_urls_are_written_and_read_back() {
+        let mut s = CertSpec::with_subject(&[("CN", "URL CA")]);
+        s.is_ca = true;
+        let ca = pki::self_signed_ca(&s).unwrap();
+        let mut s = CertSpec::with_subject(&[("CN", "leaf")]);
+        s.crl_urls = vec![
+            "http://pki.example.com/a.crl".into(),
+            "ldap://pki.example.com/cn=a".into(),
+        ];
+        s.ocsp_urls = vec!["http://ocsp.example.com".into()];
+        let leaf = pki::issue(&s, &ca).unwrap();
+        // Only http(s) distribution points are fetched.
+        assert_eq!(cdp_urls(&leaf.cert), vec!["http://pki.example.com/a.crl"]);
+        let ocsp: Vec<String> = leaf
+            .cert
+            .ocsp_responders()
+            .unwrap()
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        assert_eq!(ocsp, vec!["http://ocsp.example.com"]);
+        assert!(cdp_urls(&ca.cert).is_empty());
+        s.crl_urls = vec!["http://x/a,b".into()];
+        assert!(pki::issue(&s, &ca).is_err(), "a comma would split the URL");
+    }
+}
