@@ -189,3 +189,49 @@ fn required_mode_refuses_a_revoked_client_on_its_first_request() {
     assert!(err.contains("certificate revoked"), "{err}");
     assert!(up.targets().is_empty(), "never reached the upstream");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_response_with_another_requests_nonce_is_refused() {
+    let w = World::new();
+    let who = client_with_aia(&w, "replayed", None);
+    w.save("replayed", &who);
+    let r = OcspResponder::start(w.dir.path(), &w.ca, &[&who.cert], &[], 60);
+    // A genuine, signed `good` answer, recorded for the nonce of another request.
+    let recorded = w.path("recorded.der");
+    let st = std::process::Command::new("openssl")
+        .args(["ocsp", "-issuer"])
+        .arg(w.path("ca.pem"))
+        .arg("-cert")
+        .arg(w.path("replayed.pem"))
+        .args(["-url", &r.url(), "-respout"])
+        .arg(&recorded)
+        .arg("-noverify")
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let replay = common::crl_server::CrlServer::start();
+    replay.publish("/", std::fs::read(&recorded).unwrap());
+    let tls = format!(
+        "  ocsp:\n    mode: hard\n    responder: {}\n",
+        replay.url("/")
+    );
+    let p = start(&w, &tls, upstream());
+    let (code, v) = get_json(&https(&w, &p, Some(&who)), &p.url("/")).await;
+    assert_eq!(
+        (code, v["reason"].as_str()),
+        (401, Some("revocation status unknown")),
+        "{v}"
+    );
+    assert!(p.log_text().contains("nonce is not the request's"));
+    // The same certificate, asked of the live responder, is good: the nonce was the only flaw.
+    let tls = format!("  ocsp:\n    mode: hard\n    responder: {}\n", r.url());
+    let p = start(&w, &tls, upstream());
+    assert_eq!(
+        get_json(&https(&w, &p, Some(&who)), &p.url("/")).await.0,
+        200
+    );
+}

@@ -1,6 +1,8 @@
 //! A real HTTP/1.1 server on 127.0.0.1 that publishes CRLs the way a CA's distribution point
 //! does (ETag, Last-Modified, 304 on a match), and misbehaves on demand: 500, a hang, garbage,
 //! an oversized body. It records every request head so tests can see conditional headers.
+//! It answers any method with what is published at the path (so it can also replay a recorded
+//! OCSP response).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -104,6 +106,17 @@ fn serve(mut conn: TcpStream, state: Arc<Mutex<State>>) {
             }
         }
         let head = String::from_utf8_lossy(&head).to_string();
+        // A POST body (an OCSP request) is read and dropped.
+        let length: usize = header(&head, "content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if length > 0
+            && conn
+                .read_exact(&mut vec![0u8; length.min(1 << 20)])
+                .is_err()
+        {
+            return;
+        }
         let path = head.split(' ').nth(1).unwrap_or("/").to_string();
         let (mode, published) = {
             let mut s = state.lock().unwrap();

@@ -250,6 +250,7 @@ async fn query(cfg: &OcspConfig, leaf: &X509, issuer: &X509) -> Result<(Status, 
         || OcspCertId::from_cert(MessageDigest::sha1(), leaf, issuer).map_err(|e| e.to_string());
     let mut req = OcspRequest::new().map_err(|e| e.to_string())?;
     req.add_id(id()?).map_err(|e| e.to_string())?;
+    nonce::add(&mut req)?;
     let body = req.to_der().map_err(|e| e.to_string())?;
     static CLIENT: Lazy<Result<reqwest::Client, String>> = Lazy::new(super::fetch::client);
     let client = CLIENT.as_ref().map_err(Clone::clone)?;
@@ -260,7 +261,7 @@ async fn query(cfg: &OcspConfig, leaf: &X509, issuer: &X509) -> Result<(Status, 
     .await
     .map_err(|_| format!("{url}: no answer within {:?}", cfg.timeout))??;
     let (status, next_update) =
-        verify(&resp, issuer, &*id()?).map_err(|e| format!("{url}: {e}"))?;
+        verify(&resp, issuer, &*id()?, Some(&req)).map_err(|e| format!("{url}: {e}"))?;
     let max_age = cfg.max_age;
     let ttl = match status {
         Status::Good | Status::Revoked => match next_update {
@@ -278,6 +279,7 @@ pub fn verify(
     der: &[u8],
     issuer: &X509,
     id: &openssl::ocsp::OcspCertIdRef,
+    request: Option<&OcspRequest>,
 ) -> Result<(Status, Option<i64>), String> {
     let resp = OcspResponse::from_der(der).map_err(|e| format!("not an OCSP response ({e})"))?;
     if resp.status() != OcspResponseStatus::SUCCESSFUL {
@@ -299,6 +301,9 @@ pub fn verify(
     basic
         .verify(&certs, &store, OcspFlag::empty())
         .map_err(|e| format!("the response does not verify against the issuer ({e})"))?;
+    if let Some(req) = request {
+        nonce::check(req, &basic)?;
+    }
     let status = basic
         .find_status(id)
         .ok_or("the response does not cover this certificate")?;
@@ -311,4 +316,47 @@ pub fn verify(
         _ => Status::Unknown,
     };
     Ok((s, status.next_update().map(generalized_unix)))
+}
+
+/// The request nonce (RFC 8954): OpenSSL has the functions, the openssl crate no binding.
+mod nonce {
+    use foreign_types::ForeignType;
+    use openssl::ocsp::{OcspBasicResponse, OcspRequest};
+    use openssl_sys::{OCSP_BASICRESP, OCSP_REQUEST};
+
+    extern "C" {
+        fn OCSP_request_add1_nonce(
+            req: *mut OCSP_REQUEST,
+            val: *mut libc::c_uchar,
+            len: libc::c_int,
+        ) -> libc::c_int;
+        fn OCSP_check_nonce(req: *mut OCSP_REQUEST, bs: *mut OCSP_BASICRESP) -> libc::c_int;
+    }
+
+    /// Adds a random 16-byte nonce.
+    pub fn add(req: &mut OcspRequest) -> Result<(), String> {
+        // SAFETY: `req` is a valid OCSP_REQUEST we own; a null value with length -1 asks
+        // OpenSSL for a random nonce of its default length (16 bytes), which it copies in.
+        let ok = unsafe { OCSP_request_add1_nonce(req.as_ptr(), std::ptr::null_mut(), -1) };
+        if ok == 1 {
+            Ok(())
+        } else {
+            Err(format!(
+                "cannot add a nonce: {}",
+                openssl::error::ErrorStack::get()
+            ))
+        }
+    }
+
+    /// A responder that echoes the nonce must echo ours; one that sends none (precomputed
+    /// responses, as large CAs serve) is accepted.
+    pub fn check(req: &OcspRequest, basic: &OcspBasicResponse) -> Result<(), String> {
+        // SAFETY: both pointers are valid, owned by the callers' handles for this call;
+        // OCSP_check_nonce only reads them.
+        let r = unsafe { OCSP_check_nonce(req.as_ptr(), basic.as_ptr()) };
+        match r {
+            0 => Err("the response's nonce is not the request's".into()),
+            _ => Ok(()),
+        }
+    }
 }
