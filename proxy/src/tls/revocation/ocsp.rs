@@ -360,3 +360,56 @@ mod nonce {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_answer_maps_to_the_verdict_of_its_mode() {
+        use AuthFailure::{RevocationUnknown, Revoked};
+        for (status, soft, hard) in [
+            (Status::Good, Ok(()), Ok(())),
+            (Status::Revoked, Err(Revoked), Err(Revoked)),
+            (Status::Unknown, Ok(()), Err(RevocationUnknown)),
+            (Status::Error, Ok(()), Err(RevocationUnknown)),
+        ] {
+            assert_eq!(verdict(status, OcspMode::Soft), soft, "{status:?}");
+            assert_eq!(verdict(status, OcspMode::Hard), hard, "{status:?}");
+            assert_eq!(verdict(status, OcspMode::Off), Ok(()), "{status:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_and_unsuccessful_responses_are_refused() {
+        let mut s = crate::pki::CertSpec::with_subject(&[("CN", "OCSP unit CA")]);
+        s.is_ca = true;
+        let ca = crate::pki::self_signed_ca(&s).unwrap();
+        let leaf =
+            crate::pki::issue(&crate::pki::CertSpec::with_subject(&[("CN", "l")]), &ca).unwrap();
+        let id = OcspCertId::from_cert(MessageDigest::sha1(), &leaf.cert, &ca.cert).unwrap();
+        let e = verify(b"<html>", &ca.cert, &id, None).unwrap_err();
+        assert!(e.contains("not an OCSP response"), "{e}");
+        let try_later = OcspResponse::create(OcspResponseStatus::TRY_LATER, None)
+            .unwrap()
+            .to_der()
+            .unwrap();
+        let e = verify(&try_later, &ca.cert, &id, None).unwrap_err();
+        assert!(e.contains("responder status 3"), "{e}");
+    }
+
+    #[test]
+    fn the_handshake_never_waits_and_a_miss_is_no_verdict() {
+        let mut s = crate::pki::CertSpec::with_subject(&[("CN", "OCSP miss CA")]);
+        s.is_ca = true;
+        let ca = crate::pki::self_signed_ca(&s).unwrap();
+        let leaf =
+            crate::pki::issue(&crate::pki::CertSpec::with_subject(&[("CN", "m")]), &ca).unwrap();
+        let cfg = OcspConfig {
+            mode: OcspMode::Hard,
+            ..OcspConfig::default()
+        };
+        let name: Arc<str> = Arc::from("unit");
+        assert_eq!(handshake_verdict(&name, &cfg, &leaf.cert, &ca.cert), None);
+    }
+}
