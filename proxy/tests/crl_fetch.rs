@@ -261,6 +261,22 @@ async fn every_kind_of_failed_fetch_keeps_the_last_good_crl() {
     let st = url_status(&p, &t.url());
     assert_eq!(st["loaded"], true);
     assert_eq!(st["revoked"], 1, "{st}");
+
+    // A reload of the files (SIGHUP) rebuilds the trust state with the fetched CRL in it.
+    sighup(&p);
+    wait_for("the SIGHUP reload", CHANGE, || {
+        (metric(
+            &p.metrics(),
+            "certgate_reloads_total",
+            &[("kind", "ca"), ("result", "ok")],
+        ) >= 1.0)
+            .then_some(())
+    });
+    assert_eq!(
+        t.code(&p, &t.alice).await.1["reason"],
+        "certificate revoked",
+        "after a reload"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,6 +329,68 @@ async fn cache_dir_serves_a_start_with_the_url_down_and_readyz_waits_for_a_first
         (http_get(p.admin, "/readyz")?.0 == 200).then_some(())
     });
     assert_eq!(t.code(&p, &t.alice).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_cache_file_is_not_loaded() {
+    let t = Fetching::new();
+    t.srv.set_mode(Mode::Fail);
+    let cache = t.w.path("crl-cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    // What a crash in the middle of a non-atomic write would leave: half a CRL.
+    let der = crl_der(&t.w.ca, &[&t.alice.cert], -1);
+    let name = format!(
+        "{}.crl",
+        hex::encode(openssl::sha::sha256(t.url().as_bytes()))
+    );
+    std::fs::write(cache.join(name), &der[..der.len() / 2]).unwrap();
+    let p = t.start_unready(&format!("    cache_dir: {}\n", cache.display()));
+    let st = wait_for("the cached copy's verdict", CHANGE, || {
+        let st = url_status(&p, &t.url());
+        st["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cached copy refused"))
+            .then_some(st)
+    });
+    assert_eq!(st["loaded"], false, "{st}");
+    assert_eq!(http_get(p.admin, "/readyz").unwrap().0, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_certificates_fetches_the_cdps_of_the_client_ca_bundle_at_start() {
+    let w = World::new();
+    let srv = CrlServer::start();
+    let root_url = srv.url("/root.crl");
+    let mut s = spec(&[("O", "certgate tests"), ("CN", "Bundled Issuing CA")]);
+    s.is_ca = true;
+    s.client_auth = false;
+    s.eku = false;
+    s.crl_urls = vec![root_url.clone()];
+    let inter = pki::issue(&s, &w.ca).unwrap();
+    let victim = client(&[("CN", "victim")], &w.ca);
+    // The bundle holds the intermediate, whose CDP is where the root's CRL lives: fetched at
+    // start, before any client came.
+    write(
+        &w.path("ca.pem"),
+        &[cert_pem(&w.ca), cert_pem(&inter)].concat(),
+    );
+    srv.publish("/root.crl", crl_der(&w.ca, &[], -1));
+    let mut cfg = ProxyConfig::new(upstream());
+    cfg.crl = "[]";
+    cfg.tls_extra = "  crl_fetch:\n    from_certificates: true\n    refresh: 1s\n";
+    let p = Proxy::start(&w, &cfg);
+    wait_for("the bundle's CDP fetched", CHANGE, || {
+        (url_status(&p, &root_url)["loaded"] == true).then_some(())
+    });
+    assert_eq!(url_status(&p, &root_url)["discovered"], true);
+    assert_eq!(
+        get_json(&https(&w, &p, Some(&victim)), &p.url("/")).await.0,
+        200
+    );
+    // The root revokes a certificate it issued: refused.
+    srv.publish("/root.crl", crl_der(&w.ca, &[&victim.cert], -1));
+    let c = https(&w, &p, Some(&victim));
+    wait_for_code(&c, &p, 401, Some("certificate revoked")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
