@@ -48,7 +48,7 @@ pub fn report(tls: &TlsConfig, ca_certs: &[openssl::x509::X509]) -> Vec<(bool, S
                             facts.revoked,
                             facts
                                 .next_update
-                                .map(text)
+                                .map(crate::time::unix_rfc3339)
                                 .unwrap_or_else(|| "(none)".into())
                         ),
                     ),
@@ -82,11 +82,4 @@ pub fn report(tls: &TlsConfig, ca_certs: &[openssl::x509::X509]) -> Vec<(bool, S
         ));
     }
     out
-}
-
-fn text(unix: i64) -> String {
-    humantime::format_rfc3339_seconds(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64),
-    )
-    .to_string()
 }

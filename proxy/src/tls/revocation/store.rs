@@ -89,14 +89,7 @@ pub fn first_unloaded() -> Option<String> {
 }
 
 fn text_time(unix: Option<i64>) -> serde_json::Value {
-    match unix {
-        None => serde_json::Value::Null,
-        Some(t) => humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
-        )
-        .to_string()
-        .into(),
-    }
+    unix.map(crate::time::unix_rfc3339).into()
 }
 
 /// `/status` → `crl_fetch`: one object per URL.
