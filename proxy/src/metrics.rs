@@ -9,7 +9,7 @@ use prometheus::{
 
 pub static REGISTRY: Lazy<Registry> = Lazy::new(Registry::new);
 
-fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(crate) fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
     REGISTRY
         .register(Box::new(c.clone()))

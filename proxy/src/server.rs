@@ -32,6 +32,8 @@ const L4_WRITE_BUFFER: usize = 1460;
 /// Builds everything, then serves until SIGTERM/SIGINT. Returns after the drain.
 pub fn run(config: Config) -> anyhow::Result<()> {
     metrics::init();
+    // Cached fetched CRLs are part of the first trust states, before anything accepts.
+    crate::tls::revocation::prepare(&config.listeners.iter().map(|l| &l.tls).collect::<Vec<_>>());
     let listeners = load_listeners(&config)?;
     let shared = Arc::new(Shared::new(config, listeners));
     crate::reload::publish_gauges(&shared);
@@ -51,6 +53,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         admin::spawn(addr, shared.clone(), reloader.clone())?;
     }
     crate::reload::spawn(reloader)?;
+    crate::tls::revocation::spawn(
+        shared
+            .listeners
+            .iter()
+            .map(|l| crate::tls::revocation::Target {
+                name: l.config.name.clone(),
+                tls: l.config.tls.clone(),
+                trust: l.trust.clone(),
+            })
+            .collect(),
+    )?;
     shared.started.store(true, Ordering::Release);
     tracing::info!(
         listeners = ?shared.config.listeners.iter().map(|l| (&l.name, &l.listen)).collect::<Vec<_>>(),

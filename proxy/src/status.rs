@@ -28,6 +28,9 @@ pub fn not_ready_reason(shared: &Shared) -> Option<String> {
             None => shared.listening.store(true, Ordering::Release),
         }
     }
+    if let Some(reason) = crate::tls::revocation::not_ready_reason() {
+        return Some(reason);
+    }
     for l in &shared.listeners {
         if l.trust.load().has_expired_crl() {
             return Some(format!(
@@ -63,5 +66,7 @@ pub fn status(shared: &Shared, last_reload: &ReloadStatus) -> serde_json::Value 
         "draining": shared.drain.is_draining(),
         "listeners": listeners,
         "last_reload": last_reload,
+        "crl_fetch": crate::tls::revocation::status_json(),
+        "ocsp": crate::tls::revocation::ocsp_status_json(),
     })
 }

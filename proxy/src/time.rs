@@ -19,6 +19,12 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+/// A unix time as RFC 3339 UTC to the second (times before 1970 print as the epoch).
+pub fn unix_rfc3339(unix: i64) -> String {
+    let t = UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 /// Seconds since the epoch of an ASN.1 time, or why OpenSSL could not tell.
 pub fn asn1_unix_checked(t: &Asn1TimeRef) -> Result<i64, ErrorStack> {
     let d = Asn1Time::from_unix(0)?.diff(t)?;

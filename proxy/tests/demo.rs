@@ -12,6 +12,10 @@ fn demo_tour_passes() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("all 6 steps behaved as expected"), "{text}");
+    assert!(text.contains("all 7 steps behaved as expected"), "{text}");
+    assert!(
+        text.contains("PASS laptop revoked at the CA's HTTP distribution point"),
+        "{text}"
+    );
     assert!(!text.contains("FAIL "), "{text}");
 }

@@ -170,6 +170,17 @@ fn wait_crl_reloads(p: &Proxy, at_least: f64) {
     });
 }
 
+/// One client of each kind for `who`, and the session each got on a first full handshake.
+fn first_sessions(w: &World, who: &Issued, p: &Proxy) -> (Vec<Resumer>, Vec<SslSession>) {
+    let clients: Vec<Resumer> = KINDS.iter().map(|k| Resumer::new(w, who, *k)).collect();
+    let mut sessions = Vec::new();
+    for c in &clients {
+        assert_eq!(c.get(p.addr, None).unwrap().1, 200);
+        sessions.push(c.session());
+    }
+    (clients, sessions)
+}
+
 /// An `optional` listener, a client `CN=cn`, and the TLS 1.3 session of its first request.
 fn tls13_session(w: &World, cn: &str) -> (Issued, Proxy, Resumer, SslSession) {
     let who = client(&[("O", "ci"), ("CN", cn)], &w.ca);
@@ -222,12 +233,7 @@ fn a_revoked_certificate_cannot_resume() {
         ..ProxyConfig::new(upstream())
     };
     let p = Proxy::start(&w, &cfg);
-    let clients: Vec<Resumer> = KINDS.iter().map(|k| Resumer::new(&w, &who, *k)).collect();
-    let mut sessions = Vec::new();
-    for c in &clients {
-        assert_eq!(c.get(p.addr, None).unwrap().1, 200);
-        sessions.push(c.session());
-    }
+    let (clients, mut sessions) = first_sessions(&w, &who, &p);
 
     // A reload that does not touch this certificate: the sessions still resume (re-verified).
     w.revoke(&bystander.cert);
@@ -396,4 +402,43 @@ fn an_intermediate_crl_the_bundle_cannot_verify_at_load_still_ends_resumption() 
         "revoked by the intermediate's CRL: {refused:?}"
     );
     assert_eq!(resumptions(&p, "refused"), 1.0);
+}
+
+#[test]
+fn a_certificate_revoked_by_a_fetched_crl_cannot_resume() {
+    use common::crl_server::CrlServer;
+    let w = World::new();
+    let who = client(&[("O", "ci"), ("CN", "fetched-revoked")], &w.ca);
+    let srv = CrlServer::start();
+    let crl = |revoked: &[&openssl::x509::X509], n| {
+        certgate::pki::make_crl(&w.ca, revoked, -1, 30, n)
+            .unwrap()
+            .to_der()
+            .unwrap()
+    };
+    srv.publish("/ca.crl", crl(&[], 1));
+    let tls = format!(
+        "  crl_fetch:\n    urls: [{}]\n    refresh: 1s\n",
+        srv.url("/ca.crl")
+    );
+    let cfg = ProxyConfig {
+        client_auth: "required",
+        crl: "[]",
+        tls_extra: &tls,
+        ..ProxyConfig::new(upstream())
+    };
+    let p = Proxy::start(&w, &cfg);
+    let (clients, sessions) = first_sessions(&w, &who, &p);
+    srv.publish("/ca.crl", crl(&[&who.cert], 2));
+    wait_for("the fetched CRL", Duration::from_secs(15), || {
+        (status_json(&p)["crl_fetch"][0]["revoked"] == 1).then_some(())
+    });
+    for (c, s) in clients.iter().zip(&sessions) {
+        let refused = c.get(p.addr, Some(s));
+        assert!(
+            refused.is_err(),
+            "a session of a certificate a fetched CRL revokes must not resume: {refused:?}"
+        );
+    }
+    assert_eq!(resumptions(&p, "refused"), 3.0);
 }

@@ -43,11 +43,12 @@ pub fn check(path: &Path) -> ExitCode {
             continue;
         }
         let policy = listener.policy.load_full();
-        print_report(&listener_report(
-            l,
-            &listener.trust.load(),
-            policy.as_deref(),
-        ));
+        let trust = listener.trust.load();
+        print_report(&listener_report(l, &trust, policy.as_deref()));
+        let cas = trust.client.as_ref().map_or(&[][..], |c| &c.ca_certs[..]);
+        for (warning, line) in crate::tls::revocation::probe::report(&l.tls, cas) {
+            println!("  {}{line}", if warning { "warning: " } else { "" });
+        }
     }
     if failed {
         eprintln!("check failed");

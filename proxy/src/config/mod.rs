@@ -8,6 +8,7 @@
 pub mod env;
 mod headers;
 mod raw;
+pub mod revocation;
 mod root_token;
 mod validate;
 
@@ -20,6 +21,7 @@ use ipnet::IpNet;
 pub(crate) use headers::same_name;
 pub use headers::{passable_header, Dialect, HARDENING_STRIPPED};
 use raw::RawConfig;
+pub use revocation::{CrlFetchConfig, OcspConfig, OcspMode};
 pub use root_token::RootToken;
 pub use validate::parse_cidr;
 use validate::{absolute, yaml_message, Validator};
@@ -128,6 +130,9 @@ pub struct TlsConfig {
     /// TLS session resumption (tickets and a session-ID cache), each resumption re-checked
     /// against the current CA bundle and CRLs; `None` when `session_resumption: false`.
     pub session_lifetime: Option<Duration>,
+    /// CRLs fetched over HTTP(S); `None` when `crl_fetch` is absent.
+    pub crl_fetch: Option<CrlFetchConfig>,
+    pub ocsp: OcspConfig,
 }
 
 impl TlsConfig {

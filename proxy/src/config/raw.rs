@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use super::revocation::{RawCrlFetch, RawOcsp};
 use super::{Alpn, ClientAuth, CrlExpired, Dialect, LogFormat, PathParams, TlsVersion};
 
 #[derive(Deserialize, Debug, Clone)]
@@ -54,6 +55,8 @@ pub struct RawTls {
     pub alpn: Option<Vec<Alpn>>,
     pub session_resumption: Option<bool>,
     pub session_lifetime: Option<String>,
+    pub crl_fetch: Option<RawCrlFetch>,
+    pub ocsp: Option<RawOcsp>,
 }
 
 impl RawTls {
@@ -74,6 +77,8 @@ impl RawTls {
             alpn: self.alpn.or(d.alpn),
             session_resumption: self.session_resumption.or(d.session_resumption),
             session_lifetime: self.session_lifetime.or(d.session_lifetime),
+            crl_fetch: self.crl_fetch.or(d.crl_fetch),
+            ocsp: self.ocsp.or(d.ocsp),
         }
     }
 }

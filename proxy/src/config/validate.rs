@@ -37,11 +37,11 @@ pub(super) struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err(&self, key: &str, message: impl std::fmt::Display) -> ConfigError {
+    pub(super) fn err(&self, key: &str, message: impl std::fmt::Display) -> ConfigError {
         ConfigError::at(self.file, key, message.to_string())
     }
 
-    fn path(&self, value: &str) -> PathBuf {
+    pub(super) fn path(&self, value: &str) -> PathBuf {
         let p = Path::new(value);
         if p.is_absolute() {
             p.to_path_buf()
@@ -50,7 +50,7 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(
+    pub(super) fn duration(
         &self,
         key: &str,
         value: Option<&str>,
@@ -426,6 +426,8 @@ impl Validator<'_> {
             .session_resumption
             .unwrap_or(true)
             .then_some(lifetime);
+        let crl_fetch = self.crl_fetch(key, merged.crl_fetch, client_ca.is_some())?;
+        let ocsp = self.ocsp(key, merged.ocsp, client_ca.is_some())?;
         Ok(TlsConfig {
             cert: self.path(&cert),
             key: self.path(&key_file),
@@ -439,6 +441,8 @@ impl Validator<'_> {
             ciphersuites: merged.ciphersuites,
             alpn,
             session_lifetime,
+            crl_fetch,
+            ocsp,
         })
     }
 }

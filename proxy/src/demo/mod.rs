@@ -2,6 +2,7 @@
 //! upstream, certgate itself (as a child process, exactly as an operator runs it), and a tour
 //! that shows each decision as it happens.
 
+mod crl_point;
 pub mod echo;
 
 use std::net::SocketAddr;
@@ -76,10 +77,14 @@ impl Demo {
             30,
             Some("old-node"),
         )?;
+        crate::pki::issue_client(d, "laptop", &["ci-tools".into()], None, 30, Some("laptop"))?;
         crate::pki::revoke(d, &d.join("old-node.pem"))?;
         println!(
-            "   issued: jenkins (O=ci-tools), intern (O=visitors), old-node (O=ci-tools, revoked)"
+            "   issued: jenkins (O=ci-tools), intern (O=visitors), laptop (O=ci-tools), old-node (O=ci-tools, revoked)"
         );
+        let crl_point = crl_point::spawn(d.join("crl.pem"))?;
+        let crl_url = format!("http://{crl_point}/ca.crl");
+        println!("   the CA publishes its CRL at {crl_url}; certgate fetches it every second");
         std::fs::write(d.join("policy.yaml"), POLICY)?;
         let upstream = echo::spawn("127.0.0.1:0")?;
         println!(
@@ -88,7 +93,7 @@ impl Demo {
         let proxy = free_port()?;
         let admin = free_port()?;
         let config = format!(
-            "admin:\n  listen: {admin}\nshutdown_grace: 2s\nlog:\n  level: warn\ntls:\n  cert: server.pem\n  key: server-key.pem\n  client_ca: ca.pem\n  crl: [crl.pem]\n  client_auth: optional\nlisteners:\n  - name: demo\n    listen: {proxy}\n    upstream: http://{upstream}\n    policy: policy.yaml\n"
+            "admin:\n  listen: {admin}\nshutdown_grace: 2s\nlog:\n  level: warn\ntls:\n  cert: server.pem\n  key: server-key.pem\n  client_ca: ca.pem\n  crl_fetch:\n    urls: [{crl_url}]\n    refresh: 1s\n  client_auth: optional\nlisteners:\n  - name: demo\n    listen: {proxy}\n    upstream: http://{upstream}\n    policy: policy.yaml\n"
         );
         std::fs::write(d.join("certgate.yaml"), config)?;
         Ok(Demo {
@@ -242,6 +247,36 @@ async fn tour(demo: &Demo) -> anyhow::Result<Vec<Step>> {
         "old-node (revoked) -> 401 certificate revoked",
         code == 401 && body.contains("certificate revoked"),
         format!("{code} {body}"),
+    );
+
+    // The CA revokes a laptop that has a connection open: certgate fetches the new CRL from
+    // the distribution point and refuses the laptop's next request on that same connection.
+    let laptop = client(dir, demo.proxy, Some("laptop"))?;
+    let first = laptop
+        .get(format!("{base}/api/v1/vm"))
+        .send()
+        .await?
+        .status();
+    crate::pki::revoke(dir, &dir.join("laptop.pem"))?;
+    let published = Instant::now();
+    let mut last = (0, String::new());
+    while published.elapsed() < Duration::from_secs(10) {
+        let r = laptop.get(format!("{base}/api/v1/vm")).send().await?;
+        last = (r.status().as_u16(), r.text().await?);
+        if last.0 == 401 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    step(
+        "laptop revoked at the CA's HTTP distribution point -> 401 on its open connection",
+        first == 200 && last.0 == 401 && last.1.contains("certificate revoked"),
+        format!(
+            "{first} before; CRL republished, fetched over HTTP, {} {} {:.1}s later",
+            last.0,
+            last.1,
+            published.elapsed().as_secs_f64()
+        ),
     );
 
     Ok(steps)

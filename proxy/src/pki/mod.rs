@@ -63,6 +63,12 @@ pub struct CertSpec {
     /// Offsets from now, in days; may be negative (expired, not yet valid).
     pub not_before_days: i64,
     pub not_after_days: i64,
+    /// CRL Distribution Point URLs (empty: no extension).
+    pub crl_urls: Vec<String>,
+    /// Authority Information Access OCSP responder URLs (empty: no extension).
+    pub ocsp_urls: Vec<String>,
+    /// Adds the OCSPSigning extended key usage (an OCSP responder's certificate).
+    pub ocsp_signing: bool,
 }
 
 impl Default for CertSpec {
@@ -81,6 +87,9 @@ impl Default for CertSpec {
             emails: Vec::new(),
             not_before_days: -1,
             not_after_days: 30,
+            crl_urls: Vec::new(),
+            ocsp_urls: Vec::new(),
+            ocsp_signing: false,
         }
     }
 }
@@ -285,7 +294,10 @@ fn build_cert(
         if spec.server_auth {
             eku.server_auth();
         }
-        if !spec.client_auth && !spec.server_auth {
+        if spec.ocsp_signing {
+            eku.other("OCSPSigning");
+        }
+        if !spec.client_auth && !spec.server_auth && !spec.ocsp_signing {
             eku.email_protection();
         }
         b.append_extension(eku.build()?)?;
@@ -321,10 +333,14 @@ fn build_cert(
         b.append_extension(ext)?;
     }
 
+    urls::append(spec, &mut b, issuer.map(|i| i.cert.as_ref()))?;
+
     let signer = issuer.map(|i| i.key.as_ref()).unwrap_or(key);
     b.sign(signer, digest_for(signer))?;
     Ok(b.build())
 }
+
+mod urls;
 
 #[cfg(test)]
 mod tests;

@@ -160,12 +160,25 @@ impl CertgateProxy {
     }
 
     /// Who is asking, as of the trust state current now (revocation reaches open connections).
-    fn identify(&self, session: &Session, ctx: &mut RequestCtx) {
-        let trust = self.listener.trust.load();
-        ctx.generation = trust.generation;
-        let identity = connection::identity(conn_auth(session), &trust);
-        ctx.identity = identity.ok().cloned();
-        ctx.failure = identity.err();
+    async fn identify(&self, session: &Session, ctx: &mut RequestCtx) {
+        {
+            let trust = self.listener.trust.load();
+            ctx.generation = trust.generation;
+            let identity = connection::identity(conn_auth(session), &trust);
+            ctx.identity = identity.ok().cloned();
+            ctx.failure = identity.err();
+        }
+        // With OCSP on, a valid certificate also needs the responder's word on its leaf (a
+        // cached answer, or one asked now without blocking the event loop).
+        if let (Some(conn), Some(_)) = (conn_auth(session), &ctx.identity) {
+            let cfg = &self.listener.config;
+            if let Err(f) =
+                crate::tls::revocation::ocsp::check(&cfg.name, &cfg.tls.ocsp, conn.auth.chain()).await
+            {
+                ctx.identity = None;
+                ctx.failure = Some(f);
+            }
+        }
     }
 
     /// The request target as read from the client's bytes, with this listener's `path_params`.
@@ -267,7 +280,7 @@ impl ProxyHttp for CertgateProxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         self.set_timeouts(session);
-        self.identify(session, ctx);
+        self.identify(session, ctx).await;
         // The body framing sent upstream is ours: one Content-Length, or chunked.
         match framing::check(&session.req_header().headers) {
             Ok(length) => ctx.content_length = length,

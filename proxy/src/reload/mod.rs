@@ -160,6 +160,8 @@ impl Reloader {
 
 fn reload(reloader: &Reloader, cause: Cause) -> Outcome {
     let shared = &*reloader.shared;
+    // Fetched CRLs build trust states too: one builder at a time sees one consistent view.
+    let _build = crate::tls::revocation::build_lock();
     let mut candidates = Vec::new();
     for l in &shared.listeners {
         let old = l.trust.load();

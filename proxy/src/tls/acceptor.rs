@@ -75,6 +75,11 @@ pub struct ConnAuth {
 pub type Attach<'a> = &'a (dyn Fn(ConnAuth) -> Arc<dyn Any + Send + Sync> + Sync);
 
 impl ConnAuth {
+    /// The verified chain, leaf first (empty without a certificate).
+    pub fn chain(&self) -> &[X509] {
+        &self.chain
+    }
+
     /// The identity as of the current trust state: a certificate revoked, expired or no longer
     /// trusted since the handshake loses it on its next request.
     pub fn identity(&self, state: &TrustState) -> Result<&Arc<Identity>, AuthFailure> {
@@ -119,6 +124,8 @@ pub struct ListenerTls {
     client_auth: ClientAuth,
     handshake_timeout: Duration,
     pub state: Arc<ArcSwap<TrustState>>,
+    /// (listener name, settings) when OCSP is on: a cached answer is applied in the handshake.
+    ocsp: Option<Arc<(Arc<str>, crate::config::OcspConfig)>>,
 }
 
 impl ListenerTls {
@@ -188,6 +195,8 @@ impl ListenerTls {
             client_auth: tls.client_auth,
             handshake_timeout,
             state,
+            ocsp: (tls.ocsp.mode != crate::config::OcspMode::Off)
+                .then(|| Arc::new((Arc::from(listener), tls.ocsp.clone()))),
         })
     }
 
@@ -295,6 +304,7 @@ impl TlsAccept for HandshakeCallbacks<'_> {
             SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT
         };
         let refused = self.refused.clone();
+        let ocsp = self.tls.ocsp.clone();
         ssl.set_verify_callback(mode, move |ok, ctx| {
             // Per connection: never contended.
             let mut slot = refused.lock().unwrap_or_else(|p| p.into_inner());
@@ -315,6 +325,18 @@ impl TlsAccept for HandshakeCallbacks<'_> {
                     ctx.set_error(f.verify_result());
                     *slot = Some(f);
                     return optional;
+                }
+                if let Some(chain) = ctx.chain() {
+                    crate::tls::revocation::discover::on_chain(chain.iter());
+                    if let (Some(o), Some(leaf), Some(issuer)) = (&ocsp, chain.get(0), chain.get(1))
+                    {
+                        use crate::tls::revocation::ocsp::handshake_verdict;
+                        if let Some(Err(f)) = handshake_verdict(&o.0, &o.1, leaf, issuer) {
+                            ctx.set_error(f.verify_result());
+                            *slot = Some(f);
+                            return optional;
+                        }
+                    }
                 }
             }
             true

@@ -6,5 +6,6 @@ pub mod crl_issuer;
 pub mod dn;
 pub mod identity;
 pub mod resumption;
+pub mod revocation;
 pub mod trust;
 pub mod verify;

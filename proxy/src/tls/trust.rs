@@ -114,7 +114,12 @@ impl TrustState {
         let server = load_server(&tls.cert, &tls.key, &mut files)?;
         let client = match &tls.client_ca {
             None => None,
-            Some(ca) => Some(load_client_trust(ca, &tls.crl, &mut files)?),
+            Some(ca) => Some(load_client_trust(
+                ca,
+                &tls.crl,
+                &crate::tls::revocation::fetched_for(tls),
+                &mut files,
+            )?),
         };
         Ok(TrustState {
             generation,
@@ -275,6 +280,7 @@ fn load_server(
 fn load_client_trust(
     ca: &Path,
     crl_files: &[PathBuf],
+    fetched: &[(String, std::sync::Arc<Vec<u8>>)],
     files: &mut Vec<LoadedFile>,
 ) -> Result<ClientTrust, TrustError> {
     let pem = read(ca, files)?;
@@ -306,9 +312,16 @@ fn load_client_trust(
     let mut crls = Vec::new();
     let mut crls_by_issuer: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
     let mut deferred = DeferredCrls::default();
+    let mut sources = Vec::new();
     for file in crl_files {
-        let bytes = read(file, files)?;
-        for crl in parse_crls(&bytes).map_err(|m| terr(file, m))? {
+        sources.push((file.clone(), read(file, files)?));
+    }
+    // A fetched CRL goes through exactly what a file CRL does; its URL stands for the file.
+    for (url, bytes) in fetched {
+        sources.push((PathBuf::from(url), bytes.to_vec()));
+    }
+    for (file, bytes) in &sources {
+        for crl in parse_crls(bytes).map_err(|m| terr(file, m))? {
             let named: Vec<&X509> = ca_certs
                 .iter()
                 .filter(|c| {
@@ -368,7 +381,7 @@ fn load_client_trust(
 }
 
 /// A CRL file is PEM (one or more `X509 CRL` blocks) or a single DER CRL.
-fn parse_crls(bytes: &[u8]) -> Result<Vec<X509Crl>, String> {
+pub(crate) fn parse_crls(bytes: &[u8]) -> Result<Vec<X509Crl>, String> {
     const BEGIN: &str = "-----BEGIN X509 CRL-----";
     const END: &str = "-----END X509 CRL-----";
     let Ok(text) = std::str::from_utf8(bytes) else {

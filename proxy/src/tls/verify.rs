@@ -14,6 +14,8 @@ pub enum AuthFailure {
     NotYetValid,
     Revoked,
     CrlExpired,
+    /// OCSP `hard` mode without a `good` or `revoked` answer.
+    RevocationUnknown,
     BadCertificate,
 }
 
@@ -27,6 +29,7 @@ impl AuthFailure {
             AuthFailure::NotYetValid => "certificate not yet valid",
             AuthFailure::Revoked => "certificate revoked",
             AuthFailure::CrlExpired => "CRL expired",
+            AuthFailure::RevocationUnknown => "revocation status unknown",
             AuthFailure::BadCertificate => "bad certificate",
         }
     }
@@ -54,9 +57,9 @@ impl AuthFailure {
     pub fn verify_code(self) -> i32 {
         use openssl_sys as ffi;
         match self {
-            AuthFailure::NoCertificate | AuthFailure::BadCertificate => {
-                ffi::X509_V_ERR_APPLICATION_VERIFICATION
-            }
+            AuthFailure::NoCertificate
+            | AuthFailure::BadCertificate
+            | AuthFailure::RevocationUnknown => ffi::X509_V_ERR_APPLICATION_VERIFICATION,
             AuthFailure::UnknownCa => ffi::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
             AuthFailure::Expired => ffi::X509_V_ERR_CERT_HAS_EXPIRED,
             AuthFailure::NotYetValid => ffi::X509_V_ERR_CERT_NOT_YET_VALID,
@@ -88,6 +91,7 @@ impl AuthFailure {
             AuthFailure::NotYetValid => "certificate_not_yet_valid",
             AuthFailure::Revoked => "certificate_revoked",
             AuthFailure::CrlExpired => "crl_expired",
+            AuthFailure::RevocationUnknown => "revocation_status_unknown",
             AuthFailure::BadCertificate => "bad_certificate",
         }
     }

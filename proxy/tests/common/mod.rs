@@ -2,6 +2,9 @@
 //! upstream, and HTTP clients that present a client identity. No mocks.
 #![allow(dead_code)]
 
+pub mod crl_server;
+pub mod ocsp_responder;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

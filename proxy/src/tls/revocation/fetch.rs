@@ -1,0 +1,142 @@
+//! One HTTP(S) GET of a CRL: conditional on what the last good answer said, bounded in time and
+//! in size. reqwest (already certgate's HTTP client in tests and tools) on the revocation
+//! runtime, with its native-tls backend: OpenSSL, which certgate links anyway, verifying
+//! https:// servers against the system roots.
+
+use std::time::Duration;
+
+use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+
+/// What a fetch gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fetched {
+    /// A 200 body within the size limit, with the validators to send next time.
+    Body {
+        bytes: Vec<u8>,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    },
+    /// 304: what we hold is still current.
+    NotModified,
+}
+
+/// The client every fetch shares (connection reuse, one TLS configuration).
+pub fn client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .user_agent(concat!("certgate/", env!("CARGO_PKG_VERSION")))
+        // A CDP behind a redirect is common (CDN, moved host); a loop is not.
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// GET `url`, with `If-None-Match`/`If-Modified-Since` from the last good answer. The whole
+/// exchange, body included, gets `timeout`; a body over `max_bytes` is refused as soon as it
+/// says so or its bytes pass the limit.
+pub async fn get(
+    client: &reqwest::Client,
+    url: &str,
+    etag: Option<&str>,
+    last_modified: Option<&str>,
+    timeout: Duration,
+    max_bytes: u64,
+) -> Result<Fetched, String> {
+    match tokio::time::timeout(
+        timeout,
+        get_inner(client, url, etag, last_modified, max_bytes),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(format!("no complete answer within {timeout:?}")),
+    }
+}
+
+async fn get_inner(
+    client: &reqwest::Client,
+    url: &str,
+    etag: Option<&str>,
+    last_modified: Option<&str>,
+    max_bytes: u64,
+) -> Result<Fetched, String> {
+    let mut req = client.get(url);
+    if let Some(e) = etag {
+        req = req.header(IF_NONE_MATCH, e);
+    }
+    if let Some(lm) = last_modified {
+        req = req.header(IF_MODIFIED_SINCE, lm);
+    }
+    let mut resp = req.send().await.map_err(|e| describe(&e))?;
+    let status = resp.status();
+    if status == reqwest::StatusCode::NOT_MODIFIED {
+        return Ok(Fetched::NotModified);
+    }
+    if !status.is_success() {
+        return Err(format!("HTTP {status}"));
+    }
+    if let Some(len) = resp.content_length() {
+        if len > max_bytes {
+            return Err(format!(
+                "the body is {len} bytes, over max_bytes ({max_bytes})"
+            ));
+        }
+    }
+    let header = |name| {
+        resp.headers()
+            .get(name)
+            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (etag, last_modified) = (header(ETAG), header(LAST_MODIFIED));
+    let bytes = read_capped(&mut resp, max_bytes).await?;
+    Ok(Fetched::Body {
+        bytes,
+        etag,
+        last_modified,
+    })
+}
+
+/// The body, refused once it passes `max_bytes`.
+async fn read_capped(resp: &mut reqwest::Response, max_bytes: u64) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e))? {
+        if (bytes.len() + chunk.len()) as u64 > max_bytes {
+            return Err(format!("the body is over max_bytes ({max_bytes})"));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// POST `body` (an OCSP request) and read a 200 answer of at most `max_bytes`.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    content_type: &'static str,
+    body: Vec<u8>,
+    max_bytes: u64,
+) -> Result<Vec<u8>, String> {
+    let mut resp = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, content_type)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {}", describe(&e)))?;
+    if !resp.status().is_success() {
+        return Err(format!("{url}: HTTP {}", resp.status()));
+    }
+    read_capped(&mut resp, max_bytes).await
+}
+
+/// reqwest's message with its causes (the top level alone says only "error sending request").
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,166 @@
+//! Revocation sources beyond CRL files: CRLs fetched over HTTP(S) from configured URLs and from
+//! the CRL Distribution Points certificates name.
+//!
+//! A fetched CRL is not a second revocation mechanism: its bytes join the CRL files when a
+//! listener's trust state is built ([`crate::tls::trust`]), so signature checks (at load for
+//! CAs of the bundle, on first use for intermediates), `crl_expired`, the all-or-nothing swap,
+//! the per-request re-check of open connections and the re-check of resumed sessions are the
+//! ones file CRLs get. Fetches run on a runtime of their own, so a hanging server never delays
+//! a handshake or a request.
+
+pub mod cache_dir;
+pub mod discover;
+pub mod fetch;
+pub mod ocsp;
+pub mod probe;
+pub mod schedule;
+pub mod store;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::config::TlsConfig;
+use crate::tls::trust::TrustState;
+pub use schedule::Target;
+
+/// Held while a trust state is built and swapped, by the reloader and the fetcher alike: two
+/// builders must not both make generation N+1 from different inputs.
+pub fn build_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The fetched CRLs a trust state for `tls` includes: its configured URLs, and with
+/// `from_certificates` every discovered one, each as last fetched successfully.
+pub fn fetched_for(tls: &TlsConfig) -> Vec<(String, Arc<Vec<u8>>)> {
+    let Some(f) = &tls.crl_fetch else {
+        return Vec::new();
+    };
+    store::table()
+        .iter()
+        .filter(|(url, s)| f.urls.contains(url) || (f.from_certificates && s.discovered))
+        .filter_map(|(url, s)| s.body.clone().map(|b| (url.clone(), b)))
+        .collect()
+}
+
+/// `/readyz`: 503 until every configured URL has loaded once.
+pub fn not_ready_reason() -> Option<String> {
+    store::first_unloaded().map(|url| format!("CRL {url} has not loaded yet"))
+}
+
+/// `/status` → `crl_fetch`.
+pub fn status_json() -> serde_json::Value {
+    store::status_json()
+}
+
+/// Before the listeners are built: names every configured URL (so `/readyz` waits for it) and
+/// loads each one's cached copy from `cache_dir`. A cached copy the trust state refuses (a CA
+/// rotated since) is dropped with an error, as if there were none.
+pub fn prepare(tls_configs: &[&TlsConfig]) {
+    for tls in tls_configs {
+        let Some(f) = &tls.crl_fetch else { continue };
+        for url in &f.urls {
+            store::register(url, true);
+            if store::body(url).is_some() {
+                continue;
+            }
+            let Some(dir) = &f.cache_dir else { continue };
+            let Some(bytes) = cache_dir::load(dir, url) else {
+                continue;
+            };
+            match schedule::facts(&bytes) {
+                Ok(facts) => {
+                    store::table().entry(url.clone()).or_default().body = Some(Arc::new(bytes));
+                    store::record_success(url, "cache", facts);
+                    tracing::info!(url, dir = %dir.display(), "CRL loaded from the cache");
+                }
+                Err(m) => {
+                    tracing::error!(url, dir = %dir.display(), error = %m, "cached CRL refused");
+                    store::record_error(url, &format!("cached copy refused: {m}"));
+                }
+            }
+        }
+    }
+    // A cached CRL that no longer verifies must not stop the start: drop it and say so.
+    let entries = store::table().len();
+    for _ in 0..entries {
+        let Some(bad) = tls_configs
+            .iter()
+            .find_map(|tls| TrustState::load(tls, 1).err())
+            .map(|e| e.file.display().to_string())
+            .filter(|f| store::body(f).is_some())
+        else {
+            break;
+        };
+        tracing::error!(url = %bad, "cached CRL does not verify against client_ca; starting without it");
+        store::record_error(&bad, "cached copy does not verify against client_ca");
+        if let Some(e) = store::table().get_mut(&bad) {
+            e.body = None;
+            e.source = None;
+        }
+    }
+}
+
+static RUNTIME: once_cell::sync::OnceCell<tokio::runtime::Handle> =
+    once_cell::sync::OnceCell::new();
+
+/// The runtime fetches and OCSP queries run on, once [`spawn`] started it.
+pub fn runtime() -> Option<&'static tokio::runtime::Handle> {
+    RUNTIME.get()
+}
+
+/// `/status` → `ocsp`.
+pub fn ocsp_status_json() -> serde_json::Value {
+    ocsp::status_json()
+}
+
+/// Starts the revocation runtime on a thread of its own, and on it the fetch loops (configured
+/// URLs now, discovered ones as they appear). Does nothing when no listener fetches CRLs or
+/// asks OCSP.
+pub fn spawn(targets: Vec<Target>) -> anyhow::Result<()> {
+    let ocsp = targets
+        .iter()
+        .any(|t| t.tls.ocsp.mode != crate::config::OcspMode::Off);
+    if targets.iter().all(|t| t.tls.crl_fetch.is_none()) && !ocsp {
+        return Ok(());
+    }
+    let targets = Arc::new(targets);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    discover::enable(&targets, tx);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let _ = RUNTIME.set(rt.handle().clone());
+    let client = fetch::client().map_err(|e| anyhow::anyhow!(e))?;
+    std::thread::Builder::new()
+        .name("certgate-crl-fetch".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let mut started = std::collections::HashSet::new();
+                let configured: Vec<String> = targets
+                    .iter()
+                    .filter_map(|t| t.tls.crl_fetch.as_ref())
+                    .flat_map(|f| f.urls.iter().cloned())
+                    .collect();
+                for url in configured {
+                    if !started.insert(url.clone()) {
+                        continue;
+                    }
+                    if let Some(s) = schedule::settings_for(&targets, &url, false) {
+                        tokio::spawn(schedule::run_url(targets.clone(), client.clone(), url, s));
+                    }
+                }
+                while let Some(url) = rx.recv().await {
+                    if !started.insert(url.clone()) {
+                        continue;
+                    }
+                    if let Some(s) = schedule::settings_for(&targets, &url, true) {
+                        tracing::info!(url, "CRL distribution point discovered; fetching it");
+                        tokio::spawn(schedule::run_url(targets.clone(), client.clone(), url, s));
+                    }
+                }
+                // No discovery (its sender is gone): the fetch loops still run for good.
+                std::future::pending::<()>().await;
+            });
+        })?;
+    Ok(())
+}

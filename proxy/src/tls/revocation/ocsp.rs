@@ -1,0 +1,415 @@
+//! `tls.ocsp`: the revocation status of a client's leaf certificate, asked of its CA's OCSP
+//! responder with OpenSSL's OCSP types (request, response, signature and validity checks).
+//!
+//! Decided on each request, never inside the TLS handshake: OpenSSL's verify callback is
+//! synchronous and must not wait for the network on the event loop. A connection's first
+//! request waits (asynchronously) for the answer, so a refused certificate never reaches the
+//! upstream; later requests find it in the cache. Answers are cached per (issuer, serial) until
+//! their nextUpdate, at most `max_age`, and one query per certificate is in flight however many
+//! connections ask. When a cached answer has expired the next request asks again, so a
+//! revocation reaches open connections within `max_age`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use foreign_types::ForeignTypeRef;
+use once_cell::sync::Lazy;
+use openssl::asn1::{Asn1GeneralizedTimeRef, Asn1TimeRef};
+use openssl::hash::MessageDigest;
+use openssl::ocsp::{
+    OcspCertId, OcspCertStatus, OcspFlag, OcspRequest, OcspResponse, OcspResponseStatus,
+};
+use openssl::stack::Stack;
+use openssl::x509::store::X509StoreBuilder;
+use openssl::x509::verify::X509VerifyFlags;
+use openssl::x509::{X509Ref, X509};
+
+use super::store::OCSP_REQUESTS;
+use crate::config::{OcspConfig, OcspMode};
+use crate::time::{asn1_unix, now_unix};
+use crate::tls::trust::sha256_der;
+use crate::tls::verify::AuthFailure;
+
+/// How long an answer that is not `good` or `revoked` (unknown, an error, no responder) is
+/// kept: long enough that a dead responder does not cost every request a timeout, short
+/// enough that `hard` mode recovers soon after the responder does.
+const NEGATIVE_TTL: Duration = Duration::from_secs(10);
+/// Slack for the responder's clock when checking thisUpdate/nextUpdate.
+const CLOCK_SKEW_SECS: u32 = 300;
+/// Cached answers kept at most; past it expired ones are dropped, then all.
+const MAX_ENTRIES: usize = 100_000;
+/// The largest OCSP response read.
+const MAX_RESPONSE: u64 = 256 << 10;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Good,
+    Revoked,
+    Unknown,
+    Error,
+}
+
+impl Status {
+    fn label(self) -> &'static str {
+        match self {
+            Status::Good => "good",
+            Status::Revoked => "revoked",
+            Status::Unknown => "unknown",
+            Status::Error => "error",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Answer {
+    status: Status,
+    expires: Instant,
+}
+
+type Key = ([u8; 32], Vec<u8>);
+type Flight = Arc<tokio::sync::OnceCell<Answer>>;
+
+#[derive(Default)]
+struct Cache {
+    answers: HashMap<Key, Answer>,
+    in_flight: HashMap<Key, Flight>,
+    hits: u64,
+    misses: u64,
+}
+
+static CACHE: Lazy<Mutex<Cache>> = Lazy::new(Default::default);
+
+fn cache() -> std::sync::MutexGuard<'static, Cache> {
+    CACHE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `/status` → `ocsp`: cache size and hit rate.
+pub fn status_json() -> serde_json::Value {
+    let c = cache();
+    let total = c.hits + c.misses;
+    serde_json::json!({
+        "cached_answers": c.answers.len(),
+        "in_flight": c.in_flight.len(),
+        "hits": c.hits,
+        "misses": c.misses,
+        "hit_rate": if total == 0 { 0.0 } else { c.hits as f64 / total as f64 },
+    })
+}
+
+/// The verdict for the chain (leaf first, then its issuer) of a request on `listener`.
+pub async fn check(listener: &str, cfg: &OcspConfig, chain: &[X509]) -> Result<(), AuthFailure> {
+    if cfg.mode == OcspMode::Off {
+        return Ok(());
+    }
+    let status = match chain {
+        [leaf, issuer, ..] => status_of(listener, cfg, leaf, issuer).await,
+        // A leaf that is itself a trust anchor has no issuer to ask about it.
+        _ => Status::Unknown,
+    };
+    verdict(status, cfg.mode)
+}
+
+/// In the handshake, where nothing may wait: the cached verdict for `leaf` if there is a
+/// fresh one (`None` otherwise). A miss starts the query in the background, so the connection's
+/// first request usually finds the answer ready.
+pub fn handshake_verdict(
+    listener: &Arc<str>,
+    cfg: &OcspConfig,
+    leaf: &X509Ref,
+    issuer: &X509Ref,
+) -> Option<Result<(), AuthFailure>> {
+    let key: Key = (sha256_der(issuer), serial_of(leaf));
+    let cached = cache().answers.get(&key).copied();
+    match cached {
+        Some(a) if a.expires > Instant::now() => Some(verdict(a.status, cfg.mode)),
+        _ => {
+            if let Some(rt) = super::runtime() {
+                let (listener, cfg) = (listener.clone(), cfg.clone());
+                let (leaf, issuer) = (leaf.to_owned(), issuer.to_owned());
+                rt.spawn(async move { status_of(&listener, &cfg, &leaf, &issuer).await });
+            }
+            None
+        }
+    }
+}
+
+fn verdict(status: Status, mode: OcspMode) -> Result<(), AuthFailure> {
+    match (status, mode) {
+        (_, OcspMode::Off) | (Status::Good, _) => Ok(()),
+        (Status::Revoked, _) => Err(AuthFailure::Revoked),
+        (_, OcspMode::Hard) => Err(AuthFailure::RevocationUnknown),
+        _ => Ok(()),
+    }
+}
+
+fn serial_of(cert: &X509Ref) -> Vec<u8> {
+    cert.serial_number()
+        .to_bn()
+        .map(|b| b.to_vec())
+        .unwrap_or_default()
+}
+
+async fn status_of(listener: &str, cfg: &OcspConfig, leaf: &X509, issuer: &X509) -> Status {
+    let key: Key = (sha256_der(issuer), serial_of(leaf));
+    let flight = {
+        let mut c = cache();
+        if let Some(a) = c.answers.get(&key).copied() {
+            if a.expires > Instant::now() {
+                c.hits += 1;
+                drop(c);
+                OCSP_REQUESTS.with_label_values(&[listener, "cached"]).inc();
+                return a.status;
+            }
+        }
+        c.misses += 1;
+        c.in_flight.entry(key.clone()).or_default().clone()
+    };
+    let mut asked = false;
+    let answer = *flight
+        .get_or_init(|| {
+            asked = true;
+            let (cfg, leaf, issuer) = (cfg.clone(), leaf.clone(), issuer.clone());
+            let listener = listener.to_string();
+            async move {
+                let run = async move {
+                    let status = query(&cfg, &leaf, &issuer).await;
+                    let (status, ttl) = match status {
+                        Ok((s, ttl)) => (s, ttl),
+                        Err(e) => {
+                            tracing::warn!(listener, serial = %hex::encode(serial_of(&leaf)), error = %e, mode = ?cfg.mode, "OCSP: no answer");
+                            (Status::Error, NEGATIVE_TTL)
+                        }
+                    };
+                    if status == Status::Unknown {
+                        tracing::warn!(listener, mode = ?cfg.mode, "OCSP: the responder does not know the certificate");
+                    }
+                    OCSP_REQUESTS
+                        .with_label_values(&[&listener, status.label()])
+                        .inc();
+                    Answer {
+                        status,
+                        expires: Instant::now() + ttl,
+                    }
+                };
+                // On the revocation runtime: the query outlives a request that gives up.
+                match super::runtime() {
+                    Some(h) => h.spawn(run).await.unwrap_or(Answer {
+                        status: Status::Error,
+                        expires: Instant::now(),
+                    }),
+                    None => run.await,
+                }
+            }
+        })
+        .await;
+    if !asked {
+        OCSP_REQUESTS.with_label_values(&[listener, "cached"]).inc();
+    }
+    let mut c = cache();
+    if c.in_flight
+        .get(&key)
+        .is_some_and(|f| Arc::ptr_eq(f, &flight))
+    {
+        c.in_flight.remove(&key);
+        if c.answers.len() >= MAX_ENTRIES {
+            let now = Instant::now();
+            c.answers.retain(|_, a| a.expires > now);
+            if c.answers.len() >= MAX_ENTRIES {
+                c.answers.clear();
+            }
+        }
+        c.answers.insert(key, answer);
+    }
+    answer.status
+}
+
+/// The responder to ask: the configured one, else the leaf's AIA OCSP URL.
+fn responder(cfg: &OcspConfig, leaf: &X509Ref) -> Option<String> {
+    cfg.responder.clone().or_else(|| {
+        leaf.ocsp_responders()
+            .ok()?
+            .iter()
+            .map(|s| s.to_string())
+            .find(|u| crate::config::revocation::check_url(u).is_ok())
+    })
+}
+
+fn generalized_unix(t: &Asn1GeneralizedTimeRef) -> i64 {
+    // SAFETY: ASN1_GENERALIZEDTIME and ASN1_TIME are the same C type (ASN1_STRING); OpenSSL's
+    // time functions take either. The reference lives as long as `t`.
+    let t = unsafe { Asn1TimeRef::from_ptr(t.as_ptr() as *mut openssl_sys::ASN1_TIME) };
+    asn1_unix(t)
+}
+
+/// Asks the responder about `leaf` and verifies the answer: (status, how long to keep it).
+async fn query(cfg: &OcspConfig, leaf: &X509, issuer: &X509) -> Result<(Status, Duration), String> {
+    let url = responder(cfg, leaf)
+        .ok_or("no responder: set tls.ocsp.responder or issue certificates with an AIA OCSP URL")?;
+    let id =
+        || OcspCertId::from_cert(MessageDigest::sha1(), leaf, issuer).map_err(|e| e.to_string());
+    let mut req = OcspRequest::new().map_err(|e| e.to_string())?;
+    req.add_id(id()?).map_err(|e| e.to_string())?;
+    nonce::add(&mut req)?;
+    let body = req.to_der().map_err(|e| e.to_string())?;
+    static CLIENT: Lazy<Result<reqwest::Client, String>> = Lazy::new(super::fetch::client);
+    let client = CLIENT.as_ref().map_err(Clone::clone)?;
+    let resp = tokio::time::timeout(
+        cfg.timeout,
+        super::fetch::post(client, &url, "application/ocsp-request", body, MAX_RESPONSE),
+    )
+    .await
+    .map_err(|_| format!("{url}: no answer within {:?}", cfg.timeout))??;
+    let (status, next_update) =
+        verify(&resp, issuer, &*id()?, Some(&req)).map_err(|e| format!("{url}: {e}"))?;
+    let max_age = cfg.max_age;
+    let ttl = match status {
+        Status::Good | Status::Revoked => match next_update {
+            Some(n) => Duration::from_secs((n - now_unix()).max(0) as u64).min(max_age),
+            None => max_age,
+        },
+        _ => NEGATIVE_TTL.min(max_age),
+    };
+    Ok((status, ttl))
+}
+
+/// Parses and verifies a response: signed by `issuer` or by a certificate it issued for
+/// OCSP signing, within its validity window, about `id`. Returns the status and nextUpdate.
+pub fn verify(
+    der: &[u8],
+    issuer: &X509,
+    id: &openssl::ocsp::OcspCertIdRef,
+    request: Option<&OcspRequest>,
+) -> Result<(Status, Option<i64>), String> {
+    let resp = OcspResponse::from_der(der).map_err(|e| format!("not an OCSP response ({e})"))?;
+    if resp.status() != OcspResponseStatus::SUCCESSFUL {
+        return Err(format!("responder status {}", resp.status().as_raw()));
+    }
+    let basic = resp
+        .basic()
+        .map_err(|e| format!("no basic response ({e})"))?;
+    let mut store = X509StoreBuilder::new().map_err(|e| e.to_string())?;
+    store.add_cert(issuer.clone()).map_err(|e| e.to_string())?;
+    // The issuer may be an intermediate: it is the anchor here, its own chain was verified in
+    // the handshake.
+    store
+        .set_flags(X509VerifyFlags::PARTIAL_CHAIN)
+        .map_err(|e| e.to_string())?;
+    let store = store.build();
+    let mut certs = Stack::new().map_err(|e| e.to_string())?;
+    certs.push(issuer.clone()).map_err(|e| e.to_string())?;
+    basic
+        .verify(&certs, &store, OcspFlag::empty())
+        .map_err(|e| format!("the response does not verify against the issuer ({e})"))?;
+    if let Some(req) = request {
+        nonce::check(req, &basic)?;
+    }
+    let status = basic
+        .find_status(id)
+        .ok_or("the response does not cover this certificate")?;
+    status
+        .check_validity(CLOCK_SKEW_SECS, None)
+        .map_err(|e| format!("outside its validity window ({e})"))?;
+    let s = match status.status {
+        OcspCertStatus::GOOD => Status::Good,
+        OcspCertStatus::REVOKED => Status::Revoked,
+        _ => Status::Unknown,
+    };
+    Ok((s, status.next_update().map(generalized_unix)))
+}
+
+/// The request nonce (RFC 8954): OpenSSL has the functions, the openssl crate no binding.
+mod nonce {
+    use foreign_types::ForeignType;
+    use openssl::ocsp::{OcspBasicResponse, OcspRequest};
+    use openssl_sys::{OCSP_BASICRESP, OCSP_REQUEST};
+
+    extern "C" {
+        fn OCSP_request_add1_nonce(
+            req: *mut OCSP_REQUEST,
+            val: *mut libc::c_uchar,
+            len: libc::c_int,
+        ) -> libc::c_int;
+        fn OCSP_check_nonce(req: *mut OCSP_REQUEST, bs: *mut OCSP_BASICRESP) -> libc::c_int;
+    }
+
+    /// Adds a random 16-byte nonce.
+    pub fn add(req: &mut OcspRequest) -> Result<(), String> {
+        // SAFETY: `req` is a valid OCSP_REQUEST we own; a null value with length -1 asks
+        // OpenSSL for a random nonce of its default length (16 bytes), which it copies in.
+        let ok = unsafe { OCSP_request_add1_nonce(req.as_ptr(), std::ptr::null_mut(), -1) };
+        if ok == 1 {
+            Ok(())
+        } else {
+            Err(format!(
+                "cannot add a nonce: {}",
+                openssl::error::ErrorStack::get()
+            ))
+        }
+    }
+
+    /// A responder that echoes the nonce must echo ours; one that sends none (precomputed
+    /// responses, as large CAs serve) is accepted.
+    pub fn check(req: &OcspRequest, basic: &OcspBasicResponse) -> Result<(), String> {
+        // SAFETY: both pointers are valid, owned by the callers' handles for this call;
+        // OCSP_check_nonce only reads them.
+        let r = unsafe { OCSP_check_nonce(req.as_ptr(), basic.as_ptr()) };
+        match r {
+            0 => Err("the response's nonce is not the request's".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_answer_maps_to_the_verdict_of_its_mode() {
+        use AuthFailure::{RevocationUnknown, Revoked};
+        for (status, soft, hard) in [
+            (Status::Good, Ok(()), Ok(())),
+            (Status::Revoked, Err(Revoked), Err(Revoked)),
+            (Status::Unknown, Ok(()), Err(RevocationUnknown)),
+            (Status::Error, Ok(()), Err(RevocationUnknown)),
+        ] {
+            assert_eq!(verdict(status, OcspMode::Soft), soft, "{status:?}");
+            assert_eq!(verdict(status, OcspMode::Hard), hard, "{status:?}");
+            assert_eq!(verdict(status, OcspMode::Off), Ok(()), "{status:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_and_unsuccessful_responses_are_refused() {
+        let mut s = crate::pki::CertSpec::with_subject(&[("CN", "OCSP unit CA")]);
+        s.is_ca = true;
+        let ca = crate::pki::self_signed_ca(&s).unwrap();
+        let leaf =
+            crate::pki::issue(&crate::pki::CertSpec::with_subject(&[("CN", "l")]), &ca).unwrap();
+        let id = OcspCertId::from_cert(MessageDigest::sha1(), &leaf.cert, &ca.cert).unwrap();
+        let e = verify(b"<html>", &ca.cert, &id, None).unwrap_err();
+        assert!(e.contains("not an OCSP response"), "{e}");
+        let try_later = OcspResponse::create(OcspResponseStatus::TRY_LATER, None)
+            .unwrap()
+            .to_der()
+            .unwrap();
+        let e = verify(&try_later, &ca.cert, &id, None).unwrap_err();
+        assert!(e.contains("responder status 3"), "{e}");
+    }
+
+    #[test]
+    fn the_handshake_never_waits_and_a_miss_is_no_verdict() {
+        let mut s = crate::pki::CertSpec::with_subject(&[("CN", "OCSP miss CA")]);
+        s.is_ca = true;
+        let ca = crate::pki::self_signed_ca(&s).unwrap();
+        let leaf =
+            crate::pki::issue(&crate::pki::CertSpec::with_subject(&[("CN", "m")]), &ca).unwrap();
+        let cfg = OcspConfig {
+            mode: OcspMode::Hard,
+            ..OcspConfig::default()
+        };
+        let name: Arc<str> = Arc::from("unit");
+        assert_eq!(handshake_verdict(&name, &cfg, &leaf.cert, &ca.cert), None);
+    }
+}
