@@ -5,6 +5,7 @@
 
 pub mod alert_close;
 pub mod header_guard;
+mod http1;
 pub mod proxy_protocol;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -133,7 +134,7 @@ impl ServerApp for ListenerApp {
         };
         let mut vpce_id = None;
         if self.config.proxy_protocol {
-            match self.proxy_protocol(&mut io).await {
+            match Box::pin(self.proxy_protocol(&mut io)).await {
                 Ok(v) => vpce_id = v,
                 Err(e) => {
                     tracing::info!(listener = %name, error = %e, "connection refused");
@@ -144,7 +145,9 @@ impl ServerApp for ListenerApp {
         }
         // Outlives a failed handshake, so the client reads the alert rather than a reset.
         let linger = alert_close::Linger::keep(&io);
-        let tls = match self.tls.handshake(io, vpce_id).await {
+        // Boxed (as the PROXY header read and the alert linger): their state is freed once done
+        // instead of sizing this future, which an idle connection keeps for its lifetime.
+        let tls = match Box::pin(self.tls.handshake(io, vpce_id)).await {
             Ok(tls) => tls,
             Err(failure) => {
                 metrics::HANDSHAKES
@@ -154,7 +157,7 @@ impl ServerApp for ListenerApp {
                     tracing::info!(listener = %name, reason = f.reason(), "client certificate refused in the handshake");
                 }
                 if let (Some(linger), false) = (linger, failure == HandshakeFailure::Timeout) {
-                    linger.close_after_alert().await;
+                    Box::pin(linger.close_after_alert()).await;
                 }
                 return None;
             }
@@ -173,13 +176,22 @@ impl ServerApp for ListenerApp {
 
         let stream: Stream = match conn {
             Some(conn) if tls.selected_alpn_proto() != Some(ALPN::H2) => {
-                Box::new(HeaderGuard::new(
+                let guarded = HeaderGuard::new(
                     tls,
                     conn.header_guard.clone(),
                     self.name.clone(),
                     self.config.limits.max_header_bytes,
                     self.config.limits.header_read,
-                ))
+                );
+                // HTTP/1.1 (ALPN or none): our keep-alive loop, see `http1`.
+                http1::serve(
+                    &self.http,
+                    Box::new(guarded),
+                    self.config.timeouts.idle,
+                    shutdown,
+                )
+                .await;
+                return None;
             }
             _ => Box::new(tls),
         };
