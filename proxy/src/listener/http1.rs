@@ -7,13 +7,13 @@
 //! else (measured in benches/README.md).
 
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use pingora::apps::HttpServerApp;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
@@ -31,40 +31,59 @@ const FIRST_REQUEST_KEEPALIVE_SECS: u64 = 60;
 /// listener's idle timeout, which the proxy sets as the keep-alive of every request).
 pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
     app: &Arc<A>,
-    mut stream: Stream,
+    stream: Stream,
     idle: Duration,
     shutdown: &ShutdownWatch,
 ) {
-    let first_wait = Duration::from_secs(FIRST_REQUEST_KEEPALIVE_SECS);
-    let first = match tokio::time::timeout(first_wait, first_bytes(&mut stream)).await {
-        Ok(Some(bytes)) => bytes,
-        // Closed, failed or silent: nothing was asked, nothing to answer.
-        Ok(None) | Err(_) => return,
-    };
-    let mut session = ServerSession::new_http1(stream);
-    if *shutdown.borrow() {
-        session.set_keepalive(None);
-    } else {
-        session.set_keepalive(Some(FIRST_REQUEST_KEEPALIVE_SECS));
-    }
-    session.set_keepalive_reuses_remaining(
-        app.server_options().and_then(|o| o.keepalive_request_limit),
-    );
-    session.set_pipelined_prefix(first);
-    let idle = Duration::from_secs(idle.as_secs().max(1));
-    let mut reused = app.process_new_http(session, shutdown).await;
-    while let Some((mut stream, settings)) = reused.map(|r| r.consume()) {
-        let first = match tokio::time::timeout(idle, first_bytes(&mut stream)).await {
+    let mut wait = Duration::from_secs(FIRST_REQUEST_KEEPALIVE_SECS);
+    let mut next = Some((stream, Turn::First));
+    while let Some((mut stream, turn)) = next.take() {
+        let first = match tokio::time::timeout(wait, first_bytes(&mut stream)).await {
             Ok(Some(bytes)) => bytes,
+            // Closed, failed or silent: nothing was asked, nothing to answer.
             Ok(None) | Err(_) => return,
         };
-        let mut session = ServerSession::new_http1(stream);
-        if let Some(settings) = settings {
-            settings.apply_to_session(&mut session);
-        }
-        session.set_pipelined_prefix(first);
-        reused = app.process_new_http(session, shutdown).await;
+        next = request(app, stream, turn, first, shutdown).await.map(|r| {
+            let (stream, settings) = r.consume();
+            (stream, Turn::Next(settings))
+        });
+        wait = Duration::from_secs(idle.as_secs().max(1));
     }
+}
+
+/// Which request of the connection comes next.
+enum Turn {
+    First,
+    /// A later one, with what the previous request left for it (keep-alive settings).
+    Next(Option<HttpPersistentSettings>),
+}
+
+/// One request's session, set up as Pingora's own loop does: the first request of a connection
+/// gets Pingora's keep-alive, a later one what the previous request left. Not
+/// async: the session moves into Pingora's boxed request future and never takes room in the
+/// caller's future, which a waiting connection keeps.
+fn request<'a, A: HttpServerApp + Send + Sync + 'static>(
+    app: &'a Arc<A>,
+    stream: Stream,
+    turn: Turn,
+    first: BytesMut,
+    shutdown: &'a ShutdownWatch,
+) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
+    let mut session = ServerSession::new_http1(stream);
+    match turn {
+        Turn::Next(Some(settings)) => settings.apply_to_session(&mut session),
+        // Pingora's loop applies nothing when a request left no settings.
+        Turn::Next(None) => {}
+        Turn::First => {
+            let keepalive = (!*shutdown.borrow()).then_some(FIRST_REQUEST_KEEPALIVE_SECS);
+            session.set_keepalive(keepalive);
+            session.set_keepalive_reuses_remaining(
+                app.server_options().and_then(|o| o.keepalive_request_limit),
+            );
+        }
+    }
+    session.set_pipelined_prefix(first);
+    app.process_new_http(session, shutdown)
 }
 
 /// The next bytes the client sends, read into a buffer of Pingora's header size. The buffer
