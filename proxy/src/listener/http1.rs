@@ -1,10 +1,10 @@
 //! The HTTP/1.1 keep-alive loop of a connection, in place of the one Pingora runs inside
 //! `ServerApp::process_new`. Pingora starts reading the next request inside its request future:
-//! between two requests an idle connection holds that whole future (the proxy's state machine for
-//! every phase), the HTTP session and a 4 KiB header buffer. Here the connection waits for its
-//! next bytes in a small future of its own with no buffer, and only then builds the session, handing
-//! it the bytes already read. An idle keep-alive connection then costs its TLS state and little
-//! else (measured in benches/README.md).
+//! between two requests an idle connection holds that whole future (the proxy's state machine
+//! for every phase), the HTTP session and a 4 KiB header buffer. Here the connection waits for
+//! its next bytes in a small future of its own with no buffer, and only then builds the session,
+//! handing it the bytes already read. An idle keep-alive connection then costs its TLS state and
+//! little else (measured in benches/README.md).
 
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
