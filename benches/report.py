@@ -235,24 +235,35 @@ def main(results, speed_path, machine_path, out_md, readme):
         return figure(best, c, k, s, f)
 
     rows = []
-    n1, c1 = get("nginx", "ecdsa", "S1", "rps"), get("certgate", "ecdsa", "S1", "rps")
-    np99, cp99 = get("nginx", "ecdsa", "S1", "p99_ms"), get("certgate", "ecdsa", "S1", "p99_ms")
-    rows.append(("S1 ≥ 1.2× NGINX req/s", ratio(c1, n1), c1 and n1 and c1 >= 1.2 * n1))
-    rows.append(("S1 p99 ≤ NGINX p99", f"{fmt(cp99)} vs {fmt(np99)} ms", cp99 is not None and np99 is not None and cp99 <= np99))
-    for key in ("ecdsa", "rsa"):
-        c2, n2 = get("certgate", key, "S2", "rps"), get("nginx", key, "S2", "rps")
-        rows.append((f"S2 ({key}) ≥ 1.0× NGINX", ratio(c2, n2), c2 and n2 and c2 >= n2))
-        bound = sp.get(f"bound_{key}")
-        if bound and c2:
-            rows.append((f"S2 ({key}) ≥ 70% of the handshake bound", f"{c2 / bound:.0%} of {bound:,.0f}", c2 >= 0.7 * bound))
+    peers = [c for c in present if c != "certgate"]
+
+    def best_peer(s, f):  # the peer with the highest figure f in scenario s, of NGINX and HAProxy unless told
+        cands = [(get(c, "ecdsa", s, f), c) for c in peers if c in ("nginx", "haproxy")]
+        cands = [x for x in cands if x[0] is not None]
+        return max(cands) if cands else (None, None)
+
+    c1, cp99 = get("certgate", "ecdsa", "S1", "rps"), get("certgate", "ecdsa", "S1", "p99_ms")
+    p1, who1 = best_peer("S1", "rps")
+    pp99 = get(who1, "ecdsa", "S1", "p99_ms") if who1 else None
+    rows.append((f"S1 ≥ 1.0× the better of NGINX and HAProxy ({who1}) req/s", ratio(c1, p1), c1 and p1 and c1 >= p1))
+    rows.append((f"S1 p99 ≤ {who1}'s p99", f"{fmt(cp99)} vs {fmt(pp99)} ms", cp99 is not None and pp99 is not None and cp99 <= pp99))
+    c2, n2 = get("certgate", "ecdsa", "S2", "rps"), get("nginx", "ecdsa", "S2", "rps")
+    rows.append(("S2 (ecdsa) ≥ 1.8× NGINX", ratio(c2, n2), c2 and n2 and c2 >= 1.8 * n2))
+    c2r, n2r = get("certgate", "rsa", "S2", "rps"), get("nginx", "rsa", "S2", "rps")
+    rows.append(("S2 (rsa) ≥ 1.0× NGINX", ratio(c2r, n2r), c2r and n2r and c2r >= n2r))
     for s, name in (("S3", "download"), ("S4", "upload")):
-        c, n = get("certgate", "ecdsa", s, "mb_per_s"), get("nginx", "ecdsa", s, "mb_per_s")
-        rows.append((f"{s} ({name}) ≥ 1.5× NGINX", ratio(c, n), c and n and c >= 1.5 * n))
-    c5 = get("certgate", "ecdsa", "S5", "rps")
-    rows.append(("S5 ≥ S1 (certgate)", f"{fmt(c5)} vs {fmt(c1)} req/s", c5 and c1 and c5 >= c1))
+        c, cc = get("certgate", "ecdsa", s, "mb_per_s"), get("certgate", "ecdsa", s, "proxy_cpu_s")
+        cands = [(get(p, "ecdsa", s, "mb_per_s"), p) for p in peers]
+        cands = [x for x in cands if x[0] is not None]
+        pb, who = max(cands) if cands else (None, None)
+        pc = get(who, "ecdsa", s, "proxy_cpu_s") if who else None
+        rows.append((f"{s} ({name}) ≥ best peer's MB/s ({who})", ratio(c, pb), c and pb and c >= pb))
+        rows.append((f"{s} ({name}) proxy CPU ≤ {who}'s", f"{fmt(cc)} vs {fmt(pc)} s", cc is not None and pc is not None and cc <= pc))
+    c5, n5 = get("certgate", "ecdsa", "S5", "rps"), get("nginx", "ecdsa", "S5", "rps")
+    rows.append(("S5 (HTTP/2) ≥ 1.0× NGINX", ratio(c5, n5), c5 and n5 and c5 >= n5))
     idle, per = s6v("certgate", "idle"), s6v("certgate", "per")
     rows.append(("S6 idle RSS ≤ 20 MiB", f"{fmt(idle)} MiB", idle is not None and idle <= 20))
-    rows.append(("S6 ≤ 20 KiB per idle connection", f"{fmt(per)} KiB", per is not None and per <= 20))
+    rows.append(("S6 ≤ 24 KiB per idle connection", f"{fmt(per)} KiB", per is not None and per <= 24))
     w("**Targets**\n")
     w("| target | measured | |")
     w("|---|---|---|")

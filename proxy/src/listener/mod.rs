@@ -1,10 +1,12 @@
 //! A listener's connections, from accept to HTTP: connection limit, PROXY protocol, TLS
 //! handshake (with its own timeout and failure reasons), then Pingora's HTTP proxy for every
-//! request of the connection. Doing the handshake here rather than in Pingora's listener lets
-//! us count failed handshakes by reason and bound the handshake time per listener.
+//! request of the connection (HTTP/1.1 requests from our own keep-alive loop, `http1`). Doing
+//! the handshake here rather than in Pingora's listener lets us count failed handshakes by
+//! reason and bound the handshake time per listener.
 
 pub mod alert_close;
 pub mod header_guard;
+mod http1;
 pub mod proxy_protocol;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -120,20 +122,18 @@ impl ListenerApp {
     }
 }
 
-#[async_trait]
-impl ServerApp for ListenerApp {
-    async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+/// A connection ready for HTTP: its stream (header-guarded for HTTP/1.1) and which HTTP.
+struct Accepted {
+    stream: Stream,
+    http1: bool,
+}
+
+impl ListenerApp {
+    /// PROXY header, TLS handshake and the handshake metric, up to a stream ready for HTTP.
+    /// Runs boxed from `process_new`: its state (the TCP and TLS streams before boxing, the
+    /// handshake) is freed once done instead of sizing the future an idle connection keeps.
+    async fn accept(&self, mut io: TcpStream) -> Option<Accepted> {
         let name = &self.config.name;
-        // Our listeners are plain TCP to Pingora; TLS is ours to run (see the module docs).
-        let Ok(io) = io.into_any().downcast::<TcpStream>() else {
-            tracing::error!(listener = %name, "unexpected stream type; closing");
-            return None;
-        };
-        let mut io = *io;
-        let Some(_slot) = self.admit() else {
-            self.refused("max_connections");
-            return None;
-        };
         let mut vpce_id = None;
         if let Some(rule) = &self.config.proxy_protocol {
             match self.proxy_protocol(rule, &mut io).await {
@@ -177,20 +177,51 @@ impl ServerApp for ListenerApp {
             .with_label_values(&[name, result, reason])
             .inc();
 
-        let stream: Stream = match conn {
-            Some(conn) if tls.selected_alpn_proto() != Some(ALPN::H2) => {
-                Box::new(HeaderGuard::new(
+        Some(match conn {
+            Some(conn) if tls.selected_alpn_proto() != Some(ALPN::H2) => Accepted {
+                stream: Box::new(HeaderGuard::new(
                     tls,
                     conn.header_guard.clone(),
                     self.name.clone(),
                     self.config.limits.max_header_bytes,
                     self.config.limits.header_read,
-                ))
-            }
-            _ => Box::new(tls),
+                )),
+                http1: true,
+            },
+            _ => Accepted {
+                stream: Box::new(tls),
+                http1: false,
+            },
+        })
+    }
+}
+
+#[async_trait]
+impl ServerApp for ListenerApp {
+    async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        // Our listeners are plain TCP to Pingora; TLS is ours to run (see the module docs).
+        let Ok(io) = io.into_any().downcast::<TcpStream>() else {
+            tracing::error!(listener = %self.config.name, "unexpected stream type; closing");
+            return None;
         };
-        // Keep-alive: Pingora hands the connection back after each HTTP/1.1 request.
-        let mut next: Option<Stream> = Some(stream);
+        let Some(_slot) = self.admit() else {
+            self.refused("max_connections");
+            return None;
+        };
+        let accepted = Box::pin(self.accept(*io)).await?;
+        if accepted.http1 {
+            // HTTP/1.1 (ALPN or none): our keep-alive loop, see `http1`.
+            http1::serve(
+                &self.http,
+                accepted.stream,
+                self.config.timeouts.idle,
+                shutdown,
+            )
+            .await;
+            return None;
+        }
+        // HTTP/2: Pingora's own loop, which multiplexes the connection's streams.
+        let mut next: Option<Stream> = Some(accepted.stream);
         while let Some(stream) = next.take() {
             next = self.http.process_new(stream, shutdown).await;
         }

@@ -178,6 +178,7 @@ impl ListenerTls {
         // I/O buffers at all, busy ones still read a whole record per syscall.
         b.set_read_ahead(true);
         b.set_mode(SslMode::RELEASE_BUFFERS);
+        crate::tls::read_buffer::set(&mut b);
         // Level 2: RSA/DH keys of at least 2048 bits, no SHA-1 signatures, on both sides.
         b.set_security_level(2);
         // Real client chains are 2-3 deep; a deeper one is an attack on verification time.

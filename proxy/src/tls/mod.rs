@@ -5,6 +5,7 @@ pub mod acceptor;
 pub mod crl_issuer;
 pub mod dn;
 pub mod identity;
+pub mod read_buffer;
 pub mod resumption;
 pub mod revocation;
 pub mod trust;

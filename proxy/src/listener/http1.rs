@@ -1,0 +1,104 @@
+//! The HTTP/1.1 keep-alive loop of a connection, in place of the one Pingora runs inside
+//! `ServerApp::process_new`. Pingora starts reading the next request inside its request future:
+//! between two requests an idle connection holds that whole future (the proxy's state machine
+//! for every phase), the HTTP session and a 4 KiB header buffer. Here the connection waits for
+//! its next bytes in a small future of its own with no buffer, and only then builds the session,
+//! handing it the bytes already read. An idle keep-alive connection then costs its TLS state and
+//! little else (measured in benches/README.md).
+
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use tokio::io::AsyncReadExt;
+
+/// What Pingora reads a request header into first; the same size, so nothing changes for it.
+const HEADER_BUFFER: usize = 4096;
+
+/// Pingora's keep-alive on the first request of a connection (the proxy sets its own on every
+/// request after that).
+const FIRST_REQUEST_KEEPALIVE_SECS: u64 = 60;
+
+/// Serves every HTTP/1.1 request of `stream` with `app`, waiting for each request's first bytes
+/// itself, within the same bounds as Pingora: its 60 s for the first request, then `idle` (the
+/// listener's idle timeout, which the proxy sets as the keep-alive of every request).
+pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
+    app: &Arc<A>,
+    stream: Stream,
+    idle: Duration,
+    shutdown: &ShutdownWatch,
+) {
+    let mut wait = Duration::from_secs(FIRST_REQUEST_KEEPALIVE_SECS);
+    let mut next = Some((stream, Turn::First));
+    while let Some((mut stream, turn)) = next.take() {
+        let first = match tokio::time::timeout(wait, first_bytes(&mut stream)).await {
+            Ok(Some(bytes)) => bytes,
+            // Closed, failed or silent: nothing was asked, nothing to answer.
+            Ok(None) | Err(_) => return,
+        };
+        next = request(app, stream, turn, first, shutdown).await.map(|r| {
+            let (stream, settings) = r.consume();
+            (stream, Turn::Next(settings))
+        });
+        wait = Duration::from_secs(idle.as_secs().max(1));
+    }
+}
+
+/// Which request of the connection comes next.
+enum Turn {
+    First,
+    /// A later one, with what the previous request left for it (keep-alive settings).
+    Next(Option<HttpPersistentSettings>),
+}
+
+/// One request's session, set up as Pingora's own loop does: the first request of a connection
+/// gets Pingora's keep-alive, a later one what the previous request left. Not
+/// async: the session moves into Pingora's boxed request future and never takes room in the
+/// caller's future, which a waiting connection keeps.
+fn request<'a, A: HttpServerApp + Send + Sync + 'static>(
+    app: &'a Arc<A>,
+    stream: Stream,
+    turn: Turn,
+    first: BytesMut,
+    shutdown: &'a ShutdownWatch,
+) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
+    let mut session = ServerSession::new_http1(stream);
+    match turn {
+        Turn::Next(Some(settings)) => settings.apply_to_session(&mut session),
+        // Pingora's loop applies nothing when a request left no settings.
+        Turn::Next(None) => {}
+        Turn::First => {
+            let keepalive = (!*shutdown.borrow()).then_some(FIRST_REQUEST_KEEPALIVE_SECS);
+            session.set_keepalive(keepalive);
+            session.set_keepalive_reuses_remaining(
+                app.server_options().and_then(|o| o.keepalive_request_limit),
+            );
+        }
+    }
+    session.set_pipelined_prefix(first);
+    app.process_new_http(session, shutdown)
+}
+
+/// The next bytes the client sends, read into a buffer of Pingora's header size. The buffer
+/// exists only while a read is being tried: a waiting connection holds none. `None` when the
+/// client closed the connection or reading failed.
+async fn first_bytes(stream: &mut Stream) -> Option<BytesMut> {
+    poll_fn(|cx| {
+        let mut buf = BytesMut::with_capacity(HEADER_BUFFER);
+        // `read_buf` is cancel-safe: dropping it while pending loses nothing.
+        let read = pin!(stream.read_buf(&mut buf)).poll(cx);
+        match read {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(None),
+            Poll::Ready(Ok(_)) => Poll::Ready(Some(buf)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}

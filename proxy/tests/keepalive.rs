@@ -1,0 +1,122 @@
+//! HTTP/1.1 keep-alive through certgate's own loop (the connection waits for each request's
+//! first bytes outside Pingora): every request of one TLS connection is served, however its
+//! bytes arrive, and the header limits still bound each of them.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// One HTTP/1.1 response (head and Content-Length body) from `s`, as text.
+fn read_response(s: &mut impl Read) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if out.len() >= end + 4 + length {
+                return String::from_utf8_lossy(&out).into_owned();
+            }
+        }
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn one_connection_serves_requests_however_their_bytes_arrive() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("O", "ci"), ("CN", "keep")], &w.ca);
+    let mut cfg = ProxyConfig::new(up);
+    cfg.listener_extra = "    limits: { header_read: 1s }\n";
+    let p = Proxy::start(&w, &cfg);
+    let tcp = TcpStream::connect(p.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = tls_connector(&w, Some(&who), b"\x08http/1.1")
+        .connect("localhost", tcp)
+        .unwrap();
+
+    // Whole requests, one after another.
+    for i in 0..3 {
+        s.write_all(format!("GET /r/{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let resp = read_response(&mut s);
+        assert!(resp.starts_with("HTTP/1.1 200"), "request {i}: {resp}");
+        assert!(resp.contains(&format!("/r/{i}")), "request {i}: {resp}");
+        // The identity reaches the upstream on every request of the connection.
+        assert!(resp.contains("CN=keep"), "request {i}: {resp}");
+    }
+
+    // A request whose bytes come one small write at a time: the first byte wakes the
+    // connection, Pingora reads the rest.
+    for piece in [
+        &b"G"[..],
+        b"ET /r/pieces HT",
+        b"TP/1.1\r\nHo",
+        b"st: x\r\n",
+        b"\r\n",
+    ] {
+        s.write_all(piece).unwrap();
+        s.flush().unwrap();
+    }
+    let resp = read_response(&mut s);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("/r/pieces"), "{resp}");
+
+    // A later request that never finishes its header is still cut off by header_read.
+    s.write_all(b"GET /r/slow HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let resp = read_response(&mut s);
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(
+        resp.contains("request header not received in time"),
+        "{resp}"
+    );
+    let rest = read_all(&mut s);
+    assert!(rest.is_empty(), "the connection ends after the 408: {rest}");
+}
+
+#[test]
+fn a_client_closing_between_requests_is_not_a_request() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("O", "ci"), ("CN", "bye")], &w.ca);
+    let p = Proxy::start(&w, &ProxyConfig::new(up));
+    for _ in 0..3 {
+        let tcp = TcpStream::connect(p.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut s = tls_connector(&w, Some(&who), b"\x08http/1.1")
+            .connect("localhost", tcp)
+            .unwrap();
+        s.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert!(read_response(&mut s).starts_with("HTTP/1.1 200"));
+        let _ = s.shutdown();
+    }
+    // Three requests, each counted once; the closes between requests are not requests.
+    let total = wait_for("three requests counted", Duration::from_secs(5), || {
+        let m = p.metrics();
+        let n = metric(&m, "certgate_requests_total", &[("code", "200")]);
+        (n >= 3.0).then_some(m)
+    });
+    assert_eq!(
+        metric(&total, "certgate_requests_total", &[("code", "200")]),
+        3.0,
+        "{total}"
+    );
+    assert_eq!(
+        metric(&total, "certgate_requests_total", &[("code", "400")]),
+        0.0,
+        "{total}"
+    );
+}
