@@ -120,3 +120,49 @@ fn a_client_closing_between_requests_is_not_a_request() {
         "{total}"
     );
 }
+
+#[test]
+fn a_connection_waiting_for_its_next_request_does_not_hold_the_drain() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("O", "ci"), ("CN", "idle")], &w.ca);
+    let mut cfg = ProxyConfig::new(up);
+    // Longer than the drain's grace: the idle timeout cannot be what ends the connection.
+    cfg.listener_extra = "    timeouts: { idle: 60s }\n";
+    let mut p = Proxy::start(&w, &cfg);
+    let tcp = TcpStream::connect(p.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut s = tls_connector(&w, Some(&who), b"\x08http/1.1")
+        .connect("localhost", tcp)
+        .unwrap();
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let resp = read_response(&mut s);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+
+    // The connection now waits for its next request; the process is told to drain.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &p.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut child = p.child.take().unwrap();
+    let exit = wait_for("exit", Duration::from_secs(25), || {
+        child.try_wait().unwrap()
+    });
+    assert_eq!(exit.code(), Some(0), "{}", p.log_text());
+    // The drain ended because the last connection closed, not because its grace ran out with
+    // the idle connection still open.
+    let log = p.log_text();
+    let drained = log
+        .lines()
+        .find(|l| l.contains("drained; exiting"))
+        .unwrap_or_else(|| panic!("no drain line: {log}"));
+    assert!(drained.contains("open=\"0\""), "{drained}");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "no response on the idle connection: {rest:?}"
+    );
+}

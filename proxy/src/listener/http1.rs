@@ -38,10 +38,17 @@ pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
     let mut wait = Duration::from_secs(FIRST_REQUEST_KEEPALIVE_SECS);
     let mut next = Some((stream, Turn::First));
     while let Some((mut stream, turn)) = next.take() {
-        let first = match tokio::time::timeout(wait, first_bytes(&mut stream)).await {
-            Ok(Some(bytes)) => bytes,
-            // Closed, failed or silent: nothing was asked, nothing to answer.
-            Ok(None) | Err(_) => return,
+        // A connection waiting for its next request ends when the process drains, as it does
+        // in Pingora's own loop: the drain then finishes as soon as in-flight requests have.
+        let mut drain = shutdown.clone();
+        let first = tokio::select! {
+            biased;
+            read = tokio::time::timeout(wait, first_bytes(&mut stream)) => match read {
+                Ok(Some(bytes)) => bytes,
+                // Closed, failed or silent: nothing was asked, nothing to answer.
+                Ok(None) | Err(_) => return,
+            },
+            _ = drain.wait_for(|draining| *draining) => return,
         };
         next = request(app, stream, turn, first, shutdown).await.map(|r| {
             let (stream, settings) = r.consume();

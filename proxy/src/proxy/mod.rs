@@ -173,7 +173,8 @@ impl CertgateProxy {
         if let (Some(conn), Some(_)) = (conn_auth(session), &ctx.identity) {
             let cfg = &self.listener.config;
             if let Err(f) =
-                crate::tls::revocation::ocsp::check(&cfg.name, &cfg.tls.ocsp, conn.auth.chain()).await
+                crate::tls::revocation::ocsp::check(&cfg.name, &cfg.tls.ocsp, conn.auth.chain())
+                    .await
             {
                 ctx.identity = None;
                 ctx.failure = Some(f);
