@@ -72,6 +72,8 @@ case "$step" in
   test)
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -q -- -D warnings
+    # Layering: every module imports only from the layers below it.
+    python3 .ci/layers.py | tail -n 1
     # Pinned tools, built from crates.io with their own lock files (a newer release must not
     # change what CI checks without a commit saying so).
     tool cargo-deny "$CARGO_DENY_VERSION"
