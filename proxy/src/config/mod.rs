@@ -23,8 +23,8 @@ pub use headers::{passable_header, Dialect, HARDENING_STRIPPED};
 use raw::RawConfig;
 pub use revocation::{CrlFetchConfig, OcspConfig, OcspMode};
 pub use root_token::RootToken;
-pub use validate::parse_cidr;
 use validate::{absolute, yaml_message, Validator};
+pub use validate::{parse_cidr, NotACidr};
 
 /// What a config error says: where, which key, what is wrong and how to fix it (the problem
 /// text ends with the fix).

@@ -95,17 +95,31 @@ pub fn parse_size(text: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
+/// Why a CRL or OCSP URL cannot be fetched from.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("`{url}` is not a URL ({reason})")]
+    NotAUrl { url: String, reason: String },
+    #[error("`{0}` must start with http:// or https://")]
+    Scheme(String),
+    #[error("`{0}` has no host")]
+    NoHost(String),
+}
+
 /// An http:// or https:// URL with a host, or why not.
-pub fn check_url(url: &str) -> Result<(), String> {
+pub fn check_url(url: &str) -> Result<(), UrlError> {
     let uri: http::Uri = url
         .parse()
-        .map_err(|e| format!("`{url}` is not a URL ({e})"))?;
+        .map_err(|e: http::uri::InvalidUri| UrlError::NotAUrl {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
     match uri.scheme_str() {
         Some("http") | Some("https") => {}
-        _ => return Err(format!("`{url}` must start with http:// or https://")),
+        _ => return Err(UrlError::Scheme(url.to_string())),
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("`{url}` has no host"));
+        return Err(UrlError::NoHost(url.to_string()));
     }
     Ok(())
 }

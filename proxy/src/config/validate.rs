@@ -447,13 +447,18 @@ impl Validator<'_> {
     }
 }
 
+/// A value that is neither a CIDR nor an address.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a CIDR; write e.g. 10.0.0.0/8 or 192.0.2.7")]
+pub struct NotACidr(pub String);
+
 /// `10.0.0.0/8`, or a bare address meaning just that host.
-pub fn parse_cidr(value: &str) -> Result<IpNet, String> {
+pub fn parse_cidr(value: &str) -> Result<IpNet, NotACidr> {
     if let Ok(net) = value.parse::<IpNet>() {
         return Ok(net);
     }
     value
         .parse::<std::net::IpAddr>()
         .map(IpNet::from)
-        .map_err(|_| format!("`{value}` is not a CIDR; write e.g. 10.0.0.0/8 or 192.0.2.7"))
+        .map_err(|_| NotACidr(value.to_string()))
 }

@@ -20,14 +20,38 @@ pub enum Fetched {
     NotModified,
 }
 
+/// Why a fetch gave nothing usable. Logged with the URL and shown in `/status` as its text.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+    #[error("no complete answer within {0:?}")]
+    Timeout(Duration),
+    #[error("HTTP {0}")]
+    Status(reqwest::StatusCode),
+    #[error("the body is {len} bytes, over max_bytes ({max})")]
+    DeclaredTooLarge { len: u64, max: u64 },
+    #[error("the body is over max_bytes ({0})")]
+    TooLarge(u64),
+    /// The connection, TLS or the HTTP exchange failed: reqwest's message with its causes.
+    #[error("{0}")]
+    Transport(String),
+}
+
+impl From<reqwest::Error> for FetchError {
+    fn from(e: reqwest::Error) -> Self {
+        FetchError::Transport(describe(&e))
+    }
+}
+
 /// The client every fetch shares (connection reuse, one TLS configuration).
-pub fn client() -> Result<reqwest::Client, String> {
+pub fn client() -> Result<reqwest::Client, FetchError> {
     reqwest::Client::builder()
         .user_agent(concat!("certgate/", env!("CARGO_PKG_VERSION")))
         // A CDP behind a redirect is common (CDN, moved host); a loop is not.
         .redirect(reqwest::redirect::Policy::limited(5))
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        .map_err(|e| FetchError::Client(describe(&e)))
 }
 
 /// GET `url`, with `If-None-Match`/`If-Modified-Since` from the last good answer. The whole
@@ -40,7 +64,7 @@ pub async fn get(
     last_modified: Option<&str>,
     timeout: Duration,
     max_bytes: u64,
-) -> Result<Fetched, String> {
+) -> Result<Fetched, FetchError> {
     match tokio::time::timeout(
         timeout,
         get_inner(client, url, etag, last_modified, max_bytes),
@@ -48,7 +72,7 @@ pub async fn get(
     .await
     {
         Ok(r) => r,
-        Err(_) => Err(format!("no complete answer within {timeout:?}")),
+        Err(_) => Err(FetchError::Timeout(timeout)),
     }
 }
 
@@ -58,7 +82,7 @@ async fn get_inner(
     etag: Option<&str>,
     last_modified: Option<&str>,
     max_bytes: u64,
-) -> Result<Fetched, String> {
+) -> Result<Fetched, FetchError> {
     let mut req = client.get(url);
     if let Some(e) = etag {
         req = req.header(IF_NONE_MATCH, e);
@@ -66,19 +90,20 @@ async fn get_inner(
     if let Some(lm) = last_modified {
         req = req.header(IF_MODIFIED_SINCE, lm);
     }
-    let mut resp = req.send().await.map_err(|e| describe(&e))?;
+    let mut resp = req.send().await?;
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_MODIFIED {
         return Ok(Fetched::NotModified);
     }
     if !status.is_success() {
-        return Err(format!("HTTP {status}"));
+        return Err(FetchError::Status(status));
     }
     if let Some(len) = resp.content_length() {
         if len > max_bytes {
-            return Err(format!(
-                "the body is {len} bytes, over max_bytes ({max_bytes})"
-            ));
+            return Err(FetchError::DeclaredTooLarge {
+                len,
+                max: max_bytes,
+            });
         }
     }
     let header = |name| {
@@ -97,11 +122,11 @@ async fn get_inner(
 }
 
 /// The body, refused once it passes `max_bytes`.
-async fn read_capped(resp: &mut reqwest::Response, max_bytes: u64) -> Result<Vec<u8>, String> {
+async fn read_capped(resp: &mut reqwest::Response, max_bytes: u64) -> Result<Vec<u8>, FetchError> {
     let mut bytes = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e))? {
+    while let Some(chunk) = resp.chunk().await? {
         if (bytes.len() + chunk.len()) as u64 > max_bytes {
-            return Err(format!("the body is over max_bytes ({max_bytes})"));
+            return Err(FetchError::TooLarge(max_bytes));
         }
         bytes.extend_from_slice(&chunk);
     }
@@ -115,16 +140,15 @@ pub async fn post(
     content_type: &'static str,
     body: Vec<u8>,
     max_bytes: u64,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, FetchError> {
     let mut resp = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, content_type)
         .body(body)
         .send()
-        .await
-        .map_err(|e| format!("{url}: {}", describe(&e)))?;
+        .await?;
     if !resp.status().is_success() {
-        return Err(format!("{url}: HTTP {}", resp.status()));
+        return Err(FetchError::Status(resp.status()));
     }
     read_capped(&mut resp, max_bytes).await
 }

@@ -252,14 +252,16 @@ async fn query(cfg: &OcspConfig, leaf: &X509, issuer: &X509) -> Result<(Status, 
     req.add_id(id()?).map_err(|e| e.to_string())?;
     nonce::add(&mut req)?;
     let body = req.to_der().map_err(|e| e.to_string())?;
-    static CLIENT: Lazy<Result<reqwest::Client, String>> = Lazy::new(super::fetch::client);
+    static CLIENT: Lazy<Result<reqwest::Client, String>> =
+        Lazy::new(|| super::fetch::client().map_err(|e| e.to_string()));
     let client = CLIENT.as_ref().map_err(Clone::clone)?;
     let resp = tokio::time::timeout(
         cfg.timeout,
         super::fetch::post(client, &url, "application/ocsp-request", body, MAX_RESPONSE),
     )
     .await
-    .map_err(|_| format!("{url}: no answer within {:?}", cfg.timeout))??;
+    .map_err(|_| format!("{url}: no answer within {:?}", cfg.timeout))?
+    .map_err(|e| format!("{url}: {e}"))?;
     let (status, next_update) =
         verify(&resp, issuer, &*id()?, Some(&req)).map_err(|e| format!("{url}: {e}"))?;
     let max_age = cfg.max_age;

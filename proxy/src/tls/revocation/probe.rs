@@ -26,16 +26,18 @@ pub fn report(tls: &TlsConfig, ca_certs: &[openssl::x509::X509]) -> Vec<(bool, S
             .build();
         for (url, origin) in urls {
             let answer = match (&rt, fetch::client()) {
-                (Ok(rt), Ok(client)) => rt.block_on(fetch::get(
-                    &client,
-                    &url,
-                    None,
-                    None,
-                    f.timeout,
-                    f.max_bytes,
-                )),
+                (Ok(rt), Ok(client)) => rt
+                    .block_on(fetch::get(
+                        &client,
+                        &url,
+                        None,
+                        None,
+                        f.timeout,
+                        f.max_bytes,
+                    ))
+                    .map_err(|e| e.to_string()),
                 (Err(e), _) => Err(e.to_string()),
-                (_, Err(e)) => Err(e),
+                (_, Err(e)) => Err(e.to_string()),
             };
             out.push(match answer {
                 Ok(fetch::Fetched::Body { bytes, .. }) => match schedule::facts(&bytes) {

@@ -58,22 +58,33 @@ pub fn settings_for(targets: &[Target], url: &str, discovered: bool) -> Option<S
         })
 }
 
+/// Why a fetched (or cached) body is not taken as a CRL.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BodyRefused {
+    /// Neither PEM nor DER CRLs: the parser's message.
+    #[error("{0}")]
+    NotACrl(String),
+    #[error("the body holds no CRL")]
+    Empty,
+    #[error("the CRL of {issuer} has its thisUpdate in the future ({ahead}s ahead); check the CA's clock")]
+    FutureThisUpdate { issuer: String, ahead: i64 },
+}
+
 /// Parses a body and refuses what no file CRL would be allowed to be either.
-pub fn facts(bytes: &[u8]) -> Result<BodyFacts, String> {
-    let crls = parse_crls(bytes)?;
+pub fn facts(bytes: &[u8]) -> Result<BodyFacts, BodyRefused> {
+    let crls = parse_crls(bytes).map_err(BodyRefused::NotACrl)?;
     if crls.is_empty() {
-        return Err("the body holds no CRL".into());
+        return Err(BodyRefused::Empty);
     }
     let now = now_unix();
     let mut facts = BodyFacts::default();
     for crl in &crls {
         let this_update = asn1_unix(crl.last_update());
         if this_update > now + CLOCK_SKEW {
-            return Err(format!(
-                "the CRL of {} has its thisUpdate in the future ({}s ahead); check the CA's clock",
-                rfc2253(crl.issuer_name()),
-                this_update - now
-            ));
+            return Err(BodyRefused::FutureThisUpdate {
+                issuer: rfc2253(crl.issuer_name()),
+                ahead: this_update - now,
+            });
         }
         facts.issuers.push(rfc2253(crl.issuer_name()));
         facts.this_update = Some(
@@ -98,7 +109,7 @@ pub fn accept(
     bytes: Vec<u8>,
     source: &'static str,
 ) -> Result<BodyFacts, String> {
-    let facts = facts(&bytes)?;
+    let facts = facts(&bytes).map_err(|e| e.to_string())?;
     let _build = build_lock();
     let previous = {
         let mut t = store::table();
@@ -225,7 +236,7 @@ pub async fn run_url(
             }
             Err(m) => {
                 tracing::error!(url, error = %m, "CRL fetch failed; the last good CRL stays in effect");
-                store::record_error(&url, &m);
+                store::record_error(&url, &m.to_string());
             }
         }
         let now = now_unix();
@@ -279,6 +290,7 @@ mod tests {
         assert_eq!(f.revoked, 1);
         let future = crate::pki::make_crl(&ca, &[], 1, 7, 2).unwrap();
         let e = facts(&future.to_pem().unwrap()).unwrap_err();
-        assert!(e.contains("in the future"), "{e}");
+        assert!(matches!(e, BodyRefused::FutureThisUpdate { .. }), "{e}");
+        assert!(e.to_string().contains("in the future"), "{e}");
     }
 }
