@@ -37,10 +37,10 @@ pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
 ) {
     let mut wait = Duration::from_secs(FIRST_REQUEST_KEEPALIVE_SECS);
     let mut next = Some((stream, Turn::First));
+    // A connection waiting for its next request ends when the process drains, as it does in
+    // Pingora's own loop: the drain then finishes as soon as in-flight requests have.
+    let mut drain = shutdown.clone();
     while let Some((mut stream, turn)) = next.take() {
-        // A connection waiting for its next request ends when the process drains, as it does
-        // in Pingora's own loop: the drain then finishes as soon as in-flight requests have.
-        let mut drain = shutdown.clone();
         let first = tokio::select! {
             biased;
             read = tokio::time::timeout(wait, first_bytes(&mut stream)) => match read {
