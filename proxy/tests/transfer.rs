@@ -23,7 +23,12 @@ async fn one_gib_download_and_upload_match_by_checksum() {
     let up = upstream();
     let who = client(&[("O", "registry"), ("CN", "pusher")], &w.ca);
     let p = Proxy::start(&w, &ProxyConfig::new(up));
-    let c = https(&w, &p, Some(&who));
+    // Integrity, not speed (benches/ measures that): a debug build on a busy machine can take
+    // more than the usual 60 s per request to move a GiB.
+    let c = https_chain_builder(&w, &p, Some((&who, &[])))
+        .timeout(std::time::Duration::from_secs(600))
+        .build()
+        .unwrap();
 
     // Download: the echo upstream streams a known pattern; hash it as it arrives.
     let r = c.get(p.url(&format!("/bytes/{GIB}"))).send().await.unwrap();

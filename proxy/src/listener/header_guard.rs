@@ -133,7 +133,7 @@ impl<S> HeaderGuard<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderGuard<S> {
+impl<S: AsyncRead + AsyncWrite + Ssl + Unpin> AsyncRead for HeaderGuard<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -154,7 +154,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderGuard<S> {
             match this.phase {
                 Phase::Done => return Poll::Ready(Ok(())),
                 Phase::Body => {
-                    let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+                    // Several records per read: a request body moves upstream in large writes.
+                    let poll = crate::tls::read_buffer::poll_read_records(&mut this.inner, cx, buf);
                     if poll.is_pending() {
                         this.handle.park(cx);
                         // A close between the check above and parking would not wake us.
