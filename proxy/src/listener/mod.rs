@@ -24,6 +24,7 @@ use std::os::fd::AsRawFd;
 
 use crate::config::{ListenerConfig, ProxyProtocol};
 use crate::metrics;
+use crate::proxy::h1::Forwarder;
 use crate::proxy::CertgateProxy;
 use crate::state::Connection;
 use crate::state::Drain;
@@ -37,6 +38,8 @@ pub struct ListenerApp {
     name: Arc<str>,
     tls: ListenerTls,
     http: Arc<HttpProxy<CertgateProxy>>,
+    /// certgate's own forwarding of plain HTTP/1.1 requests (see [`crate::proxy::h1`]).
+    direct: Forwarder,
     connections: AtomicUsize,
     /// Counts this listener's connections into the process-wide drain.
     drain: Arc<Drain>,
@@ -62,6 +65,7 @@ impl ListenerApp {
         config: ListenerConfig,
         tls: ListenerTls,
         http: HttpProxy<CertgateProxy>,
+        direct: Forwarder,
         drain: Arc<Drain>,
     ) -> Self {
         ListenerApp {
@@ -69,6 +73,7 @@ impl ListenerApp {
             config,
             tls,
             http: Arc::new(http),
+            direct,
             connections: AtomicUsize::new(0),
             drain,
         }
@@ -213,6 +218,7 @@ impl ServerApp for ListenerApp {
             // HTTP/1.1 (ALPN or none): our keep-alive loop, see `http1`.
             http1::serve(
                 &self.http,
+                &self.direct,
                 accepted.stream,
                 self.config.timeouts.idle,
                 shutdown,
