@@ -15,8 +15,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::protocols::http::ServerSession;
-use pingora::proxy::Session;
 use pingora::protocols::Stream;
+use pingora::proxy::Session;
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncReadExt;
 
@@ -54,10 +54,12 @@ pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
             },
             _ = drain.wait_for(|draining| *draining) => return,
         };
-        next = request(app, direct, stream, turn, first, shutdown).await.map(|r| {
-            let (stream, settings) = r.consume();
-            (stream, Turn::Next(settings))
-        });
+        next = request(app, direct, stream, turn, first, shutdown)
+            .await
+            .map(|r| {
+                let (stream, settings) = r.consume();
+                (stream, Turn::Next(settings))
+            });
         wait = Duration::from_secs(idle.as_secs().max(1));
     }
 }

@@ -5,7 +5,6 @@
 //! decide, forward, answer, count and log alike. Anything unusual (an upgrade, `Expect`, HTTP/1.0,
 //! a header not complete in the first bytes) stays on `HttpProxy`: see [`eligible`].
 
-use bytes::Bytes;
 use http::header;
 use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
 use pingora::connectors::http::v1::Connector;
@@ -18,7 +17,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::Peer;
-use pingora::{Error, ErrorType};
+use pingora::Error;
 
 use super::{CertgateProxy, RequestCtx};
 
@@ -50,9 +49,9 @@ pub fn eligible(first: &[u8]) -> bool {
                 return false;
             }
         } else if name.eq_ignore_ascii_case(b"connection") {
-            if !tokens(h.value).all(|t| {
-                t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
-            }) {
+            if !tokens(h.value)
+                .all(|t| t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close"))
+            {
                 return false;
             }
         } else if name.eq_ignore_ascii_case(b"content-length") {
@@ -126,6 +125,11 @@ impl Forwarder {
                 return None;
             }
         }
+        if !session.is_body_empty() {
+            // Kept (up to Pingora's bound) so a retry on a fresh upstream connection can send
+            // the body again; beyond the bound the request is not retried.
+            session.downstream_session.enable_retry_buffering();
+        }
         let (mut reuse, mut error) = (false, None);
         for _ in 0..self.max_retries {
             (reuse, error) = self.forward(&mut session, &mut ctx).await;
@@ -183,6 +187,9 @@ impl Forwarder {
     }
 
     /// The request upstream and the response back: (client reusable, upstream reusable, error).
+    /// The request body and the response move at the same time, in one task: a response may
+    /// come (a 413, say) while the client is still sending, and is forwarded at once; the body
+    /// keeps going to the upstream after it, as with `HttpProxy`.
     async fn exchange(
         &self,
         session: &mut Session,
@@ -192,22 +199,108 @@ impl Forwarder {
         let has_body = !session.is_body_empty();
         let req = match self.upstream_request(session, ctx, has_body).await {
             Ok(r) => r,
+            // Nothing was written: the upstream connection is still clean.
             Err(e) => return (false, true, Some(e)),
         };
         if let Err(e) = up.write_request_header(req).await {
             return (false, false, Some(e.into_up()));
         }
+        let mut body = BodyState {
+            client_done: session.is_body_done(),
+            sent: !has_body,
+            send_error: None,
+        };
         if has_body {
-            if let Err(e) = send_body(session, up).await {
-                return (false, false, Some(e));
+            // A retried attempt first sends what the client sent to the failed one.
+            if let Some(again) = session.downstream_session.get_retry_buffer() {
+                body.send(up, Some(&again)).await;
+            }
+            if body.client_done {
+                body.send(up, None).await;
             }
         }
-        match self.respond(session, up, ctx).await {
-            Ok(()) => {}
-            Err(e) => return (false, false, Some(e)),
+        let mut response_done = false;
+        while !(body.sent && response_done) {
+            // The client's side: body to forward, or (once it is all read) watched for closing.
+            let watch_client = if body.client_done {
+                !response_done
+            } else {
+                body.send_error.is_none()
+            };
+            tokio::select! {
+                biased;
+                task = up.read_response_task(), if !response_done => {
+                    let task = match task {
+                        Ok(t) => t,
+                        Err(e) => return (false, false, Some(body.send_error.unwrap_or(e).into_up())),
+                    };
+                    match self.deliver(session, ctx, task).await {
+                        Ok(done) => response_done = done,
+                        Err(e) => return (false, false, Some(e)),
+                    }
+                }
+                read = session.downstream_session.read_body_or_idle(body.client_done), if watch_client => {
+                    let chunk = match read {
+                        Ok(chunk) => chunk,
+                        Err(e) => return (false, false, Some(e.into_down())),
+                    };
+                    if chunk.is_some() {
+                        body.send(up, chunk.as_deref()).await;
+                    }
+                    if chunk.is_none() || session.is_body_done() {
+                        body.client_done = true;
+                        body.send(up, None).await;
+                    }
+                }
+                else => break,
+            }
         }
         let reuse = session.downstream_session.finish_body().await.is_ok();
-        (reuse, true, None)
+        (reuse, body.send_error.is_none(), None)
+    }
+
+    /// One piece of the upstream's response to the client; true once the response is complete.
+    async fn deliver(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        task: HttpTask,
+    ) -> pingora::Result<bool> {
+        match task {
+            HttpTask::Header(mut resp, end) => {
+                let no_body = session.req_header().method == http::Method::HEAD
+                    || matches!(resp.status.as_u16(), 204 | 304);
+                // A response framed by the upstream closing is sent chunked, so the client
+                // connection survives it (as `HttpProxy` does).
+                if !no_body
+                    && !end
+                    && !resp.status.is_informational()
+                    && !resp.headers.contains_key(header::TRANSFER_ENCODING)
+                    && !resp.headers.contains_key(header::CONTENT_LENGTH)
+                {
+                    resp.set_version(http::Version::HTTP_11);
+                    resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+                }
+                self.proxy.response_filter(session, &mut resp, ctx).await?;
+                session
+                    .write_response_header(resp, end)
+                    .await
+                    .map_err(|e| e.into_down())?;
+                Ok(end)
+            }
+            HttpTask::Body(data, end) => {
+                session
+                    .downstream_session
+                    .write_response_body(data.unwrap_or_default(), end)
+                    .await
+                    .map_err(|e| e.into_down())?;
+                Ok(end)
+            }
+            HttpTask::Failed(e) => Err(e),
+            // Trailers are not forwarded over HTTP/1 (as in `HttpProxy`); an upgraded body
+            // cannot happen on this path, which takes no upgrade.
+            HttpTask::Done | HttpTask::Trailer(_) | HttpTask::UpgradedBody(..) => Ok(true),
+        }
     }
 
     /// The request header the upstream gets: the client's, less hop-by-hop headers (as
@@ -232,89 +325,63 @@ impl Forwarder {
         }
         Ok(req)
     }
+}
 
-    /// Reads the response from the upstream and writes it to the client, watching the client
-    /// meanwhile: a client that closes the connection ends the request.
-    async fn respond(
-        &self,
-        session: &mut Session,
-        up: &mut Upstream,
-        ctx: &mut RequestCtx,
-    ) -> pingora::Result<()> {
-        loop {
-            let task = tokio::select! {
-                biased;
-                task = up.read_response_task() => task.map_err(|e| e.into_up())?,
-                gone = session.downstream_session.read_body_or_idle(true) => {
-                    return Err(gone.err().unwrap_or_else(|| {
-                        Error::new(ErrorType::ConnectionClosed)
-                    }).into_down());
-                }
-            };
-            match task {
-                HttpTask::Header(mut resp, end) => {
-                    let no_body = session.req_header().method == http::Method::HEAD
-                        || matches!(resp.status.as_u16(), 204 | 304);
-                    // A response framed by the upstream closing is sent chunked, so the client
-                    // connection survives it (as `HttpProxy` does).
-                    if !no_body
-                        && !end
-                        && !resp.status.is_informational()
-                        && !resp.headers.contains_key(header::TRANSFER_ENCODING)
-                        && !resp.headers.contains_key(header::CONTENT_LENGTH)
-                    {
-                        resp.set_version(http::Version::HTTP_11);
-                        resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
-                    }
-                    self.proxy.response_filter(session, &mut resp, ctx).await?;
-                    session
-                        .write_response_header(resp, end)
-                        .await
-                        .map_err(|e| e.into_down())?;
-                    if end {
-                        return Ok(());
-                    }
-                }
-                HttpTask::Body(data, end) => {
-                    let data = data.unwrap_or_default();
-                    write_body(session, data, end).await?;
-                    if end {
-                        return Ok(());
-                    }
-                }
-                HttpTask::Done => return Ok(()),
-                HttpTask::Failed(e) => return Err(e),
-                HttpTask::Trailer(_) | HttpTask::UpgradedBody(..) => return Ok(()),
+/// Where the request body stands: read from the client, sent to the upstream.
+struct BodyState {
+    /// The client's body is all read.
+    client_done: bool,
+    /// The upstream has the whole body, or will get no more of it (`send_error`).
+    sent: bool,
+    /// Writing to the upstream failed: the rest of the body is not sent, the upstream
+    /// connection is not reused, and the response, if one comes, is still forwarded.
+    send_error: Option<Box<Error>>,
+}
+
+impl BodyState {
+    /// Sends `chunk`, or with `None` ends the body; a failure is kept rather than returned.
+    async fn send(&mut self, up: &mut Upstream, chunk: Option<&[u8]>) {
+        // An empty write would be read as the last chunk of a chunked body.
+        if self.sent || chunk.is_some_and(<[u8]>::is_empty) {
+            return;
+        }
+        let result = match chunk {
+            Some(c) => up.write_body(c).await.map(|_| ()),
+            None => up.finish_body().await.map(|_| ()),
+        };
+        match result {
+            Ok(()) if chunk.is_none() => self.sent = true,
+            Ok(()) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "request body not sent to the upstream");
+                self.send_error = Some(e);
+                self.sent = true;
             }
         }
     }
 }
 
-async fn write_body(session: &mut Session, data: Bytes, end: bool) -> pingora::Result<()> {
-    session
-        .downstream_session
-        .write_response_body(data, end)
-        .await
-        .map_err(|e| e.into_down())
-}
-
-/// The client's request body to the upstream, as it arrives.
-async fn send_body(session: &mut Session, up: &mut Upstream) -> pingora::Result<()> {
-    while let Some(chunk) = session
-        .downstream_session
-        .read_request_body()
-        .await
-        .map_err(|e| e.into_down())?
-    {
-        up.write_body(&chunk).await.map_err(|e| e.into_up())?;
-    }
-    up.finish_body().await.map_err(|e| e.into_up())?;
-    Ok(())
-}
+/// The hop-by-hop headers `HttpProxy` removes before the request filters.
+const HOP_BY_HOP: [&str; 10] = [
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "http2-settings",
+];
 
 /// What `HttpProxy` removes before the request filters: the headers `Connection` names (only
 /// `keep-alive` and `close` on this path) and the hop-by-hop headers.
 fn strip_hop_by_hop(req: &mut RequestHeader) {
+    // Most requests carry none: one pass over their names costs less than ten removals.
+    if !req.headers.keys().any(|n| HOP_BY_HOP.contains(&n.as_str())) {
+        return;
+    }
     let names_close = req
         .headers
         .get_all(header::CONNECTION)
@@ -323,18 +390,7 @@ fn strip_hop_by_hop(req: &mut RequestHeader) {
     if names_close {
         req.remove_header("close");
     }
-    for name in [
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "connection",
-        "upgrade",
-        "http2-settings",
-    ] {
+    for name in HOP_BY_HOP {
         req.remove_header(name);
     }
 }

@@ -383,6 +383,9 @@ impl ProxyHttp for CertgateProxy {
                 .inc();
         }
         if code > 0 {
+            // The connection ends after this answer: saying so (`Connection: close`) keeps an
+            // HTTP/1.1 client from sending its next request into a closing socket.
+            session.set_keepalive(None);
             if let Err(write_err) = errors::respond(session, code, &reason, self.hsts()).await {
                 tracing::debug!(error = %write_err, "could not send the error response");
             }
