@@ -151,7 +151,11 @@ fn pooled_upstream_connections_serve_many_requests_and_every_response_framing() 
     let w = World::new();
     let up = KeepAliveUpstream::start();
     let who = client(&[("O", "ci"), ("CN", "pool")], &w.ca);
-    let p = Proxy::start(&w, &ProxyConfig::new(up.addr));
+    let mut cfg = ProxyConfig::new(up.addr);
+    // One worker: an idle pooled connection is watched by a task on the worker that released
+    // it, and a request on another worker may find it still held there and open a new one.
+    cfg.top_extra = "threads: 1\n";
+    let p = Proxy::start(&w, &cfg);
 
     // Two client connections one after the other, three requests each: one upstream
     // connection serves them all.
@@ -277,4 +281,34 @@ fn requests_left_to_pingora_share_a_connection_with_those_forwarded_here() {
         assert!(!lower.contains("x-hop"), "{i}: {resp}");
         assert!(!lower.contains("\"keep-alive\""), "{i}: {resp}");
     }
+}
+
+#[test]
+fn a_client_leaving_while_the_upstream_thinks_ends_the_request() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("O", "ci"), ("CN", "leaver")], &w.ca);
+    let p = Proxy::start(&w, &ProxyConfig::new(up));
+    let mut s = connect(&w, &p, &who);
+    s.write_all(b"GET /slow/5000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.flush().unwrap();
+    let _ = s.shutdown();
+    drop(s);
+    // The proxy notices the close while it waits for the upstream (not when it would write the
+    // answer): the request is logged with no status and the client's leaving as its reason.
+    let line = wait_for("the access log line", Duration::from_secs(15), || {
+        p.log_text()
+            .lines()
+            .find(|l| l.contains("certgate::access") && l.contains("/slow/5000"))
+            .map(str::to_string)
+    });
+    assert!(line.contains("status=\"0\""), "{line}");
+    // A clean close reads as the end of the stream, a close with unread bytes as a reset:
+    // either way it is seen while waiting, before any answer.
+    assert!(
+        line.contains("Prematurely before response header")
+            || line.contains("during HTTP body-or-idle state"),
+        "{line}"
+    );
 }
