@@ -71,10 +71,11 @@ enum Turn {
     Next(Option<HttpPersistentSettings>),
 }
 
-/// One request's session, set up as Pingora's own loop does: the first request of a connection
-/// gets Pingora's keep-alive, a later one what the previous request left. Not
-/// async: the session moves into Pingora's boxed request future and never takes room in the
-/// caller's future, which a waiting connection keeps.
+/// One request's session, set up as Pingora's own loop does (the first request of a connection
+/// gets Pingora's keep-alive, a later one what the previous request left), served by certgate's
+/// own forwarding when its first bytes show a plain request ([`h1::eligible`]) and by Pingora's
+/// `HttpProxy` otherwise. Not async: the session moves into the boxed request future and never
+/// takes room in the caller's future, which a waiting connection keeps.
 fn request<'a, A: HttpServerApp + Send + Sync + 'static>(
     app: &'a Arc<A>,
     direct: &'a Forwarder,

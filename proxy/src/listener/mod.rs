@@ -1,8 +1,9 @@
 //! A listener's connections, from accept to HTTP: connection limit, PROXY protocol, TLS
-//! handshake (with its own timeout and failure reasons), then Pingora's HTTP proxy for every
-//! request of the connection (HTTP/1.1 requests from our own keep-alive loop, `http1`). Doing
-//! the handshake here rather than in Pingora's listener lets us count failed handshakes by
-//! reason and bound the handshake time per listener.
+//! handshake (with its own timeout and failure reasons), then HTTP: HTTP/1.1 requests from our
+//! own keep-alive loop (`http1`), plain ones forwarded by certgate (`crate::proxy::h1`) and the
+//! rest, like HTTP/2, by Pingora's HTTP proxy. Doing the handshake here rather than in
+//! Pingora's listener lets us count failed handshakes by reason and bound the handshake time
+//! per listener.
 
 pub mod alert_close;
 pub mod header_guard;

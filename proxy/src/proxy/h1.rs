@@ -17,7 +17,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::Peer;
-use pingora::Error;
+use pingora::{Error, ErrorType};
 
 use super::{CertgateProxy, RequestCtx};
 
@@ -105,9 +105,12 @@ impl Forwarder {
         match session.downstream_session.read_request().await {
             Ok(true) => {}
             Ok(false) => return None,
-            Err(_) => {
-                // As `HttpProxy` does: a header Pingora refuses gets its plain 400.
-                let _ = session.downstream_session.respond_error(400).await;
+            Err(e) => {
+                // As `HttpProxy` does: a header Pingora refuses gets its plain 400; a broken
+                // connection gets nothing.
+                if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
+                    let _ = session.downstream_session.respond_error(400).await;
+                }
                 session.downstream_session.shutdown().await;
                 return None;
             }
