@@ -16,6 +16,7 @@ use crate::admin;
 use crate::config::Config;
 use crate::listener::ListenerApp;
 use crate::metrics;
+use crate::proxy::h1::Forwarder;
 use crate::proxy::CertgateProxy;
 use crate::reload::Reloader;
 /// Kept at their old paths; they live in [`crate::state`] now.
@@ -132,10 +133,9 @@ fn listener_service(
             cfg.name
         )
     })?;
-    let mut http = pingora::proxy::HttpProxy::new(
-        CertgateProxy::new(listener.clone(), shared.drain.clone()),
-        conf.clone(),
-    );
+    let proxy = CertgateProxy::new(listener.clone(), shared.drain.clone());
+    let direct = Forwarder::new(proxy.clone(), conf);
+    let mut http = pingora::proxy::HttpProxy::new(proxy, conf.clone());
     http.handle_init_modules();
     let mut options = HttpServerOptions::default();
     options.h2_idle_timeout = Some(cfg.timeouts.idle);
@@ -145,7 +145,7 @@ fn listener_service(
     h2.initial_window_size(8 << 20)
         .initial_connection_window_size(16 << 20);
     http.h2_options = Some(h2);
-    let app = ListenerApp::new(cfg.clone(), tls, http, shared.drain.clone());
+    let app = ListenerApp::new(cfg.clone(), tls, http, direct, shared.drain.clone());
     let mut service = Service::new(format!("listener {}", cfg.name), app);
     for addr in &cfg.listen {
         service.add_listener(

@@ -9,30 +9,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-/// One HTTP/1.1 response (head and Content-Length body) from `s`, as text.
-fn read_response(s: &mut impl Read) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .unwrap_or(0);
-            if out.len() >= end + 4 + length {
-                return String::from_utf8_lossy(&out).into_owned();
-            }
-        }
-        let n = s.read(&mut buf).unwrap_or(0);
-        if n == 0 {
-            return String::from_utf8_lossy(&out).into_owned();
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-}
-
 #[test]
 fn one_connection_serves_requests_however_their_bytes_arrive() {
     let w = World::new();

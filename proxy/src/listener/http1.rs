@@ -16,8 +16,11 @@ use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
+use pingora::proxy::Session;
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncReadExt;
+
+use crate::proxy::h1::{self, Forwarder};
 
 /// What Pingora reads a request header into first; the same size, so nothing changes for it.
 const HEADER_BUFFER: usize = 4096;
@@ -31,6 +34,7 @@ const FIRST_REQUEST_KEEPALIVE_SECS: u64 = 60;
 /// listener's idle timeout, which the proxy sets as the keep-alive of every request).
 pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
     app: &Arc<A>,
+    direct: &Forwarder,
     stream: Stream,
     idle: Duration,
     shutdown: &ShutdownWatch,
@@ -50,10 +54,12 @@ pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
             },
             _ = drain.wait_for(|draining| *draining) => return,
         };
-        next = request(app, stream, turn, first, shutdown).await.map(|r| {
-            let (stream, settings) = r.consume();
-            (stream, Turn::Next(settings))
-        });
+        next = request(app, direct, stream, turn, first, shutdown)
+            .await
+            .map(|r| {
+                let (stream, settings) = r.consume();
+                (stream, Turn::Next(settings))
+            });
         wait = Duration::from_secs(idle.as_secs().max(1));
     }
 }
@@ -65,20 +71,39 @@ enum Turn {
     Next(Option<HttpPersistentSettings>),
 }
 
-/// One request's session, set up as Pingora's own loop does: the first request of a connection
-/// gets Pingora's keep-alive, a later one what the previous request left. Not
-/// async: the session moves into Pingora's boxed request future and never takes room in the
-/// caller's future, which a waiting connection keeps.
+/// One request's session, set up as Pingora's own loop does (the first request of a connection
+/// gets Pingora's keep-alive, a later one what the previous request left), served by certgate's
+/// own forwarding when its first bytes show a plain request ([`h1::eligible`]) and by Pingora's
+/// `HttpProxy` otherwise. Not async: the session moves into the boxed request future and never
+/// takes room in the caller's future, which a waiting connection keeps.
 fn request<'a, A: HttpServerApp + Send + Sync + 'static>(
     app: &'a Arc<A>,
+    direct: &'a Forwarder,
     stream: Stream,
     turn: Turn,
     first: BytesMut,
     shutdown: &'a ShutdownWatch,
 ) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
+    if h1::eligible(&first) {
+        let mut session = Session::new_h1(stream);
+        prepare(&mut session, app, turn, first, shutdown);
+        return Box::pin(direct.serve(session, shutdown));
+    }
     let mut session = ServerSession::new_http1(stream);
+    prepare(&mut session, app, turn, first, shutdown);
+    app.process_new_http(session, shutdown)
+}
+
+/// Keep-alive settings and the bytes already read, onto a request's session.
+fn prepare<A: HttpServerApp>(
+    session: &mut ServerSession,
+    app: &Arc<A>,
+    turn: Turn,
+    first: BytesMut,
+    shutdown: &ShutdownWatch,
+) {
     match turn {
-        Turn::Next(Some(settings)) => settings.apply_to_session(&mut session),
+        Turn::Next(Some(settings)) => settings.apply_to_session(session),
         // Pingora's loop applies nothing when a request left no settings.
         Turn::Next(None) => {}
         Turn::First => {
@@ -90,7 +115,6 @@ fn request<'a, A: HttpServerApp + Send + Sync + 'static>(
         }
     }
     session.set_pipelined_prefix(first);
-    app.process_new_http(session, shutdown)
 }
 
 /// The next bytes the client sends, read into a buffer of Pingora's header size. The buffer

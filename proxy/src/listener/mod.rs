@@ -1,8 +1,9 @@
 //! A listener's connections, from accept to HTTP: connection limit, PROXY protocol, TLS
-//! handshake (with its own timeout and failure reasons), then Pingora's HTTP proxy for every
-//! request of the connection (HTTP/1.1 requests from our own keep-alive loop, `http1`). Doing
-//! the handshake here rather than in Pingora's listener lets us count failed handshakes by
-//! reason and bound the handshake time per listener.
+//! handshake (with its own timeout and failure reasons), then HTTP: HTTP/1.1 requests from our
+//! own keep-alive loop (`http1`), plain ones forwarded by certgate (`crate::proxy::h1`) and the
+//! rest, like HTTP/2, by Pingora's HTTP proxy. Doing the handshake here rather than in
+//! Pingora's listener lets us count failed handshakes by reason and bound the handshake time
+//! per listener.
 
 pub mod alert_close;
 pub mod header_guard;
@@ -24,6 +25,7 @@ use std::os::fd::AsRawFd;
 
 use crate::config::{ListenerConfig, ProxyProtocol};
 use crate::metrics;
+use crate::proxy::h1::Forwarder;
 use crate::proxy::CertgateProxy;
 use crate::state::Connection;
 use crate::state::Drain;
@@ -37,6 +39,8 @@ pub struct ListenerApp {
     name: Arc<str>,
     tls: ListenerTls,
     http: Arc<HttpProxy<CertgateProxy>>,
+    /// certgate's own forwarding of plain HTTP/1.1 requests (see [`crate::proxy::h1`]).
+    direct: Forwarder,
     connections: AtomicUsize,
     /// Counts this listener's connections into the process-wide drain.
     drain: Arc<Drain>,
@@ -62,6 +66,7 @@ impl ListenerApp {
         config: ListenerConfig,
         tls: ListenerTls,
         http: HttpProxy<CertgateProxy>,
+        direct: Forwarder,
         drain: Arc<Drain>,
     ) -> Self {
         ListenerApp {
@@ -69,6 +74,7 @@ impl ListenerApp {
             config,
             tls,
             http: Arc::new(http),
+            direct,
             connections: AtomicUsize::new(0),
             drain,
         }
@@ -213,6 +219,7 @@ impl ServerApp for ListenerApp {
             // HTTP/1.1 (ALPN or none): our keep-alive loop, see `http1`.
             http1::serve(
                 &self.http,
+                &self.direct,
                 accepted.stream,
                 self.config.timeouts.idle,
                 shutdown,

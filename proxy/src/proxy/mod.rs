@@ -13,6 +13,7 @@ pub mod dialects;
 pub mod errors;
 mod forward;
 mod framing;
+pub mod h1;
 mod slots;
 mod tunnels;
 mod upstream;
@@ -88,17 +89,20 @@ impl RequestCtx {
     }
 }
 
+/// Cheap to clone: the clones share the upstream, its slots and the tunnels, so Pingora's
+/// `HttpProxy` and certgate's own HTTP/1.1 forwarder ([`h1`]) decide and count as one.
+#[derive(Clone)]
 pub struct CertgateProxy {
     listener: Arc<Listener>,
     drain: Arc<Drain>,
-    upstream: upstream::Upstream,
+    upstream: Arc<upstream::Upstream>,
     slots: slots::UpstreamSlots,
     tunnels: Arc<tunnels::Tunnels>,
 }
 
 impl CertgateProxy {
     pub fn new(listener: Arc<Listener>, drain: Arc<Drain>) -> Self {
-        let upstream = upstream::Upstream::new(&listener.config);
+        let upstream = Arc::new(upstream::Upstream::new(&listener.config));
         let slots = slots::UpstreamSlots::new(&listener.config);
         let tunnels = tunnels::Tunnels::new(listener.clone());
         CertgateProxy {
@@ -379,6 +383,9 @@ impl ProxyHttp for CertgateProxy {
                 .inc();
         }
         if code > 0 {
+            // The connection ends after this answer: saying so (`Connection: close`) keeps an
+            // HTTP/1.1 client from sending its next request into a closing socket.
+            session.set_keepalive(None);
             if let Err(write_err) = errors::respond(session, code, &reason, self.hsts()).await {
                 tracing::debug!(error = %write_err, "could not send the error response");
             }

@@ -15,6 +15,7 @@ use crate::state::Connection;
 /// The error type of a request that found no free slot in time.
 pub const BUSY: &str = "busy";
 
+#[derive(Clone)]
 pub struct UpstreamSlots {
     listener: Arc<Semaphore>,
     per_connection: usize,

@@ -396,6 +396,11 @@ pub fn https_chain_builder(
         .add_root_certificate(reqwest::Certificate::from_pem(&cert_pem(&world.ca)).unwrap())
         .resolve("localhost", proxy.addr)
         .timeout(Duration::from_secs(60));
+    // CERTGATE_TEST_HTTP1=1 runs the suite's reqwest clients over HTTP/1.1 instead of the
+    // HTTP/2 that ALPN picks, so its requests take certgate's own HTTP/1.1 forwarding.
+    if std::env::var_os("CERTGATE_TEST_HTTP1").is_some() {
+        b = b.http1_only();
+    }
     if let Some((leaf, chain)) = who {
         let pem = chain_pem(leaf, chain);
         b = b.identity(reqwest::Identity::from_pkcs8_pem(&pem, &key_pem(leaf)).unwrap());
@@ -696,6 +701,30 @@ pub fn raw_https(world: &World, proxy: &Proxy, who: Option<&Issued>, bytes: &[u8
         .unwrap();
     let _ = s.write_all(bytes);
     read_all(&mut s)
+}
+
+/// One HTTP/1.1 response (head and Content-Length body) from `s`, as text.
+pub fn read_response(s: &mut impl std::io::Read) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if out.len() >= end + 4 + length {
+                return String::from_utf8_lossy(&out).into_owned();
+            }
+        }
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
 }
 
 /// Everything `s` yields until it ends or fails, as text.

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# A/B of two certgate binaries on the same job as benches/run.sh (same PKI, policy, config,
+# echo upstream), for a change to the request path. Two measures, because this machine has two
+# cores and other work may run on it:
+#   1. req/s, p99 and proxy CPU per request with certgate-load (proxy pinned to core 0, load and
+#      upstream to core 1), PAIRS interleaved pairs base/fast per scenario;
+#   2. instructions per request under callgrind (repeatable whatever else runs): two loads of
+#      different lengths through the proxy under valgrind, counters zeroed before each, so the
+#      32 handshakes cancel out: (Ir_long - Ir_short) / (requests_long - requests_short).
+#
+#   benches/ab_s1.sh                                  # S1 pairs, then callgrind
+#   BASE=/work/bin/certgate-base FAST=/work/bin/certgate-fast LOAD=.../certgate-load benches/ab_s1.sh
+#   SCENARIOS="S1 S3 S4" PAIRS=3 CALLGRIND=0 benches/ab_s1.sh
+# Knobs: DURATION (5s), PAIRS (3), SCENARIOS (S1), CALLGRIND (1), TRANSFER_BYTES (1 GiB),
+# UPSTREAM_ADDR (127.0.0.1:18080), PROXY_ADDR (127.0.0.1:18443). Prints one line per run and a
+# summary; raw JSON lines go to $WORK/ab.jsonl (WORK is printed).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+BASE="${BASE:-/work/bin/certgate-base}"
+FAST="${FAST:-/work/bin/certgate-fast}"
+LOAD="${LOAD:-${CARGO_TARGET_DIR:-$HOME/.cache/certgate-target}/release/certgate-load}"
+DURATION="${DURATION:-5s}"
+PAIRS="${PAIRS:-3}"
+SCENARIOS="${SCENARIOS:-S1}"
+CALLGRIND="${CALLGRIND:-1}"
+TRANSFER_BYTES="${TRANSFER_BYTES:-1073741824}"
+UPSTREAM="${UPSTREAM_ADDR:-127.0.0.1:18080}"
+LISTEN="${PROXY_ADDR:-127.0.0.1:18443}"
+WORK="$(mktemp -d /tmp/certgate-ab.XXXXXX)"
+OUT="$WORK/ab.jsonl"
+PIDS=()
+PROXY_PID=""
+
+cleanup() {
+  [ -z "$PROXY_PID" ] || kill "$PROXY_PID" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for b in "$BASE" "$FAST" "$LOAD"; do
+  [ -x "$b" ] || { echo "missing binary: $b" >&2; exit 1; }
+done
+echo "work dir: $WORK" >&2
+
+# --- PKI, policy and config, as benches/run.sh makes them (ECDSA server key) ---------------
+d="$WORK/pki"
+"$BASE" pki init --dir "$d" --org bench >/dev/null
+"$BASE" pki issue --dir "$d" --cn bench --org ci-tools >/dev/null
+"$BASE" pki issue --dir "$d" --cn revoked --org ci-tools >/dev/null
+"$BASE" pki revoke --dir "$d" --cert "$d/revoked.pem" >/dev/null
+cat >"$WORK/policy.yaml" <<'EOF'
+permissions:
+  bench: ["GET /bytes/{n}", "POST /upload", "GET /anything"]
+groups:
+  ci-tools: [bench]
+EOF
+sed -e "s|@CERT@|$d/server.pem|g" -e "s|@KEY@|$d/server-key.pem|g" -e "s|@CA@|$d/ca.pem|g" \
+  -e "s|@CRL@|$d/crl.pem|g" -e "s|@POLICY@|$WORK/policy.yaml|g" -e "s|@LISTEN@|$LISTEN|g" \
+  -e "s|@UPSTREAM@|$UPSTREAM|g" "$HERE/peers/certgate.yaml" >"$WORK/certgate.yaml"
+"$BASE" check -c "$WORK/certgate.yaml" >/dev/null
+
+port=${LISTEN##*:}
+TLS=(--resolve "$LISTEN" --ca "$d/ca.pem" --cert "$d/bench.pem" --key "$d/bench-key.pem")
+URL="https://localhost:$port"
+
+wait_http() { # URL [curl args...]: poll until 2xx, 60 s deadline (valgrind starts slowly)
+  local url=$1 deadline=$((SECONDS + 60))
+  shift
+  until curl -fsS -o /dev/null --max-time 5 "$@" "$url" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || { echo "no answer from $url" >&2; return 1; }
+    sleep 0.1
+  done
+}
+ready() { wait_http "$URL/bytes/1" --resolve "localhost:$port:127.0.0.1" --cacert "$d/ca.pem" \
+  --cert "$d/bench.pem" --key "$d/bench-key.pem"; }
+
+taskset -c 1 "$BASE" echo --listen "$UPSTREAM" >"$WORK/echo.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://$UPSTREAM/bytes/1"
+
+start_proxy() { # BINARY [wrapper...]
+  local bin=$1
+  shift
+  taskset -c 0 "$@" "$bin" run -c "$WORK/certgate.yaml" >"$WORK/proxy.log" 2>&1 &
+  PROXY_PID=$!
+  ready
+}
+stop_proxy() {
+  [ -n "$PROXY_PID" ] || return 0
+  kill -TERM "$PROXY_PID" 2>/dev/null || true
+  wait "$PROXY_PID" 2>/dev/null || true
+  PROXY_PID=""
+}
+ticks() { awk '{print $14 + $15}' "/proc/$PROXY_PID/stat"; }
+
+scenario_args() { # SCENARIO: URL and certgate-load arguments
+  case $1 in
+  S1) echo "$URL/bytes/64 --mode keepalive --connections 32 --duration $DURATION" ;;
+  S3) echo "$URL/bytes/$TRANSFER_BYTES --mode download" ;;
+  S4) echo "$URL/upload --mode upload --bytes $TRANSFER_BYTES" ;;
+  *) echo "unknown scenario $1" >&2; exit 1 ;;
+  esac
+}
+
+one_run() { # WHO BINARY SCENARIO
+  local who=$1 bin=$2 sc=$3 args before after out hz
+  read -r -a args <<<"$(scenario_args "$sc")"
+  start_proxy "$bin"
+  before=$(ticks)
+  out=$(taskset -c 1 "$LOAD" --url "${args[0]}" "${TLS[@]}" --json "${args[@]:1}")
+  after=$(ticks)
+  stop_proxy
+  hz=$(getconf CLK_TCK)
+  printf '{"who":"%s","scenario":"%s","proxy_cpu_s":%s,"load":%s}\n' "$who" "$sc" \
+    "$(awk -v t=$((after - before)) -v hz="$hz" 'BEGIN{print t/hz}')" "$out" >>"$OUT"
+  echo "  $who $sc: $(echo "$out" | cut -c1-160), proxy CPU $(awk -v t=$((after - before)) -v hz="$hz" 'BEGIN{print t/hz}') s" >&2
+}
+
+for sc in $SCENARIOS; do
+  for i in $(seq 1 "$PAIRS"); do
+    one_run base "$BASE" "$sc"
+    one_run fast "$FAST" "$sc"
+  done
+done
+
+# --- callgrind: instructions per S1 request -------------------------------------------------
+callgrind_ir() { # WHO BINARY: prints "WHO instructions/request" from two loads of 4 s and 12 s
+  local who=$1 bin=$2 n ir i
+  start_proxy "$bin" valgrind --tool=callgrind --callgrind-out-file="$WORK/cg-$who.%p" -q
+  local res=() k=0
+  for dur in 4s 12s; do
+    k=$((k + 1))
+    callgrind_control -z "$PROXY_PID" >/dev/null
+    n=$(taskset -c 1 "$LOAD" --url "$URL/bytes/64" "${TLS[@]}" --json --mode keepalive --connections 32 --duration "$dur" |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])')
+    callgrind_control -d "$PROXY_PID" >/dev/null
+    # Dump k of this process is cg-WHO.PID.k; its `totals:` line is every instruction since the zeroing.
+    ir=$(awk '/^(totals|summary):/{print $2; exit}' "$WORK/cg-$who.$PROXY_PID.$k")
+    res+=("$n" "$ir")
+    echo "  callgrind $who $dur: $n requests, $ir instructions" >&2
+  done
+  stop_proxy
+  i=$(awk -v n1="${res[0]}" -v i1="${res[1]}" -v n2="${res[2]}" -v i2="${res[3]}" 'BEGIN{printf "%.0f", (i2-i1)/(n2-n1)}')
+  printf '{"who":"%s","scenario":"S1-callgrind","requests_short":%s,"ir_short":%s,"requests_long":%s,"ir_long":%s,"ir_per_request":%s}\n' \
+    "$who" "${res[0]}" "${res[1]}" "${res[2]}" "${res[3]}" "$i" >>"$OUT"
+  echo "  callgrind $who: $i instructions per request" >&2
+}
+if [ "$CALLGRIND" = 1 ]; then
+  callgrind_ir base "$BASE"
+  callgrind_ir fast "$FAST"
+fi
+
+python3 - "$OUT" <<'EOF'
+import json, sys, statistics as st
+rows = [json.loads(l) for l in open(sys.argv[1])]
+for sc in sorted({r["scenario"] for r in rows}):
+    for who in ("base", "fast"):
+        rs = [r for r in rows if r["scenario"] == sc and r["who"] == who]
+        if not rs:
+            continue
+        if sc.endswith("callgrind"):
+            print(f"{sc} {who}: {rs[0]['ir_per_request']:,} instructions/request")
+            continue
+        rps = [r["load"]["rps"] for r in rs]
+        p99 = [r["load"]["p99_ms"] for r in rs]
+        mbs = [r["load"]["mb_per_s"] for r in rs]
+        cpu = [r["proxy_cpu_s"] * 1e6 / max(r["load"]["requests"], 1) for r in rs]
+        gib = [r["proxy_cpu_s"] / max(r["load"]["bytes"] / 2**30, 1e-9) for r in rs]
+        if sc == "S1":
+            print(f"{sc} {who}: req/s median {st.median(rps):,.0f} (runs {', '.join(f'{x:,.0f}' for x in rps)}), "
+                  f"p99 median {st.median(p99):.2f} ms, proxy CPU/request median {st.median(cpu):.1f} us")
+        else:
+            print(f"{sc} {who}: MB/s median {st.median(mbs):,.0f} (runs {', '.join(f'{x:,.0f}' for x in mbs)}), "
+                  f"proxy CPU per GiB median {st.median(gib):.2f} s")
+EOF

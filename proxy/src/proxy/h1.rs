@@ -1,0 +1,399 @@
+//! certgate's own forwarding of a plain HTTP/1.1 request, on pingora-core's HTTP/1 sessions and
+//! connection pool, in place of pingora-proxy's `HttpProxy` (which runs a request as two halves
+//! joined by channels, with its cache and module machinery around them). The decisions are the
+//! same phases of [`CertgateProxy`], called in the order `HttpProxy` calls them, so both paths
+//! decide, forward, answer, count and log alike. Anything unusual (an upgrade, `Expect`, HTTP/1.0,
+//! a header not complete in the first bytes) stays on `HttpProxy`: see [`eligible`].
+
+use http::header;
+use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
+use pingora::connectors::http::v1::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::http::RequestHeader;
+use pingora::protocols::http::authority::validate_request_authority;
+use pingora::protocols::http::v1::client::HttpSession as Upstream;
+use pingora::protocols::http::HttpTask;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+use pingora::server::ShutdownWatch;
+use pingora::upstreams::peer::Peer;
+use pingora::{Error, ErrorType};
+
+use super::{CertgateProxy, RequestCtx};
+
+/// Header lines read from the first bytes; a request with more goes to `HttpProxy`.
+const MAX_HEADERS: usize = 64;
+
+/// Whether the request whose first bytes are `first` can take this path: an HTTP/1.1 request
+/// whose header is complete in `first`, in origin form with one Host, with no upgrade, no
+/// `Expect`, and a `Connection` header naming nothing but `keep-alive` or `close`. Those keep the
+/// hop-by-hop rewriting here as small as `HttpProxy`'s is for them.
+pub fn eligible(first: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(req.parse(first), Ok(httparse::Status::Complete(_))) {
+        return false;
+    }
+    if req.version != Some(1)
+        || req.method == Some("CONNECT")
+        || !req.path.is_some_and(|p| p.starts_with('/'))
+    {
+        return false;
+    }
+    let (mut hosts, mut length, mut chunked) = (0, false, false);
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            if h.value.contains(&b'@') {
+                return false;
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            if !tokens(h.value)
+                .all(|t| t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close"))
+            {
+                return false;
+            }
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            length = true;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"http2-settings")
+        {
+            return false;
+        }
+    }
+    hosts == 1 && !(length && chunked)
+}
+
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+/// Forwards eligible HTTP/1.1 requests; one per listener, sharing the proxy's state.
+pub struct Forwarder {
+    proxy: CertgateProxy,
+    connector: Connector,
+    max_retries: usize,
+}
+
+/// Whether the client connection can carry another request, and the error that ended this one.
+type Outcome = (bool, Option<Box<Error>>);
+
+impl Forwarder {
+    pub fn new(proxy: CertgateProxy, conf: &ServerConf) -> Forwarder {
+        Forwarder {
+            proxy,
+            connector: Connector::new(Some(ConnectorOptions::from_server_conf(conf))),
+            max_retries: conf.max_retries,
+        }
+    }
+
+    /// One request of `session` (its first bytes already handed to it), start to end; returns
+    /// the connection when it can carry another request.
+    pub async fn serve(
+        &self,
+        mut session: Session,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let p = &self.proxy;
+        match session.downstream_session.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                // As `HttpProxy` does: a header Pingora refuses gets its plain 400; a broken
+                // connection gets nothing.
+                if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
+                    let _ = session.downstream_session.respond_error(400).await;
+                }
+                session.downstream_session.shutdown().await;
+                return None;
+            }
+        }
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        }
+        let mut ctx = p.new_ctx();
+        match p.request_filter(&mut session, &mut ctx).await {
+            Ok(true) => return self.finish(session, &mut ctx, true, None).await,
+            Ok(false) => {}
+            Err(e) => {
+                p.fail_to_proxy(&mut session, &e, &mut ctx).await;
+                p.logging(&mut session, Some(&e), &mut ctx).await;
+                return None;
+            }
+        }
+        if !session.is_body_empty() {
+            // Kept (up to Pingora's bound) so a retry on a fresh upstream connection can send
+            // the body again; beyond the bound the request is not retried.
+            session.downstream_session.enable_retry_buffering();
+        }
+        let (mut reuse, mut error) = (false, None);
+        for _ in 0..self.max_retries {
+            (reuse, error) = self.forward(&mut session, &mut ctx).await;
+            if !error.as_ref().is_some_and(|e| e.retry()) {
+                break;
+            }
+        }
+        if let Some(e) = &error {
+            p.fail_to_proxy(&mut session, e, &mut ctx).await;
+        }
+        self.finish(session, &mut ctx, reuse, error).await
+    }
+
+    /// `logging`, then the connection for the next request if it can carry one.
+    async fn finish(
+        &self,
+        mut session: Session,
+        ctx: &mut RequestCtx,
+        reuse: bool,
+        error: Option<Box<Error>>,
+    ) -> Option<ReusedHttpStream> {
+        self.proxy
+            .logging(&mut session, error.as_deref(), ctx)
+            .await;
+        if !reuse {
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        let stream = session.downstream_session.finish().await.ok().flatten()?;
+        Some(ReusedHttpStream::from_reusable_stream(stream, settings))
+    }
+
+    /// One attempt: an upstream connection (pooled when one is idle), the exchange, and the
+    /// connection back to the pool when it can carry another request.
+    async fn forward(&self, session: &mut Session, ctx: &mut RequestCtx) -> Outcome {
+        let p = &self.proxy;
+        let peer = match p.upstream_peer(session, ctx).await {
+            Ok(peer) => peer,
+            Err(e) => return (false, Some(e)),
+        };
+        let (mut up, reused) = match self.connector.get_http_session(&*peer).await {
+            Ok(s) => s,
+            Err(e) => return (false, Some(e.into_up())),
+        };
+        up.read_timeout = peer.options.read_timeout;
+        up.write_timeout = peer.options.write_timeout;
+        let (reuse, up_reuse, error) = self.exchange(session, &mut up, ctx).await;
+        if up_reuse {
+            self.connector
+                .release_http_session(up, &*peer, peer.idle_timeout())
+                .await;
+        }
+        let error = error.map(|e| p.error_while_proxy(&peer, session, e, ctx, reused));
+        (reuse, error)
+    }
+
+    /// The request upstream and the response back: (client reusable, upstream reusable, error).
+    /// The request body and the response move at the same time, in one task: a response may
+    /// come (a 413, say) while the client is still sending, and is forwarded at once; the body
+    /// keeps going to the upstream after it, as with `HttpProxy`.
+    async fn exchange(
+        &self,
+        session: &mut Session,
+        up: &mut Upstream,
+        ctx: &mut RequestCtx,
+    ) -> (bool, bool, Option<Box<Error>>) {
+        let has_body = !session.is_body_empty();
+        let req = match self.upstream_request(session, ctx, has_body).await {
+            Ok(r) => r,
+            // Nothing was written: the upstream connection is still clean.
+            Err(e) => return (false, true, Some(e)),
+        };
+        if let Err(e) = up.write_request_header(req).await {
+            return (false, false, Some(e.into_up()));
+        }
+        let mut body = BodyState {
+            client_done: session.is_body_done(),
+            sent: !has_body,
+            send_error: None,
+        };
+        if has_body {
+            // A retried attempt first sends what the client sent to the failed one.
+            if let Some(again) = session.downstream_session.get_retry_buffer() {
+                body.send(up, Some(&again)).await;
+            }
+            if body.client_done {
+                body.send(up, None).await;
+            }
+        }
+        let mut response_done = false;
+        while !(body.sent && response_done) {
+            // The client's side: body to forward, or (once it is all read) watched for closing.
+            let watch_client = if body.client_done {
+                !response_done
+            } else {
+                body.send_error.is_none()
+            };
+            tokio::select! {
+                biased;
+                task = up.read_response_task(), if !response_done => {
+                    let task = match task {
+                        Ok(t) => t,
+                        Err(e) => return (false, false, Some(body.send_error.unwrap_or(e).into_up())),
+                    };
+                    match self.deliver(session, ctx, task).await {
+                        Ok(done) => response_done = done,
+                        Err(e) => return (false, false, Some(e)),
+                    }
+                }
+                read = session.downstream_session.read_body_or_idle(body.client_done), if watch_client => {
+                    let chunk = match read {
+                        Ok(chunk) => chunk,
+                        Err(e) => return (false, false, Some(e.into_down())),
+                    };
+                    if chunk.is_some() {
+                        body.send(up, chunk.as_deref()).await;
+                    }
+                    if chunk.is_none() || session.is_body_done() {
+                        body.client_done = true;
+                        body.send(up, None).await;
+                    }
+                }
+                else => break,
+            }
+        }
+        let reuse = session.downstream_session.finish_body().await.is_ok();
+        (reuse, body.send_error.is_none(), None)
+    }
+
+    /// One piece of the upstream's response to the client; true once the response is complete.
+    async fn deliver(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        task: HttpTask,
+    ) -> pingora::Result<bool> {
+        match task {
+            HttpTask::Header(mut resp, end) => {
+                let no_body = session.req_header().method == http::Method::HEAD
+                    || matches!(resp.status.as_u16(), 204 | 304);
+                // A response framed by the upstream closing is sent chunked, so the client
+                // connection survives it (as `HttpProxy` does).
+                if !no_body
+                    && !end
+                    && !resp.status.is_informational()
+                    && !resp.headers.contains_key(header::TRANSFER_ENCODING)
+                    && !resp.headers.contains_key(header::CONTENT_LENGTH)
+                {
+                    resp.set_version(http::Version::HTTP_11);
+                    resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+                }
+                self.proxy.response_filter(session, &mut resp, ctx).await?;
+                session
+                    .write_response_header(resp, end)
+                    .await
+                    .map_err(|e| e.into_down())?;
+                Ok(end)
+            }
+            HttpTask::Body(data, end) => {
+                session
+                    .downstream_session
+                    .write_response_body(data.unwrap_or_default(), end)
+                    .await
+                    .map_err(|e| e.into_down())?;
+                Ok(end)
+            }
+            HttpTask::Failed(e) => Err(e),
+            // Trailers are not forwarded over HTTP/1 (as in `HttpProxy`); an upgraded body
+            // cannot happen on this path, which takes no upgrade.
+            HttpTask::Done | HttpTask::Trailer(_) | HttpTask::UpgradedBody(..) => Ok(true),
+        }
+    }
+
+    /// The request header the upstream gets: the client's, less hop-by-hop headers (as
+    /// `HttpProxy` strips them), through `upstream_request_filter`, framed for its body.
+    async fn upstream_request(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        has_body: bool,
+    ) -> pingora::Result<Box<RequestHeader>> {
+        let mut req = Box::new(session.req_header().clone());
+        strip_hop_by_hop(&mut req);
+        self.proxy
+            .upstream_request_filter(session, &mut req, ctx)
+            .await?;
+        validate_request_authority(&req).map_err(|e| e.into_in())?;
+        if has_body
+            && !req.headers.contains_key(header::CONTENT_LENGTH)
+            && !req.headers.contains_key(header::TRANSFER_ENCODING)
+        {
+            req.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+        }
+        Ok(req)
+    }
+}
+
+/// Where the request body stands: read from the client, sent to the upstream.
+struct BodyState {
+    /// The client's body is all read.
+    client_done: bool,
+    /// The upstream has the whole body, or will get no more of it (`send_error`).
+    sent: bool,
+    /// Writing to the upstream failed: the rest of the body is not sent, the upstream
+    /// connection is not reused, and the response, if one comes, is still forwarded.
+    send_error: Option<Box<Error>>,
+}
+
+impl BodyState {
+    /// Sends `chunk`, or with `None` ends the body; a failure is kept rather than returned.
+    async fn send(&mut self, up: &mut Upstream, chunk: Option<&[u8]>) {
+        // An empty write would be read as the last chunk of a chunked body.
+        if self.sent || chunk.is_some_and(<[u8]>::is_empty) {
+            return;
+        }
+        let result = match chunk {
+            Some(c) => up.write_body(c).await.map(|_| ()),
+            None => up.finish_body().await.map(|_| ()),
+        };
+        match result {
+            Ok(()) if chunk.is_none() => self.sent = true,
+            Ok(()) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "request body not sent to the upstream");
+                self.send_error = Some(e);
+                self.sent = true;
+            }
+        }
+    }
+}
+
+/// The hop-by-hop headers `HttpProxy` removes before the request filters.
+const HOP_BY_HOP: [&str; 10] = [
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "http2-settings",
+];
+
+/// What `HttpProxy` removes before the request filters: the headers `Connection` names (only
+/// `keep-alive` and `close` on this path) and the hop-by-hop headers.
+fn strip_hop_by_hop(req: &mut RequestHeader) {
+    // Most requests carry none: one pass over their names costs less than ten removals.
+    if !req.headers.keys().any(|n| HOP_BY_HOP.contains(&n.as_str())) {
+        return;
+    }
+    let names_close = req
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close")));
+    if names_close {
+        req.remove_header("close");
+    }
+    for name in HOP_BY_HOP {
+        req.remove_header(name);
+    }
+}

@@ -1,0 +1,314 @@
+//! certgate's own forwarding of plain HTTP/1.1 requests (`proxy/src/proxy/h1.rs`): upstream
+//! connections come from a pool and serve many requests, bodies of both framings reach the
+//! upstream whole, every response framing leaves the client connection usable, a response the
+//! upstream sends while the client is still uploading reaches the client at once, and requests
+//! that stay on Pingora's path share a connection with those that do not.
+
+mod common;
+
+use certgate::pki::Issued;
+use common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A keep-alive plain-HTTP upstream on raw sockets that counts its connections. Per request
+/// target: `/status/N` answers N with no body, `/close-delimited` a body ended by closing,
+/// `/early` a 413 as soon as the head is read (then it reads on), a HEAD a 200 with
+/// `content-length: 5` and no body, anything else `200 ok`. Request bodies are read by
+/// Content-Length.
+struct KeepAliveUpstream {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+impl KeepAliveUpstream {
+    fn start() -> KeepAliveUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let up = KeepAliveUpstream {
+            addr: listener.local_addr().unwrap(),
+            connections: Arc::new(AtomicUsize::new(0)),
+        };
+        let connections = up.connections.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                connections.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || serve_keepalive(conn));
+            }
+        });
+        up
+    }
+}
+
+fn serve_keepalive(mut conn: TcpStream) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        buf.drain(..end);
+        let target = head.split(' ').nth(1).unwrap_or_default().to_string();
+        if target == "/early" {
+            let _ = conn.write_all(
+                b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 7\r\nconnection: close\r\n\r\ntoo big",
+            );
+            // Reads on until the proxy stops sending, so it sees no reset while forwarding.
+            while matches!(conn.read(&mut chunk), Ok(n) if n > 0) {}
+            return;
+        }
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        while buf.len() < length {
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..length);
+        let reply: Vec<u8> = if let Some(code) = target.strip_prefix("/status/") {
+            format!("HTTP/1.1 {code} X\r\n\r\n").into_bytes()
+        } else if target == "/close-delimited" {
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the end");
+            return;
+        } else if head.starts_with("head ") {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n".to_vec()
+        } else {
+            format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-body-bytes: {length}\r\n\r\nok")
+                .into_bytes()
+        };
+        if conn.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// An HTTP/1.1 TLS connection to the proxy as `who`.
+fn connect(w: &World, p: &Proxy, who: &Issued) -> openssl::ssl::SslStream<TcpStream> {
+    let tcp = TcpStream::connect(p.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tls_connector(w, Some(who), b"\x08http/1.1")
+        .connect("localhost", tcp)
+        .unwrap()
+}
+
+/// A response head, then its chunked body decoded (until the last chunk): (head, body).
+fn read_chunked(s: &mut impl Read) -> (String, String) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.windows(5).any(|w| w == b"0\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert!(
+            n > 0,
+            "closed before the last chunk: {}",
+            String::from_utf8_lossy(&out)
+        );
+        out.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, mut rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        body.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    (head.to_string(), body)
+}
+
+/// Just a response head (for HEAD, 204 and 304, which have no body).
+fn read_head(s: &mut impl Read) -> String {
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    while !out.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => out.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn pooled_upstream_connections_serve_many_requests_and_every_response_framing() {
+    let w = World::new();
+    let up = KeepAliveUpstream::start();
+    let who = client(&[("O", "ci"), ("CN", "pool")], &w.ca);
+    let mut cfg = ProxyConfig::new(up.addr);
+    // One worker: an idle pooled connection is watched by a task on the worker that released
+    // it, and a request on another worker may find it still held there and open a new one.
+    cfg.top_extra = "threads: 1\n";
+    let p = Proxy::start(&w, &cfg);
+
+    // Two client connections one after the other, three requests each: one upstream
+    // connection serves them all.
+    for c in 0..2 {
+        let mut s = connect(&w, &p, &who);
+        for i in 0..3 {
+            s.write_all(format!("GET /a/{c}/{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .unwrap();
+            let resp = read_response(&mut s);
+            assert!(resp.starts_with("HTTP/1.1 200"), "{c}/{i}: {resp}");
+            assert!(resp.ends_with("\r\n\r\nok"), "{c}/{i}: {resp}");
+        }
+    }
+    assert_eq!(up.connections.load(Ordering::SeqCst), 1);
+
+    // Responses with no body, of either kind, and a HEAD, then one framed by the upstream
+    // closing (sent on chunked), then a plain one: all on one client connection.
+    let mut s = connect(&w, &p, &who);
+    for (request, status) in [
+        ("GET /status/204", "HTTP/1.1 204"),
+        ("GET /status/304", "HTTP/1.1 304"),
+        ("HEAD /h", "HTTP/1.1 200"),
+    ] {
+        s.write_all(format!("{request} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let head = read_head(&mut s);
+        assert!(head.starts_with(status), "{request}: {head}");
+    }
+    s.write_all(b"GET /close-delimited HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (head, body) = read_chunked(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    assert_eq!(body, "until the end");
+    s.write_all(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let resp = read_response(&mut s);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with("\r\n\r\nok"), "{resp}");
+}
+
+#[test]
+fn request_bodies_of_both_framings_reach_the_upstream_whole() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("O", "ci"), ("CN", "upload")], &w.ca);
+    let p = Proxy::start(&w, &ProxyConfig::new(up));
+    let mut s = connect(&w, &p, &who);
+    let body = vec![b'b'; 300_000];
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n")
+        .unwrap();
+    s.write_all(&body).unwrap();
+    let resp = read_response(&mut s);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"body_bytes\":300000"), "{resp}");
+
+    // Chunked, on the same connection, in pieces.
+    s.write_all(b"PUT /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    for _ in 0..3 {
+        s.write_all(b"4000\r\n").unwrap();
+        s.write_all(&body[..0x4000]).unwrap();
+        s.write_all(b"\r\n").unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").unwrap();
+    let resp = read_response(&mut s);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"body_bytes\":49152"), "{resp}");
+}
+
+#[test]
+fn an_early_upstream_answer_reaches_a_client_still_uploading() {
+    let w = World::new();
+    let up = KeepAliveUpstream::start();
+    let who = client(&[("O", "ci"), ("CN", "early")], &w.ca);
+    let p = Proxy::start(&w, &ProxyConfig::new(up.addr));
+    let mut s = connect(&w, &p, &who);
+    // Announces 100 MB and sends 64 KiB: the answer can only come early.
+    s.write_all(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+        .unwrap();
+    s.write_all(&vec![b'u'; 65536]).unwrap();
+    let resp = read_response(&mut s);
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    assert!(resp.ends_with("\r\n\r\ntoo big"), "{resp}");
+}
+
+#[test]
+fn requests_left_to_pingora_share_a_connection_with_those_forwarded_here() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("O", "ci"), ("CN", "mixed")], &w.ca);
+    let p = Proxy::start(&w, &ProxyConfig::new(up));
+    let mut s = connect(&w, &p, &who);
+    // Plain (forwarded here), `Expect` and a Connection header naming another header (both
+    // left to Pingora), then plain again: the identity and the hop-by-hop rules hold on both.
+    for (i, extra) in [
+        "",
+        "Expect: 100-continue\r\nContent-Length: 0\r\n",
+        "Connection: x-hop\r\nX-Hop: secret\r\n",
+        "Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        s.write_all(format!("GET /m/{i} HTTP/1.1\r\nHost: x\r\n{extra}\r\n").as_bytes())
+            .unwrap();
+        let mut resp = read_response(&mut s);
+        if resp.starts_with("HTTP/1.1 100") {
+            // An interim answer, alone or with the final one behind it.
+            resp = match resp[4..].find("HTTP/1.1 ") {
+                Some(at) => resp[4 + at..].to_string(),
+                None => read_response(&mut s),
+            };
+        }
+        assert!(resp.starts_with("HTTP/1.1 200"), "{i}: {resp}");
+        assert!(resp.contains(&format!("/m/{i}")), "{i}: {resp}");
+        assert!(resp.contains("CN=mixed"), "{i}: {resp}");
+        let lower = resp.to_ascii_lowercase();
+        assert!(!lower.contains("x-hop"), "{i}: {resp}");
+        assert!(!lower.contains("\"keep-alive\""), "{i}: {resp}");
+    }
+}
+
+#[test]
+fn a_client_leaving_while_the_upstream_thinks_ends_the_request() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("O", "ci"), ("CN", "leaver")], &w.ca);
+    let p = Proxy::start(&w, &ProxyConfig::new(up));
+    let mut s = connect(&w, &p, &who);
+    s.write_all(b"GET /slow/5000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.flush().unwrap();
+    let _ = s.shutdown();
+    drop(s);
+    // The proxy notices the close while it waits for the upstream (not when it would write the
+    // answer): the request is logged with no status and the client's leaving as its reason.
+    let line = wait_for("the access log line", Duration::from_secs(15), || {
+        p.log_text()
+            .lines()
+            .find(|l| l.contains("certgate::access") && l.contains("/slow/5000"))
+            .map(str::to_string)
+    });
+    assert!(line.contains("status=\"0\""), "{line}");
+    // A clean close reads as the end of the stream, a close with unread bytes as a reset:
+    // either way it is seen while waiting, before any answer.
+    assert!(
+        line.contains("Prematurely before response header")
+            || line.contains("during HTTP body-or-idle state"),
+        "{line}"
+    );
+}
