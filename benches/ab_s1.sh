@@ -11,9 +11,11 @@
 #   benches/ab_s1.sh                                  # S1 pairs, then callgrind
 #   BASE=/work/bin/certgate-base FAST=/work/bin/certgate-fast LOAD=.../certgate-load benches/ab_s1.sh
 #   SCENARIOS="S1 S3 S4" PAIRS=3 CALLGRIND=0 benches/ab_s1.sh
-# Knobs: DURATION (5s), PAIRS (3), SCENARIOS (S1), CALLGRIND (1), TRANSFER_BYTES (1 GiB),
-# UPSTREAM_ADDR (127.0.0.1:18080), PROXY_ADDR (127.0.0.1:18443). Prints one line per run and a
-# summary; raw JSON lines go to $WORK/ab.jsonl (WORK is printed).
+#   SCENARIOS=S5 CALLGRIND_SCENARIOS=S5 benches/ab_s1.sh   # HTTP/2: 32 streams, one connection
+# Knobs: DURATION (5s), PAIRS (3), SCENARIOS (S1), CALLGRIND (1), CALLGRIND_SCENARIOS (S1; S1
+# and S5 are known), TRANSFER_BYTES (1 GiB), UPSTREAM_ADDR (127.0.0.1:18080), PROXY_ADDR
+# (127.0.0.1:18443). Prints one line per run and a summary; raw JSON lines go to
+# $WORK/ab.jsonl (WORK is printed).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -24,6 +26,7 @@ DURATION="${DURATION:-5s}"
 PAIRS="${PAIRS:-3}"
 SCENARIOS="${SCENARIOS:-S1}"
 CALLGRIND="${CALLGRIND:-1}"
+CALLGRIND_SCENARIOS="${CALLGRIND_SCENARIOS:-S1}"
 TRANSFER_BYTES="${TRANSFER_BYTES:-1073741824}"
 UPSTREAM="${UPSTREAM_ADDR:-127.0.0.1:18080}"
 LISTEN="${PROXY_ADDR:-127.0.0.1:18443}"
@@ -99,6 +102,7 @@ ticks() { awk '{print $14 + $15}' "/proc/$PROXY_PID/stat"; }
 scenario_args() { # SCENARIO: URL and certgate-load arguments
   case $1 in
   S1) echo "$URL/bytes/64 --mode keepalive --connections 32 --duration $DURATION" ;;
+  S5) echo "$URL/bytes/64 --mode http2 --connections 32 --duration $DURATION" ;;
   S3) echo "$URL/bytes/$TRANSFER_BYTES --mode download" ;;
   S4) echo "$URL/upload --mode upload --bytes $TRANSFER_BYTES" ;;
   *) echo "unknown scenario $1" >&2; exit 1 ;;
@@ -126,31 +130,38 @@ for sc in $SCENARIOS; do
   done
 done
 
-# --- callgrind: instructions per S1 request -------------------------------------------------
-callgrind_ir() { # WHO BINARY: prints "WHO instructions/request" from two loads of 4 s and 12 s
-  local who=$1 bin=$2 n ir i
-  start_proxy "$bin" valgrind --tool=callgrind --callgrind-out-file="$WORK/cg-$who.%p" -q
+# --- callgrind: instructions per request (S1: HTTP/1.1 keep-alive; S5: HTTP/2 streams) ------
+callgrind_ir() { # WHO BINARY SCENARIO: prints "WHO instructions/request" from loads of 4 s and 12 s
+  local who=$1 bin=$2 sc=$3 n ir i mode
+  case $sc in
+  S1) mode=keepalive ;;
+  S5) mode=http2 ;;
+  *) echo "no callgrind run for $sc" >&2; exit 1 ;;
+  esac
+  start_proxy "$bin" valgrind --tool=callgrind --callgrind-out-file="$WORK/cg-$who-$sc.%p" -q
   local res=() k=0
   for dur in 4s 12s; do
     k=$((k + 1))
     callgrind_control -z "$PROXY_PID" >/dev/null
-    n=$(taskset -c 1 "$LOAD" --url "$URL/bytes/64" "${TLS[@]}" --json --mode keepalive --connections 32 --duration "$dur" |
+    n=$(taskset -c 1 "$LOAD" --url "$URL/bytes/64" "${TLS[@]}" --json --mode "$mode" --connections 32 --duration "$dur" |
       python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])')
     callgrind_control -d "$PROXY_PID" >/dev/null
-    # Dump k of this process is cg-WHO.PID.k; its `totals:` line is every instruction since the zeroing.
-    ir=$(awk '/^(totals|summary):/{print $2; exit}' "$WORK/cg-$who.$PROXY_PID.$k")
+    # Dump k of this process is cg-WHO-SCENARIO.PID.k; its `totals:` line is every instruction since the zeroing.
+    ir=$(awk '/^(totals|summary):/{print $2; exit}' "$WORK/cg-$who-$sc.$PROXY_PID.$k")
     res+=("$n" "$ir")
     echo "  callgrind $who $dur: $n requests, $ir instructions" >&2
   done
   stop_proxy
   i=$(awk -v n1="${res[0]}" -v i1="${res[1]}" -v n2="${res[2]}" -v i2="${res[3]}" 'BEGIN{printf "%.0f", (i2-i1)/(n2-n1)}')
-  printf '{"who":"%s","scenario":"S1-callgrind","requests_short":%s,"ir_short":%s,"requests_long":%s,"ir_long":%s,"ir_per_request":%s}\n' \
-    "$who" "${res[0]}" "${res[1]}" "${res[2]}" "${res[3]}" "$i" >>"$OUT"
-  echo "  callgrind $who: $i instructions per request" >&2
+  printf '{"who":"%s","scenario":"%s-callgrind","requests_short":%s,"ir_short":%s,"requests_long":%s,"ir_long":%s,"ir_per_request":%s}\n' \
+    "$who" "$sc" "${res[0]}" "${res[1]}" "${res[2]}" "${res[3]}" "$i" >>"$OUT"
+  echo "  callgrind $who $sc: $i instructions per request" >&2
 }
 if [ "$CALLGRIND" = 1 ]; then
-  callgrind_ir base "$BASE"
-  callgrind_ir fast "$FAST"
+  for sc in $CALLGRIND_SCENARIOS; do
+    callgrind_ir base "$BASE" "$sc"
+    callgrind_ir fast "$FAST" "$sc"
+  done
 fi
 
 python3 - "$OUT" <<'EOF'
@@ -169,7 +180,7 @@ for sc in sorted({r["scenario"] for r in rows}):
         mbs = [r["load"]["mb_per_s"] for r in rs]
         cpu = [r["proxy_cpu_s"] * 1e6 / max(r["load"]["requests"], 1) for r in rs]
         gib = [r["proxy_cpu_s"] / max(r["load"]["bytes"] / 2**30, 1e-9) for r in rs]
-        if sc == "S1":
+        if sc in ("S1", "S5"):
             print(f"{sc} {who}: req/s median {st.median(rps):,.0f} (runs {', '.join(f'{x:,.0f}' for x in rps)}), "
                   f"p99 median {st.median(p99):.2f} ms, proxy CPU/request median {st.median(cpu):.1f} us")
         else:

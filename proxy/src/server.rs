@@ -14,6 +14,7 @@ use pingora::services::listening::Service;
 
 use crate::admin;
 use crate::config::Config;
+use crate::listener::http2::Http;
 use crate::listener::ListenerApp;
 use crate::metrics;
 use crate::proxy::h1::Forwarder;
@@ -145,7 +146,11 @@ fn listener_service(
     h2.initial_window_size(8 << 20)
         .initial_connection_window_size(16 << 20);
     http.h2_options = Some(h2);
-    let app = ListenerApp::new(cfg.clone(), tls, http, direct, shared.drain.clone());
+    let http = Http {
+        proxy: Arc::new(http),
+        direct,
+    };
+    let app = ListenerApp::new(cfg.clone(), tls, http, shared.drain.clone());
     let mut service = Service::new(format!("listener {}", cfg.name), app);
     for addr in &cfg.listen {
         service.add_listener(

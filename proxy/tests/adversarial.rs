@@ -372,18 +372,7 @@ async fn http2_pseudo_header_abuse() {
     let p = Proxy::start(&w, &cfg);
     let who = client(&[("O", "ci"), ("CN", "h2abuse")], &w.ca);
 
-    let ssl = tls_connector(&w, Some(&who), b"\x02h2")
-        .configure()
-        .unwrap()
-        .into_ssl("localhost")
-        .unwrap();
-    let tcp = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-    std::pin::Pin::new(&mut tls).connect().await.unwrap();
-    let (send, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let send = h2_connect(&w, &p, Some(&who)).await;
 
     async fn call(
         send: &h2::client::SendRequest<bytes::Bytes>,

@@ -7,95 +7,12 @@
 mod common;
 
 use certgate::pki::Issued;
+use common::h1_upstream::KeepAliveUpstream;
 use common::*;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-/// A keep-alive plain-HTTP upstream on raw sockets that counts its connections. Per request
-/// target: `/status/N` answers N with no body, `/close-delimited` a body ended by closing,
-/// `/early` a 413 as soon as the head is read (then it reads on), a HEAD a 200 with
-/// `content-length: 5` and no body, anything else `200 ok`. Request bodies are read by
-/// Content-Length.
-struct KeepAliveUpstream {
-    addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
-}
-
-impl KeepAliveUpstream {
-    fn start() -> KeepAliveUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let up = KeepAliveUpstream {
-            addr: listener.local_addr().unwrap(),
-            connections: Arc::new(AtomicUsize::new(0)),
-        };
-        let connections = up.connections.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
-                connections.fetch_add(1, Ordering::SeqCst);
-                std::thread::spawn(move || serve_keepalive(conn));
-            }
-        });
-        up
-    }
-}
-
-fn serve_keepalive(mut conn: TcpStream) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
-    loop {
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            match conn.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        buf.drain(..end);
-        let target = head.split(' ').nth(1).unwrap_or_default().to_string();
-        if target == "/early" {
-            let _ = conn.write_all(
-                b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 7\r\nconnection: close\r\n\r\ntoo big",
-            );
-            // Reads on until the proxy stops sending, so it sees no reset while forwarding.
-            while matches!(conn.read(&mut chunk), Ok(n) if n > 0) {}
-            return;
-        }
-        let length = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(0);
-        while buf.len() < length {
-            match conn.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        buf.drain(..length);
-        let reply: Vec<u8> = if let Some(code) = target.strip_prefix("/status/") {
-            format!("HTTP/1.1 {code} X\r\n\r\n").into_bytes()
-        } else if target == "/close-delimited" {
-            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the end");
-            return;
-        } else if head.starts_with("head ") {
-            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n".to_vec()
-        } else {
-            format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-body-bytes: {length}\r\n\r\nok")
-                .into_bytes()
-        };
-        if conn.write_all(&reply).is_err() {
-            return;
-        }
-    }
-}
 
 /// An HTTP/1.1 TLS connection to the proxy as `who`.
 fn connect(w: &World, p: &Proxy, who: &Issued) -> openssl::ssl::SslStream<TcpStream> {
@@ -297,12 +214,7 @@ fn a_client_leaving_while_the_upstream_thinks_ends_the_request() {
     drop(s);
     // The proxy notices the close while it waits for the upstream (not when it would write the
     // answer): the request is logged with no status and the client's leaving as its reason.
-    let line = wait_for("the access log line", Duration::from_secs(15), || {
-        p.log_text()
-            .lines()
-            .find(|l| l.contains("certgate::access") && l.contains("/slow/5000"))
-            .map(str::to_string)
-    });
+    let line = p.access_line("/slow/5000");
     assert!(line.contains("status=\"0\""), "{line}");
     // A clean close reads as the end of the stream, a close with unread bytes as a reset:
     // either way it is seen while waiting, before any answer.

@@ -1,13 +1,14 @@
 //! A listener's connections, from accept to HTTP: connection limit, PROXY protocol, TLS
 //! handshake (with its own timeout and failure reasons), then HTTP: HTTP/1.1 requests from our
-//! own keep-alive loop (`http1`), plain ones forwarded by certgate (`crate::proxy::h1`) and the
-//! rest, like HTTP/2, by Pingora's HTTP proxy. Doing the handshake here rather than in
-//! Pingora's listener lets us count failed handshakes by reason and bound the handshake time
-//! per listener.
+//! own keep-alive loop (`http1`), HTTP/2 streams from Pingora's h2 loop (`http2`). Plain
+//! requests of either are forwarded by certgate (`crate::proxy::h1`), the rest by Pingora's
+//! HTTP proxy. Doing the handshake here rather than in Pingora's listener lets us count failed
+//! handshakes by reason and bound the handshake time per listener.
 
 pub mod alert_close;
 pub mod header_guard;
 mod http1;
+pub mod http2;
 pub mod proxy_protocol;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,28 +20,25 @@ use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::SocketDigest;
 use pingora::protocols::{GetSocketDigest, Stream};
-use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use std::os::fd::AsRawFd;
 
 use crate::config::{ListenerConfig, ProxyProtocol};
 use crate::metrics;
-use crate::proxy::h1::Forwarder;
-use crate::proxy::CertgateProxy;
 use crate::state::Connection;
 use crate::state::Drain;
 use crate::tls::acceptor::{HandshakeFailure, ListenerTls};
 use crate::tls::verify::AuthFailure;
 use header_guard::HeaderGuard;
+use http2::Http;
 use pingora::protocols::{Ssl, ALPN};
 
 pub struct ListenerApp {
     config: ListenerConfig,
     name: Arc<str>,
     tls: ListenerTls,
-    http: Arc<HttpProxy<CertgateProxy>>,
-    /// certgate's own forwarding of plain HTTP/1.1 requests (see [`crate::proxy::h1`]).
-    direct: Forwarder,
+    /// Pingora's HTTP proxy and certgate's own forwarding (see [`http2`]).
+    http: Arc<Http>,
     connections: AtomicUsize,
     /// Counts this listener's connections into the process-wide drain.
     drain: Arc<Drain>,
@@ -62,19 +60,12 @@ impl Drop for ConnectionSlot<'_> {
 }
 
 impl ListenerApp {
-    pub fn new(
-        config: ListenerConfig,
-        tls: ListenerTls,
-        http: HttpProxy<CertgateProxy>,
-        direct: Forwarder,
-        drain: Arc<Drain>,
-    ) -> Self {
+    pub fn new(config: ListenerConfig, tls: ListenerTls, http: Http, drain: Arc<Drain>) -> Self {
         ListenerApp {
             name: Arc::from(config.name.as_str()),
             config,
             tls,
             http: Arc::new(http),
-            direct,
             connections: AtomicUsize::new(0),
             drain,
         }
@@ -218,8 +209,8 @@ impl ServerApp for ListenerApp {
         if accepted.http1 {
             // HTTP/1.1 (ALPN or none): our keep-alive loop, see `http1`.
             http1::serve(
-                &self.http,
-                &self.direct,
+                &self.http.proxy,
+                &self.http.direct,
                 accepted.stream,
                 self.config.timeouts.idle,
                 shutdown,
@@ -227,7 +218,8 @@ impl ServerApp for ListenerApp {
             .await;
             return None;
         }
-        // HTTP/2: Pingora's own loop, which multiplexes the connection's streams.
+        // HTTP/2: Pingora's own loop, which multiplexes the connection's streams and hands each
+        // to `http2::Http`.
         let mut next: Option<Stream> = Some(accepted.stream);
         while let Some(stream) = next.take() {
             next = self.http.process_new(stream, shutdown).await;

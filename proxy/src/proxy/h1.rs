@@ -1,9 +1,11 @@
-//! certgate's own forwarding of a plain HTTP/1.1 request, on pingora-core's HTTP/1 sessions and
-//! connection pool, in place of pingora-proxy's `HttpProxy` (which runs a request as two halves
-//! joined by channels, with its cache and module machinery around them). The decisions are the
-//! same phases of [`CertgateProxy`], called in the order `HttpProxy` calls them, so both paths
-//! decide, forward, answer, count and log alike. Anything unusual (an upgrade, `Expect`, HTTP/1.0,
-//! a header not complete in the first bytes) stays on `HttpProxy`: see [`eligible`].
+//! certgate's own forwarding of a plain request to the HTTP/1.1 upstream, on pingora-core's
+//! HTTP sessions and HTTP/1 connection pool, in place of pingora-proxy's `HttpProxy` (which runs
+//! a request as two halves joined by channels, with its cache and module machinery around them).
+//! The client side is an HTTP/1.1 request or an HTTP/2 stream (see [`super::h2`]). The
+//! decisions are the same phases of [`CertgateProxy`], called in the order `HttpProxy` calls
+//! them, so both paths decide, forward, answer, count and log alike. Anything unusual (an
+//! upgrade, `Expect`, HTTP/1.0, a header not complete in the first bytes, CONNECT) stays on
+//! `HttpProxy`: see [`eligible`] and [`super::h2::eligible`].
 
 use http::header;
 use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
@@ -12,7 +14,7 @@ use pingora::connectors::ConnectorOptions;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::authority::validate_request_authority;
 use pingora::protocols::http::v1::client::HttpSession as Upstream;
-use pingora::protocols::http::HttpTask;
+use pingora::protocols::http::{HttpTask, ServerSession};
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
@@ -75,7 +77,8 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
-/// Forwards eligible HTTP/1.1 requests; one per listener, sharing the proxy's state.
+/// Forwards eligible requests (HTTP/1.1, and HTTP/2 streams); one per listener, sharing the
+/// proxy's state.
 pub struct Forwarder {
     proxy: CertgateProxy,
     connector: Connector,
@@ -94,8 +97,9 @@ impl Forwarder {
         }
     }
 
-    /// One request of `session` (its first bytes already handed to it), start to end; returns
-    /// the connection when it can carry another request.
+    /// One request of `session` (for HTTP/1.1, its first bytes already handed to it; an HTTP/2
+    /// stream's header is read already), start to end; returns the HTTP/1.1 connection when it
+    /// can carry another request (an HTTP/2 stream never can: the connection is Pingora's).
     pub async fn serve(
         &self,
         mut session: Session,
@@ -271,11 +275,14 @@ impl Forwarder {
     ) -> pingora::Result<bool> {
         match task {
             HttpTask::Header(mut resp, end) => {
+                let h2 = session.downstream_session.is_http2();
                 let no_body = session.req_header().method == http::Method::HEAD
                     || matches!(resp.status.as_u16(), 204 | 304);
                 // A response framed by the upstream closing is sent chunked, so the client
-                // connection survives it (as `HttpProxy` does).
-                if !no_body
+                // connection survives it (as `HttpProxy` does). HTTP/2 frames every body
+                // itself.
+                if !h2
+                    && !no_body
                     && !end
                     && !resp.status.is_informational()
                     && !resp.headers.contains_key(header::TRANSFER_ENCODING)
@@ -285,10 +292,19 @@ impl Forwarder {
                     resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
                 }
                 self.proxy.response_filter(session, &mut resp, ctx).await?;
-                session
-                    .write_response_header(resp, end)
-                    .await
-                    .map_err(|e| e.into_down())?;
+                match &mut *session.downstream_session {
+                    // With `end`, the HEADERS frame itself ends the stream, as `HttpProxy`
+                    // sends it: an empty DATA frame after it would contradict the
+                    // Content-Length of a HEAD answer. The connection-specific headers an
+                    // HTTP/1.1 upstream may send are dropped by the HTTP/2 session.
+                    ServerSession::H2(stream) => stream
+                        .write_response_header(resp, end)
+                        .map_err(|e| e.into_down())?,
+                    _ => session
+                        .write_response_header(resp, end)
+                        .await
+                        .map_err(|e| e.into_down())?,
+                }
                 Ok(end)
             }
             HttpTask::Body(data, end) => {
@@ -300,9 +316,18 @@ impl Forwarder {
                 Ok(end)
             }
             HttpTask::Failed(e) => Err(e),
-            // Trailers are not forwarded over HTTP/1 (as in `HttpProxy`); an upgraded body
-            // cannot happen on this path, which takes no upgrade.
-            HttpTask::Done | HttpTask::Trailer(_) | HttpTask::UpgradedBody(..) => Ok(true),
+            // Forwarded to an HTTP/2 client (Pingora's HTTP/1 upstream session reads none
+            // today), not over HTTP/1 (as in `HttpProxy`).
+            HttpTask::Trailer(Some(trailers)) => {
+                session
+                    .downstream_session
+                    .write_response_trailers(*trailers)
+                    .await
+                    .map_err(|e| e.into_down())?;
+                Ok(true)
+            }
+            // An upgraded body cannot happen on this path, which takes no upgrade.
+            HttpTask::Done | HttpTask::Trailer(None) | HttpTask::UpgradedBody(..) => Ok(true),
         }
     }
 
@@ -315,6 +340,9 @@ impl Forwarder {
         has_body: bool,
     ) -> pingora::Result<Box<RequestHeader>> {
         let mut req = Box::new(session.req_header().clone());
+        // The upstream speaks HTTP/1.1 whatever the client spoke; an HTTP/2 client's
+        // `:authority` becomes the Host header in the rewrite (`forward::rewrite_request`).
+        req.set_version(http::Version::HTTP_11);
         strip_hop_by_hop(&mut req);
         self.proxy
             .upstream_request_filter(session, &mut req, ctx)

@@ -14,6 +14,7 @@ pub mod errors;
 mod forward;
 mod framing;
 pub mod h1;
+pub mod h2;
 mod slots;
 mod tunnels;
 mod upstream;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod crl_server;
+pub mod h1_upstream;
 pub mod ocsp_responder;
 
 use std::net::SocketAddr;
@@ -337,6 +338,16 @@ impl Proxy {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The first access log line containing `needle`, waited for (15 s at most).
+    pub fn access_line(&self, needle: &str) -> String {
+        wait_for("the access log line", Duration::from_secs(15), || {
+            self.log_text()
+                .lines()
+                .find(|l| l.contains("certgate::access") && l.contains(needle))
+                .map(str::to_string)
+        })
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{}", self.addr.port(), path)
     }
@@ -560,6 +571,28 @@ pub fn tls_connector(
         b.set_alpn_protos(alpn).unwrap();
     }
     b.build()
+}
+
+/// An HTTP/2 connection to the proxy as `who`, on the h2 crate's client (for the control of
+/// streams and frames that reqwest hides); the connection is driven by a task of its own.
+pub async fn h2_connect(
+    world: &World,
+    proxy: &Proxy,
+    who: Option<&Issued>,
+) -> h2::client::SendRequest<bytes::Bytes> {
+    let ssl = tls_connector(world, who, b"\x02h2")
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut tls).connect().await.unwrap();
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
 }
 
 /// What a [`RawUpstream`] answers.

@@ -1,0 +1,70 @@
+//! HTTP/2 request streams forwarded by certgate's own forwarding ([`super::h1::Forwarder`],
+//! which always speaks HTTP/1.1 upstream) instead of pingora-proxy's `HttpProxy`. Pingora still
+//! runs the connection: its h2 accept loop (malformed-stream budget, graceful shutdown, idle
+//! timeout) parses each stream's request header and hands over the stream; only what happens to
+//! one plain request changes. Anything else stays on `HttpProxy`: see [`eligible`].
+
+use std::io::Cursor;
+
+use http::header;
+use pingora::http::RequestHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::proxy::Session;
+
+/// Whether an HTTP/2 request can take certgate's forwarding: not CONNECT (extended CONNECT,
+/// with `:protocol`, is a CONNECT too), a `:path` in origin form, and none of the headers whose
+/// meaning would need more than a plain exchange (`Expect`, and the HTTP/1 upgrade and
+/// connection-specific ones, which the h2 layer refuses already but are not worth trusting to).
+pub fn eligible(req: &RequestHeader) -> bool {
+    req.method != http::Method::CONNECT
+        && req.raw_path().first() == Some(&b'/')
+        && !req.headers.keys().any(|name| {
+            name == header::EXPECT
+                || name == header::UPGRADE
+                || name == header::CONNECTION
+                || name == header::TRANSFER_ENCODING
+                || name.as_str() == "http2-settings"
+        })
+}
+
+/// The proxy session for one HTTP/2 stream. pingora-proxy builds a `Session` around an HTTP/2
+/// stream only inside `HttpProxy`; outside it, its one public constructor takes an HTTP/1
+/// stream, so the session is built on an empty placeholder whose HTTP/1 half is then replaced
+/// by the stream. The placeholder never reads or writes anything.
+pub fn session(stream: ServerSession) -> Session {
+    let mut session = Session::new_h1(Box::new(Cursor::new(Vec::<u8>::new())));
+    *session.downstream_session = stream;
+    session
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build(method, path.as_bytes(), None).unwrap();
+        r.set_version(http::Version::HTTP_2);
+        for (n, v) in headers {
+            r.append_header(n.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn plain_requests_are_eligible_and_unusual_ones_are_not() {
+        assert!(eligible(&req("GET", "/a?b=c", &[])));
+        assert!(eligible(&req("POST", "/up", &[("content-length", "5")])));
+        assert!(eligible(&req("HEAD", "/", &[("te", "trailers")])));
+        assert!(!eligible(&req("CONNECT", "/chat", &[])));
+        assert!(!eligible(&req("OPTIONS", "*", &[])));
+        for (name, value) in [
+            ("expect", "100-continue"),
+            ("upgrade", "websocket"),
+            ("connection", "upgrade"),
+            ("transfer-encoding", "chunked"),
+            ("http2-settings", "AAA"),
+        ] {
+            assert!(!eligible(&req("GET", "/", &[(name, value)])), "{name}");
+        }
+    }
+}
