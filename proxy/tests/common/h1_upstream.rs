@@ -42,14 +42,8 @@ fn serve_keepalive(mut conn: TcpStream) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];
     loop {
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            match conn.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Some(end) = super::read_head(&mut conn, &mut buf) else {
+            return;
         };
         let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
         buf.drain(..end);

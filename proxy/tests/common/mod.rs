@@ -665,6 +665,21 @@ impl RawUpstream {
     }
 }
 
+/// Reads from `conn` into `buf` until `buf` holds a whole request head (up to and including the
+/// empty line); returns the head's length, or `None` if the connection ended or failed first.
+pub fn read_head(conn: &mut impl std::io::Read, buf: &mut Vec<u8>) -> Option<usize> {
+    let mut chunk = [0u8; 16384];
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(i + 4);
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 fn raw_upstream_serve(
     conn: &mut std::net::TcpStream,
     reply: RawReply,
@@ -674,14 +689,8 @@ fn raw_upstream_serve(
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match conn.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
+    let Some(end) = read_head(conn, &mut buf) else {
+        return;
     };
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
     let lower = head.to_ascii_lowercase();
