@@ -342,10 +342,18 @@ async fn keep_alive_connection_serves_many_requests() {
         assert_eq!(code, 200);
     }
     let m = p.metrics();
-    assert_eq!(
-        metric(&m, "certgate_handshakes_total", &[("result", "ok")]),
-        1.0,
-        "one connection:\n{m}"
+    let handshakes = metric(&m, "certgate_handshakes_total", &[("result", "ok")]);
+    // HTTP/2 carries every request on one connection. Over HTTP/1.1 (CERTGATE_TEST_HTTP1)
+    // reqwest opens another connection when a request starts before the previous one's
+    // connection is back in its pool; the 50 requests still share a few connections.
+    let most = if std::env::var_os("CERTGATE_TEST_HTTP1").is_some() {
+        5.0
+    } else {
+        1.0
+    };
+    assert!(
+        (1.0..=most).contains(&handshakes),
+        "{handshakes} connections for 50 requests (at most {most}):\n{m}"
     );
     let _ = Duration::from_secs(0);
 }
