@@ -50,9 +50,13 @@ rm -rf "$WORK"
 mkdir -p "$WORK" "$CACHE"
 chmod 0755 "$WORK"
 
+# iptables: netavark sets up every pod's and network's firewall rules with it, yet Debian's
+# netavark neither depends on nor recommends it; without it no pod starts ("internal libpod
+# error", the cause only in podman's debug log).
 install_packages podman runc uidmap slirp4netns fuse-overlayfs netavark aardvark-dns catatonit \
-  debootstrap podman-compose python3 python3-yaml curl openssl ca-certificates iproute2
+  iptables debootstrap podman-compose python3 python3-yaml curl openssl ca-certificates iproute2
 podman_settings
+podman_preflight
 
 # Runs a step and says how long it took.
 phase() {

@@ -31,6 +31,9 @@ EOF
   CLEANUP+=("podman pod rm -f -t 2 $pod")
   podman pod create --name "$pod" \
     -p "127.0.0.1:$IMAGE_HTTPS:8443" -p "127.0.0.1:$IMAGE_ADMIN:9901" >/dev/null
+  # The pod (its network) is started on its own first, so that a host that cannot give it a
+  # network is told why; then the two containers join it.
+  start_pod "$pod" || return 1
   local hardened=(--pod "$pod" --read-only --cap-drop ALL --security-opt no-new-privileges)
   podman run -d --name "$pod-app" "${hardened[@]}" "$IMAGE" echo --listen 127.0.0.1:8080 >/dev/null
   podman run -d --name "$pod-proxy" "${hardened[@]}" \

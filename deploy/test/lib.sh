@@ -15,6 +15,29 @@ EOF
   export CONTAINERS_CONF="$WORK/containers.conf"
 }
 
+# What podman's networking runs but no package pulls in: checked before the first container, so
+# a missing one is named here rather than surfacing as podman's "internal libpod error".
+podman_preflight() {
+  local tool
+  for tool in iptables netavark; do
+    command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/lib/podman/$tool" ] \
+      || die "podman cannot set up container networks here: '$tool' is not installed (apt-get install $tool)"
+  done
+}
+
+# Starts pod $1 (already created) and says podman's own reason when it does not start: podman
+# itself prints only "internal libpod error"; the cause (a netavark or runc line) is in its
+# debug log, so the start is retried once at debug level and the error lines are shown.
+start_pod() {
+  local pod=$1
+  podman pod start "$pod" >/dev/null 2>"$WORK/pod-start.err" && return 0
+  sed 's/^/     podman: /' "$WORK/pod-start.err"
+  podman --log-level=debug pod start "$pod" 2>&1 >/dev/null \
+    | grep -iE 'level=(error|warning)|netavark|iptables|nft|runc|os error' | tail -n 15 \
+    | sed 's/^/     podman (debug): /'
+  fail "pod $pod does not start (podman's reasons above)"
+}
+
 # The Debian mirror apt already uses (a fresh machine's or a CI image's), for debootstrap.
 debian_mirror() {
   local m
