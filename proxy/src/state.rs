@@ -85,8 +85,8 @@ pub fn load_listeners(config: &Config) -> anyhow::Result<Vec<Arc<Listener>>> {
 
 /// One listener's trust state and policy, with its name on any error.
 pub fn load_listener(l: &ListenerConfig) -> anyhow::Result<Arc<Listener>> {
-    let trust =
-        TrustState::load(&l.tls, 1).map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
+    let trust = TrustState::load(&l.tls, &l.name)
+        .map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
     let policy = match &l.policy {
         Some(p) => Some(Arc::new(
             Policy::load(p).map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?,

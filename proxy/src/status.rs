@@ -67,6 +67,11 @@ pub fn status(shared: &Shared, last_reload: &ReloadStatus) -> serde_json::Value 
         "listeners": listeners,
         "last_reload": last_reload,
         "crl_fetch": crate::tls::revocation::status_json(),
+        "uncovered_issuers": shared
+            .listeners
+            .iter()
+            .flat_map(|l| l.trust.load().seen.status_json())
+            .collect::<Vec<_>>(),
         "ocsp": crate::tls::revocation::ocsp_status_json(),
     })
 }

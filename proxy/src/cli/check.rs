@@ -46,7 +46,12 @@ pub fn check(path: &Path) -> ExitCode {
         let trust = listener.trust.load();
         print_report(&listener_report(l, &trust, policy.as_deref()));
         let cas = trust.client.as_ref().map_or(&[][..], |c| &c.ca_certs[..]);
-        for (warning, line) in crate::tls::revocation::probe::report(&l.tls, cas) {
+        let crl_issuers: Vec<String> = trust
+            .client
+            .as_ref()
+            .map(|c| c.crls.iter().map(|crl| crl.issuer_dn.clone()).collect())
+            .unwrap_or_default();
+        for (warning, line) in crate::tls::revocation::probe::report(&l.tls, cas, &crl_issuers) {
             println!("  {}{line}", if warning { "warning: " } else { "" });
         }
     }

@@ -151,7 +151,7 @@ fn certificate(
             )))
         }
     };
-    let trust = TrustState::load(&listener.tls, 1).map_err(fail)?;
+    let trust = TrustState::load(&listener.tls, &listener.name).map_err(fail)?;
     let identity =
         Identity::from_x509(&chain[0]).map_err(|e| fail(format!("{}: {e}", file.display())))?;
     println!("certificate: {}", identity.subject_dn);

@@ -71,6 +71,18 @@ pub enum CrlExpired {
     Allow,
 }
 
+/// `tls.crl_check`: which certificates of a verified client chain need a revocation answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrlCheck {
+    /// Every certificate below the trust anchor (as NGINX, HAProxy and Envoy do).
+    Chain,
+    /// Only the leaf (Envoy's `only_verify_leaf_cert_crl`).
+    Leaf,
+    /// Whatever has a CRL is checked; an issuer without one is reported, not refused.
+    Available,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
 pub enum TlsVersion {
     #[serde(rename = "1.2")]
@@ -121,6 +133,9 @@ pub struct TlsConfig {
     pub client_ca: Option<PathBuf>,
     pub crl: Vec<PathBuf>,
     pub crl_expired: CrlExpired,
+    /// `None` when no revocation source is configured: then nothing is checked (and `check`
+    /// says so). Otherwise `chain` unless the config says else.
+    pub crl_check: Option<CrlCheck>,
     pub client_auth: ClientAuth,
     pub min_version: TlsVersion,
     pub max_version: TlsVersion,

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::revocation::{RawCrlFetch, RawOcsp};
-use super::{Alpn, ClientAuth, CrlExpired, Dialect, LogFormat, PathParams, TlsVersion};
+use super::{Alpn, ClientAuth, CrlCheck, CrlExpired, Dialect, LogFormat, PathParams, TlsVersion};
 
 #[derive(Deserialize, Debug, Clone)]
 #[serde(untagged)]
@@ -47,6 +47,7 @@ pub struct RawTls {
     pub client_ca: Option<String>,
     pub crl: Option<OneOrMany>,
     pub crl_expired: Option<CrlExpired>,
+    pub crl_check: Option<CrlCheck>,
     pub client_auth: Option<ClientAuth>,
     pub min_version: Option<TlsVersion>,
     pub max_version: Option<TlsVersion>,
@@ -69,6 +70,7 @@ impl RawTls {
             client_ca: self.client_ca.or(d.client_ca),
             crl: self.crl.or(d.crl),
             crl_expired: self.crl_expired.or(d.crl_expired),
+            crl_check: self.crl_check.or(d.crl_check),
             client_auth: self.client_auth.or(d.client_auth),
             min_version: self.min_version.or(d.min_version),
             max_version: self.max_version.or(d.max_version),

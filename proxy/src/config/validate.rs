@@ -428,12 +428,25 @@ impl Validator<'_> {
             .then_some(lifetime);
         let crl_fetch = self.crl_fetch(key, merged.crl_fetch, client_ca.is_some())?;
         let ocsp = self.ocsp(key, merged.ocsp, client_ca.is_some())?;
+        let has_source = !crl.is_empty() || crl_fetch.is_some() || ocsp.mode != OcspMode::Off;
+        let crl_check = match (merged.crl_check, has_source) {
+            (None, false) => None,
+            (None, true) => Some(CrlCheck::Chain),
+            (Some(c), true) => Some(c),
+            (Some(_), false) => {
+                return Err(self.err(
+                    &format!("{key}.crl_check"),
+                    "needs a revocation source to check against: add tls.crl, tls.crl_fetch or tls.ocsp, or remove crl_check",
+                ))
+            }
+        };
         Ok(TlsConfig {
             cert: self.path(&cert),
             key: self.path(&key_file),
             client_ca,
             crl,
             crl_expired: merged.crl_expired.unwrap_or(CrlExpired::Reject),
+            crl_check,
             client_auth,
             min_version,
             max_version,

@@ -5,7 +5,8 @@
 //! with its user.
 //!
 //! A watcher task runs only while tunnels are open; it compares each tunnel's trust generation
-//! and policy with the listener's current ones a few times a second.
+//! and policy with the listener's current ones a few times a second, and with OCSP on looks up
+//! the responder's cached word on each tunnel's certificate.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,7 @@ use crate::policy::Policy;
 use crate::policy::{authorize, Verdict};
 use crate::state::Listener;
 use crate::state::{connection, Connection, HeaderGuardHandle};
+use crate::tls::verify::AuthFailure;
 
 /// How often the watcher looks for a reload: well inside the 2 s a reload may take to reach
 /// open tunnels.
@@ -102,7 +104,9 @@ impl Tunnels {
     }
 
     /// Decides every tunnel whose trust generation or policy is not the current one again and
-    /// closes those now refused. Returns false (and stops watching) when none is open.
+    /// closes those now refused; with OCSP on, also closes a tunnel whose certificate the
+    /// responder now says is revoked (its cached answer is asked again once it expires, so at
+    /// most every `max_age`). Returns false (and stops watching) when none is open.
     fn recheck(&self) -> bool {
         let trust = self.listener.trust.load_full();
         let policy = self.listener.policy.load_full();
@@ -112,18 +116,41 @@ impl Tunnels {
             return false;
         }
         let name = &self.listener.config.name;
+        let ocsp = &self.listener.config.tls.ocsp;
+        let ocsp_name: Option<Arc<str>> =
+            (ocsp.mode != crate::config::OcspMode::Off).then(|| Arc::from(name.as_str()));
         for t in open.tunnels.values_mut() {
+            if t.root || t.handle.is_closed() {
+                continue;
+            }
+            let conn = t.digest.as_deref().and_then(Connection::of);
+            if let (Some(listener), Some(conn)) = (&ocsp_name, conn) {
+                if let [leaf, issuer, ..] = conn.auth.chain() {
+                    use crate::tls::revocation::ocsp::handshake_verdict;
+                    let verdict = handshake_verdict(listener, ocsp, leaf, issuer);
+                    if verdict == Some(Err(AuthFailure::Revoked)) {
+                        close(
+                            name,
+                            t,
+                            AuthFailure::Revoked.label(),
+                            401,
+                            AuthFailure::Revoked.reason(),
+                            "the OCSP responder says its certificate is revoked",
+                        );
+                        continue;
+                    }
+                }
+            }
             let same_policy = match (&t.policy, &policy) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 (None, None) => true,
                 _ => false,
             };
-            if (t.generation == trust.generation && same_policy) || t.root || t.handle.is_closed() {
+            if t.generation == trust.generation && same_policy {
                 continue;
             }
             t.generation = trust.generation;
             t.policy = policy.clone();
-            let conn = t.digest.as_deref().and_then(Connection::of);
             let identity = connection::identity(conn, &trust).map(|id| &**id);
             let verdict = authorize(identity, policy.as_deref(), t.root, &t.method, &t.path);
             let Verdict::Deny { status, reason } = verdict else {
@@ -133,20 +160,32 @@ impl Tunnels {
                 Err(f) if status == 401 => f.label(),
                 _ => "policy",
             };
-            metrics::TUNNELS_CLOSED
-                .with_label_values(&[name, label])
-                .inc();
-            tracing::warn!(
-                listener = %name,
-                user = %t.user,
-                method = %t.method,
-                path = %t.path,
-                status = status,
-                reason = %reason,
-                "upgraded connection closed: a reload withdrew its access"
+            close(
+                name,
+                t,
+                label,
+                status,
+                &reason,
+                "a reload withdrew its access",
             );
-            t.handle.close();
         }
         true
     }
+}
+
+/// Ends a tunnel no longer allowed: counted, logged with its user, closed.
+fn close(listener: &str, t: &Tunnel, label: &str, status: u16, reason: &str, why: &str) {
+    metrics::TUNNELS_CLOSED
+        .with_label_values(&[listener, label])
+        .inc();
+    tracing::warn!(
+        listener = %listener,
+        user = %t.user,
+        method = %t.method,
+        path = %t.path,
+        status = status,
+        reason = %reason,
+        "upgraded connection closed: {why}"
+    );
+    t.handle.close();
 }

@@ -165,7 +165,7 @@ fn reload(reloader: &Reloader, cause: Cause) -> Outcome {
     let mut candidates = Vec::new();
     for l in &shared.listeners {
         let old = l.trust.load();
-        let trust = match TrustState::load(&l.config.tls, old.generation + 1) {
+        let trust = match old.reload(&l.config.tls) {
             Ok(t) => t,
             Err(e) => {
                 return fail(

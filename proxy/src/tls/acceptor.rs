@@ -314,10 +314,16 @@ impl TlsAccept for HandshakeCallbacks<'_> {
                 return optional;
             }
             // Depth 0 comes last: OpenSSL has built and checked the whole chain, so our CRL
-            // policy (issuer without CRL is not checked; crl_expired) can run on it. Not on a
+            // policy (coverage under crl_check; crl_expired) can run on it. Not on a
             // chain that already failed (optional mode goes on after a failure): its
             // certificates are the client's say-so, not to be checked against our CRLs.
             if ctx.error_depth() == 0 && slot.is_none() {
+                // The chain verified against client_ca, so its CRL Distribution Points are the
+                // CA's word: queued before the revocation check, so that an issuer without a
+                // CRL yet (refused below under crl_check) gets one fetched.
+                if let Some(chain) = ctx.chain() {
+                    crate::tls::revocation::discover::on_chain(chain.iter());
+                }
                 let verdict = match ctx.chain() {
                     Some(chain) => state.check_revocation(chain.iter()),
                     None => Err(AuthFailure::BadCertificate),
@@ -328,7 +334,6 @@ impl TlsAccept for HandshakeCallbacks<'_> {
                     return optional;
                 }
                 if let Some(chain) = ctx.chain() {
-                    crate::tls::revocation::discover::on_chain(chain.iter());
                     if let (Some(o), Some(leaf), Some(issuer)) = (&ocsp, chain.get(0), chain.get(1))
                     {
                         use crate::tls::revocation::ocsp::handshake_verdict;

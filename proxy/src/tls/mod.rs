@@ -2,6 +2,7 @@
 //! the identity read from a verified certificate.
 
 pub mod acceptor;
+pub mod coverage;
 pub mod crl_issuer;
 pub mod dn;
 pub mod identity;

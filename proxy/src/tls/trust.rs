@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use openssl::hash::MessageDigest;
@@ -16,6 +17,7 @@ use openssl::x509::{X509Crl, X509CrlRef, X509Name, X509Ref, X509StoreContext, X5
 
 use crate::config::{CrlExpired, TlsConfig};
 use crate::time::{asn1_unix, now_unix};
+use crate::tls::coverage::{ChainsSeen, Position};
 use crate::tls::crl_issuer::{CrlSignature, DeferredCrls};
 use crate::tls::dn::rfc2253;
 use crate::tls::verify::AuthFailure;
@@ -88,6 +90,8 @@ pub struct TrustState {
     pub crl_expired: CrlExpired,
     pub files: Vec<LoadedFile>,
     pub loaded_at: SystemTime,
+    /// Shared by every generation of the listener (see [`crate::tls::coverage`]).
+    pub seen: Arc<ChainsSeen>,
 }
 
 pub fn sha256_der(cert: &X509Ref) -> [u8; 32] {
@@ -108,8 +112,25 @@ fn read(path: &Path, files: &mut Vec<LoadedFile>) -> Result<Vec<u8>, TrustError>
 }
 
 impl TrustState {
-    /// Loads and cross-checks every file of `tls`. Nothing is shared with an older state.
-    pub fn load(tls: &TlsConfig, generation: u64) -> Result<TrustState, TrustError> {
+    /// The first trust state of listener `listener`: every file of `tls` loaded and
+    /// cross-checked.
+    pub fn load(tls: &TlsConfig, listener: &str) -> Result<TrustState, TrustError> {
+        let ocsp_covers_leaf = tls.ocsp.mode != crate::config::OcspMode::Off;
+        let seen = Arc::new(ChainsSeen::new(listener, tls.crl_check, ocsp_covers_leaf));
+        Self::build(tls, 1, seen)
+    }
+
+    /// The next generation after this one, from the files and fetched CRLs as they are now. It
+    /// shares no trust material with this state, only what the listener has seen of clients.
+    pub fn reload(&self, tls: &TlsConfig) -> Result<TrustState, TrustError> {
+        Self::build(tls, self.generation + 1, self.seen.clone())
+    }
+
+    fn build(
+        tls: &TlsConfig,
+        generation: u64,
+        seen: Arc<ChainsSeen>,
+    ) -> Result<TrustState, TrustError> {
         let mut files = Vec::new();
         let server = load_server(&tls.cert, &tls.key, &mut files)?;
         let client = match &tls.client_ca {
@@ -128,11 +149,14 @@ impl TrustState {
             crl_expired: tls.crl_expired,
             files,
             loaded_at: SystemTime::now(),
+            seen,
         })
     }
 
     /// The revocation and CRL-freshness check of a verified chain (leaf first, as OpenSSL built
-    /// it). Each certificate is checked against the CRLs of its issuer, when any are loaded.
+    /// it, ending at the trust anchor). Each certificate below the anchor is checked against the
+    /// CRLs of its issuer; one whose issuer has none is covered or refused as `tls.crl_check`
+    /// says, and the gap is recorded either way.
     pub fn check_revocation<'a>(
         &self,
         chain: impl IntoIterator<Item = &'a X509Ref>,
@@ -140,14 +164,17 @@ impl TrustState {
         let Some(client) = &self.client else {
             return Ok(());
         };
-        if client.crls.is_empty() {
+        if client.crls.is_empty() && self.seen.checks_nothing() {
             return Ok(());
         }
         let now = now_unix();
         let chain: Vec<&X509Ref> = chain.into_iter().collect();
-        for pair in chain.windows(2) {
+        for (depth, pair) in chain.windows(2).enumerate() {
             let (cert, issuer) = (pair[0], pair[1]);
             let key = sha256_der(issuer);
+            if self.seen.remember_issuer(key, issuer) {
+                crate::tls::revocation::issuer_seen(&rfc2253(issuer.subject_name()));
+            }
             let deferred = if client.deferred.is_empty() {
                 None
             } else {
@@ -157,7 +184,9 @@ impl TrustState {
                 .crls_by_issuer
                 .get(&key)
                 .map_or(&[][..], Vec::as_slice);
+            let mut covered = false;
             for &i in at_load.iter().chain(deferred.iter().flat_map(|d| d.iter())) {
+                covered = true;
                 let loaded = &client.crls[i];
                 if loaded.is_expired(now) && self.crl_expired == CrlExpired::Reject {
                     return Err(AuthFailure::CrlExpired);
@@ -165,6 +194,14 @@ impl TrustState {
                 if is_revoked(&loaded.crl, cert) {
                     return Err(AuthFailure::Revoked);
                 }
+            }
+            let position = if depth == 0 {
+                Position::Leaf
+            } else {
+                Position::Intermediate
+            };
+            if !covered && self.seen.uncovered(issuer, position) {
+                return Err(AuthFailure::RevocationUnknown);
             }
         }
         Ok(())

@@ -29,6 +29,8 @@ pub enum Mode {
 struct State {
     /// path → (body, etag)
     bodies: HashMap<String, (Vec<u8>, String)>,
+    /// path → Location of a 302
+    redirects: HashMap<String, String>,
     mode: Option<Mode>,
     heads: Vec<String>,
     version: u64,
@@ -67,6 +69,12 @@ impl CrlServer {
         s.version += 1;
         let etag = format!("\"v{}\"", s.version);
         s.bodies.insert(path.to_string(), (body, etag));
+    }
+
+    /// Answers `path` with `302 Found` to `location` (in every mode but Hang).
+    pub fn redirect(&self, path: &str, location: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.redirects.insert(path.to_string(), location.to_string());
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -118,12 +126,13 @@ fn serve(mut conn: TcpStream, state: Arc<Mutex<State>>) {
             return;
         }
         let path = head.split(' ').nth(1).unwrap_or("/").to_string();
-        let (mode, published) = {
+        let (mode, published, redirect) = {
             let mut s = state.lock().unwrap();
             s.heads.push(head.clone());
             (
                 s.mode.clone().unwrap_or(Mode::Serve),
                 s.bodies.get(&path).cloned(),
+                s.redirects.get(&path).cloned(),
             )
         };
         let reply = |conn: &mut TcpStream, status: &str, extra: &str, body: &[u8]| {
@@ -136,6 +145,12 @@ fn serve(mut conn: TcpStream, state: Arc<Mutex<State>>) {
                 .is_ok()
         };
         let ok = match (mode, published) {
+            (m, _) if m != Mode::Hang && redirect.is_some() => reply(
+                &mut conn,
+                "302 Found",
+                &format!("location: {}\r\n", redirect.unwrap_or_default()),
+                b"",
+            ),
             (Mode::Fail, _) => reply(&mut conn, "500 Internal Server Error", "", b"oops"),
             (Mode::Hang, _) => {
                 let deadline = Instant::now() + Duration::from_secs(60);

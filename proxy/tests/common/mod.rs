@@ -5,6 +5,7 @@
 pub mod crl_server;
 pub mod h1_upstream;
 pub mod ocsp_responder;
+pub mod tunnel;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -37,7 +37,7 @@ fn serial_hex(cert: &X509) -> String {
 
 impl OcspResponder {
     /// Starts a responder for `ca` in `dir` that knows `good` (valid) and `revoked`, answering
-    /// with a nextUpdate `next_minutes` ahead.
+    /// with a nextUpdate `next_minutes` ahead (0: answers without nextUpdate).
     pub fn start(
         dir: &Path,
         ca: &Issued,
@@ -84,7 +84,12 @@ impl OcspResponder {
             .arg(dir.join("ocsp-signer-key.pem"))
             .arg("-CA")
             .arg(dir.join("ocsp-ca.pem"))
-            .args(["-nmin", &next_minutes.to_string(), "-ignore_err"])
+            .args(if next_minutes > 0 {
+                vec!["-nmin".to_string(), next_minutes.to_string()]
+            } else {
+                vec![]
+            })
+            .arg("-ignore_err")
             .stdout(Stdio::null())
             // It logs each request's first line on stderr, unbuffered.
             .stderr(std::fs::File::create(&r.out).unwrap())

@@ -44,14 +44,34 @@ impl From<reqwest::Error> for FetchError {
     }
 }
 
+/// Redirects a CRL or OCSP fetch follows at most.
+pub const MAX_REDIRECTS: usize = 3;
+
 /// The client every fetch shares (connection reuse, one TLS configuration).
 pub fn client() -> Result<reqwest::Client, FetchError> {
     reqwest::Client::builder()
         .user_agent(concat!("certgate/", env!("CARGO_PKG_VERSION")))
-        // A CDP behind a redirect is common (CDN, moved host); a loop is not.
-        .redirect(reqwest::redirect::Policy::limited(5))
+        .redirect(redirect_policy())
         .build()
         .map_err(|e| FetchError::Client(describe(&e)))
+}
+
+/// A CDP behind a redirect is common (CDN, moved host), but whoever controls a CRL server must
+/// not be able to make every sidecar of a fleet walk a chain of blind GETs, nor into other
+/// schemes: a few redirects, http and https only.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else if !matches!(attempt.url().scheme(), "http" | "https") {
+            let scheme = attempt.url().scheme().to_string();
+            attempt.error(format!(
+                "a redirect to a `{scheme}:` URL (only http and https are followed)"
+            ))
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// GET `url`, with `If-None-Match`/`If-Modified-Since` from the last good answer. The whole
@@ -91,6 +111,9 @@ async fn get_inner(
         req = req.header(IF_MODIFIED_SINCE, lm);
     }
     let mut resp = req.send().await?;
+    if resp.url().as_str() != url {
+        tracing::info!(url, final_url = %resp.url(), "CRL fetch was redirected");
+    }
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_MODIFIED {
         return Ok(Fetched::NotModified);
@@ -147,6 +170,9 @@ pub async fn post(
         .body(body)
         .send()
         .await?;
+    if resp.url().as_str() != url {
+        tracing::info!(url, final_url = %resp.url(), "OCSP query was redirected");
+    }
     if !resp.status().is_success() {
         return Err(FetchError::Status(resp.status()));
     }

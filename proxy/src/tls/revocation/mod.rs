@@ -8,6 +8,7 @@
 //! ones file CRLs get. Fetches run on a runtime of their own, so a hanging server never delays
 //! a handshake or a request.
 
+pub mod admit;
 pub mod cache_dir;
 pub mod discover;
 pub mod fetch;
@@ -53,29 +54,42 @@ pub fn status_json() -> serde_json::Value {
 }
 
 /// Before the listeners are built: names every configured URL (so `/readyz` waits for it) and
-/// loads each one's cached copy from `cache_dir`. A cached copy the trust state refuses (a CA
-/// rotated since) is dropped with an error, as if there were none.
+/// loads each cached copy from `cache_dir`: the configured URLs' and, for listeners with
+/// `from_certificates`, every URL discovered before the restart. A cached copy the trust
+/// state refuses (a CA rotated since) is dropped with an error, as if there were none.
 pub fn prepare(tls_configs: &[&TlsConfig]) {
     for tls in tls_configs {
         let Some(f) = &tls.crl_fetch else { continue };
         for url in &f.urls {
             store::register(url, true);
-            if store::body(url).is_some() {
+        }
+        let Some(dir) = &f.cache_dir else { continue };
+        let mut urls: Vec<(String, bool)> = f.urls.iter().map(|u| (u.clone(), false)).collect();
+        if f.from_certificates {
+            for url in cache_dir::cached_urls(dir) {
+                if !f.urls.contains(&url) && crate::config::revocation::check_url(&url).is_ok() {
+                    urls.push((url, true));
+                }
+            }
+        }
+        for (url, discovered) in urls {
+            if store::body(&url).is_some() {
                 continue;
             }
-            let Some(dir) = &f.cache_dir else { continue };
-            let Some(bytes) = cache_dir::load(dir, url) else {
+            let Some(bytes) = cache_dir::load(dir, &url) else {
                 continue;
             };
-            match schedule::facts(&bytes) {
-                Ok(facts) => {
-                    store::table().entry(url.clone()).or_default().body = Some(Arc::new(bytes));
-                    store::record_success(url, "cache", facts);
-                    tracing::info!(url, dir = %dir.display(), "CRL loaded from the cache");
+            match admit::admit(&bytes, &[], &admit::CheckedLater) {
+                Ok(held) => {
+                    if discovered {
+                        store::table().entry(url.clone()).or_default().discovered = true;
+                    }
+                    store::record_success(&url, "cache", Arc::new(bytes), held);
+                    tracing::info!(url, dir = %dir.display(), discovered, "CRL loaded from the cache");
                 }
                 Err(m) => {
                     tracing::error!(url, dir = %dir.display(), error = %m, "cached CRL refused");
-                    store::record_error(url, &format!("cached copy refused: {m}"));
+                    store::record_error(&url, &format!("cached copy refused: {m}"));
                 }
             }
         }
@@ -85,7 +99,7 @@ pub fn prepare(tls_configs: &[&TlsConfig]) {
     for _ in 0..entries {
         let Some(bad) = tls_configs
             .iter()
-            .find_map(|tls| TrustState::load(tls, 1).err())
+            .find_map(|tls| TrustState::load(tls, "start").err())
             .map(|e| e.file.display().to_string())
             .filter(|f| store::body(f).is_some())
         else {
@@ -96,8 +110,15 @@ pub fn prepare(tls_configs: &[&TlsConfig]) {
         if let Some(e) = store::table().get_mut(&bad) {
             e.body = None;
             e.source = None;
+            e.held.clear();
         }
     }
+}
+
+/// A verified chain brought a certificate of `issuer` not seen before (see
+/// [`store::issuer_seen`]).
+pub fn issuer_seen(issuer: &str) {
+    store::issuer_seen(issuer);
 }
 
 static RUNTIME: once_cell::sync::OnceCell<tokio::runtime::Handle> =
@@ -146,6 +167,20 @@ pub fn spawn(targets: Vec<Target>) -> anyhow::Result<()> {
                         continue;
                     }
                     if let Some(s) = schedule::settings_for(&targets, &url, false) {
+                        tokio::spawn(schedule::run_url(targets.clone(), client.clone(), url, s));
+                    }
+                }
+                // Discovered before the restart and loaded from the cache: refreshed as before.
+                let cached: Vec<String> = store::table()
+                    .iter()
+                    .filter(|(_, s)| s.discovered)
+                    .map(|(url, _)| url.clone())
+                    .collect();
+                for url in cached {
+                    if !started.insert(url.clone()) {
+                        continue;
+                    }
+                    if let Some(s) = schedule::settings_for(&targets, &url, true) {
                         tokio::spawn(schedule::run_url(targets.clone(), client.clone(), url, s));
                     }
                 }

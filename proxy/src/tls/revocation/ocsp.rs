@@ -32,8 +32,9 @@ use crate::tls::trust::sha256_der;
 use crate::tls::verify::AuthFailure;
 
 /// How long an answer that is not `good` or `revoked` (unknown, an error, no responder) is
-/// kept: long enough that a dead responder does not cost every request a timeout, short
-/// enough that `hard` mode recovers soon after the responder does.
+/// kept, and never longer than `max_age`: long enough that a dead responder does not cost
+/// every request a timeout, short enough that `hard` mode recovers soon after the responder
+/// does.
 const NEGATIVE_TTL: Duration = Duration::from_secs(10);
 /// Slack for the responder's clock when checking thisUpdate/nextUpdate.
 const CLOCK_SKEW_SECS: u32 = 300;
@@ -178,7 +179,7 @@ async fn status_of(listener: &str, cfg: &OcspConfig, leaf: &X509, issuer: &X509)
                         Ok((s, ttl)) => (s, ttl),
                         Err(e) => {
                             tracing::warn!(listener, serial = %hex::encode(serial_of(&leaf)), error = %e, mode = ?cfg.mode, "OCSP: no answer");
-                            (Status::Error, NEGATIVE_TTL)
+                            (Status::Error, NEGATIVE_TTL.min(cfg.max_age))
                         }
                     };
                     if status == Status::Unknown {
@@ -262,27 +263,63 @@ async fn query(cfg: &OcspConfig, leaf: &X509, issuer: &X509) -> Result<(Status, 
     .await
     .map_err(|_| format!("{url}: no answer within {:?}", cfg.timeout))?
     .map_err(|e| format!("{url}: {e}"))?;
-    let (status, next_update) =
-        verify(&resp, issuer, &*id()?, Some(&req)).map_err(|e| format!("{url}: {e}"))?;
-    let max_age = cfg.max_age;
-    let ttl = match status {
-        Status::Good | Status::Revoked => match next_update {
-            Some(n) => Duration::from_secs((n - now_unix()).max(0) as u64).min(max_age),
-            None => max_age,
-        },
-        _ => NEGATIVE_TTL.min(max_age),
-    };
-    Ok((status, ttl))
+    let answer = verify(&resp, issuer, &*id()?, Some(&req)).map_err(|e| format!("{url}: {e}"))?;
+    lifetime(answer, cfg.max_age, now_unix()).map_err(|e| format!("{url}: {e}"))
+}
+
+/// How long a verified answer is kept, or why it is not taken.
+///
+/// A response without nonce can be replayed by anyone who recorded it; one without nextUpdate
+/// says nothing of how long it stays true. So such an answer lives `max_age` counted from its
+/// own thisUpdate, not from when it arrived: a recorded `good` replayed later is stale, and a
+/// stale `good` is no answer at all. A `revoked` is never undone by age (revocation is
+/// final), it is only asked again soon.
+fn lifetime(answer: Answered, max_age: Duration, now: i64) -> Result<(Status, Duration), String> {
+    let max_age_secs = max_age.as_secs() as i64;
+    let secs = |s: i64| Duration::from_secs(s.max(0) as u64);
+    match answer.status {
+        Status::Good => {
+            let until = match answer.next_update {
+                Some(n) => n.min(now + max_age_secs),
+                None => answer.this_update + max_age_secs,
+            };
+            if until <= now {
+                return Err(format!(
+                    "stale answer: `good` as of {} with no nextUpdate, older than max_age ({max_age:?}); a replayed old answer is no answer",
+                    crate::time::unix_rfc3339(answer.this_update)
+                ));
+            }
+            Ok((Status::Good, secs(until - now)))
+        }
+        Status::Revoked => {
+            let until = answer
+                .next_update
+                .map_or(now + max_age_secs, |n| n.min(now + max_age_secs));
+            Ok((
+                Status::Revoked,
+                secs(until - now).max(NEGATIVE_TTL.min(max_age)),
+            ))
+        }
+        s => Ok((s, NEGATIVE_TTL.min(max_age))),
+    }
+}
+
+/// A verified response's word on one certificate.
+#[derive(Clone, Copy, Debug)]
+pub struct Answered {
+    pub status: Status,
+    pub this_update: i64,
+    pub next_update: Option<i64>,
 }
 
 /// Parses and verifies a response: signed by `issuer` or by a certificate it issued for
-/// OCSP signing, within its validity window, about `id`. Returns the status and nextUpdate.
+/// OCSP signing, within its validity window, about `id`.
 pub fn verify(
     der: &[u8],
     issuer: &X509,
     id: &openssl::ocsp::OcspCertIdRef,
     request: Option<&OcspRequest>,
-) -> Result<(Status, Option<i64>), String> {
+) -> Result<Answered, String> {
     let resp = OcspResponse::from_der(der).map_err(|e| format!("not an OCSP response ({e})"))?;
     if resp.status() != OcspResponseStatus::SUCCESSFUL {
         return Err(format!("responder status {}", resp.status().as_raw()));
@@ -317,7 +354,11 @@ pub fn verify(
         OcspCertStatus::REVOKED => Status::Revoked,
         _ => Status::Unknown,
     };
-    Ok((s, status.next_update().map(generalized_unix)))
+    Ok(Answered {
+        status: s,
+        this_update: generalized_unix(status.this_update),
+        next_update: status.next_update().map(generalized_unix),
+    })
 }
 
 /// The request nonce (RFC 8954): OpenSSL has the functions, the openssl crate no binding.
@@ -380,6 +421,50 @@ mod tests {
             assert_eq!(verdict(status, OcspMode::Hard), hard, "{status:?}");
             assert_eq!(verdict(status, OcspMode::Off), Ok(()), "{status:?}");
         }
+    }
+
+    #[test]
+    fn an_answer_without_next_update_lives_max_age_from_its_this_update() {
+        let hour = Duration::from_secs(3600);
+        let now = 1_000_000;
+        let good = |this_update, next_update| Answered {
+            status: Status::Good,
+            this_update,
+            next_update,
+        };
+        // Fresh: lives max_age from thisUpdate, not from arrival.
+        assert_eq!(
+            lifetime(good(now - 600, None), hour, now).unwrap(),
+            (Status::Good, Duration::from_secs(3000))
+        );
+        // Replayed a day later (or 30 days old): stale, no answer.
+        let e = lifetime(good(now - 86_400, None), hour, now).unwrap_err();
+        assert!(e.contains("stale"), "{e}");
+        // With a nextUpdate: until then, at most max_age.
+        assert_eq!(
+            lifetime(good(now - 600, Some(now + 60)), hour, now)
+                .unwrap()
+                .1,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            lifetime(good(now, Some(now + 86_400)), hour, now)
+                .unwrap()
+                .1,
+            hour
+        );
+        // An old `revoked` stays revoked; failures are kept at most max_age.
+        let revoked = Answered {
+            status: Status::Revoked,
+            ..good(now - 86_400, None)
+        };
+        assert_eq!(lifetime(revoked, hour, now).unwrap().0, Status::Revoked);
+        let unknown = Answered {
+            status: Status::Unknown,
+            ..good(now, None)
+        };
+        let second = Duration::from_secs(1);
+        assert_eq!(lifetime(unknown, second, now).unwrap().1, second);
     }
 
     #[test]

@@ -8,16 +8,18 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use std::cmp::Ordering;
+
+use openssl::x509::{X509NameRef, X509};
+
+use super::admit::{admit, HeldCrl, Issuers};
 use super::fetch::{self, Fetched};
-use super::store::{self, BodyFacts, CRL_FETCHES};
+use super::store::{self, CRL_FETCHES};
 use super::{build_lock, cache_dir};
 use crate::config::TlsConfig;
-use crate::time::{asn1_unix, now_unix};
-use crate::tls::dn::rfc2253;
-use crate::tls::trust::{parse_crls, TrustState};
+use crate::time::now_unix;
+use crate::tls::trust::TrustState;
 
-/// A CA's clock may run a little ahead of ours; more than this and thisUpdate is "in the future".
-const CLOCK_SKEW: i64 = 300;
 /// Until a URL has loaded once, a failed fetch is retried sooner than `refresh`: from 1 s,
 /// doubling, at most this long.
 const FIRST_LOAD_RETRY_MAX: Duration = Duration::from_secs(60);
@@ -58,73 +60,66 @@ pub fn settings_for(targets: &[Target], url: &str, discovered: bool) -> Option<S
         })
 }
 
-/// Why a fetched (or cached) body is not taken as a CRL.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum BodyRefused {
-    /// Neither PEM nor DER CRLs: the parser's message.
-    #[error("{0}")]
-    NotACrl(String),
-    #[error("the body holds no CRL")]
-    Empty,
-    #[error("the CRL of {issuer} has its thisUpdate in the future ({ahead}s ahead); check the CA's clock")]
-    FutureThisUpdate { issuer: String, ahead: i64 },
+/// The keys `admit` checks an issuer's CRL with: the CA bundles and the issuer certificates
+/// every listener has seen in verified chains.
+struct TargetIssuers<'a>(&'a [Target]);
+
+impl Issuers for TargetIssuers<'_> {
+    fn in_bundle(&self, name: &X509NameRef) -> bool {
+        self.0.iter().any(|t| {
+            t.trust.load().client.as_ref().is_some_and(|c| {
+                c.ca_certs
+                    .iter()
+                    .any(|ca| ca.subject_name().try_cmp(name).ok() == Some(Ordering::Equal))
+            })
+        })
+    }
+
+    fn seen(&self, name: &X509NameRef) -> Vec<X509> {
+        self.0
+            .iter()
+            .flat_map(|t| t.trust.load().seen.issuers_named(name))
+            .collect()
+    }
 }
 
-/// Parses a body and refuses what no file CRL would be allowed to be either.
-pub fn facts(bytes: &[u8]) -> Result<BodyFacts, BodyRefused> {
-    let crls = parse_crls(bytes).map_err(BodyRefused::NotACrl)?;
-    if crls.is_empty() {
-        return Err(BodyRefused::Empty);
-    }
-    let now = now_unix();
-    let mut facts = BodyFacts::default();
-    for crl in &crls {
-        let this_update = asn1_unix(crl.last_update());
-        if this_update > now + CLOCK_SKEW {
-            return Err(BodyRefused::FutureThisUpdate {
-                issuer: rfc2253(crl.issuer_name()),
-                ahead: this_update - now,
-            });
-        }
-        facts.issuers.push(rfc2253(crl.issuer_name()));
-        facts.this_update = Some(
-            facts
-                .this_update
-                .map_or(this_update, |t| t.max(this_update)),
-        );
-        if let Some(next) = crl.next_update().map(asn1_unix) {
-            facts.next_update = Some(facts.next_update.map_or(next, |n| n.min(next)));
-        }
-        facts.revoked += crl.get_revoked().map_or(0, |r| r.len());
-    }
-    Ok(facts)
-}
-
-/// Puts `bytes` in as the CRL of `url`: every listener's trust state is rebuilt with it and
-/// all are swapped, or none is and the previous body stays. Established connections see the
-/// new generation on their next request and re-check their chain.
+/// Puts `bytes` in as the CRL of `url` if [`admit`] takes it: every listener's trust state is
+/// rebuilt with it and all are swapped, or none is and the previous body stays. Established
+/// connections see the new generation on their next request and re-check their chain.
 pub fn accept(
     targets: &[Target],
     url: &str,
     bytes: Vec<u8>,
     source: &'static str,
-) -> Result<BodyFacts, String> {
-    let facts = facts(&bytes).map_err(|e| e.to_string())?;
+) -> Result<Vec<HeldCrl>, String> {
     let _build = build_lock();
-    let previous = {
-        let mut t = store::table();
-        let e = t.entry(url.to_string()).or_default();
-        if e.body.as_deref() == Some(&bytes) {
-            drop(t);
-            store::record_success(url, source, facts.clone());
-            return Ok(facts);
-        }
-        e.body.replace(Arc::new(bytes))
+    let (previous, held) = {
+        let t = store::table();
+        let e = t.get(url);
+        (
+            e.and_then(|e| e.body.clone()),
+            e.map(|e| e.held.clone()).unwrap_or_default(),
+        )
     };
+    if previous.as_deref() == Some(&bytes) {
+        let body = previous.unwrap_or_default();
+        store::record_success(url, source, body, held.clone());
+        return Ok(held);
+    }
+    let admitted = match admit(&bytes, &held, &TargetIssuers(targets)) {
+        Ok(h) => h,
+        Err(refusal) => {
+            let mut t = store::table();
+            let e = t.entry(url.to_string()).or_default();
+            e.waiting_for = refusal.waits_for().map(str::to_string);
+            return Err(refusal.to_string());
+        }
+    };
+    let body = Arc::new(bytes);
+    store::table().entry(url.to_string()).or_default().body = Some(body.clone());
     let mut built = Vec::new();
     for t in targets.iter().filter(|t| t.tls.crl_fetch.is_some()) {
-        let generation = t.trust.load().generation + 1;
-        match TrustState::load(&t.tls, generation) {
+        match t.trust.load().reload(&t.tls) {
             Ok(state) => built.push((t, state)),
             Err(e) => {
                 store::table().entry(url.to_string()).or_default().body = previous;
@@ -136,15 +131,15 @@ pub fn accept(
         tracing::info!(listener = %t.name, url, generation = state.generation, "fetched CRL in effect");
         t.trust.store(Arc::new(state));
     }
-    if let Some(next) = facts.next_update {
-        for issuer in &facts.issuers {
+    for h in &admitted {
+        if let Some(next) = h.next_update {
             crate::metrics::CRL_NEXT_UPDATE
-                .with_label_values(&[issuer])
+                .with_label_values(&[&h.issuer])
                 .set(next as f64);
         }
     }
-    store::record_success(url, source, facts.clone());
-    Ok(facts)
+    store::record_success(url, source, body, admitted.clone());
+    Ok(admitted)
 }
 
 /// 0–10% of `refresh`, so a fleet restarted together does not fetch in lockstep.
@@ -229,30 +224,47 @@ pub async fn run_url(
                         }
                     }
                     Err(m) => {
-                        tracing::error!(url, error = %m, "fetched CRL refused; the last good CRL stays in effect");
+                        tracing::error!(url, error = %m, "fetched CRL refused; {}", kept(&url));
                         store::record_error(&url, &m);
                     }
                 }
             }
             Err(m) => {
-                tracing::error!(url, error = %m, "CRL fetch failed; the last good CRL stays in effect");
+                tracing::error!(url, error = %m, "CRL fetch failed; {}", kept(&url));
                 store::record_error(&url, &m.to_string());
             }
         }
         let now = now_unix();
         let loaded = store::body(&url).is_some();
         let delay = if loaded {
-            let next_update = store::table().get(&url).and_then(|e| e.next_update);
+            let next_update = store::table().get(&url).and_then(|e| e.next_update());
             next_delay(settings.refresh, next_update, now)
         } else {
             let d = retry.min(settings.refresh).min(FIRST_LOAD_RETRY_MAX);
             retry = (retry * 2).min(FIRST_LOAD_RETRY_MAX);
             d
         };
-        if let Some(e) = store::table().get_mut(&url) {
+        let wake = {
+            let mut t = store::table();
+            let e = t.entry(url.clone()).or_default();
             e.next_fetch = Some(now + delay.as_secs() as i64);
+            e.wake.clone()
+        };
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = wake.notified() => {
+                tracing::info!(url, "the issuer a refused CRL waited for was seen in a client chain; fetching again");
+            }
         }
-        tokio::time::sleep(delay).await;
+    }
+}
+
+/// What a failed fetch or a refused body leaves in force, in the log's words.
+fn kept(url: &str) -> &'static str {
+    if store::body(url).is_some() {
+        "the last good CRL stays in effect"
+    } else {
+        "no CRL of this URL is in effect yet (its issuer is uncovered until one loads)"
     }
 }
 
@@ -275,22 +287,5 @@ mod tests {
             // A nextUpdate already past does not make it fetch in a tight loop.
             assert!(next_delay(refresh, Some(10), 1000) >= refresh);
         }
-    }
-
-    #[test]
-    fn garbage_and_future_crls_are_refused() {
-        assert!(facts(b"<html>not found</html>").is_err());
-        assert!(facts(b"").is_err());
-        let mut s = crate::pki::CertSpec::with_subject(&[("CN", "Fetch CA")]);
-        s.is_ca = true;
-        let ca = crate::pki::self_signed_ca(&s).unwrap();
-        let good = crate::pki::make_crl(&ca, &[&ca.cert], -1, 7, 1).unwrap();
-        let f = facts(&good.to_der().unwrap()).unwrap();
-        assert_eq!(f.issuers, vec!["CN=Fetch CA".to_string()]);
-        assert_eq!(f.revoked, 1);
-        let future = crate::pki::make_crl(&ca, &[], 1, 7, 2).unwrap();
-        let e = facts(&future.to_pem().unwrap()).unwrap_err();
-        assert!(matches!(e, BodyRefused::FutureThisUpdate { .. }), "{e}");
-        assert!(e.to_string().contains("in the future"), "{e}");
     }
 }

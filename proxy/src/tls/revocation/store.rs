@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use once_cell::sync::Lazy;
 use prometheus::IntCounterVec;
+use tokio::sync::Notify;
 
+use super::admit::HeldCrl;
 use crate::time::{now_rfc3339, now_unix};
 
 /// One URL's state.
@@ -26,12 +28,22 @@ pub struct UrlState {
     pub last_success: Option<String>,
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
-    pub issuers: Vec<String>,
-    pub this_update: Option<i64>,
-    pub next_update: Option<i64>,
-    pub revoked: usize,
+    /// What `body` holds, per CRL: what a newer body is compared with.
+    pub held: Vec<HeldCrl>,
     /// Unix time of the next scheduled fetch.
     pub next_fetch: Option<i64>,
+    /// The issuer whose certificate a refused body waits for (its signature could not be
+    /// checked yet); seeing it in a verified chain fetches the URL again at once.
+    pub waiting_for: Option<String>,
+    /// Wakes the URL's fetch loop before its next scheduled fetch.
+    pub wake: Arc<Notify>,
+}
+
+impl UrlState {
+    /// The earliest nextUpdate of the CRLs held.
+    pub fn next_update(&self) -> Option<i64> {
+        self.held.iter().filter_map(|h| h.next_update).min()
+    }
 }
 
 static TABLE: Lazy<Mutex<BTreeMap<String, UrlState>>> = Lazy::new(Default::default);
@@ -60,24 +72,25 @@ pub fn record_error(url: &str, message: &str) {
     e.last_error_at = Some(now_rfc3339());
 }
 
-/// Facts about a CRL body, for `/status`.
-#[derive(Clone, Debug, Default)]
-pub struct BodyFacts {
-    pub issuers: Vec<String>,
-    pub this_update: Option<i64>,
-    pub next_update: Option<i64>,
-    pub revoked: usize,
-}
-
-pub fn record_success(url: &str, source: &'static str, facts: BodyFacts) {
+/// `body` is in force from now on, holding `held`.
+pub fn record_success(url: &str, source: &'static str, body: Arc<Vec<u8>>, held: Vec<HeldCrl>) {
     let mut t = table();
     let e = t.entry(url.to_string()).or_default();
+    e.body = Some(body);
     e.source = Some(source);
     e.last_success = Some(now_rfc3339());
-    e.issuers = facts.issuers;
-    e.this_update = facts.this_update;
-    e.next_update = facts.next_update;
-    e.revoked = facts.revoked;
+    e.held = held;
+    e.waiting_for = None;
+}
+
+/// A verified chain brought a certificate of `issuer`: URLs whose last body waited for it are
+/// fetched again now rather than at their next refresh.
+pub fn issuer_seen(issuer: &str) {
+    for e in table().values() {
+        if e.waiting_for.as_deref() == Some(issuer) {
+            e.wake.notify_one();
+        }
+    }
 }
 
 /// A configured URL that has not loaded once (from the network or the cache), for `/readyz`.
@@ -98,6 +111,14 @@ pub fn status_json() -> serde_json::Value {
     let urls: Vec<serde_json::Value> = table()
         .iter()
         .map(|(url, s)| {
+            let next_update = s.next_update();
+            let this_update = s.held.iter().map(|h| h.this_update).max();
+            let issuers: Vec<&str> = s.held.iter().map(|h| h.issuer.as_str()).collect();
+            let numbers: Vec<Option<String>> = s
+                .held
+                .iter()
+                .map(|h| h.number.as_ref().map(hex::encode))
+                .collect();
             serde_json::json!({
                 "url": url,
                 "configured": s.configured,
@@ -106,14 +127,16 @@ pub fn status_json() -> serde_json::Value {
                 "state": if s.body.is_some() { "loaded" } else { "without a loaded CRL" },
                 "source": s.source,
                 "bytes": s.body.as_ref().map(|b| b.len()),
-                "issuers": s.issuers,
-                "revoked": s.revoked,
-                "this_update": text_time(s.this_update),
-                "next_update": text_time(s.next_update),
-                "next_update_passed": s.next_update.is_some_and(|n| n < now),
+                "issuers": issuers,
+                "crl_numbers": numbers,
+                "revoked": s.held.iter().map(|h| h.revoked).sum::<usize>(),
+                "this_update": text_time(this_update),
+                "next_update": text_time(next_update),
+                "next_update_passed": next_update.is_some_and(|n| n < now),
                 "last_success": s.last_success,
                 "last_error": s.last_error,
                 "last_error_at": s.last_error_at,
+                "waiting_for_issuer": s.waiting_for,
                 "next_fetch": text_time(s.next_fetch),
             })
         })
@@ -151,8 +174,7 @@ mod tests {
         assert_eq!(first_unloaded().as_deref(), Some(url));
         record_error(url, "connection refused");
         assert_eq!(first_unloaded().as_deref(), Some(url));
-        table().get_mut(url).unwrap().body = Some(Arc::new(vec![1]));
-        record_success(url, "cache", BodyFacts::default());
+        record_success(url, "cache", Arc::new(vec![1]), Vec::new());
         assert_eq!(first_unloaded(), None);
         let s = status_json();
         let e = s
