@@ -63,6 +63,10 @@ impl HandshakeFailure {
 pub struct ConnAuth {
     /// The identity when the certificate verified, else why not.
     pub verdict: Result<Arc<Identity>, AuthFailure>,
+    /// The identity of a chain that verified but whose revocation status was unknown (an
+    /// issuer without a CRL yet, `tls.crl_check`): once a later trust state covers it, the
+    /// connection's next request is decided with it instead of staying refused.
+    uncovered: Option<Arc<Identity>>,
     /// The chain OpenSSL verified (leaf first), kept to re-check it after a reload.
     chain: Vec<X509>,
     generation: u64,
@@ -83,9 +87,12 @@ impl ConnAuth {
     /// The identity as of the current trust state: a certificate revoked, expired or no longer
     /// trusted since the handshake loses it on its next request.
     pub fn identity(&self, state: &TrustState) -> Result<&Arc<Identity>, AuthFailure> {
-        let identity = self.verdict.as_ref().map_err(|f| *f)?;
+        let identity = match (&self.verdict, &self.uncovered) {
+            (Ok(identity), _) | (Err(AuthFailure::RevocationUnknown), Some(identity)) => identity,
+            (Err(f), _) => return Err(*f),
+        };
         if state.generation == self.generation {
-            return Ok(identity);
+            return self.verdict.as_ref().map_err(|f| *f);
         }
         let mut cached = self.recheck.lock().unwrap_or_else(|p| p.into_inner());
         if cached.0 != state.generation {
@@ -369,8 +376,15 @@ impl TlsAccept for HandshakeCallbacks<'_> {
                 .map_err(|_| AuthFailure::BadCertificate),
         };
         let chain = resumption::verified_chain(ssl);
+        let uncovered = match (&verdict, ssl.peer_certificate()) {
+            (Err(AuthFailure::RevocationUnknown), Some(cert)) if !chain.is_empty() => {
+                Identity::from_x509(&cert).ok().map(Arc::new)
+            }
+            _ => None,
+        };
         Some((self.attach)(ConnAuth {
             verdict,
+            uncovered,
             chain,
             generation,
             recheck: Mutex::new((generation, Ok(()))),

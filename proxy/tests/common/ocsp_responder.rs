@@ -118,15 +118,17 @@ impl OcspResponder {
     /// reads half of it).
     pub fn set(&self, good: &[&X509], revoked: &[&X509]) {
         let mut text = String::new();
+        // Each line's subject is made unique: `openssl ocsp` refuses an index with two equal
+        // subjects (its CA database default) and exits.
         for c in good {
             text.push_str(&format!(
-                "V\t491231235959Z\t\t{}\tunknown\t/CN=good\n",
+                "V\t491231235959Z\t\t{0}\tunknown\t/CN=good-{0}\n",
                 serial_hex(c)
             ));
         }
         for c in revoked {
             text.push_str(&format!(
-                "R\t491231235959Z\t260101000000Z\t{}\tunknown\t/CN=revoked\n",
+                "R\t491231235959Z\t260101000000Z\t{0}\tunknown\t/CN=revoked-{0}\n",
                 serial_hex(c)
             ));
         }
