@@ -309,7 +309,8 @@ async fn cache_dir_serves_a_start_with_the_url_down_and_readyz_waits_for_a_first
     assert_eq!(t.code(&p, &t.bob).await.0, 200);
     drop(p);
 
-    // No cache and the URL down: not fatal, but not ready, and the issuer has no loaded CRL.
+    // No cache and the URL down: not fatal, but not ready, and the issuer has no loaded CRL,
+    // so its clients are refused (fail closed, crl_check: chain) until it loads.
     let p = t.start_unready("");
     let body = wait_for("/readyz to name the unloaded URL", CHANGE, || {
         let (code, body) = http_get(p.admin, "/readyz")?;
@@ -318,17 +319,24 @@ async fn cache_dir_serves_a_start_with_the_url_down_and_readyz_waits_for_a_first
     });
     assert!(body.contains(&t.url()), "{body}");
     assert_eq!(url_status(&p, &t.url())["state"], "without a loaded CRL");
-    assert_eq!(
-        t.code(&p, &t.alice).await.0,
-        200,
-        "an issuer without a loaded CRL is not checked"
-    );
-    // The URL comes back: ready, and alice is refused.
+    for who in [&t.alice, &t.bob] {
+        let (code, v) = t.code(&p, who).await;
+        assert_eq!(
+            (code, v["reason"].as_str()),
+            (401, Some("revocation status unknown")),
+            "an issuer without a loaded CRL: {v}"
+        );
+    }
+    // The URL comes back: ready, alice is revoked and bob let in.
     t.srv.set_mode(Mode::Serve);
     wait_for("/readyz 200", CHANGE, || {
         (http_get(p.admin, "/readyz")?.0 == 200).then_some(())
     });
-    assert_eq!(t.code(&p, &t.alice).await.0, 401);
+    assert_eq!(
+        t.code(&p, &t.alice).await.1["reason"],
+        "certificate revoked"
+    );
+    assert_eq!(t.code(&p, &t.bob).await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,10 +424,17 @@ async fn from_certificates_fetches_the_cdp_an_intermediate_issued_certificate_na
     let mut cfg = ProxyConfig::new(upstream());
     cfg.crl = "[]";
     cfg.tls_extra = "  crl_fetch:\n    from_certificates: true\n    refresh: 1s\n";
-    // Discovered URLs never hold /readyz: ready at once.
+    // Discovered URLs never hold /readyz: ready at once. Bob's chain is the first to name the
+    // CDPs: refused until their CRLs land, then let in on the same connection.
     let p = Proxy::start(&w, &cfg);
-    let (code, v) = get_json(&https_chain(&w, &p, &bob, &[&inter]), &p.url("/")).await;
-    assert_eq!(code, 200, "{v}");
+    let bob_client = https_chain(&w, &p, &bob, &[&inter]);
+    let (code, v) = get_json(&bob_client, &p.url("/")).await;
+    assert_eq!(
+        (code, v["reason"].as_str()),
+        (401, Some("revocation status unknown")),
+        "{v}"
+    );
+    wait_for_code(&bob_client, &p, 200, None).await;
     // Bob's chain named both CDPs; once fetched, alice's is refused.
     let alice_client = https_chain(&w, &p, &alice, &[&inter]);
     wait_for_code(&alice_client, &p, 401, Some("certificate revoked")).await;

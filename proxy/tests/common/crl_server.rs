@@ -17,6 +17,8 @@ pub enum Mode {
     Serve,
     /// `500 Internal Server Error`.
     Fail,
+    /// `503 Service Unavailable`, as a CDP behind a load balancer with no backend answers.
+    Unavailable,
     /// Accepts and reads the request, then says nothing until the mode changes (or 60 s).
     Hang,
     /// 200 with an HTML error page instead of a CRL.
@@ -152,6 +154,7 @@ fn serve(mut conn: TcpStream, state: Arc<Mutex<State>>) {
                 b"",
             ),
             (Mode::Fail, _) => reply(&mut conn, "500 Internal Server Error", "", b"oops"),
+            (Mode::Unavailable, _) => reply(&mut conn, "503 Service Unavailable", "", b"later"),
             (Mode::Hang, _) => {
                 let deadline = Instant::now() + Duration::from_secs(60);
                 while Instant::now() < deadline && state.lock().unwrap().mode == Some(Mode::Hang) {

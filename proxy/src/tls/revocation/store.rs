@@ -94,10 +94,12 @@ pub fn issuer_seen(issuer: &str) {
 }
 
 /// A configured URL that has not loaded once (from the network or the cache), for `/readyz`.
+/// A body being built into the trust states is not loaded until it is in force everywhere
+/// (`last_success` is written after the swap).
 pub fn first_unloaded() -> Option<String> {
     table()
         .iter()
-        .find(|(_, s)| s.configured && s.body.is_none())
+        .find(|(_, s)| s.configured && (s.body.is_none() || s.last_success.is_none()))
         .map(|(url, _)| url.clone())
 }
 
