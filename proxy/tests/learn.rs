@@ -169,6 +169,8 @@ async fn audit_then_learn_then_enforce_allows_the_same_traffic() {
             policy,
             "--listener",
             "test",
+            // The traffic includes an anonymous health check, to be granted too.
+            "--anonymous",
         ];
         certgate(&[&base[..], extra].concat(), None)
     };

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_yaml_ng::{Mapping, Value};
 
-use crate::policy::learn::{parse_line, propose, Learner, Line, Proposal};
-use crate::policy::learn_yaml::{canonical, comment_safe, expected, merge_text};
+use crate::policy::learn::{parse_line, propose, Learner, Line, Options, Proposal, METHODS};
+use crate::policy::learn_yaml::{canonical, comment_safe, expected, merge_text, seen_text};
 use crate::policy::Policy;
 
 #[derive(Args, Debug)]
@@ -31,6 +31,9 @@ pub struct LearnArgs {
     /// Print the whole policy with the grants merged (needs --policy).
     #[arg(long, requires = "policy")]
     pub merged: bool,
+    /// Also propose grants for requests without a certificate (else they are only listed).
+    #[arg(long)]
+    pub anonymous: bool,
 }
 
 const ERROR: u8 = 2;
@@ -94,6 +97,9 @@ fn read_log(
     }
 }
 
+/// How many anonymous routes the header lists: anyone can add to them.
+const ANONYMOUS_LISTED: usize = 20;
+
 /// The comment lines before the YAML. Every line goes through [`comment_safe`]: file names,
 /// listener names, methods, paths and users all end up here.
 fn header(args: &LearnArgs, counts: &Counts, learner: &Learner, p: &Proposal) -> Vec<String> {
@@ -126,6 +132,51 @@ fn header(args: &LearnArgs, counts: &Counts, learner: &Learner, p: &Proposal) ->
             names.join(", ")
         ));
     }
+    if learner.bad_method.count > 0 {
+        let quoted: Vec<String> = learner
+            .bad_method
+            .examples
+            .iter()
+            .map(|m| format!("\"{m}\""))
+            .collect();
+        h.push(format!(
+            "{} requests skipped: their method ({}) is none of {}, and only those are proposed",
+            learner.bad_method.count,
+            quoted.join(", "),
+            METHODS.join(", ")
+        ));
+    }
+    if learner.route_syntax.count > 0 {
+        h.push(format!(
+            "{} requests skipped: a path segment is route syntax (*, {{ or }}), which no route can match literally: {}",
+            learner.route_syntax.count,
+            learner.route_syntax.examples.join(", ")
+        ));
+    }
+    for k in &p.kept_literal {
+        h.push(format!(
+            "{} is proposed as the paths requested: it would also cover routes of {}",
+            k.route,
+            k.permissions.join(", ")
+        ));
+    }
+    if !p.anonymous.is_empty() {
+        h.push(format!(
+            "{} routes refused to requests without a certificate, not granted (--anonymous proposes them):",
+            p.anonymous.len()
+        ));
+        let mut busiest: Vec<&(String, _)> = p.anonymous.iter().collect();
+        busiest.sort_by_key(|(_, seen)| std::cmp::Reverse(seen.count));
+        for (route, seen) in busiest.iter().take(ANONYMOUS_LISTED) {
+            h.push(format!("  {route}: {}", seen_text(seen)));
+        }
+        if p.anonymous.len() > ANONYMOUS_LISTED {
+            h.push(format!(
+                "  and {} more",
+                p.anonymous.len() - ANONYMOUS_LISTED
+            ));
+        }
+    }
     if p.already_allowed > 0 {
         h.push(format!(
             "{} (grantee, route) pairs are allowed by the policy already",
@@ -142,7 +193,7 @@ fn header(args: &LearnArgs, counts: &Counts, learner: &Learner, p: &Proposal) ->
         h.push(format!("not expressible as a route, left out: {u}"));
     }
     if p.grants.is_empty() {
-        h.push("nothing to learn: no refused request needs a new grant".into());
+        h.push("nothing to learn: no grant to propose".into());
     } else {
         h.push("Review every grant before it goes into the policy: each one allows what the log shows.".into());
     }
@@ -227,7 +278,11 @@ pub fn learn(args: &LearnArgs) -> ExitCode {
             return fail(e);
         }
     }
-    let proposal = propose(&learner, policy.as_ref(), args.min_count);
+    let opts = Options {
+        min_count: args.min_count,
+        anonymous: args.anonymous,
+    };
+    let proposal = propose(&learner, policy.as_ref(), &opts);
     let mut out = header(args, &counts, &learner, &proposal).join("\n") + "\n";
     match (&args.policy, args.merged) {
         (Some(path), true) if proposal.grants.is_empty() => match std::fs::read_to_string(path) {

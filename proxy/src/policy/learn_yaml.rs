@@ -120,6 +120,15 @@ pub fn seen_text(s: &Seen) -> String {
         (Some(f), Some(l)) => out.push_str(&format!("; first {f}, last {l}")),
         _ => out.push_str("; no timestamps"),
     }
+    // The paths themselves, not only the route: `{id}` hides what was asked for.
+    if !s.paths.is_empty() {
+        out.push_str(&format!(
+            "; path{} {}{}",
+            if s.paths.len() == 1 { "" } else { "s" },
+            s.paths.join(" "),
+            if s.more_paths { " ..." } else { "" }
+        ));
+    }
     out
 }
 

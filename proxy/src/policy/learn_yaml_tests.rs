@@ -11,6 +11,7 @@ fn seen(n: u64, users: &[&str]) -> Seen {
         users: users.iter().map(|u| u.to_string()).collect::<BTreeSet<_>>(),
         first: Some("2026-11-29T10:00:00Z".into()),
         last: Some("2026-11-29T11:00:00Z".into()),
+        ..Default::default()
     }
 }
 
@@ -320,7 +321,8 @@ fn hostile_names_and_routes_load_as_a_policy() {
     let mut permissions = Vec::new();
     for (i, w) in weird.iter().enumerate() {
         let route = routes[i].to_string();
-        let s = seen(1, &[*w]);
+        let mut s = seen(1, &[*w]);
+        s.paths = vec![format!("/p{i}/{w}"), w.to_string()];
         permissions.push(NewPermission {
             name: format!("learned_get_p{i}"),
             route: route.clone(),
