@@ -9,6 +9,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use certgate::pki::Issued;
 use common::*;
 
 const CATALOG: &str = r#"# catalog: permissions only
@@ -169,6 +170,8 @@ async fn audit_then_learn_then_enforce_allows_the_same_traffic() {
             policy,
             "--listener",
             "test",
+            // The traffic includes an anonymous health check, to be granted too.
+            "--anonymous",
         ];
         certgate(&[&base[..], extra].concat(), None)
     };
@@ -361,4 +364,306 @@ async fn grants_follow_the_group_attribute() {
         "{out}"
     );
     assert!(!out.contains("Example Org"), "{out}");
+}
+
+/// The shipped controller policy (and its catalog) in the world's directory, in audit mode.
+fn shipped_controller(w: &World) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let policy = std::fs::read_to_string(dir.join("anka-controller.yaml")).unwrap();
+    assert!(
+        policy.contains("\nmode: enforce"),
+        "the shipped policy changed"
+    );
+    let audit = policy.replace("\nmode: enforce", "\nmode: audit");
+    std::fs::write(w.path("anka-controller.yaml"), audit).unwrap();
+    std::fs::copy(
+        dir.join("anka-controller.catalog.yaml"),
+        w.path("anka-controller.catalog.yaml"),
+    )
+    .unwrap();
+}
+
+fn start_controller(w: &World, up: std::net::SocketAddr) -> Proxy {
+    let mut cfg = ProxyConfig::new(up);
+    cfg.listener_extra = "    policy: anka-controller.yaml\n";
+    cfg.top_extra = "log:\n  format: json\n";
+    Proxy::start(w, &cfg)
+}
+
+/// One HTTP/1.1 request written byte for byte (any method, any path bytes): the status code.
+fn raw(w: &World, p: &Proxy, who: Option<&Issued>, method: &str, path: &str) -> u16 {
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let response = raw_https(w, p, who, head.as_bytes());
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The access log of `p` once it holds `n` records, and `p` stopped.
+fn log_of(p: Proxy, n: usize) -> std::path::PathBuf {
+    wait_for("the access log", Duration::from_secs(10), || {
+        (access_records(&p) >= n).then_some(())
+    });
+    p.log.clone()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `certgate policy learn --merged` on the controller policy, written over it: the output.
+fn learn_merged(w: &World, log: &std::path::Path, extra: &[&str]) -> String {
+    let policy = w.path("anka-controller.yaml");
+    let args = [
+        "policy",
+        "learn",
+        "--log",
+        log.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "--merged",
+    ];
+    let out = certgate(&[&args[..], extra].concat(), None);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out), stderr(&out));
+    let merged = text(&out);
+    std::fs::write(&policy, &merged).unwrap();
+    merged
+}
+
+/// `certgate check` on the world's config: passes.
+fn check_passes(config: &std::path::Path, merged: &str) {
+    let check = certgate(&["check", "-c", config.to_str().unwrap()], None);
+    assert!(
+        check.status.success(),
+        "check: {}{}\nmerged policy:\n{merged}",
+        text(&check),
+        stderr(&check)
+    );
+}
+
+/// `certgate explain` of one request (as anonymous, or with the client certificate NAME.pem):
+/// whether it is allowed.
+fn allowed(
+    w: &World,
+    config: &std::path::Path,
+    who: Option<&str>,
+    method: &str,
+    path: &str,
+) -> bool {
+    let cert = who.map(|n| w.path(&format!("{n}.pem")));
+    let mut args = vec![
+        "explain",
+        "-c",
+        config.to_str().unwrap(),
+        "--listener",
+        "test",
+        "--method",
+        method,
+        "--path",
+        path,
+    ];
+    match &cert {
+        Some(c) => args.extend(["--cert", c.to_str().unwrap()]),
+        None => args.push("--anonymous"),
+    }
+    let out = certgate(&args, None);
+    match out.status.code() {
+        Some(0) => true,
+        Some(1) => false,
+        _ => panic!("explain {method} {path}: {}{}", text(&out), stderr(&out)),
+    }
+}
+
+/// What the outside tester sent without a certificate, and what they got allowed.
+const ATTACK: [(&str, &str); 7] = [
+    ("GET", "/api/v1/1"),
+    ("DELETE", "/api/v1/1"),
+    ("POST", "/api/v1/1"),
+    ("PUT", "/api/v1/1"),
+    ("POST", "/*/*/*/*"),
+    ("DELETE", "/*/*/*"),
+    ("POST", "/admin/api/v1/permission/group/{x}/resources"),
+];
+const TAKEN: [(&str, &str); 6] = [
+    ("GET", "/api/v1/apikey"),
+    ("DELETE", "/api/v1/apikey"),
+    ("POST", "/api/v1/vm"),
+    ("DELETE", "/api/v1/vm"),
+    ("POST", "/api/v1/node/config"),
+    (
+        "POST",
+        "/admin/api/v1/permission/group/anka-admins/resources",
+    ),
+];
+
+/// Anonymous requests and one build node's `DELETE /api/v1/deadbeef`, through certgate on the
+/// shipped controller policy in audit mode: what learn proposes never lets anonymous clients
+/// in, never gives the build nodes terminate_vm or delete_node, with or without --anonymous.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_cannot_steer_learn_into_existing_permissions() {
+    let w = World::new();
+    shipped_controller(&w);
+    let p = start_controller(&w, upstream());
+    let node = client(&[("O", "build-nodes"), ("CN", "node1")], &w.ca);
+    w.save("node1", &node);
+    for (method, path) in ATTACK {
+        assert_ne!(raw(&w, &p, None, method, path), 400, "{method} {path}");
+    }
+    assert_eq!(raw(&w, &p, Some(&node), "DELETE", "/api/v1/deadbeef"), 200);
+    let config = p.config.clone();
+    let log = log_of(p, ATTACK.len() + 1);
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let records: Vec<serde_json::Value> = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for (method, path) in ATTACK {
+        assert!(
+            records.iter().any(|r| r["decision"] == "audit_deny"
+                && r["reason"] == "no certificate"
+                && r["method"] == method
+                && r["path"] == path),
+            "{method} {path} is not an anonymous audit_deny in:\n{lines}"
+        );
+    }
+
+    let merged = learn_merged(&w, &log, &[]);
+    check_passes(&config, &merged);
+    for (method, path) in TAKEN.iter().chain(&ATTACK) {
+        assert!(
+            !allowed(&w, &config, None, method, path),
+            "anonymous {method} {path}\n{merged}"
+        );
+    }
+    for (method, path) in TAKEN {
+        assert!(
+            !allowed(&w, &config, Some("node1"), method, path),
+            "node1 {method} {path}\n{merged}"
+        );
+    }
+    for (method, path) in [("DELETE", "/api/v1/node"), ("DELETE", "/api/v1/cafebabe")] {
+        assert!(
+            !allowed(&w, &config, Some("node1"), method, path),
+            "node1 {method} {path}\n{merged}"
+        );
+    }
+    // What the build node did is learned, as the path it requested.
+    assert!(
+        allowed(&w, &config, Some("node1"), "DELETE", "/api/v1/deadbeef"),
+        "{merged}"
+    );
+    for want in [
+        "learned_delete_api_v1_deadbeef: [\"DELETE /api/v1/deadbeef\"]",
+        "# DELETE /api/v1/{id} is proposed as the paths requested: it would also cover routes of terminate_vm, delete_node",
+        "# 3 requests skipped: a path segment is route syntax",
+        "# 4 routes refused to requests without a certificate, not granted (--anonymous proposes them):",
+        "#   GET /api/v1/1: 1 request; at ",
+    ] {
+        assert!(merged.contains(want), "missing {want:?} in:\n{merged}");
+    }
+    assert!(!merged.contains("{id}\"]"), "{merged}");
+
+    // Asked for anonymous grants, learn proposes only the paths requested.
+    shipped_controller(&w);
+    let merged = learn_merged(&w, &log, &["--anonymous"]);
+    check_passes(&config, &merged);
+    for (method, path) in TAKEN {
+        assert!(
+            !allowed(&w, &config, None, method, path),
+            "anonymous {method} {path}\n{merged}"
+        );
+        assert!(
+            !allowed(&w, &config, Some("node1"), method, path),
+            "node1 {method} {path}\n{merged}"
+        );
+    }
+    for (method, path) in &ATTACK[4..] {
+        assert!(
+            !allowed(&w, &config, None, method, path),
+            "anonymous {method} {path}\n{merged}"
+        );
+    }
+    assert!(allowed(&w, &config, None, "GET", "/api/v1/1"), "{merged}");
+    assert!(!allowed(&w, &config, None, "GET", "/api/v1/2"), "{merged}");
+    assert!(
+        merged.contains("learned_get_api_v1_1: [\"GET /api/v1/1\"]"),
+        "{merged}"
+    );
+}
+
+/// A path with U+2028, U+0085 and quotes, and a CN with a line separator and YAML in it: the
+/// merged policy has them escaped, `certgate check` accepts it, and the grant reaches exactly
+/// the client that made the request.
+#[tokio::test(flavor = "multi_thread")]
+async fn line_separators_and_quotes_cannot_break_the_merged_policy() {
+    let w = World::new();
+    shipped_controller(&w);
+    let p = start_controller(&w, upstream());
+    let ci = client(&[("O", "ci-tools"), ("CN", "ci1")], &w.ca);
+    let evil_cn = "ls\u{2028}  anka-admins: [\"*\"]\u{85}#";
+    let evil = client(&[("CN", evil_cn)], &w.ca);
+    w.save("evil", &evil);
+    // Covered by agent_package (GET /pkg/*), which ci-tools lack: the comment names the path.
+    let pkg = "/pkg/a\u{2028}b\"c\u{85}d'e:f";
+    assert_eq!(raw(&w, &p, Some(&ci), "GET", pkg), 200);
+    // A route no permission covers: a new permission with quotes in its route.
+    let quoted = "/\"q'uote:-x,[y]";
+    assert_eq!(raw(&w, &p, Some(&evil), "GET", quoted), 200);
+    // Unicode white space cannot be written in a route: left out, with a comment.
+    assert_eq!(raw(&w, &p, Some(&evil), "GET", "/x\u{2028}y/\u{85}"), 200);
+    let config = p.config.clone();
+    let log = log_of(p, 3);
+
+    let merged = learn_merged(&w, &log, &[]);
+    check_passes(&config, &merged);
+    assert!(
+        !merged.contains(['\u{2028}', '\u{85}']),
+        "raw line breaks in:\n{merged}"
+    );
+    for want in [
+        "# covers GET /pkg/a\\u2028b\"c\\x85d'e:f: 1 request by ci1; at ",
+        "learned_get_q_uote_x_y: [\"GET /\\\"q'uote:-x,[y]\"]",
+        "users:\n  \"ls\\u2028  anka-admins: [\\\"*\\\"]\\x85#\":\n",
+        "# not expressible as a route, left out: GET /x\\u2028y/\\x85: ",
+    ] {
+        assert!(merged.contains(want), "missing {want:?} in:\n{merged}");
+    }
+    assert!(
+        allowed(&w, &config, Some("evil"), "GET", quoted),
+        "{merged}"
+    );
+    for (method, path) in TAKEN {
+        assert!(
+            !allowed(&w, &config, Some("evil"), method, path),
+            "{method} {path}\n{merged}"
+        );
+    }
+}
+
+/// `*`, `GET|DELETE|PUT`, a lower-case and an extension method, sent by a client with a
+/// certificate: skipped with a comment, exit 0, nothing proposed for them.
+#[tokio::test(flavor = "multi_thread")]
+async fn methods_outside_the_seven_are_skipped() {
+    let w = World::new();
+    shipped_controller(&w);
+    let p = start_controller(&w, upstream());
+    let node = client(&[("O", "build-nodes"), ("CN", "node1")], &w.ca);
+    let methods = ["*", "GET|DELETE|PUT", "get", "PURGE"];
+    for m in methods {
+        assert_ne!(raw(&w, &p, Some(&node), m, "/api/v1/vm"), 400, "{m}");
+    }
+    let config = p.config.clone();
+    let log = log_of(p, methods.len());
+    let merged = learn_merged(&w, &log, &[]);
+    check_passes(&config, &merged);
+    assert!(
+        merged.contains("# 4 requests skipped: their method (\"*\", \"GET|DELETE|PUT\", \"get\", \"PURGE\") is none of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        "{merged}"
+    );
+    assert!(merged.contains("# nothing to learn"), "{merged}");
+    assert!(!merged.contains("learned_"), "{merged}");
 }

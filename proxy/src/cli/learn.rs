@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_yaml_ng::{Mapping, Value};
 
-use crate::policy::learn::{parse_line, propose, Learner, Line, Proposal};
-use crate::policy::learn_yaml::{canonical, expected, merge_text};
+use crate::policy::learn::{parse_line, propose, Learner, Line, Options, Proposal, METHODS};
+use crate::policy::learn_yaml::{canonical, comment_safe, expected, merge_text, seen_text};
 use crate::policy::Policy;
 
 #[derive(Args, Debug)]
@@ -31,6 +31,9 @@ pub struct LearnArgs {
     /// Print the whole policy with the grants merged (needs --policy).
     #[arg(long, requires = "policy")]
     pub merged: bool,
+    /// Also propose grants for requests without a certificate (else they are only listed).
+    #[arg(long)]
+    pub anonymous: bool,
 }
 
 const ERROR: u8 = 2;
@@ -94,12 +97,17 @@ fn read_log(
     }
 }
 
+/// How many anonymous routes the header lists: anyone can add to them.
+const ANONYMOUS_LISTED: usize = 20;
+
+/// The comment lines before the YAML. Every line goes through [`comment_safe`]: file names,
+/// listener names, methods, paths and users all end up here.
 fn header(args: &LearnArgs, counts: &Counts, learner: &Learner, p: &Proposal) -> Vec<String> {
     let files: Vec<String> = args.logs.iter().map(|f| f.display().to_string()).collect();
     let mut h = vec![
-        format!("# certgate policy learn from {}", files.join(", ")),
+        format!("certgate policy learn from {}", files.join(", ")),
         format!(
-            "# {} lines, {} access records, {} policy refusals{}",
+            "{} lines, {} access records, {} policy refusals{}",
             counts.lines,
             counts.records,
             learner.refusals,
@@ -114,38 +122,82 @@ fn header(args: &LearnArgs, counts: &Counts, learner: &Learner, p: &Proposal) ->
     ];
     if counts.lines > 0 && counts.records == 0 {
         h.push(
-            "# no JSON access records in the input: the log must come from `log.format: json`"
-                .into(),
+            "no JSON access records in the input: the log must come from `log.format: json`".into(),
         );
     }
     if args.listener.is_none() && learner.listeners.len() > 1 {
         let names: Vec<&str> = learner.listeners.iter().map(String::as_str).collect();
         h.push(format!(
-            "# WARNING: refusals of several listeners ({}) are mixed; use --listener NAME",
+            "WARNING: refusals of several listeners ({}) are mixed; use --listener NAME",
             names.join(", ")
         ));
     }
+    if learner.bad_method.count > 0 {
+        let quoted: Vec<String> = learner
+            .bad_method
+            .examples
+            .iter()
+            .map(|m| format!("\"{m}\""))
+            .collect();
+        h.push(format!(
+            "{} requests skipped: their method ({}) is none of {}, and only those are proposed",
+            learner.bad_method.count,
+            quoted.join(", "),
+            METHODS.join(", ")
+        ));
+    }
+    if learner.route_syntax.count > 0 {
+        h.push(format!(
+            "{} requests skipped: a path segment is route syntax (*, {{ or }}), which no route can match literally: {}",
+            learner.route_syntax.count,
+            learner.route_syntax.examples.join(", ")
+        ));
+    }
+    for k in &p.kept_literal {
+        h.push(format!(
+            "{} is proposed as the paths requested: it would also cover routes of {}",
+            k.route,
+            k.permissions.join(", ")
+        ));
+    }
+    if !p.anonymous.is_empty() {
+        h.push(format!(
+            "{} routes refused to requests without a certificate, not granted (--anonymous proposes them):",
+            p.anonymous.len()
+        ));
+        let mut busiest: Vec<&(String, _)> = p.anonymous.iter().collect();
+        busiest.sort_by_key(|(_, seen)| std::cmp::Reverse(seen.count));
+        for (route, seen) in busiest.iter().take(ANONYMOUS_LISTED) {
+            h.push(format!("  {route}: {}", seen_text(seen)));
+        }
+        if p.anonymous.len() > ANONYMOUS_LISTED {
+            h.push(format!(
+                "  and {} more",
+                p.anonymous.len() - ANONYMOUS_LISTED
+            ));
+        }
+    }
     if p.already_allowed > 0 {
         h.push(format!(
-            "# {} (grantee, route) pairs are allowed by the policy already",
+            "{} (grantee, route) pairs are allowed by the policy already",
             p.already_allowed
         ));
     }
     if p.below_min > 0 {
         h.push(format!(
-            "# {} (grantee, route) pairs seen fewer than {} times left out (--min-count)",
+            "{} (grantee, route) pairs seen fewer than {} times left out (--min-count)",
             p.below_min, args.min_count
         ));
     }
     for u in &p.unroutable {
-        h.push(format!("# not expressible as a route, left out: {u}"));
+        h.push(format!("not expressible as a route, left out: {u}"));
     }
     if p.grants.is_empty() {
-        h.push("# nothing to learn: no refused request needs a new grant".into());
+        h.push("nothing to learn: no grant to propose".into());
     } else {
-        h.push("# Review every grant before it goes into the policy: each one allows what the log shows.".into());
+        h.push("Review every grant before it goes into the policy: each one allows what the log shows.".into());
     }
-    h
+    h.iter().map(|l| format!("# {}", comment_safe(l))).collect()
 }
 
 /// The policy with the proposal merged, checked: it parses to exactly the expected document and
@@ -177,6 +229,16 @@ fn merged_policy(path: &Path, p: &Proposal) -> Result<String, String> {
     };
     Policy::from_yaml(&out, path).map_err(|e| format!("the merged policy does not load: {e}"))?;
     Ok(out)
+}
+
+/// The proposal alone, checked to read back as exactly the proposal.
+fn fragment(p: &Proposal) -> Result<String, String> {
+    let text = canonical(&Mapping::new(), p);
+    let want = Value::Mapping(expected(&Mapping::new(), p));
+    match serde_yaml_ng::from_str::<Value>(&text) {
+        Ok(v) if v == want => Ok(text),
+        _ => Err("internal error: the proposal does not read back as proposed".into()),
+    }
 }
 
 pub fn learn(args: &LearnArgs) -> ExitCode {
@@ -216,7 +278,11 @@ pub fn learn(args: &LearnArgs) -> ExitCode {
             return fail(e);
         }
     }
-    let proposal = propose(&learner, policy.as_ref(), args.min_count);
+    let opts = Options {
+        min_count: args.min_count,
+        anonymous: args.anonymous,
+    };
+    let proposal = propose(&learner, policy.as_ref(), &opts);
     let mut out = header(args, &counts, &learner, &proposal).join("\n") + "\n";
     match (&args.policy, args.merged) {
         (Some(path), true) if proposal.grants.is_empty() => match std::fs::read_to_string(path) {
@@ -228,7 +294,10 @@ pub fn learn(args: &LearnArgs) -> ExitCode {
             Err(e) => return fail(e),
         },
         _ if proposal.grants.is_empty() => {}
-        _ => out.push_str(&canonical(&Mapping::new(), &proposal)),
+        _ => match fragment(&proposal) {
+            Ok(t) => out.push_str(&t),
+            Err(e) => return fail(e),
+        },
     }
     use std::io::Write;
     match io::stdout().lock().write_all(out.as_bytes()) {

@@ -2,12 +2,29 @@
 //! how their paths generalise (`/vm/42` and `/vm/97` are both `/vm/{id}`), who should be granted
 //! what, and whether an existing permission already covers the route. Reading files is the
 //! command's job (`cli/learn.rs`); writing YAML is [`super::learn_yaml`]'s.
+//!
+//! Whoever sends requests writes the log, so every field of a record is treated as hostile: only
+//! identities that held a verified certificate are granted anything unless the operator asks for
+//! anonymous grants, a route is never wider than the paths requested except through the `{id}`
+//! rule, and that rule never reaches into routes of permissions the policy already has.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use super::route::{Methods, Segment};
-use super::{GroupAttribute, Policy, Principal, Route};
+use super::{Denial, GroupAttribute, Policy, Principal, Route};
+use crate::tls::verify::AuthFailure;
+
+/// The methods `learn` writes routes for. Anything else a client can put on the request line
+/// reads differently in a route: `*` is every method, `GET|DELETE|PUT` is three, `get` is an
+/// error, and an extension method is rarely what a reviewer expects to grant.
+pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// How many distinct requested paths a route's comment shows.
+pub const PATH_SAMPLES: usize = 3;
+
+/// How many examples a "skipped" comment names.
+const SKIP_SAMPLES: usize = 5;
 
 /// Who a learned grant goes to.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -20,7 +37,7 @@ pub enum Grantee {
     Anonymous,
 }
 
-/// A request as it will be written in a route: method and generalised path.
+/// A request as it will be written in a route: method and path.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RouteKey {
     pub path: String,
@@ -32,13 +49,23 @@ impl RouteKey {
     pub fn text(&self) -> String {
         format!("{} {}", self.method, self.path)
     }
+
+    /// The same request with its id-like segments as `{id}`.
+    pub fn generalized(&self) -> RouteKey {
+        RouteKey {
+            method: self.method.clone(),
+            path: generalize(&self.path),
+        }
+    }
 }
 
 /// One refused request read from the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     pub listener: String,
-    pub route: RouteKey,
+    pub method: String,
+    /// The path as logged.
+    pub path: String,
     /// One grantee per group, else the user, else anonymous.
     pub grantees: Vec<Grantee>,
     pub user: Option<String>,
@@ -74,6 +101,31 @@ pub fn parse_line(line: &str) -> Line {
     classify(&v)
 }
 
+/// Which policy refusal a record's `reason` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// 401: no certificate at all (not a refused one).
+    NoCertificate,
+    /// 403: a verified certificate whose permissions do not cover the request.
+    NotPermitted,
+}
+
+/// The record carries no typed refusal kind, only the reason text, so the text is matched. It is
+/// built here by the very functions the proxy writes it with ([`AuthFailure::reason`],
+/// [`Denial::reason`]) for this record's method and path: a rewording of the proxy's reasons
+/// changes both sides at once, and a reason about another request than the record's does not
+/// count. The unit test `reasons_are_the_ones_the_proxy_writes` runs them through `authorize`.
+pub fn refusal_kind(method: &str, path: &str, reason: &str) -> Option<RefusalKind> {
+    if reason == AuthFailure::NoCertificate.reason() {
+        return Some(RefusalKind::NoCertificate);
+    }
+    let requires = Denial::Requires(Vec::new()).reason(method, path);
+    if reason == Denial::NotCovered.reason(method, path) || reason.starts_with(&requires) {
+        return Some(RefusalKind::NotPermitted);
+    }
+    None
+}
+
 fn classify(v: &serde_json::Value) -> Line {
     let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("");
     if v.get("target").is_some_and(|t| t != "certgate::access") {
@@ -95,31 +147,25 @@ fn classify(v: &serde_json::Value) -> Line {
         "deny" => false,
         _ => return Line::Ignored,
     };
-    let reason = s("reason");
     let user = Some(s("user").to_string()).filter(|u| !u.is_empty());
-    let grantees = if reason == "no certificate" && (audit || status == 401) {
-        vec![Grantee::Anonymous]
-    } else if (reason.contains(" requires one of: ")
-        || reason.ends_with(" is covered by no permission"))
-        && (audit || status == 403)
-    {
-        let groups = split_groups(s("groups"));
-        if !groups.is_empty() {
-            groups.into_iter().map(Grantee::Group).collect()
-        } else if let Some(u) = &user {
-            vec![Grantee::User(u.clone())]
-        } else {
-            return Line::Ignored;
+    let grantees = match refusal_kind(method, path, s("reason")) {
+        Some(RefusalKind::NoCertificate) if audit || status == 401 => vec![Grantee::Anonymous],
+        Some(RefusalKind::NotPermitted) if audit || status == 403 => {
+            let groups = split_groups(s("groups"));
+            if !groups.is_empty() {
+                groups.into_iter().map(Grantee::Group).collect()
+            } else if let Some(u) = &user {
+                vec![Grantee::User(u.clone())]
+            } else {
+                return Line::Ignored;
+            }
         }
-    } else {
-        return Line::Ignored;
+        _ => return Line::Ignored,
     };
     Line::Refusal(Refusal {
         listener: s("listener").to_string(),
-        route: RouteKey {
-            method: method.to_string(),
-            path: generalize(path),
-        },
+        method: method.to_string(),
+        path: path.to_string(),
         grantees,
         user,
         timestamp: Some(s("timestamp").to_string()).filter(|t| !t.is_empty()),
@@ -158,6 +204,12 @@ pub fn split_groups(field: &str) -> Vec<String> {
         .collect()
 }
 
+/// The path with empty segments (repeated and trailing slashes) removed, as a route writes it.
+pub fn tidy(path: &str) -> String {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    format!("/{}", segs.join("/"))
+}
+
 /// Replaces id-like segments with `{id}`; see [`is_id_like`].
 pub fn generalize(path: &str) -> String {
     let segs: Vec<&str> = path
@@ -171,12 +223,8 @@ pub fn generalize(path: &str) -> String {
 /// Decimal numbers, UUIDs (8-4-4-4-12 hex digits of any version, as Anka writes its template
 /// and instance ids, in either case), hex strings of 8 or more digits (a digest or object id;
 /// `deadbeef` counts too: the rule is the hex shape, not whether it reads as a word), each
-/// optionally followed by a file extension (`<uuid>.yaml`); and segments a route cannot spell
-/// literally (`*`, `{`, `}`).
+/// optionally followed by a file extension (`<uuid>.yaml`).
 pub fn is_id_like(seg: &str) -> bool {
-    if seg.contains(['*', '{', '}']) {
-        return true;
-    }
     let core = match seg.rsplit_once('.') {
         Some((core, ext))
             if !core.is_empty()
@@ -197,13 +245,28 @@ pub fn is_id_like(seg: &str) -> bool {
     decimal || uuid || long_hex
 }
 
-/// How often a (grantee, route) pair was seen, by whom, and when.
+/// A requested path segment that the route grammar would read as a wildcard or refuse: `*`,
+/// `**`, `{name}`, or anything else with `*`, `{` or `}`.
+///
+/// Such a path is skipped, not proposed. The grammar has no literal spelling for these
+/// characters: a route's `%2A` or `%7B` stays percent-encoded (they are not unreserved), so it
+/// matches a request that wrote `%2A`, never the raw `*` this request wrote. The only routes
+/// that would match the raw segment are wildcards, which match every other segment too.
+pub fn is_route_syntax(seg: &str) -> bool {
+    seg.contains(['*', '{', '}'])
+}
+
+/// How often a (grantee, route) pair was seen, by whom, when, and on which paths.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Seen {
     pub count: u64,
     pub users: BTreeSet<String>,
     pub first: Option<String>,
     pub last: Option<String>,
+    /// Up to [`PATH_SAMPLES`] distinct paths as requested, in the order first seen.
+    pub paths: Vec<String>,
+    /// More distinct paths were requested than `paths` holds.
+    pub more_paths: bool,
 }
 
 fn stamp(t: &str) -> Option<SystemTime> {
@@ -218,7 +281,7 @@ fn earlier(a: &str, b: &str) -> bool {
 }
 
 impl Seen {
-    fn add(&mut self, user: Option<&str>, timestamp: Option<&str>) {
+    fn add(&mut self, user: Option<&str>, timestamp: Option<&str>, path: &str) {
         self.count += 1;
         if let Some(u) = user {
             self.users.insert(u.to_string());
@@ -226,6 +289,7 @@ impl Seen {
         if let Some(t) = timestamp {
             self.note_time(t);
         }
+        self.note_path(path);
     }
 
     fn note_time(&mut self, t: &str) {
@@ -236,31 +300,93 @@ impl Seen {
             self.last = Some(t.to_string());
         }
     }
+
+    fn note_path(&mut self, path: &str) {
+        if self.paths.iter().any(|p| p == path) {
+            return;
+        }
+        if self.paths.len() < PATH_SAMPLES {
+            self.paths.push(path.to_string());
+        } else {
+            self.more_paths = true;
+        }
+    }
+
+    /// Adds another count of the same route (several requested paths behind one `{id}` route).
+    pub fn merge(&mut self, other: &Seen) {
+        self.count += other.count;
+        self.users.extend(other.users.iter().cloned());
+        for t in other.first.iter().chain(&other.last) {
+            self.note_time(t);
+        }
+        for p in &other.paths {
+            self.note_path(p);
+        }
+        self.more_paths |= other.more_paths;
+    }
 }
 
-/// Every refusal, counted per (grantee, route).
+/// Refusals left out before any route is considered, with a few examples.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Skipped {
+    pub count: u64,
+    /// Up to a few distinct examples.
+    pub examples: Vec<String>,
+}
+
+impl Skipped {
+    fn add(&mut self, example: String) {
+        self.count += 1;
+        if self.examples.len() < SKIP_SAMPLES && !self.examples.contains(&example) {
+            self.examples.push(example);
+        }
+    }
+}
+
+/// Every refusal, counted per (grantee, requested route).
 #[derive(Debug, Default)]
 pub struct Learner {
+    /// Keyed by the route as requested (method, tidy path); generalisation is decided in
+    /// [`propose`], where the policy is known.
     pub pairs: BTreeMap<(Grantee, RouteKey), Seen>,
-    /// Per route, each request once (a client with two groups makes two pairs).
-    pub routes: BTreeMap<RouteKey, Seen>,
+    /// Per route, each request once (a client with two groups makes two pairs); the flag is
+    /// true for anonymous requests, counted apart because they are granted only on request.
+    pub routes: BTreeMap<(bool, RouteKey), Seen>,
     pub refusals: u64,
     pub listeners: BTreeSet<String>,
+    /// Requests whose method is none of [`METHODS`]; examples are the methods.
+    pub bad_method: Skipped,
+    /// Requests with a path segment that is route syntax; examples are `METHOD path`.
+    pub route_syntax: Skipped,
 }
 
 impl Learner {
     pub fn add(&mut self, r: &Refusal) {
         self.refusals += 1;
         self.listeners.insert(r.listener.clone());
+        if !METHODS.contains(&r.method.as_str()) {
+            self.bad_method.add(r.method.clone());
+            return;
+        }
+        if r.path.split('/').any(is_route_syntax) {
+            self.route_syntax.add(format!("{} {}", r.method, r.path));
+            return;
+        }
+        let route = RouteKey {
+            method: r.method.clone(),
+            path: tidy(&r.path),
+        };
+        let (user, time) = (r.user.as_deref(), r.timestamp.as_deref());
+        let anonymous = r.grantees.contains(&Grantee::Anonymous);
         self.routes
-            .entry(r.route.clone())
+            .entry((anonymous, route.clone()))
             .or_default()
-            .add(r.user.as_deref(), r.timestamp.as_deref());
+            .add(user, time, &r.path);
         for g in &r.grantees {
             self.pairs
-                .entry((g.clone(), r.route.clone()))
+                .entry((g.clone(), route.clone()))
                 .or_default()
-                .add(r.user.as_deref(), r.timestamp.as_deref());
+                .add(user, time, &r.path);
         }
     }
 }
@@ -283,6 +409,33 @@ pub struct Grant {
     pub routes: Vec<(String, Seen)>,
 }
 
+/// A generalised route proposed as the paths requested instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptLiteral {
+    /// The `{id}` route that was not proposed.
+    pub route: String,
+    /// The existing permissions with a route it would have covered too.
+    pub permissions: Vec<String>,
+}
+
+/// How `learn` was asked to propose.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Leave out (grantee, route) pairs seen fewer times than this.
+    pub min_count: u64,
+    /// Also propose grants for requests without a certificate.
+    pub anonymous: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            min_count: 1,
+            anonymous: false,
+        }
+    }
+}
+
 /// What `learn` proposes.
 #[derive(Debug, Default)]
 pub struct Proposal {
@@ -294,6 +447,10 @@ pub struct Proposal {
     pub below_min: u64,
     /// Routes the route grammar cannot express, with the reason.
     pub unroutable: Vec<String>,
+    /// Anonymous refusals that were not proposed (no `--anonymous`): route and traffic.
+    pub anonymous: Vec<(String, Seen)>,
+    /// Generalised routes proposed literally, so as not to reach into existing permissions.
+    pub kept_literal: Vec<KeptLiteral>,
 }
 
 /// The principal a grantee stands for, to ask the policy whether it is allowed already.
@@ -356,10 +513,114 @@ pub fn learned_name(route: &RouteKey, taken: &BTreeSet<String>) -> String {
     name
 }
 
+/// Whether some request matches both `learned` (one method; literal and `{id}` segments) and
+/// `other`.
+pub fn overlaps(learned: &Route, method: &str, other: &Route) -> bool {
+    if !other.methods().covers(method) {
+        return false;
+    }
+    let mine = learned.segments();
+    for (i, theirs) in other.segments().iter().enumerate() {
+        let Some(seg) = mine.get(i) else {
+            // `**` also matches nothing more; anything else needs one more segment.
+            return matches!(theirs, Segment::Rest);
+        };
+        match (seg, theirs) {
+            (_, Segment::Rest) | (Segment::Rest, _) => return true,
+            (Segment::Literal(a), Segment::Literal(b)) if a != b => return false,
+            _ => {}
+        }
+    }
+    mine.len() == other.segments().len()
+}
+
+/// The existing permissions a generalised route would reach into: those with a route it
+/// overlaps. Empty when it has no `{id}`, when there is no policy, and when an existing
+/// permission covers the whole generalised route (that one is reused instead).
+fn reaches_into(policy: Option<&Policy>, general: &RouteKey) -> Vec<String> {
+    let Some(policy) = policy else {
+        return Vec::new();
+    };
+    if !general.path.split('/').any(|s| s == "{id}")
+        || !policy.covering(&general.method, &general.path).is_empty()
+    {
+        return Vec::new();
+    }
+    let Ok(route) = Route::parse(&general.text()) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = Vec::new();
+    for (name, other) in policy.routes() {
+        if overlaps(&route, &general.method, other) && !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    names
+}
+
+/// Why a proposed route would match more than the paths requested beyond the `{id}` rule, if it
+/// would: a guard on what reaches the output, whatever the parsing above let through.
+fn too_wide(key: &RouteKey, route: &Route) -> Option<&'static str> {
+    if route.methods() != &Methods::List(vec![key.method.clone()]) {
+        return Some("the method does not read as itself in a route");
+    }
+    let written: Vec<&str> = key.path.split('/').filter(|s| !s.is_empty()).collect();
+    if written.len() != route.segments().len() {
+        return Some("the path does not read as its own segments in a route");
+    }
+    let literal = written.iter().zip(route.segments()).all(|(w, s)| {
+        matches!(s, Segment::Literal(_)) || (*w == "{id}" && s == &Segment::Wildcard)
+    });
+    (!literal).then_some("a path segment would read as a wildcard in a route")
+}
+
 /// Turns what was seen into grants: an existing permission that covers a route (the narrowest
-/// one) when the policy has one, else a new permission per route.
-pub fn propose(learner: &Learner, policy: Option<&Policy>, min_count: u64) -> Proposal {
+/// one) when the policy has one, else a new permission per route. A route is the requests'
+/// generalised form unless that form would also cover routes of existing permissions, then each
+/// requested path is a route of its own.
+pub fn propose(learner: &Learner, policy: Option<&Policy>, opts: &Options) -> Proposal {
     let mut out = Proposal::default();
+    // Each requested route -> the route proposed for it.
+    let mut target: BTreeMap<&RouteKey, RouteKey> = BTreeMap::new();
+    // Generalised route -> the existing permissions it would reach into.
+    let mut decided: BTreeMap<RouteKey, Vec<String>> = BTreeMap::new();
+    for (anonymous, literal) in learner.routes.keys() {
+        let general = literal.generalized();
+        let into = decided
+            .entry(general.clone())
+            .or_insert_with(|| reaches_into(policy, &general));
+        let keep = !into.is_empty();
+        if keep && (!anonymous || opts.anonymous) {
+            let text = general.text();
+            if !out.kept_literal.iter().any(|k| k.route == text) {
+                out.kept_literal.push(KeptLiteral {
+                    route: text,
+                    permissions: into.clone(),
+                });
+            }
+        }
+        target.insert(literal, if keep { literal.clone() } else { general });
+    }
+    let proposed = |literal: &RouteKey| {
+        target
+            .get(literal)
+            .cloned()
+            .unwrap_or_else(|| literal.clone())
+    };
+    let mut pairs: BTreeMap<(Grantee, RouteKey), Seen> = BTreeMap::new();
+    for ((grantee, literal), seen) in &learner.pairs {
+        pairs
+            .entry((grantee.clone(), proposed(literal)))
+            .or_default()
+            .merge(seen);
+    }
+    let mut route_seen: BTreeMap<RouteKey, Seen> = BTreeMap::new();
+    for ((anonymous, literal), seen) in &learner.routes {
+        if !anonymous || opts.anonymous {
+            route_seen.entry(proposed(literal)).or_default().merge(seen);
+        }
+    }
+
     let mut taken: BTreeSet<String> = policy
         .map(|p| p.permission_names().map(str::to_string).collect())
         .unwrap_or_default();
@@ -368,8 +629,8 @@ pub fn propose(learner: &Learner, policy: Option<&Policy>, min_count: u64) -> Pr
     let mut learned: BTreeMap<RouteKey, usize> = BTreeMap::new();
     // grantee -> (permission -> grant), existing permissions before learned ones
     let mut grants: BTreeMap<Grantee, Vec<Grant>> = BTreeMap::new();
-    for ((grantee, route), seen) in &learner.pairs {
-        if seen.count < min_count.max(1) {
+    for ((grantee, route), seen) in &pairs {
+        if seen.count < opts.min_count.max(1) {
             out.below_min += 1;
             continue;
         }
@@ -391,18 +652,28 @@ pub fn propose(learner: &Learner, policy: Option<&Policy>, min_count: u64) -> Pr
                 .map(|(_, (name, _))| name.to_string());
             best.map(Some)
         });
+        if matches!(existing, Some(None)) {
+            out.already_allowed += 1;
+            continue;
+        }
+        // The log is written by whoever connects: without a certificate behind it, a refusal
+        // is reported, not granted, unless the operator asked for it.
+        if *grantee == Grantee::Anonymous && !opts.anonymous {
+            out.anonymous.push((route.text(), seen.clone()));
+            continue;
+        }
         let (permission, is_learned) = match existing {
-            Some(None) => {
-                out.already_allowed += 1;
-                continue;
-            }
             Some(Some(name)) => (name, false),
-            None => {
+            _ => {
                 let i = match learned.get(route) {
                     Some(&i) => i,
                     None => {
-                        if let Err(e) = Route::parse(&route.text()) {
-                            out.unroutable.push(format!("{}: {e}", route.text()));
+                        let problem = match Route::parse(&route.text()) {
+                            Err(e) => Some(e.to_string()),
+                            Ok(r) => too_wide(route, &r).map(str::to_string),
+                        };
+                        if let Some(problem) = problem {
+                            out.unroutable.push(format!("{}: {problem}", route.text()));
                             continue;
                         }
                         let name = learned_name(route, &taken);
@@ -410,7 +681,7 @@ pub fn propose(learner: &Learner, policy: Option<&Policy>, min_count: u64) -> Pr
                         out.permissions.push(NewPermission {
                             name,
                             route: route.text(),
-                            seen: learner.routes.get(route).cloned().unwrap_or_default(),
+                            seen: route_seen.get(route).cloned().unwrap_or_default(),
                         });
                         learned.insert(route.clone(), out.permissions.len() - 1);
                         out.permissions.len() - 1
@@ -434,6 +705,7 @@ pub fn propose(learner: &Learner, policy: Option<&Policy>, min_count: u64) -> Pr
         list.sort_by_key(|g| g.learned);
         out.grants.extend(list);
     }
+    out.unroutable.sort();
     out.unroutable.dedup();
     out
 }

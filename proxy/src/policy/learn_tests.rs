@@ -43,7 +43,6 @@ fn ids_are_generalised() {
         ),
         ("/blob/0123456789abcdef0123456789abcdef", "/blob/{id}"),
         ("/blob/deadbeefcafe", "/blob/{id}"),
-        ("/a/*/b", "/a/{id}/b"),
         ("/a/", "/a"),
         ("/", "/"),
     ];
@@ -89,7 +88,7 @@ fn only_policy_refusals_are_taken() {
         "/x/7",
     ));
     assert_eq!(r.grantees, vec![Grantee::User("bot".into())]);
-    assert_eq!(r.route.text(), "GET /x/{id}");
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", "/x/7"));
     let r = refusal(&record("deny", 401, "no certificate", "", "", "/livez"));
     assert_eq!(r.grantees, vec![Grantee::Anonymous]);
     let r = refusal(&record(
@@ -115,6 +114,15 @@ fn only_policy_refusals_are_taken() {
             "GET /a is covered by no permission",
             "",
             "",
+            "/a",
+        ),
+        // A reason about another request than the record's.
+        record(
+            "deny",
+            403,
+            "GET /b is covered by no permission",
+            "u",
+            "g",
             "/a",
         ),
     ] {
@@ -162,15 +170,27 @@ groups:
 anonymous: []
 "#;
 
-fn learned(lines: &[String], min: u64) -> Proposal {
-    let policy = Policy::from_yaml(POLICY, Path::new("p.yaml")).unwrap();
+fn learner(lines: &[String]) -> Learner {
     let mut l = Learner::default();
     for line in lines {
         if let Line::Refusal(r) = parse_line(line) {
             l.add(&r);
         }
     }
-    propose(&l, Some(&policy), min)
+    l
+}
+
+fn learned_with(policy: &str, lines: &[String], opts: Options) -> Proposal {
+    let policy = Policy::from_yaml(policy, Path::new("p.yaml")).unwrap();
+    propose(&learner(lines), Some(&policy), &opts)
+}
+
+fn learned(lines: &[String], min: u64) -> Proposal {
+    let opts = Options {
+        min_count: min,
+        anonymous: true,
+    };
+    learned_with(POLICY, lines, opts)
 }
 
 #[test]
@@ -243,14 +263,8 @@ fn existing_permissions_are_reused_narrowest_first() {
 #[test]
 fn min_count_leaves_rare_pairs_out() {
     let line = |p: &str| {
-        record(
-            "deny",
-            403,
-            "GET /x is covered by no permission",
-            "u",
-            "g",
-            p,
-        )
+        let reason = format!("GET {p} is covered by no permission");
+        record("deny", 403, &reason, "u", "g", p)
     };
     let lines = vec![line("/a/1"), line("/a/2"), line("/b")];
     let p = learned(&lines, 2);
@@ -296,4 +310,257 @@ fn learned_names_are_valid_and_unique() {
         learned_name(&key("PUT", "/Käse/%20x"), &taken),
         "learned_put_k_se_20x"
     );
+}
+
+/// A refusal of `method path` as the proxy logs it, by `user` of `groups` (anonymous when empty).
+fn refused(method: &str, path: &str, user: &str, groups: &str) -> String {
+    let (status, reason) = if user.is_empty() {
+        (401, "no certificate".to_string())
+    } else {
+        (403, format!("{method} {path} is covered by no permission"))
+    };
+    let mut v: serde_json::Value =
+        serde_json::from_str(&record("audit_deny", status, &reason, user, groups, path)).unwrap();
+    v["method"] = method.into();
+    v.to_string()
+}
+
+#[test]
+fn reasons_are_the_ones_the_proxy_writes() {
+    use crate::pki::{self, CertSpec};
+    use crate::policy::{authorize, Verdict};
+    use crate::tls::identity::Identity;
+    let mut ca = CertSpec::with_subject(&[("CN", "Learn Test CA")]);
+    ca.is_ca = true;
+    ca.eku = false;
+    let ca = pki::self_signed_ca(&ca).unwrap();
+    let leaf = pki::issue(&CertSpec::with_subject(&[("O", "g"), ("CN", "u")]), &ca).unwrap();
+    let id = Identity::from_x509(&leaf.cert).unwrap();
+    let policy = Policy::from_yaml(POLICY, Path::new("p.yaml")).unwrap();
+    // Anonymous (401), covered but not held (403 "requires one of"), covered by none (403).
+    let cases = [
+        (Err(AuthFailure::NoCertificate), "/api/v1/vm", 401),
+        (Ok(&id), "/api/v1/vm", 403),
+        (Ok(&id), "/nowhere", 403),
+    ];
+    for (who, path, want) in cases {
+        let Verdict::Deny { status, reason } = authorize(who, Some(&policy), false, "GET", path)
+        else {
+            panic!("{path} is not denied");
+        };
+        assert_eq!(status, want);
+        let line = record("deny", status, &reason, "u", "g", path);
+        let r = refusal(&line);
+        let kind = refusal_kind("GET", path, &reason);
+        if status == 401 {
+            assert_eq!(kind, Some(RefusalKind::NoCertificate), "{reason}");
+            assert_eq!(r.grantees, vec![Grantee::Anonymous]);
+        } else {
+            assert_eq!(kind, Some(RefusalKind::NotPermitted), "{reason}");
+            assert_eq!(r.grantees, vec![Grantee::Group("g".into())]);
+        }
+    }
+    // The other 401 reasons are certificate failures: never learned.
+    let expired = authorize(Err(AuthFailure::Expired), Some(&policy), false, "GET", "/a");
+    let Verdict::Deny { reason, .. } = expired else {
+        panic!("not denied")
+    };
+    assert_eq!(refusal_kind("GET", "/a", &reason), None);
+}
+
+#[test]
+fn odd_methods_and_route_syntax_in_paths_are_skipped() {
+    let lines: Vec<String> = [
+        ("*", "/api/v1/vm"),
+        ("GET|DELETE|PUT", "/api/v1/vm"),
+        ("get", "/api/v1/vm"),
+        ("M-SEARCH", "/api/v1/vm"),
+        ("POST", "/*/*/*/*"),
+        ("DELETE", "/a/**"),
+        ("POST", "/admin/api/v1/permission/group/{x}/resources"),
+        ("GET", "/a/x*y"),
+        ("GET", "/a/{"),
+        ("GET", "/ok/1"),
+    ]
+    .iter()
+    .map(|(m, p)| refused(m, p, "n1", "nodes"))
+    .collect();
+    let l = learner(&lines);
+    assert_eq!(l.refusals, 10);
+    assert_eq!(l.bad_method.count, 4);
+    assert_eq!(
+        l.bad_method.examples,
+        ["*", "GET|DELETE|PUT", "get", "M-SEARCH"]
+    );
+    assert_eq!(l.route_syntax.count, 5);
+    assert_eq!(l.routes.len(), 1);
+    let p = propose(&l, None, &Options::default());
+    let routes: Vec<&str> = p.permissions.iter().map(|n| n.route.as_str()).collect();
+    assert_eq!(routes, ["GET /ok/{id}"]);
+    assert!(p.unroutable.is_empty(), "{:?}", p.unroutable);
+}
+
+/// The controller's shape: an `{id}` after `/api/v1` would reach list_vms, terminate_vm, ...
+const CONTROLLER: &str = r#"
+permissions:
+  list_vms: ["GET /api/v1/vm"]
+  terminate_vm: ["DELETE /api/v1/vm"]
+  delete_node: ["DELETE /api/v1/node"]
+  nodes: ["GET /api/v1/node/{id}"]
+  queue: ["GET|POST /queue/v1/**"]
+  group_resources: ["POST /admin/group/{name}/resources"]
+groups:
+  build-nodes: [queue]
+anonymous: []
+"#;
+
+#[test]
+fn generalised_routes_never_reach_into_existing_permissions() {
+    let lines = vec![
+        refused("DELETE", "/api/v1/deadbeef", "n1", "build-nodes"),
+        refused("DELETE", "/api/v1/cafebabe", "n2", "build-nodes"),
+        refused("GET", "/files/1", "n1", "build-nodes"),
+        refused("GET", "/files/22", "n1", "build-nodes"),
+        // Under a `*` route of nodes: the existing permission covers the whole {id} route.
+        refused("GET", "/api/v1/node/42", "n1", "build-nodes"),
+        // `/queue/v1/**` covers it: reused, not learned.
+        refused("POST", "/queue/v1/7", "n1", "ci"),
+    ];
+    let p = learned_with(CONTROLLER, &lines, Options::default());
+    let routes: Vec<&str> = p.permissions.iter().map(|n| n.route.as_str()).collect();
+    assert_eq!(
+        routes,
+        [
+            "DELETE /api/v1/cafebabe",
+            "DELETE /api/v1/deadbeef",
+            "GET /files/{id}"
+        ]
+    );
+    assert_eq!(
+        p.kept_literal,
+        [KeptLiteral {
+            route: "DELETE /api/v1/{id}".into(),
+            permissions: vec!["terminate_vm".into(), "delete_node".into()],
+        }]
+    );
+    let held: Vec<(&Grantee, &str)> = p
+        .grants
+        .iter()
+        .map(|g| (&g.grantee, g.permission.as_str()))
+        .collect();
+    let nodes = Grantee::Group("build-nodes".into());
+    assert_eq!(
+        held,
+        [
+            (&nodes, "nodes"),
+            (&nodes, "learned_delete_api_v1_cafebabe"),
+            (&nodes, "learned_delete_api_v1_deadbeef"),
+            (&nodes, "learned_get_files_id"),
+            (&Grantee::Group("ci".into()), "queue"),
+        ]
+    );
+    // Whatever was proposed, no learned route matches a request of another permission's route.
+    let policy = Policy::from_yaml(CONTROLLER, Path::new("p.yaml")).unwrap();
+    for np in &p.permissions {
+        let learned = Route::parse(&np.route).unwrap();
+        for (name, other) in policy.routes() {
+            let Methods::List(m) = learned.methods() else {
+                panic!("{}", np.route)
+            };
+            assert!(
+                !overlaps(&learned, &m[0], other),
+                "{} reaches {name}",
+                np.route
+            );
+        }
+    }
+    // Without a policy there is nothing to reach into.
+    let alone = propose(&learner(&lines), None, &Options::default());
+    assert!(alone
+        .permissions
+        .iter()
+        .any(|n| n.route == "DELETE /api/v1/{id}"));
+}
+
+#[test]
+fn overlap_of_routes() {
+    let r = |s: &str| Route::parse(s).unwrap();
+    let yes = [
+        ("GET /api/v1/{id}", "GET /api/v1/vm"),
+        ("GET /api/v1/{id}", "GET|HEAD /api/v1/*"),
+        ("GET /api/v1/{id}", "* /api/**"),
+        ("GET /api/v1/{id}", "GET /api/v1/{id}/**"),
+        ("GET /", "GET /**"),
+        ("GET /a/{id}/b", "GET /a/x/*"),
+    ];
+    let no = [
+        ("GET /api/v1/{id}", "POST /api/v1/vm"),
+        ("GET /api/v1/{id}", "GET /api/v2/vm"),
+        ("GET /api/v1/{id}", "GET /api/v1"),
+        ("GET /api/v1/{id}", "GET /api/v1/vm/x"),
+        ("GET /a/{id}/b", "GET /a/x/c"),
+        ("GET /", "GET /a/**"),
+    ];
+    for (a, b) in yes {
+        assert!(overlaps(&r(a), "GET", &r(b)), "{a} / {b}");
+    }
+    for (a, b) in no {
+        assert!(!overlaps(&r(a), "GET", &r(b)), "{a} / {b}");
+    }
+}
+
+#[test]
+fn anonymous_refusals_are_granted_only_when_asked() {
+    let lines = vec![
+        refused("GET", "/api/v1/1", "", ""),
+        refused("DELETE", "/api/v1/2", "", ""),
+        refused("GET", "/livez", "", ""),
+        refused("GET", "/livez", "n1", "build-nodes"),
+    ];
+    let p = learned_with(CONTROLLER, &lines, Options::default());
+    assert!(p.grants.iter().all(|g| g.grantee != Grantee::Anonymous));
+    let listed: Vec<&str> = p.anonymous.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(listed, ["GET /api/v1/1", "DELETE /api/v1/2", "GET /livez"]);
+    // The learned permission counts only the requests it was learned from.
+    assert_eq!(p.permissions.len(), 1);
+    assert_eq!(p.permissions[0].seen.count, 1);
+
+    let asked = Options {
+        anonymous: true,
+        ..Options::default()
+    };
+    let p = learned_with(CONTROLLER, &lines, asked);
+    assert!(p.anonymous.is_empty());
+    let anonymous: Vec<&str> = p
+        .grants
+        .iter()
+        .filter(|g| g.grantee == Grantee::Anonymous)
+        .flat_map(|g| g.routes.iter().map(|(r, _)| r.as_str()))
+        .collect();
+    // Even when asked for, the {id} form stays out of list_vms and terminate_vm.
+    assert_eq!(
+        anonymous,
+        ["GET /api/v1/1", "DELETE /api/v1/2", "GET /livez"]
+    );
+    assert_eq!(
+        p.permissions
+            .iter()
+            .find(|n| n.route == "GET /livez")
+            .map(|n| n.seen.count),
+        Some(2)
+    );
+}
+
+#[test]
+fn comments_keep_up_to_three_requested_paths() {
+    let lines: Vec<String> = ["/files/1", "/files/2/", "/files/2", "/files/3", "/files/4"]
+        .iter()
+        .map(|p| refused("GET", p, "n1", "g"))
+        .collect();
+    let p = propose(&learner(&lines), None, &Options::default());
+    let seen = &p.grants[0].routes[0].1;
+    assert_eq!(seen.count, 5);
+    assert_eq!(seen.paths, ["/files/1", "/files/2/", "/files/2"]);
+    assert!(seen.more_paths);
+    assert_eq!(p.permissions[0].seen.paths, seen.paths);
 }

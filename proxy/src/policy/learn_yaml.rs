@@ -14,7 +14,54 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::learn::{Grant, Grantee, Proposal, Seen};
 
-/// A YAML scalar: plain when that is unambiguous, else a double-quoted (JSON) string.
+/// Characters never written as they are, in scalars or in comments. YAML reads U+0085, U+2028
+/// and U+2029 as line breaks, exactly like `\n`: raw, they would end a comment (what follows
+/// becomes YAML) or fold inside a quoted scalar. Other control characters, the byte-order mark
+/// and U+FFFE/U+FFFF make the document unreadable. The invisible format characters (bidi
+/// overrides and isolates, zero-width characters, the soft hyphen, the tag characters that can
+/// spell hidden text) are legal YAML, but they let a line read differently to the reviewer
+/// than to the parser.
+pub fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{61c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{fffe}'
+                | '\u{ffff}'
+                | '\u{e0000}'..='\u{e007f}'
+        )
+}
+
+/// The YAML double-quoted escape of `c` (`\n`, `\x85`, `\u2028`, `\U000E0001`).
+fn push_escape(out: &mut String, c: char) {
+    use std::fmt::Write;
+    let _ = match c {
+        '\n' => write!(out, "\\n"),
+        '\r' => write!(out, "\\r"),
+        '\t' => write!(out, "\\t"),
+        c if u32::from(c) <= 0xff => write!(out, "\\x{:02X}", u32::from(c)),
+        c if u32::from(c) <= 0xffff => write!(out, "\\u{:04X}", u32::from(c)),
+        c => write!(out, "\\U{:08X}", u32::from(c)),
+    };
+}
+
+/// A scalar that reads back as `s` wherever this module writes one: a block mapping key, a
+/// block list item, an item of a one-line `[..]` list. Plain when that is unambiguous, else
+/// double-quoted with every character of [`needs_escape`] escaped, so it is always one line.
+///
+/// serde_yaml_ng's serializer is not used for this: it picks the style for a top-level block
+/// value (a plain `GET /a/{id}`, which a `[..]` list would split at `{`), writes a string with
+/// `\n` as a multi-line `|-` block, and keeps U+2028 raw (a line break) inside single quotes.
+/// Its parser checks the result instead: the unit tests over every character of the first two
+/// planes, and the command, which reads its whole output back before printing it.
 pub fn quote(s: &str) -> String {
     let plain = s
         .chars()
@@ -27,28 +74,39 @@ pub fn quote(s: &str) -> String {
             "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n"
         );
     if plain {
-        s.to_string()
-    } else {
-        serde_json::Value::String(s.to_string()).to_string()
+        return s.to_string();
     }
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if needs_escape(c) => push_escape(&mut out, c),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
-/// Text that goes into a `#` comment: names come from client certificates, so a newline in one
-/// must not end the comment and inject YAML.
-fn comment_safe(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
+/// Text for a `#` comment: everything in one comes from the log or from certificates, so no
+/// character in it may end the comment ([`needs_escape`]). A backslash is doubled so that an
+/// escape written here cannot be confused with the same characters typed by a client.
+pub fn comment_safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if needs_escape(c) => push_escape(&mut out, c),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
-fn seen_text(s: &Seen) -> String {
+/// The traffic behind a route, for a comment (not yet [`comment_safe`]).
+pub fn seen_text(s: &Seen) -> String {
     let mut out = format!("{} request{}", s.count, if s.count == 1 { "" } else { "s" });
     if !s.users.is_empty() {
         let names: Vec<&str> = s.users.iter().take(8).map(String::as_str).collect();
@@ -62,7 +120,16 @@ fn seen_text(s: &Seen) -> String {
         (Some(f), Some(l)) => out.push_str(&format!("; first {f}, last {l}")),
         _ => out.push_str("; no timestamps"),
     }
-    comment_safe(&out)
+    // The paths themselves, not only the route: `{id}` hides what was asked for.
+    if !s.paths.is_empty() {
+        out.push_str(&format!(
+            "; path{} {}{}",
+            if s.paths.len() == 1 { "" } else { "s" },
+            s.paths.join(" "),
+            if s.more_paths { " ..." } else { "" }
+        ));
+    }
+    out
 }
 
 fn grant_comments(g: &Grant, indent: &str) -> Vec<String> {
@@ -70,11 +137,8 @@ fn grant_comments(g: &Grant, indent: &str) -> Vec<String> {
         .iter()
         .map(|(route, seen)| {
             let what = if g.learned { "learned" } else { "covers" };
-            format!(
-                "{indent}# {what} {}: {}",
-                comment_safe(route),
-                seen_text(seen)
-            )
+            let text = format!("{what} {route}: {}", seen_text(seen));
+            format!("{indent}# {}", comment_safe(&text))
         })
         .collect()
 }
@@ -131,7 +195,7 @@ fn sections(p: &Proposal) -> Sections<'_> {
 fn permission_lines(p: &Proposal, indent: &str) -> Vec<String> {
     let mut out = Vec::new();
     for np in &p.permissions {
-        out.push(format!("{indent}# {}", seen_text(&np.seen)));
+        out.push(format!("{indent}# {}", comment_safe(&seen_text(&np.seen))));
         out.push(format!(
             "{indent}{}: [{}]",
             quote(&np.name),

@@ -11,6 +11,7 @@ fn seen(n: u64, users: &[&str]) -> Seen {
         users: users.iter().map(|u| u.to_string()).collect::<BTreeSet<_>>(),
         first: Some("2026-11-29T10:00:00Z".into()),
         last: Some("2026-11-29T11:00:00Z".into()),
+        ..Default::default()
     }
 }
 
@@ -190,7 +191,194 @@ fn names_from_certificates_cannot_inject_yaml() {
 fn quoting() {
     assert_eq!(quote("list_vms"), "list_vms");
     assert_eq!(quote("ci-tools"), "ci-tools");
-    for q in ["*", "yes", "Null", "a b", "1abc", "a:b", "", "GET /x"] {
+    for q in [
+        "*", "yes", "Null", "a b", "1abc", "a:b", "", "GET /x", "-a", "#a",
+    ] {
         assert!(quote(q).starts_with('"'), "{q}");
     }
+    assert_eq!(quote("a\u{2028}b\u{85}\"c\\"), r#""a\u2028b\x85\"c\\""#);
+    assert_eq!(quote("\u{1F600}\u{E0001}"), "\"\u{1F600}\\U000E0001\"");
+}
+
+/// Strings a client can put in a path, a CN or an O value, and that YAML reads specially.
+fn hostile() -> Vec<String> {
+    let mut out: Vec<String> = [
+        "plain",
+        "",
+        " lead and trail ",
+        "\"quoted\" and 'single'",
+        "back\\slash\\u2028",
+        "# not a comment",
+        "a #b",
+        "-dash",
+        "- item",
+        "key: value",
+        "a:b",
+        "? complex",
+        "[flow, list]",
+        "{flow: map}",
+        "&anchor *alias !tag %directive @at `tick` |pipe >fold",
+        "yes",
+        "~",
+        "0x1F",
+        "1e3",
+        ".inf",
+        "---",
+        "...",
+        "caf\u{e9} \u{4e2d}\u{6587} \u{1F600}",
+        "nbsp\u{a0}here",
+        "line\nbreak",
+        "cr\rlf\r\n",
+        "nel\u{85}x",
+        "ls\u{2028}x",
+        "ps\u{2029}x",
+        "bom\u{feff}x",
+        "tab\tx",
+        "nul\u{0}x\u{1b}[31m\u{7f}\u{9f}",
+        "rlo\u{202e}txt.exe",
+        "\u{fffe}\u{ffff}\u{e0001}",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // Every character of the first two planes, and the odd ones above, one string each.
+    out.extend(
+        (0u32..0x2_0000)
+            .chain([0xE_0001, 0xF_FFFD, 0x10_FFFF])
+            .filter_map(char::from_u32)
+            .map(|c| format!("a{c}b")),
+    );
+    // Block mapping keys must be unique (`a:b` is in both lists).
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn every_scalar_reads_back_as_written_in_every_place_it_is_written() {
+    let all = hostile();
+    for s in &all {
+        let q = quote(s);
+        assert!(
+            !q.contains(['\n', '\r']) && !q.chars().any(needs_escape),
+            "{s:?} -> {q:?}"
+        );
+    }
+    // One document per context, read by the same parser `certgate check` uses.
+    let block_keys: String = all
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{}: {i}\n", quote(s)))
+        .collect();
+    let block_items: String = all.iter().map(|s| format!("- {}\n", quote(s))).collect();
+    let flow: Vec<String> = all.iter().map(|s| quote(s)).collect();
+    let flow = format!("k: [{}]\n", flow.join(", "));
+    let keys: Mapping = serde_yaml_ng::from_str(&block_keys).unwrap();
+    let want_keys: Mapping = all
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (Value::String(s.clone()), Value::Number(i.into())))
+        .collect();
+    assert!(keys == want_keys, "block keys differ");
+    let want: Vec<Value> = all.iter().cloned().map(Value::String).collect();
+    let items: Vec<Value> = serde_yaml_ng::from_str(&block_items).unwrap();
+    assert!(items == want, "block items differ");
+    let flow: Mapping = serde_yaml_ng::from_str(&flow).unwrap();
+    assert!(
+        flow.get("k") == Some(&Value::Sequence(want)),
+        "flow items differ"
+    );
+}
+
+#[test]
+fn comments_end_where_they_are_meant_to() {
+    let all = hostile();
+    let doc: String = all
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("k{i}: {i}  # {}\n# {}\n", comment_safe(s), comment_safe(s)))
+        .collect();
+    let m: Mapping = serde_yaml_ng::from_str(&doc).unwrap();
+    assert_eq!(m.len(), all.len());
+    assert_eq!(comment_safe("a\\u2028b\u{2028}"), "a\\\\u2028b\\u2028");
+}
+
+#[test]
+fn hostile_names_and_routes_load_as_a_policy() {
+    let weird = [
+        "ls\u{2028}  admins: [\"*\"]",
+        "nel\u{85}#x",
+        "q\"u'o:te",
+        "- dash",
+    ];
+    let routes = [
+        "GET /p0/\"q\"",
+        "GET /p1/'s'",
+        "GET /p2/a:b",
+        "GET /p3/-x,y[z]",
+    ];
+    let mut grants = Vec::new();
+    let mut permissions = Vec::new();
+    for (i, w) in weird.iter().enumerate() {
+        let route = routes[i].to_string();
+        let mut s = seen(1, &[*w]);
+        s.paths = vec![format!("/p{i}/{w}"), w.to_string()];
+        permissions.push(NewPermission {
+            name: format!("learned_get_p{i}"),
+            route: route.clone(),
+            seen: s.clone(),
+        });
+        grants.push(Grant {
+            grantee: Grantee::Group(w.to_string()),
+            permission: format!("learned_get_p{i}"),
+            learned: true,
+            routes: vec![(route.clone(), s.clone())],
+        });
+        grants.push(Grant {
+            grantee: Grantee::User(w.to_string()),
+            permission: format!("learned_get_p{i}"),
+            learned: true,
+            routes: vec![(route, s)],
+        });
+    }
+    let p = Proposal {
+        permissions,
+        grants,
+        ..Default::default()
+    };
+    let (path, text) = registry_policy();
+    let merged = merge_text(&text, &p).expect("block layout is handled");
+    assert_eq!(
+        Value::Mapping(parse(&merged)),
+        Value::Mapping(expected(&parse(&text), &p)),
+        "{merged}"
+    );
+    let policy = Policy::from_yaml(&merged, &path).expect(&merged);
+    let fragment = canonical(&Mapping::new(), &p);
+    assert_eq!(
+        Value::Mapping(parse(&fragment)),
+        Value::Mapping(expected(&Mapping::new(), &p)),
+        "{fragment}"
+    );
+    // Only the group named with a line separator got anything, and not `admins`.
+    let orgs = [weird[0].to_string()];
+    let who = crate::policy::Principal::Certificate {
+        user: None,
+        organizations: &orgs,
+        org_units: &[],
+    };
+    let nobody = crate::policy::Principal::Certificate {
+        user: None,
+        organizations: &[],
+        org_units: &[],
+    };
+    let base = policy.held_by(&nobody);
+    let extra: Vec<&str> = policy
+        .held_by(&who)
+        .into_iter()
+        .filter(|p| !base.contains(p))
+        .collect();
+    assert_eq!(extra, ["learned_get_p0"]);
+    assert!(policy.decide(&who, "GET", "/p0/\"q\"").is_allowed());
+    assert!(!merged.contains('\u{2028}') && !merged.contains('\u{85}'));
 }

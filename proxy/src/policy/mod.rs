@@ -362,6 +362,13 @@ impl Policy {
             .collect()
     }
 
+    /// Every route of every permission, in file order, with its permission's name.
+    pub fn routes(&self) -> impl Iterator<Item = (&str, &Route)> {
+        self.permissions
+            .iter()
+            .flat_map(|p| p.routes.iter().map(move |r| (p.name.as_str(), r)))
+    }
+
     /// Whether the principal holds `permission` (unknown names: false).
     pub fn holds(&self, p: &Principal<'_>, permission: &str) -> bool {
         let Some(i) = self.permissions.iter().position(|x| x.name == permission) else {
