@@ -19,7 +19,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub(crate) use headers::same_name;
-pub use headers::{passable_header, Dialect, HARDENING_STRIPPED};
+pub use headers::{hardening_entry, is_passed, passable_header, Dialect, HARDENING_STRIPPED};
 use raw::RawConfig;
 pub use revocation::{CrlFetchConfig, OcspConfig, OcspMode};
 pub use root_token::RootToken;
@@ -226,7 +226,7 @@ pub struct ListenerConfig {
     /// `;` in a path segment: refused (default) or kept.
     pub path_params: PathParams,
     /// Headers of the default-stripped hardening list this listener's upstream still receives
-    /// from clients (lower-case, `_` written `-`).
+    /// from clients (lower-case, `_` written `-`; `x-auth-request-*` passes every one it covers).
     pub pass_client_headers: Vec<String>,
     pub timeouts: Timeouts,
     pub limits: Limits,

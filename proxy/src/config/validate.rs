@@ -315,11 +315,11 @@ impl Validator<'_> {
             .unwrap_or_default()
             .iter()
             .map(|name| match passable_header(name) {
-                Some(canonical) => Ok(canonical.to_string()),
+                Some(canonical) => Ok(canonical),
                 None => Err(self.err(
                     key,
                     format!(
-                        "`{name}` cannot be passed: only these may be: {}; identity headers and certgate's own are always replaced",
+                        "`{name}` cannot be passed: only these may be (an entry ending in * also as one header it covers): {}; identity headers and certgate's own are always replaced",
                         HARDENING_STRIPPED.join(", ")
                     ),
                 )),
