@@ -127,6 +127,9 @@ pub struct TlsConfig {
     pub ciphers: Option<String>,
     pub ciphersuites: Option<String>,
     pub alpn: Vec<Alpn>,
+    /// Key exchange groups in preference order, OpenSSL's names (`tls.groups`), each known to
+    /// the OpenSSL certgate runs on.
+    pub groups: Vec<String>,
     /// TLS session resumption (tickets and a session-ID cache), each resumption re-checked
     /// against the current CA bundle and CRLs; `None` when `session_resumption: false`.
     pub session_lifetime: Option<Duration>,
@@ -295,6 +298,11 @@ impl Config {
         files
     }
 }
+
+/// `tls.groups` unless configured: the hybrid post-quantum group first (clients that offer it
+/// get it), then the classical ones every current client has. No finite-field groups (slow,
+/// and with a server-chosen size), no secp521r1 or X448 (rarely offered, slow).
+pub const DEFAULT_GROUPS: [&str; 4] = ["X25519MLKEM768", "X25519", "P-256", "P-384"];
 
 /// How long a resumable TLS session (and a ticket key) lives unless `tls.session_lifetime` says.
 pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(300);

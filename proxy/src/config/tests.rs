@@ -70,6 +70,41 @@ fn listener_tls_overrides_single_keys() {
     assert_eq!(l.timeouts.idle, Duration::from_secs(300));
 }
 
+#[test]
+fn tls_groups_default_to_hybrid_post_quantum_first_and_unknown_ones_are_named() {
+    let l = &load(MINIMAL).unwrap().listeners[0];
+    assert_eq!(l.tls.groups, ["X25519MLKEM768", "X25519", "P-256", "P-384"]);
+    let text = format!("{MINIMAL}    tls:\n      groups: [P-384, X25519]\n");
+    assert_eq!(
+        load(&text).unwrap().listeners[0].tls.groups,
+        ["P-384", "X25519"]
+    );
+
+    for (groups, at, why) in [
+        ("[X25519, P-999]", "listeners[0].tls.groups[1]", "`P-999`"),
+        (
+            "[\"X25519:P-256\"]",
+            "listeners[0].tls.groups[0]",
+            "`X25519:P-256`",
+        ),
+        ("[\"?X25519\"]", "listeners[0].tls.groups[0]", "`?X25519`"),
+        ("[\"X25519\\0\"]", "listeners[0].tls.groups[0]", "X25519"),
+        ("[X25519, x25519]", "listeners[0].tls.groups[1]", "twice"),
+        ("[]", "listeners[0].tls.groups", "empty"),
+    ] {
+        let msg = error_of(&MINIMAL.replace("tls:\n", &format!("tls:\n  groups: {groups}\n")));
+        assert!(msg.starts_with("/etc/certgate/certgate.yaml: "), "{msg}");
+        assert!(msg.contains(at) && msg.contains(why), "{groups}: {msg}");
+        if why != "twice" {
+            // The fix: what to write instead.
+            assert!(
+                msg.contains("X25519MLKEM768, X25519, P-256, P-384"),
+                "{msg}"
+            );
+        }
+    }
+}
+
 fn error_of(text: &str) -> String {
     load(text).unwrap_err().to_string()
 }

@@ -411,6 +411,7 @@ impl Validator<'_> {
                 "empty; use [h2, http/1.1] or [http/1.1]",
             ));
         }
+        let groups = self.groups(&format!("{key}.groups"), merged.groups)?;
         let lifetime = self.duration(
             &format!("{key}.session_lifetime"),
             merged.session_lifetime.as_deref(),
@@ -440,10 +441,56 @@ impl Validator<'_> {
             ciphers: merged.ciphers,
             ciphersuites: merged.ciphersuites,
             alpn,
+            groups,
             session_lifetime,
             crl_fetch,
             ocsp,
         })
+    }
+
+    /// The key exchange groups, each one OpenSSL knows by that name (an unknown one would fail
+    /// every handshake that needs it, or the whole listener at start).
+    fn groups(&self, key: &str, groups: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+        let Some(groups) = groups else {
+            return Ok(DEFAULT_GROUPS.map(String::from).to_vec());
+        };
+        let fix = format!(
+            "use OpenSSL group names such as {} (`openssl list -tls-groups` shows them), or omit the key for that default",
+            DEFAULT_GROUPS.join(", ")
+        );
+        if groups.is_empty() {
+            return Err(self.err(key, format!("empty; {fix}")));
+        }
+        let mut probe =
+            openssl::ssl::SslContext::builder(openssl::ssl::SslMethod::tls()).map_err(|e| {
+                self.err(
+                    key,
+                    format!("cannot set up OpenSSL to check the groups: {e}"),
+                )
+            })?;
+        for (i, name) in groups.iter().enumerate() {
+            // OpenSSL reads `:`, `/`, `?`, `*` and a leading `-` as list syntax: one name each.
+            let plain = name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !plain || probe.set_groups_list(name).is_err() {
+                return Err(self.err(
+                    &format!("{key}[{i}]"),
+                    format!("`{name}` is not a key exchange group this OpenSSL knows; {fix}"),
+                ));
+            }
+            if groups[..i].iter().any(|g| g.eq_ignore_ascii_case(name)) {
+                return Err(self.err(
+                    &format!("{key}[{i}]"),
+                    format!("`{name}` is listed twice; name each group once"),
+                ));
+            }
+        }
+        Ok(groups)
     }
 }
 
