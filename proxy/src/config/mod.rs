@@ -172,6 +172,9 @@ impl Default for Timeouts {
 pub struct Limits {
     /// Most simultaneous client connections on this listener; further ones are closed at once.
     pub max_connections: usize,
+    /// Most simultaneous connections from one client address (the PROXY header's source with
+    /// PROXY protocol), counted from accept; further ones are closed at once.
+    pub connections_per_ip: usize,
     /// Largest request header block (request line + headers), answered with 431 beyond it.
     pub max_header_bytes: usize,
     /// Time a client gets to send its complete request header (slowloris).
@@ -187,6 +190,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 10_000,
+            connections_per_ip: 256,
             max_header_bytes: 64 * 1024,
             header_read: Duration::from_secs(10),
             upstream_per_connection: 32,

@@ -98,6 +98,7 @@ pub struct RawTimeouts {
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub max_connections: Option<usize>,
+    pub connections_per_ip: Option<usize>,
     pub max_header_bytes: Option<usize>,
     pub header_read: Option<String>,
     pub upstream_per_connection: Option<usize>,

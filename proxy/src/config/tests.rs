@@ -172,6 +172,7 @@ fn hardening_keys() {
     assert!(l.pass_client_headers.is_empty());
     assert_eq!(l.limits.upstream_per_connection, 32);
     assert_eq!(l.limits.upstream_connections, 1024);
+    assert_eq!(l.limits.connections_per_ip, 256);
 
     let text = format!(
         "{MINIMAL}    path_params: keep\n    pass_client_headers: [X_HTTP_Method_Override, remote-user]\n    limits: {{ upstream_per_connection: 2, upstream_connections: 4 }}\n"
@@ -183,6 +184,20 @@ fn hardening_keys() {
         ["x-http-method-override", "remote-user"]
     );
     assert_eq!(l.limits.upstream_per_connection, 2);
+    let text = format!("{MINIMAL}    limits: {{ connections_per_ip: 3 }}\n");
+    assert_eq!(
+        load(&text).unwrap().listeners[0].limits.connections_per_ip,
+        3
+    );
+    let e = load(&format!(
+        "{MINIMAL}    limits: {{ connections_per_ip: 0 }}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("listeners[0].limits.connections_per_ip") && e.contains("omit it for 256"),
+        "{e}"
+    );
 
     let e = load(&format!(
         "{MINIMAL}    pass_client_headers: [ssl-client-verify]\n"

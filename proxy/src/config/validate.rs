@@ -276,6 +276,7 @@ impl Validator<'_> {
         let d = Limits::default();
         let limits = Limits {
             max_connections: r.max_connections.unwrap_or(d.max_connections),
+            connections_per_ip: r.connections_per_ip.unwrap_or(d.connections_per_ip),
             max_header_bytes: r.max_header_bytes.unwrap_or(d.max_header_bytes),
             header_read: self.duration(
                 &key("limits.header_read"),
@@ -298,6 +299,12 @@ impl Validator<'_> {
         }
         if limits.max_connections == 0 {
             return Err(self.err(&key("limits.max_connections"), "must be at least 1"));
+        }
+        if limits.connections_per_ip == 0 {
+            return Err(self.err(
+                &key("limits.connections_per_ip"),
+                "must be at least 1 (0 would refuse every client); omit it for 256",
+            ));
         }
         if limits.max_header_bytes < 1024 {
             return Err(self.err(&key("limits.max_header_bytes"), "must be at least 1024"));
