@@ -101,6 +101,99 @@ async fn headers_upstreams_trust_are_stripped_unless_passed() {
     );
 }
 
+/// What other auth proxies (oauth2-proxy, NGINX `auth_request`, IIS rewrite) send an upstream
+/// to say who is asking or where it was mounted.
+const LOOK_ALIKES: [&str; 17] = [
+    "X-Forwarded-Prefix",
+    "X-Forwarded-Port",
+    "X-Original-URI",
+    "X-Original-URL",
+    "X-Rewrite-URL",
+    "X-Auth-Request-User",
+    "X-Auth-Request-Email",
+    "X-Auth-Request-Groups",
+    "X-Auth-Request-Preferred-Username",
+    "X-Auth-Request-Access-Token",
+    "X-Auth-Request-Anything-New",
+    "X-Forwarded-User",
+    "X-Forwarded-Email",
+    "X-Forwarded-Groups",
+    "X-Forwarded-Preferred-Username",
+    "X-Remote-User",
+    "Remote-User",
+];
+
+/// Whether the header `name` is (a spelling of) one of [`LOOK_ALIKES`].
+fn look_alike(name: &str) -> bool {
+    let n = name.to_ascii_lowercase().replace('_', "-");
+    n.starts_with("x-auth-request-") || LOOK_ALIKES.iter().any(|l| l.to_ascii_lowercase() == n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_identity_headers_never_reach_the_upstream_on_any_path() {
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("O", "ci"), ("CN", "alice")], &w.ca);
+    let p = Proxy::start(&w, &ProxyConfig::new(up));
+    // HTTP/1.1 and HTTP/2, each on certgate's own forwarding and, with `Expect`, on Pingora's.
+    for (http1, expect) in [(true, false), (true, true), (false, false), (false, true)] {
+        let mut b = https_builder(&w, &p, Some(&who));
+        if http1 {
+            b = b.http1_only();
+        }
+        let c = b.build().unwrap();
+        let mut req = c.post(p.url("/look-alike")).body("");
+        for name in LOOK_ALIKES {
+            req = req.header(name, "admin");
+            req = req.header(name.to_ascii_lowercase().replace('-', "_"), "admin");
+        }
+        req = req.header("X_Auth-Request_Mixed", "admin");
+        req = req.header("x-request-id", "kept");
+        if expect {
+            req = req.header("expect", "100-continue");
+        }
+        let r = req.send().await.unwrap();
+        let version = r.version();
+        assert_eq!(r.status(), 200, "http1={http1} expect={expect}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(version == reqwest::Version::HTTP_11, http1, "http1={http1}");
+        let received: Vec<&String> = v["headers"]
+            .as_object()
+            .map(|h| h.keys().collect())
+            .unwrap_or_default();
+        let leaked: Vec<&&String> = received.iter().filter(|n| look_alike(n)).collect();
+        assert!(
+            leaked.is_empty(),
+            "http1={http1} expect={expect}: {leaked:?} reached the upstream: {v}"
+        );
+        // The request did arrive with the client's other headers.
+        assert_eq!(seen(&v, "x-request-id"), ["kept"], "{v}");
+        assert_eq!(v["path"], "/look-alike", "{v}");
+    }
+    drop(p);
+
+    // A listener passes on exactly the ones it names, a whole `x-auth-request-*` included.
+    let mut cfg = ProxyConfig::new(up);
+    cfg.listener_extra = "    pass_client_headers: [X-Auth-Request-*, x_forwarded_prefix]\n";
+    let p = Proxy::start(&w, &cfg);
+    let r = https(&w, &p, Some(&who))
+        .get(p.url("/passed"))
+        .header("X-Auth-Request-Email", "alice@example.com")
+        .header("X-Forwarded-Prefix", "/app")
+        .header("X-Forwarded-User", "admin")
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        seen(&v, "x-auth-request-email"),
+        ["alice@example.com"],
+        "{v}"
+    );
+    assert_eq!(seen(&v, "x-forwarded-prefix"), ["/app"], "{v}");
+    assert!(seen(&v, "x-forwarded-user").is_empty(), "{v}");
+}
+
 /// `key="value"` fields of a text log line after `target: `, unescaped; None if the line does
 /// not parse as exactly such fields.
 fn text_fields(line: &str, target: &str) -> Option<HashMap<String, String>> {

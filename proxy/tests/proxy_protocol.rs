@@ -202,3 +202,91 @@ async fn local_command_plain_connections_and_untrusted_sources() {
         "{m}"
     );
 }
+
+/// Whether the server has closed `s` (reads nothing but the end or a reset, without blocking).
+fn closed(s: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    let mut byte = [0u8; 1];
+    match s.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_ip_counts_the_proxy_source_before_tls() {
+    use std::io::Write;
+    use std::time::Instant;
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("CN", "neighbour")], &w.ca);
+    let mut cfg = ProxyConfig::new(up);
+    // A long handshake timeout: a silent connection is only ever closed by the limit.
+    cfg.listener_extra =
+        "    proxy_protocol: true\n    timeouts: { handshake: 120s }\n    limits: { connections_per_ip: 3 }\n";
+    let p = Proxy::start(&w, &cfg);
+    let from_a = b"PROXY TCP4 198.51.100.1 203.0.113.9 40000 443\r\n";
+    let from_b = b"PROXY TCP4 198.51.100.2 203.0.113.9 40001 443\r\n";
+
+    // Four connections from A that send their PROXY header and never start TLS.
+    let mut conns: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(p.addr).unwrap();
+            s.write_all(from_a).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    // One of them is closed at once: whichever came fourth (the others held A's three places
+    // when it was counted, so the count is final once one is closed).
+    let started = Instant::now();
+    let refused = wait_for(
+        "a connection from A closed by the limit",
+        Duration::from_secs(10),
+        || {
+            let shut: Vec<usize> = (0..conns.len())
+                .filter(|i| closed(&mut conns[*i]))
+                .collect();
+            (!shut.is_empty()).then_some(shut)
+        },
+    );
+    eprintln!("closed {:?} after the PROXY header", started.elapsed());
+    assert_eq!(refused.len(), 1, "{refused:?} of 4 closed");
+    conns.remove(refused[0]);
+    let m = p.metrics();
+    assert_eq!(
+        metric(
+            &m,
+            "certgate_connections_refused_total",
+            &[("listener", "test"), ("reason", "connections_per_ip")]
+        ),
+        1.0,
+        "{m}"
+    );
+
+    // B is another client: served while A holds its three.
+    let resp = raw_tls(p.addr, &w, &who, from_b).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        resp.contains("\"x-forwarded-for\":[\"198.51.100.2\"]"),
+        "{resp}"
+    );
+    // A real client from A is refused too, before any TLS.
+    assert!(raw_tls(p.addr, &w, &who, from_a).await.is_err());
+    assert!(
+        conns.iter_mut().all(|s| !closed(s)),
+        "A's three silent connections stay open"
+    );
+
+    // A closed connection gives its place back.
+    drop(conns.pop());
+    let resp = wait_for("a place for A again", Duration::from_secs(10), || {
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| rt.block_on(raw_tls(p.addr, &w, &who, from_a))).ok()
+    });
+    assert!(
+        resp.contains("\"x-forwarded-for\":[\"198.51.100.1\"]"),
+        "{resp}"
+    );
+}

@@ -28,29 +28,71 @@ impl Dialect {
 }
 
 /// Headers that some upstream frameworks trust to change the method (`X-HTTP-Method-Override`
-/// turns an allowed GET into a DELETE), the path (`X-Original-URL`), or to name the user
-/// (`X-Remote-User`): stripped from client requests unless a listener lists them in
-/// `pass_client_headers`.
-pub const HARDENING_STRIPPED: [&str; 11] = [
+/// turns an allowed GET into a DELETE), the path or mount point (`X-Original-URL`,
+/// `X-Forwarded-Prefix`), or to name the user (`X-Remote-User`, and what other auth proxies
+/// such as oauth2-proxy send: `X-Forwarded-User`, `X-Auth-Request-*`): stripped from client
+/// requests unless a listener lists them in `pass_client_headers`. An entry ending in `*` is
+/// every header that begins with the rest.
+pub const HARDENING_STRIPPED: [&str; 18] = [
     "x-http-method-override",
     "x-method-override",
     "x-http-method",
     "x-original-url",
+    "x-original-uri",
     "x-rewrite-url",
+    "x-forwarded-prefix",
+    "x-forwarded-port",
     "x-remote-user",
     "remote-user",
     "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-auth-request-*",
     "x-ssl-client-dn",
     "x-client-cert",
     "ssl-client-s-dn",
 ];
 
-/// The [`HARDENING_STRIPPED`] entry `name` spells (any case, `-` or `_`), if any.
-pub fn passable_header(name: &str) -> Option<&'static str> {
+/// The [`HARDENING_STRIPPED`] entry that covers `name` (any case, `-` or `_`), if any.
+pub fn hardening_entry(name: &str) -> Option<&'static str> {
     HARDENING_STRIPPED
         .iter()
         .copied()
-        .find(|h| same_name(name.as_bytes(), h))
+        .find(|entry| covers(entry, name))
+}
+
+/// How `pass_client_headers` writes `name`, if it may be passed: the entry itself for a whole
+/// entry (`x-auth-request-*` included), else one header under a `*` entry, lower-case with
+/// `-` (`X_Auth_Request_Email` → `x-auth-request-email`).
+pub fn passable_header(name: &str) -> Option<String> {
+    if let Some(entry) = HARDENING_STRIPPED
+        .iter()
+        .find(|entry| same_name(name.as_bytes(), entry))
+    {
+        return Some(entry.to_string());
+    }
+    let token = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    hardening_entry(name)
+        .filter(|_| token)
+        .map(|_| name.to_ascii_lowercase().replace('_', "-"))
+}
+
+/// Whether a listener passing `passed` (as [`passable_header`] wrote them) lets `name` through.
+pub fn is_passed(passed: &[String], name: &str) -> bool {
+    passed.iter().any(|p| covers(p, name))
+}
+
+/// `entry` (lower-case, `-`-separated, perhaps ending in `*`) covers the header `name`.
+fn covers(entry: &str, name: &str) -> bool {
+    match entry.strip_suffix('*') {
+        Some(prefix) => {
+            name.len() >= prefix.len() && same_name(&name.as_bytes()[..prefix.len()], prefix)
+        }
+        None => same_name(name.as_bytes(), entry),
+    }
 }
 
 /// `a` spells the lower-case, `-`-separated name `b`, in any case and with `_` for `-`.

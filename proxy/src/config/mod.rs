@@ -19,7 +19,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub(crate) use headers::same_name;
-pub use headers::{passable_header, Dialect, HARDENING_STRIPPED};
+pub use headers::{hardening_entry, is_passed, passable_header, Dialect, HARDENING_STRIPPED};
 use raw::RawConfig;
 pub use revocation::{CrlFetchConfig, OcspConfig, OcspMode};
 pub use root_token::RootToken;
@@ -142,6 +142,9 @@ pub struct TlsConfig {
     pub ciphers: Option<String>,
     pub ciphersuites: Option<String>,
     pub alpn: Vec<Alpn>,
+    /// Key exchange groups in preference order, OpenSSL's names (`tls.groups`), each known to
+    /// the OpenSSL certgate runs on.
+    pub groups: Vec<String>,
     /// TLS session resumption (tickets and a session-ID cache), each resumption re-checked
     /// against the current CA bundle and CRLs; `None` when `session_resumption: false`.
     pub session_lifetime: Option<Duration>,
@@ -184,6 +187,9 @@ impl Default for Timeouts {
 pub struct Limits {
     /// Most simultaneous client connections on this listener; further ones are closed at once.
     pub max_connections: usize,
+    /// Most simultaneous connections from one client address (the PROXY header's source with
+    /// PROXY protocol), counted from accept; further ones are closed at once.
+    pub connections_per_ip: usize,
     /// Largest request header block (request line + headers), answered with 431 beyond it.
     pub max_header_bytes: usize,
     /// Time a client gets to send its complete request header (slowloris).
@@ -199,6 +205,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 10_000,
+            connections_per_ip: 256,
             max_header_bytes: 64 * 1024,
             header_read: Duration::from_secs(10),
             upstream_per_connection: 32,
@@ -241,7 +248,7 @@ pub struct ListenerConfig {
     /// `;` in a path segment: refused (default) or kept.
     pub path_params: PathParams,
     /// Headers of the default-stripped hardening list this listener's upstream still receives
-    /// from clients (lower-case, `_` written `-`).
+    /// from clients (lower-case, `_` written `-`; `x-auth-request-*` passes every one it covers).
     pub pass_client_headers: Vec<String>,
     pub timeouts: Timeouts,
     pub limits: Limits,
@@ -310,6 +317,11 @@ impl Config {
         files
     }
 }
+
+/// `tls.groups` unless configured: the hybrid post-quantum group first (clients that offer it
+/// get it), then the classical ones every current client has. No finite-field groups (slow,
+/// and with a server-chosen size), no secp521r1 or X448 (rarely offered, slow).
+pub const DEFAULT_GROUPS: [&str; 4] = ["X25519MLKEM768", "X25519", "P-256", "P-384"];
 
 /// How long a resumable TLS session (and a ticket key) lives unless `tls.session_lifetime` says.
 pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(300);

@@ -54,6 +54,7 @@ pub struct RawTls {
     pub ciphers: Option<String>,
     pub ciphersuites: Option<String>,
     pub alpn: Option<Vec<Alpn>>,
+    pub groups: Option<Vec<String>>,
     pub session_resumption: Option<bool>,
     pub session_lifetime: Option<String>,
     pub crl_fetch: Option<RawCrlFetch>,
@@ -77,6 +78,7 @@ impl RawTls {
             ciphers: self.ciphers.or(d.ciphers),
             ciphersuites: self.ciphersuites.or(d.ciphersuites),
             alpn: self.alpn.or(d.alpn),
+            groups: self.groups.or(d.groups),
             session_resumption: self.session_resumption.or(d.session_resumption),
             session_lifetime: self.session_lifetime.or(d.session_lifetime),
             crl_fetch: self.crl_fetch.or(d.crl_fetch),
@@ -98,6 +100,7 @@ pub struct RawTimeouts {
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub max_connections: Option<usize>,
+    pub connections_per_ip: Option<usize>,
     pub max_header_bytes: Option<usize>,
     pub header_read: Option<String>,
     pub upstream_per_connection: Option<usize>,

@@ -70,6 +70,41 @@ fn listener_tls_overrides_single_keys() {
     assert_eq!(l.timeouts.idle, Duration::from_secs(300));
 }
 
+#[test]
+fn tls_groups_default_to_hybrid_post_quantum_first_and_unknown_ones_are_named() {
+    let l = &load(MINIMAL).unwrap().listeners[0];
+    assert_eq!(l.tls.groups, ["X25519MLKEM768", "X25519", "P-256", "P-384"]);
+    let text = format!("{MINIMAL}    tls:\n      groups: [P-384, X25519]\n");
+    assert_eq!(
+        load(&text).unwrap().listeners[0].tls.groups,
+        ["P-384", "X25519"]
+    );
+
+    for (groups, at, why) in [
+        ("[X25519, P-999]", "listeners[0].tls.groups[1]", "`P-999`"),
+        (
+            "[\"X25519:P-256\"]",
+            "listeners[0].tls.groups[0]",
+            "`X25519:P-256`",
+        ),
+        ("[\"?X25519\"]", "listeners[0].tls.groups[0]", "`?X25519`"),
+        ("[\"X25519\\0\"]", "listeners[0].tls.groups[0]", "X25519"),
+        ("[X25519, x25519]", "listeners[0].tls.groups[1]", "twice"),
+        ("[]", "listeners[0].tls.groups", "empty"),
+    ] {
+        let msg = error_of(&MINIMAL.replace("tls:\n", &format!("tls:\n  groups: {groups}\n")));
+        assert!(msg.starts_with("/etc/certgate/certgate.yaml: "), "{msg}");
+        assert!(msg.contains(at) && msg.contains(why), "{groups}: {msg}");
+        if why != "twice" {
+            // The fix: what to write instead.
+            assert!(
+                msg.contains("X25519MLKEM768, X25519, P-256, P-384"),
+                "{msg}"
+            );
+        }
+    }
+}
+
 fn error_of(text: &str) -> String {
     load(text).unwrap_err().to_string()
 }
@@ -137,6 +172,7 @@ fn hardening_keys() {
     assert!(l.pass_client_headers.is_empty());
     assert_eq!(l.limits.upstream_per_connection, 32);
     assert_eq!(l.limits.upstream_connections, 1024);
+    assert_eq!(l.limits.connections_per_ip, 256);
 
     let text = format!(
         "{MINIMAL}    path_params: keep\n    pass_client_headers: [X_HTTP_Method_Override, remote-user]\n    limits: {{ upstream_per_connection: 2, upstream_connections: 4 }}\n"
@@ -148,6 +184,20 @@ fn hardening_keys() {
         ["x-http-method-override", "remote-user"]
     );
     assert_eq!(l.limits.upstream_per_connection, 2);
+    let text = format!("{MINIMAL}    limits: {{ connections_per_ip: 3 }}\n");
+    assert_eq!(
+        load(&text).unwrap().listeners[0].limits.connections_per_ip,
+        3
+    );
+    let e = load(&format!(
+        "{MINIMAL}    limits: {{ connections_per_ip: 0 }}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("listeners[0].limits.connections_per_ip") && e.contains("omit it for 256"),
+        "{e}"
+    );
 
     let e = load(&format!(
         "{MINIMAL}    pass_client_headers: [ssl-client-verify]\n"

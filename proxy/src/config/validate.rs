@@ -276,6 +276,7 @@ impl Validator<'_> {
         let d = Limits::default();
         let limits = Limits {
             max_connections: r.max_connections.unwrap_or(d.max_connections),
+            connections_per_ip: r.connections_per_ip.unwrap_or(d.connections_per_ip),
             max_header_bytes: r.max_header_bytes.unwrap_or(d.max_header_bytes),
             header_read: self.duration(
                 &key("limits.header_read"),
@@ -299,6 +300,12 @@ impl Validator<'_> {
         if limits.max_connections == 0 {
             return Err(self.err(&key("limits.max_connections"), "must be at least 1"));
         }
+        if limits.connections_per_ip == 0 {
+            return Err(self.err(
+                &key("limits.connections_per_ip"),
+                "must be at least 1 (0 would refuse every client); omit it for 256",
+            ));
+        }
         if limits.max_header_bytes < 1024 {
             return Err(self.err(&key("limits.max_header_bytes"), "must be at least 1024"));
         }
@@ -315,11 +322,11 @@ impl Validator<'_> {
             .unwrap_or_default()
             .iter()
             .map(|name| match passable_header(name) {
-                Some(canonical) => Ok(canonical.to_string()),
+                Some(canonical) => Ok(canonical),
                 None => Err(self.err(
                     key,
                     format!(
-                        "`{name}` cannot be passed: only these may be: {}; identity headers and certgate's own are always replaced",
+                        "`{name}` cannot be passed: only these may be (an entry ending in * also as one header it covers): {}; identity headers and certgate's own are always replaced",
                         HARDENING_STRIPPED.join(", ")
                     ),
                 )),
@@ -411,6 +418,7 @@ impl Validator<'_> {
                 "empty; use [h2, http/1.1] or [http/1.1]",
             ));
         }
+        let groups = self.groups(&format!("{key}.groups"), merged.groups)?;
         let lifetime = self.duration(
             &format!("{key}.session_lifetime"),
             merged.session_lifetime.as_deref(),
@@ -453,10 +461,56 @@ impl Validator<'_> {
             ciphers: merged.ciphers,
             ciphersuites: merged.ciphersuites,
             alpn,
+            groups,
             session_lifetime,
             crl_fetch,
             ocsp,
         })
+    }
+
+    /// The key exchange groups, each one OpenSSL knows by that name (an unknown one would fail
+    /// every handshake that needs it, or the whole listener at start).
+    fn groups(&self, key: &str, groups: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+        let Some(groups) = groups else {
+            return Ok(DEFAULT_GROUPS.map(String::from).to_vec());
+        };
+        let fix = format!(
+            "use OpenSSL group names such as {} (`openssl list -tls-groups` shows them), or omit the key for that default",
+            DEFAULT_GROUPS.join(", ")
+        );
+        if groups.is_empty() {
+            return Err(self.err(key, format!("empty; {fix}")));
+        }
+        let mut probe =
+            openssl::ssl::SslContext::builder(openssl::ssl::SslMethod::tls()).map_err(|e| {
+                self.err(
+                    key,
+                    format!("cannot set up OpenSSL to check the groups: {e}"),
+                )
+            })?;
+        for (i, name) in groups.iter().enumerate() {
+            // OpenSSL reads `:`, `/`, `?`, `*` and a leading `-` as list syntax: one name each.
+            let plain = name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !plain || probe.set_groups_list(name).is_err() {
+                return Err(self.err(
+                    &format!("{key}[{i}]"),
+                    format!("`{name}` is not a key exchange group this OpenSSL knows; {fix}"),
+                ));
+            }
+            if groups[..i].iter().any(|g| g.eq_ignore_ascii_case(name)) {
+                return Err(self.err(
+                    &format!("{key}[{i}]"),
+                    format!("`{name}` is listed twice; name each group once"),
+                ));
+            }
+        }
+        Ok(groups)
     }
 }
 

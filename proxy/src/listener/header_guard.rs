@@ -7,6 +7,10 @@
 //! request line). The proxy re-arms it when a response is done, so every request of a
 //! keep-alive connection is bounded, not only the first. HTTP/2 has its own limits (h2 settings).
 //!
+//! The guard also counts the header's Host fields: Pingora's parser refuses a request with two
+//! (RFC 9112 §3.2) before any proxy phase runs, with a bare 400; the guard answers it first,
+//! with the JSON error body and an access-log line like every other 400.
+//!
 //! A refusal is answered here, in the read path, with the JSON error body, then the connection
 //! ends: the request never reaches the proxy phases.
 
@@ -58,6 +62,11 @@ pub struct HeaderGuard<S> {
     /// line ends the header (before it, empty lines are skipped by the parser, and counted here).
     started: bool,
     tail: [u8; 2],
+    /// How much of `host:` the current header line has begun with; None once it differs (and
+    /// for the request line).
+    host_prefix: Option<usize>,
+    /// Host fields of the current header.
+    hosts: usize,
     max: usize,
     limit: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
@@ -89,6 +98,8 @@ impl<S> HeaderGuard<S> {
             seen: 0,
             started: false,
             tail: [0; 2],
+            host_prefix: None,
+            hosts: 0,
             max,
             limit,
             // The first request's clock starts with the connection.
@@ -97,7 +108,7 @@ impl<S> HeaderGuard<S> {
         }
     }
 
-    fn refuse(&mut self, code: u16, reason: &str) {
+    fn refuse(&mut self, code: u16, reason: &str, why: &str) {
         let body = crate::proxy::errors::body(code, reason);
         let head = format!(
             "HTTP/1.1 {code} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -107,7 +118,7 @@ impl<S> HeaderGuard<S> {
         self.refusal = [head.as_bytes(), &body].concat();
         self.phase = Phase::Refusing(0);
         self.deadline = None;
-        tracing::info!(target: "certgate::access", listener = %self.listener, status = code, decision = "deny", reason, "request refused before its header was complete");
+        tracing::info!(target: "certgate::access", listener = %self.listener, status = code, decision = "deny", reason, "request refused {why}");
         metrics::REQUESTS
             .with_label_values(&[&*self.listener, &code.to_string(), "deny"])
             .inc();
@@ -115,6 +126,7 @@ impl<S> HeaderGuard<S> {
 
     /// Scans newly read header bytes; returns true when the empty line ending the header is in.
     fn scan(&mut self, data: &[u8]) -> bool {
+        const HOST: &[u8] = b"host:";
         for (i, &b) in data.iter().enumerate() {
             if !self.started {
                 self.started = b != b'\r' && b != b'\n';
@@ -124,6 +136,13 @@ impl<S> HeaderGuard<S> {
                 if last == b'\n' || (last == b'\r' && before == b'\n') {
                     self.seen += i + 1;
                     return true;
+                }
+                self.host_prefix = Some(0);
+            } else if let Some(n) = self.host_prefix.filter(|n| *n < HOST.len()) {
+                // The parser takes no space before the colon: `host:` in any case is the field.
+                self.host_prefix = (b.to_ascii_lowercase() == HOST[n]).then_some(n + 1);
+                if self.host_prefix == Some(HOST.len()) {
+                    self.hosts += 1;
                 }
             }
             self.tail = [self.tail[1], b];
@@ -148,6 +167,8 @@ impl<S: AsyncRead + AsyncWrite + Ssl + Unpin> AsyncRead for HeaderGuard<S> {
             this.seen = 0;
             this.started = false;
             this.tail = [0; 2];
+            this.host_prefix = None;
+            this.hosts = 0;
             this.deadline = None;
         }
         loop {
@@ -197,7 +218,18 @@ impl<S: AsyncRead + AsyncWrite + Ssl + Unpin> AsyncRead for HeaderGuard<S> {
                             if this.seen > this.max {
                                 // Also when the header ends in the read that crossed the limit.
                                 buf.set_filled(before);
-                                this.refuse(431, "request header too large");
+                                this.refuse(
+                                    431,
+                                    "request header too large",
+                                    "before its header was complete",
+                                );
+                                continue;
+                            }
+                            if complete && this.hosts > 1 {
+                                // Pingora would refuse it with a bare 400; none of it reaches
+                                // the parser.
+                                buf.set_filled(before);
+                                this.refuse(400, "more than one Host header", "for its header");
                                 continue;
                             }
                             if complete {
@@ -219,7 +251,11 @@ impl<S: AsyncRead + AsyncWrite + Ssl + Unpin> AsyncRead for HeaderGuard<S> {
                                         this.phase = Phase::Done;
                                         return Poll::Ready(Ok(()));
                                     }
-                                    this.refuse(408, "request header not received in time");
+                                    this.refuse(
+                                        408,
+                                        "request header not received in time",
+                                        "before its header was complete",
+                                    );
                                     continue;
                                 }
                             }
@@ -335,6 +371,27 @@ mod tests {
             let mut g = guard();
             assert!(g.scan(input), "{input:?}");
             assert_eq!(g.seen, end, "{input:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn host_fields_are_counted_in_any_case_wherever_the_reads_split() {
+        for (input, hosts) in [
+            (&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], 1),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHOST: b\r\n\r\n", 2),
+            (b"GET / HTTP/1.1\nhost:a\nX-Host: b\nhostname: c\n\n", 1),
+            (b"GET /host: HTTP/1.1\r\nX: host:\r\n\r\n", 0),
+            (b"\r\nGET / HTTP/1.1\r\nhoSt: a\r\nhost: a\r\n\r\n", 2),
+        ] {
+            let mut g = guard();
+            assert!(g.scan(input));
+            assert_eq!(g.hosts, hosts, "{}", String::from_utf8_lossy(input));
+            // Byte by byte: the same count.
+            let mut g = guard();
+            for b in input {
+                g.scan(&[*b]);
+            }
+            assert_eq!(g.hosts, hosts, "{}", String::from_utf8_lossy(input));
         }
     }
 

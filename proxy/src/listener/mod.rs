@@ -1,14 +1,16 @@
-//! A listener's connections, from accept to HTTP: connection limit, PROXY protocol, TLS
-//! handshake (with its own timeout and failure reasons), then HTTP: HTTP/1.1 requests from our
-//! own keep-alive loop (`http1`), HTTP/2 streams from Pingora's h2 loop (`http2`). Plain
-//! requests of either are forwarded by certgate (`crate::proxy::h1`), the rest by Pingora's
-//! HTTP proxy. Doing the handshake here rather than in Pingora's listener lets us count failed
-//! handshakes by reason and bound the handshake time per listener.
+//! A listener's connections, from accept to HTTP: connection limits (the listener's, then each
+//! client address's), PROXY protocol, TLS handshake (with its own timeout and failure reasons),
+//! then HTTP: HTTP/1.1 requests from our own keep-alive loop (`http1`), HTTP/2 streams from
+//! Pingora's h2 loop (`http2`). Plain requests of either are forwarded by certgate
+//! (`crate::proxy::h1`), the rest by Pingora's HTTP proxy. Doing the handshake here rather than
+//! in Pingora's listener lets us count failed handshakes by reason and bound the handshake time
+//! per listener.
 
 pub mod alert_close;
 pub mod header_guard;
 mod http1;
 pub mod http2;
+mod per_ip;
 pub mod proxy_protocol;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,6 +42,8 @@ pub struct ListenerApp {
     /// Pingora's HTTP proxy and certgate's own forwarding (see [`http2`]).
     http: Arc<Http>,
     connections: AtomicUsize,
+    /// Open connections per client address (`limits.connections_per_ip`).
+    per_ip: per_ip::PerIp,
     /// Counts this listener's connections into the process-wide drain.
     drain: Arc<Drain>,
 }
@@ -63,6 +67,7 @@ impl ListenerApp {
     pub fn new(config: ListenerConfig, tls: ListenerTls, http: Http, drain: Arc<Drain>) -> Self {
         ListenerApp {
             name: Arc::from(config.name.as_str()),
+            per_ip: per_ip::PerIp::new(config.limits.connections_per_ip),
             config,
             tls,
             http: Arc::new(http),
@@ -119,17 +124,19 @@ impl ListenerApp {
     }
 }
 
-/// A connection ready for HTTP: its stream (header-guarded for HTTP/1.1) and which HTTP.
-struct Accepted {
+/// A connection ready for HTTP: its stream (header-guarded for HTTP/1.1), which HTTP, and its
+/// place in its client address's count, held as long as the connection.
+struct Accepted<'a> {
     stream: Stream,
     http1: bool,
+    _per_ip: Option<per_ip::IpSlot<'a>>,
 }
 
 impl ListenerApp {
     /// PROXY header, TLS handshake and the handshake metric, up to a stream ready for HTTP.
     /// Runs boxed from `process_new`: its state (the TCP and TLS streams before boxing, the
     /// handshake) is freed once done instead of sizing the future an idle connection keeps.
-    async fn accept(&self, mut io: TcpStream) -> Option<Accepted> {
+    async fn accept(&self, mut io: TcpStream) -> Option<Accepted<'_>> {
         let name = &self.config.name;
         let mut vpce_id = None;
         if let Some(rule) = &self.config.proxy_protocol {
@@ -142,6 +149,22 @@ impl ListenerApp {
                 }
             }
         }
+        // After the PROXY header, whose source is the client; before TLS, which is the work a
+        // flood from one address would make us do.
+        let client = io
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let per_ip = match client {
+            Some(ip) => match self.per_ip.admit(ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::debug!(listener = %name, client = %ip, "connection refused: connections_per_ip reached");
+                    self.refused("connections_per_ip");
+                    return None;
+                }
+            },
+            None => None,
+        };
         // Outlives a failed handshake, so the client reads the alert rather than a reset.
         let linger = alert_close::Linger::keep(&io);
         let attach = move |auth| -> Arc<dyn std::any::Any + Send + Sync> {
@@ -184,10 +207,12 @@ impl ListenerApp {
                     self.config.limits.header_read,
                 )),
                 http1: true,
+                _per_ip: per_ip,
             },
             _ => Accepted {
                 stream: Box::new(tls),
                 http1: false,
+                _per_ip: per_ip,
             },
         })
     }

@@ -17,7 +17,11 @@ use super::{issue, now_unix, self_signed_ca, CertSpec, Issued, KeyKind};
 use crate::tls::dn::rfc2253;
 
 const CA_DAYS: i64 = 3650;
-const SERVER_DAYS: i64 = 825;
+/// The server certificate's whole validity, notBefore to notAfter: the CA/Browser Forum's
+/// 397-day ceiling, so clients that enforce it (Apple platforms, Chrome) accept it too.
+const SERVER_DAYS: i64 = 397;
+/// The server certificate's notBefore, in days from now: backdated for clocks that lag ours.
+const SERVER_BACKDATE_DAYS: i64 = 1;
 const CRL_DAYS: i64 = 365;
 /// lastUpdate of a CRL we write: a little in the past, for clocks that lag ours.
 const CRL_BACKDATE_SECS: i64 = 300;
@@ -101,8 +105,8 @@ pub fn init(dir: &Path, org: Option<&str>, names: &[String]) -> anyhow::Result<(
             eku: true,
             dns_names: dns,
             ip_addrs: ips,
-            not_before_days: -1,
-            not_after_days: SERVER_DAYS,
+            not_before_days: -SERVER_BACKDATE_DAYS,
+            not_after_days: SERVER_DAYS - SERVER_BACKDATE_DAYS,
             ..CertSpec::default()
         },
         &ca,

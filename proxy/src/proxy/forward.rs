@@ -8,7 +8,7 @@ use http::header::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 use crate::config::ListenerConfig;
-use crate::config::{passable_header, same_name};
+use crate::config::{hardening_entry, is_passed, same_name};
 use crate::policy::{GroupAttribute, RequestTarget};
 use crate::proxy::dialects::{dialect_headers, xfcc_quoted, ClientVerify};
 use crate::tls::identity::Identity;
@@ -74,7 +74,7 @@ pub fn rewrite_request(req: &mut RequestHeader, info: &ForwardInfo<'_>) -> pingo
         .keys()
         .filter(|name| {
             is_spoofable(name.as_str())
-                || passable_header(name.as_str()).is_some_and(|h| !passed.iter().any(|p| p == h))
+                || (hardening_entry(name.as_str()).is_some() && !is_passed(passed, name.as_str()))
         })
         .cloned()
         .collect();
@@ -248,21 +248,78 @@ mod tests {
 
     #[test]
     fn hardening_names() {
+        use crate::config::passable_header;
+        let passable = |n: &str| passable_header(n);
         assert_eq!(
-            passable_header("X_HTTP_Method_Override"),
+            passable("X_HTTP_Method_Override").as_deref(),
             Some("x-http-method-override")
         );
-        assert_eq!(passable_header("SSL-Client-S-DN"), Some("ssl-client-s-dn"));
+        assert_eq!(
+            passable("SSL-Client-S-DN").as_deref(),
+            Some("ssl-client-s-dn")
+        );
+        assert_eq!(
+            passable("X-Auth-Request-*").as_deref(),
+            Some("x-auth-request-*")
+        );
+        assert_eq!(
+            passable("X_Auth_Request_Email").as_deref(),
+            Some("x-auth-request-email")
+        );
         for n in [
             "x-certgate-user",
             "forwarded",
             "x-http-method-overrides",
+            "x-auth-request",
+            "x-auth-request-a*",
+            "x-auth-request-a:b",
             "",
         ] {
-            assert_eq!(passable_header(n), None, "{n}");
+            assert_eq!(passable(n), None, "{n}");
         }
         // The two lists never overlap: an always-stripped header cannot be passed.
         assert!(HARDENING_STRIPPED.iter().all(|h| !is_spoofable(h)));
+    }
+
+    #[test]
+    fn look_alike_identity_and_mount_headers_are_hardening_headers_in_every_spelling() {
+        for n in [
+            "X-Forwarded-Prefix",
+            "x_forwarded_port",
+            "X-Original-URI",
+            "x-original-url",
+            "X_Rewrite_URL",
+            "X-Auth-Request-User",
+            "x_auth_request_email",
+            "X-AUTH-REQUEST-GROUPS",
+            "x-auth-request-access-token",
+            "x-auth-request-",
+            "X-Forwarded-User",
+            "x_forwarded_email",
+            "X-Forwarded-Groups",
+            "X_Forwarded_Preferred_Username",
+            "X-Remote-User",
+            "remote_user",
+        ] {
+            assert!(hardening_entry(n).is_some(), "{n}");
+        }
+        for n in [
+            "x-auth-request",
+            "x-auth-requests-user",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-forwarded-users",
+            "x-forwarded-ports",
+            "remote-users",
+        ] {
+            assert_eq!(hardening_entry(n), None, "{n}");
+        }
+        let passed = ["x-auth-request-email".to_string()];
+        assert!(is_passed(&passed, "X_Auth_Request_Email"));
+        assert!(!is_passed(&passed, "x-auth-request-user"));
+        let all = ["x-auth-request-*".to_string()];
+        assert!(is_passed(&all, "x-auth-request-user"));
+        assert!(!is_passed(&all, "x-forwarded-user"));
     }
 
     fn listener(extra: &str) -> ListenerConfig {
@@ -357,16 +414,25 @@ mod tests {
 
     #[test]
     fn rewrite_request_passes_only_the_listed_hardening_headers() {
-        let config = listener("    pass_client_headers: [X-Remote-User]\n");
+        let config = listener("    pass_client_headers: [X-Remote-User, X_Auth_Request_Email]\n");
         let decided = crate::policy::parse_target(b"/", None, config.path_params).expect("target");
         let mut req = request(
             "/",
-            &[("x-remote-user", "alice"), ("x-original-url", "/admin")],
+            &[
+                ("x-remote-user", "alice"),
+                ("x-original-url", "/admin"),
+                ("x_auth_request_email", "alice@example.com"),
+                ("x-auth-request-user", "admin"),
+                ("x-forwarded-prefix", "/admin"),
+            ],
         );
         let info = anonymous(&config, Some(&decided));
         rewrite_request(&mut req, &info).expect("rewrite");
         assert_eq!(values(&req, "x-remote-user"), ["alice"]);
+        assert_eq!(values(&req, "x_auth_request_email"), ["alice@example.com"]);
         assert!(values(&req, "x-original-url").is_empty());
+        assert!(values(&req, "x-auth-request-user").is_empty());
+        assert!(values(&req, "x-forwarded-prefix").is_empty());
         assert!(values(&req, "x-certgate-permission").is_empty());
     }
 

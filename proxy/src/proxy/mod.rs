@@ -250,6 +250,21 @@ fn conn_auth(session: &Session) -> Option<&Connection> {
         .and_then(Connection::of)
 }
 
+/// Why an HTTP/1 request's Host is unusable, if it is: an HTTP/1.1 request needs exactly one
+/// Host header (RFC 9112 §3.2), and no HTTP/1 request may have two. HTTP/2 names its
+/// authority in `:authority`.
+fn host_problem(req: &RequestHeader) -> Option<&'static str> {
+    if !matches!(req.version, http::Version::HTTP_10 | http::Version::HTTP_11) {
+        return None;
+    }
+    let mut hosts = req.headers.get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Some("more than one Host header"),
+        (None, _) if req.version == http::Version::HTTP_11 => Some("missing Host header"),
+        _ => None,
+    }
+}
+
 /// The client's IP as the upstream should see it (from the PROXY header when one was used).
 fn client_ip(session: &Session) -> Option<IpAddr> {
     session
@@ -287,6 +302,12 @@ impl ProxyHttp for CertgateProxy {
     ) -> pingora::Result<bool> {
         self.set_timeouts(session);
         self.identify(session, ctx).await;
+        if let Some(reason) = host_problem(session.req_header()) {
+            // Which host the client meant is unknown, and a server behind us may pick another
+            // Host than the one decided on: never forwarded (RFC 9112 §3.2).
+            session.set_keepalive(None);
+            return self.refuse(session, ctx, 400, reason.into()).await;
+        }
         // The body framing sent upstream is ours: one Content-Length, or chunked.
         match framing::check(&session.req_header().headers) {
             Ok(length) => ctx.content_length = length,

@@ -37,6 +37,12 @@ use crate::tls::verify::AuthFailure;
 /// Most intermediates a client chain may have between leaf and trust anchor.
 pub const MAX_CHAIN_DEPTH: u32 = 8;
 
+/// TLS 1.2 suites unless `tls.ciphers` says: Mozilla's intermediate list without its DHE
+/// suites, so no finite-field key exchange in TLS 1.2 either (`tls.groups` has none).
+const DEFAULT_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
+ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
 /// How a handshake ended badly, for the handshake metric and the debug log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandshakeFailure {
@@ -115,6 +121,8 @@ pub enum AcceptorError {
     Ciphers { ciphers: String, source: ErrorStack },
     #[error("tls.ciphersuites: OpenSSL rejects `{suites}` ({source}); e.g. TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384")]
     Ciphersuites { suites: String, source: ErrorStack },
+    #[error("tls.groups: OpenSSL rejects `{groups}` ({source}); `openssl list -tls-groups` shows the names it knows")]
+    Groups { groups: String, source: ErrorStack },
     #[error("session id context: {0}")]
     SessionIdContext(ErrorStack),
     #[error("tickets: {0}")]
@@ -151,13 +159,15 @@ impl ListenerTls {
         b.set_min_proto_version(Some(version(tls.min_version)))
             .and_then(|_| b.set_max_proto_version(Some(version(tls.max_version))))
             .map_err(AcceptorError::Versions)?;
-        if let Some(ciphers) = &tls.ciphers {
-            b.set_cipher_list(ciphers)
-                .map_err(|source| AcceptorError::Ciphers {
-                    ciphers: ciphers.clone(),
-                    source,
-                })?;
-        }
+        let ciphers = tls.ciphers.as_deref().unwrap_or(DEFAULT_CIPHERS);
+        b.set_cipher_list(ciphers)
+            .map_err(|source| AcceptorError::Ciphers {
+                ciphers: ciphers.to_string(),
+                source,
+            })?;
+        let groups = tls.groups.join(":");
+        b.set_groups_list(&groups)
+            .map_err(|source| AcceptorError::Groups { groups, source })?;
         if let Some(suites) = &tls.ciphersuites {
             b.set_ciphersuites(suites)
                 .map_err(|source| AcceptorError::Ciphersuites {
