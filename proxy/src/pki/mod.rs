@@ -342,5 +342,18 @@ fn build_cert(
 
 mod urls;
 
+/// A CA for unit tests: self-signed, or issued by `issuer` (an intermediate).
+#[cfg(test)]
+pub fn test_ca(cn: &str, issuer: Option<&Issued>) -> Issued {
+    let mut s = CertSpec::with_subject(&[("CN", cn)]);
+    s.is_ca = true;
+    s.client_auth = false;
+    s.eku = false;
+    match issuer {
+        None => self_signed_ca(&s).expect("self-signed test CA"),
+        Some(i) => issue(&s, i).expect("intermediate test CA"),
+    }
+}
+
 #[cfg(test)]
 mod tests;

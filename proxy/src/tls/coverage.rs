@@ -174,12 +174,8 @@ impl ChainsSeen {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::{self, CertSpec};
-
     fn ca(cn: &str) -> X509 {
-        let mut s = CertSpec::with_subject(&[("CN", cn)]);
-        s.is_ca = true;
-        pki::self_signed_ca(&s).unwrap().cert
+        crate::pki::test_ca(cn, None).cert
     }
 
     #[test]

@@ -171,17 +171,10 @@ impl DeferredCrls {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::{self, CertSpec, Issued};
+    use crate::pki::{self, Issued};
 
     fn ca(cn: &str, issuer: Option<&Issued>) -> Issued {
-        let mut s = CertSpec::with_subject(&[("CN", cn)]);
-        s.is_ca = true;
-        s.client_auth = false;
-        s.eku = false;
-        match issuer {
-            None => pki::self_signed_ca(&s).unwrap(),
-            Some(i) => pki::issue(&s, i).unwrap(),
-        }
+        pki::test_ca(cn, issuer)
     }
 
     fn deferred(crls: &[(&Issued, &str)]) -> (DeferredCrls, Vec<LoadedCrl>) {
