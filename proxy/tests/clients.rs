@@ -81,7 +81,11 @@ async fn clients_are_listed_by_expiry_with_counts_filters_and_the_metric() {
 
     let (code, all) = clients(&p, "");
     assert_eq!(code, 200, "{all}");
-    assert_eq!(users(&all), ["alice", "bob", "carol"], "soonest notAfter first");
+    assert_eq!(
+        users(&all),
+        ["alice", "bob", "carol"],
+        "soonest notAfter first"
+    );
     assert_eq!(all["count"], 3);
     let list = all["clients"].as_array().unwrap();
     for (entry, who, requests, listener, group) in [
@@ -99,7 +103,10 @@ async fn clients_are_listed_by_expiry_with_counts_filters_and_the_metric() {
             certgate::time::unix_rfc3339(not_after(who)),
             "{entry}"
         );
-        assert_eq!(entry["issuer"], "CN=Test Root CA,O=certgate tests", "{entry}");
+        assert_eq!(
+            entry["issuer"], "CN=Test Root CA,O=certgate tests",
+            "{entry}"
+        );
         assert!(!entry["serial"].as_str().unwrap().is_empty(), "{entry}");
         let (first, last) = (
             entry["first_seen"].as_str().unwrap(),
@@ -117,7 +124,12 @@ async fn clients_are_listed_by_expiry_with_counts_filters_and_the_metric() {
     let (_, none) = clients(&p, "?expiring_within=30d&group=nobody");
     assert_eq!(users(&none), Vec::<String>::new());
 
-    for bad in ["?expiring_within=soon", "?expiring_within=", "?user=alice", "?group="] {
+    for bad in [
+        "?expiring_within=soon",
+        "?expiring_within=",
+        "?user=alice",
+        "?group=",
+    ] {
         let (code, err) = clients(&p, bad);
         assert_eq!(code, 400, "{bad}: {err}");
         assert_eq!(err["status"], "FAIL", "{bad}: {err}");
@@ -168,15 +180,28 @@ async fn certgate_clients_prints_the_table_and_exits_2_when_it_cannot_ask() {
     assert_eq!(code, Some(0), "{err}");
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
-    for col in ["USER", "GROUPS", "NOT AFTER", "DAYS LEFT", "LAST SEEN", "ISSUER"] {
+    for col in [
+        "USER",
+        "GROUPS",
+        "NOT AFTER",
+        "DAYS LEFT",
+        "LAST SEEN",
+        "ISSUER",
+    ] {
         assert!(lines[0].contains(col), "{table}");
     }
     let alice_line: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(alice_line[..2], ["alice", "DevOps"], "{table}");
-    assert_eq!(alice_line[2], certgate::time::unix_rfc3339(not_after(&alice)));
+    assert_eq!(
+        alice_line[2],
+        certgate::time::unix_rfc3339(not_after(&alice))
+    );
     // Issued for 3 days a moment ago: 2 full days left (3 if within the same second).
     assert!(["2", "3"].contains(&alice_line[3]), "{table}");
-    assert!(lines[1].ends_with("CN=Test Root CA,O=certgate tests"), "{table}");
+    assert!(
+        lines[1].ends_with("CN=Test Root CA,O=certgate tests"),
+        "{table}"
+    );
     assert!(lines[2].starts_with("bob "), "{table}");
 
     let (code, table, err) = run(&["-c", config, "--expiring-within", "14d"]);
@@ -185,7 +210,10 @@ async fn certgate_clients_prints_the_table_and_exits_2_when_it_cannot_ask() {
 
     let (code, _, err) = run(&["-c", config, "--expiring-within", "soon"]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("--expiring-within") && err.contains("14d"), "{err}");
+    assert!(
+        err.contains("--expiring-within") && err.contains("14d"),
+        "{err}"
+    );
 
     // Admin disabled: the message names the key to add.
     let no_admin = w.path("no-admin.yaml");
@@ -194,7 +222,10 @@ async fn certgate_clients_prints_the_table_and_exits_2_when_it_cannot_ask() {
     std::fs::write(&no_admin, format!("shutdown_grace{rest}")).unwrap();
     let (code, _, err) = run(&["-c", no_admin.to_str().unwrap()]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("no-admin.yaml") && err.contains("admin"), "{err}");
+    assert!(
+        err.contains("no-admin.yaml") && err.contains("admin"),
+        "{err}"
+    );
 
     // Nothing listening on the admin address.
     let dead = w.path("dead-admin.yaml");
@@ -206,7 +237,10 @@ async fn certgate_clients_prints_the_table_and_exits_2_when_it_cannot_ask() {
     .unwrap();
     let (code, _, err) = run(&["-c", dead.to_str().unwrap()]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("unreachable") && err.contains(&closed.to_string()), "{err}");
+    assert!(
+        err.contains("unreachable") && err.contains(&closed.to_string()),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,7 +141,9 @@ fn table(json: &serde_json::Value) -> String {
                 groups.join(",")
             },
             s("not_after"),
-            c["days_left"].as_i64().map_or("-".into(), |d| d.to_string()),
+            c["days_left"]
+                .as_i64()
+                .map_or("-".into(), |d| d.to_string()),
             s("last_seen"),
             s("issuer"),
         ]);

@@ -199,7 +199,9 @@ impl CertgateProxy {
         if let (Some(conn), Some(id)) = (conn_auth(session), &ctx.identity) {
             let client = conn.client.get_or_init(|| {
                 let policy = self.listener.policy.load();
-                let attribute = policy.as_ref().map_or(GroupAttribute::O, |p| p.group_attribute());
+                let attribute = policy
+                    .as_ref()
+                    .map_or(GroupAttribute::O, |p| p.group_attribute());
                 let groups = attribute.select(&id.organizations, &id.org_units);
                 self.inventory.client(id, groups)
             });

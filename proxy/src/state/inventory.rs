@@ -238,9 +238,9 @@ mod tests {
         inv.record(&a, 1);
         let listed = inv.list();
         assert_eq!(listed.len(), 2);
-        assert!(listed.iter().any(|v| v.fingerprint == "aa"
-            && v.requests == 2
-            && &*v.last_listener == "b"));
+        assert!(listed
+            .iter()
+            .any(|v| v.fingerprint == "aa" && v.requests == 2 && &*v.last_listener == "b"));
         assert!(Arc::strong_count(&c) >= 1);
     }
 }
