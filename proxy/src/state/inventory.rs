@@ -110,14 +110,20 @@ impl Inventory {
     fn insert(&self, map: &mut HashMap<String, Arc<Client>>, client: Arc<Client>) {
         let fingerprint = client.fingerprint.clone();
         map.insert(fingerprint.clone(), client);
-        // A linear scan, but only when a certificate never seen before arrives at a full map.
-        while map.len() > self.max {
-            let oldest = map
-                .iter()
-                .filter(|(k, _)| **k != fingerprint)
-                .min_by_key(|(_, c)| c.last_seen_ms.load(Ordering::Relaxed))
-                .map(|(k, _)| k.clone());
-            let Some(k) = oldest else { break };
+        if map.len() <= self.max {
+            return;
+        }
+        // Down to 90% of the bound at once (exactly the bound below 10), so a fleet larger
+        // than the bound costs one sort per tenth of it, not a scan per new certificate.
+        let keep = self.max - self.max / 10;
+        let mut by_age: Vec<(i64, String)> = map
+            .iter()
+            .filter(|(k, _)| **k != fingerprint)
+            .map(|(k, c)| (c.last_seen_ms.load(Ordering::Relaxed), k.clone()))
+            .collect();
+        by_age.sort_unstable();
+        let excess = map.len().saturating_sub(keep);
+        for (_, k) in by_age.into_iter().take(excess) {
             if let Some(gone) = map.remove(&k) {
                 gone.evicted.store(true, Ordering::Release);
             }
@@ -242,5 +248,48 @@ mod tests {
             .iter()
             .any(|v| v.fingerprint == "aa" && v.requests == 2 && &*v.last_listener == "b"));
         assert!(Arc::strong_count(&c) >= 1);
+    }
+
+    #[test]
+    fn a_large_bound_drops_the_oldest_tenth_at_once() {
+        let inv = Inventory::new(20, vec![Arc::from("a")]);
+        for i in 0..20 {
+            let c = inv.client(&id(&format!("{i:02}"), 1), &[]);
+            c.last_seen_ms.store(i, Ordering::Relaxed);
+        }
+        inv.client(&id("new", 1), &[]);
+        let mut left: Vec<_> = inv.list().into_iter().map(|v| v.fingerprint).collect();
+        left.sort();
+        let mut want: Vec<String> = (3..20).map(|i| format!("{i:02}")).collect();
+        want.push("new".into());
+        assert_eq!(left, want);
+    }
+
+    #[test]
+    fn the_metric_holds_each_groups_earliest_expiry_seen_within_a_day() {
+        let inv = Inventory::new(10, vec![Arc::from("m1"), Arc::from("m2")]);
+        let soon = inv.client(&id("soon", 1_000), &["metric-g".into()]);
+        let late = inv.client(&id("late", 5_000), &["metric-g".into()]);
+        let gone = inv.client(&id("gone", 10), &["metric-g".into()]);
+        inv.record(&soon, 0);
+        inv.record(&late, 0);
+        inv.record(&late, 1);
+        inv.record(&gone, 0);
+        let day_ago = now_ms() - METRIC_WINDOW.as_millis() as i64 - 1_000;
+        gone.seen_ms[0].store(day_ago, Ordering::Relaxed);
+        inv.update_metrics();
+        let text = String::from_utf8(metrics::render()).unwrap();
+        let sample = |listener: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("certgate_client_cert_expiry_seconds{")
+                        && l.contains("group=\"metric-g\"")
+                        && l.contains(&format!("listener=\"{listener}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_string)
+        };
+        assert_eq!(sample("m1").as_deref(), Some("1000"), "{text}");
+        assert_eq!(sample("m2").as_deref(), Some("5000"), "{text}");
     }
 }
