@@ -196,6 +196,9 @@ impl CertgateProxy {
                 ctx.failure = Some(f);
             }
         }
+        // Only a certificate valid now is inventoried, whatever the policy then decides: a
+        // refused node is still a node whose certificate can expire. The map is consulted once
+        // per connection; each request only touches the entry's atomics.
         if let (Some(conn), Some(id)) = (conn_auth(session), &ctx.identity) {
             let client = conn.client.get_or_init(|| {
                 let policy = self.listener.policy.load();
