@@ -100,6 +100,14 @@ pub static CRL_NEXT_UPDATE: Lazy<GaugeVec> = Lazy::new(|| {
     )
 });
 
+pub static CLIENT_CERT_EXPIRY: Lazy<GaugeVec> = Lazy::new(|| {
+    gauge(
+        "certgate_client_cert_expiry_seconds",
+        "Earliest notAfter (unix seconds) of the client certificates of a group seen on a listener in the last 24 h.",
+        &["listener", "group"],
+    )
+});
+
 pub static UPSTREAM_ERRORS: Lazy<IntCounterVec> = Lazy::new(|| {
     counter(
         "certgate_upstream_errors_total",
@@ -161,6 +169,7 @@ pub fn init() {
     Lazy::force(&RELOADS);
     Lazy::force(&CERT_NOT_AFTER);
     Lazy::force(&CRL_NEXT_UPDATE);
+    Lazy::force(&CLIENT_CERT_EXPIRY);
     Lazy::force(&UPSTREAM_ERRORS);
     Lazy::force(&CONNECTIONS_ACTIVE);
     Lazy::force(&CONNECTIONS_REFUSED);

@@ -134,7 +134,17 @@ fn listener_service(
             cfg.name
         )
     })?;
-    let proxy = CertgateProxy::new(listener.clone(), shared.drain.clone());
+    let index = shared
+        .listeners
+        .iter()
+        .position(|l| Arc::ptr_eq(l, listener))
+        .unwrap_or(0);
+    let proxy = CertgateProxy::new(
+        listener.clone(),
+        shared.drain.clone(),
+        shared.inventory.clone(),
+        index,
+    );
     let direct = Forwarder::new(proxy.clone(), conf);
     let mut http = pingora::proxy::HttpProxy::new(proxy, conf.clone());
     http.handle_init_modules();

@@ -4,8 +4,10 @@
 //! `server`.
 
 pub mod connection;
+pub mod inventory;
 
 pub use connection::{Connection, HeaderGuardHandle, IdentityHeaders};
+pub use inventory::Inventory;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -32,11 +34,19 @@ pub struct Shared {
     /// Every listener address is bound (checked by `/readyz` until true).
     pub listening: AtomicBool,
     pub drain: Arc<Drain>,
+    /// The client certificates seen, for `/clients` and the expiry metric.
+    pub inventory: Arc<Inventory>,
 }
 
 impl Shared {
     pub fn new(config: Config, listeners: Vec<Arc<Listener>>) -> Shared {
+        let names = listeners
+            .iter()
+            .map(|l| Arc::from(l.config.name.as_str()))
+            .collect();
+        let inventory = Arc::new(Inventory::new(config.clients_max, names));
         Shared {
+            inventory,
             config,
             listeners,
             started: AtomicBool::new(false),

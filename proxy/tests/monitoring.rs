@@ -325,6 +325,13 @@ async fn prometheus_scrapes_certgate_and_every_panel_shows_data() {
         (reloads("error") > 0.0).then_some(())
     });
     std::fs::write(w.path("policy.yaml"), POLICY).unwrap();
+    // A client whose certificate expires in 3 days (its request is refused by the policy, and
+    // still counts: it holds a valid certificate); ops's is good for 30.
+    let mut short = spec(&[("O", "fleet"), ("CN", "node7")]);
+    short.not_after_days = 3;
+    let short = certgate::pki::issue(&short, &w.ca).unwrap();
+    let (code, _) = get_json(&https(&w, &proxy, Some(&short)), &proxy.url("/echo/n")).await;
+    assert_eq!(code, 403);
 
     // Every panel and variable, until each has data (scrapes every second).
     let queries = dashboard_queries();
@@ -365,7 +372,18 @@ async fn prometheus_scrapes_certgate_and_every_panel_shows_data() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let alerts = prom.api("/api/v1/alerts", &[]).await;
-        if firing(&alerts, "CertgateReloadFailed") {
+        let expiring = |group: &str| {
+            alerts["data"]["alerts"].as_array().is_some_and(|a| {
+                a.iter().any(|x| {
+                    x["labels"]["alertname"] == "CertgateClientCertExpiringSoon"
+                        && x["labels"]["group"] == group
+                        && x["labels"]["listener"] == "test"
+                        && x["state"] == "firing"
+                })
+            })
+        };
+        if firing(&alerts, "CertgateReloadFailed") && expiring("fleet") {
+            assert!(!expiring("ops"), "ops's certificate has 30 days: {alerts}");
             for quiet in [
                 "CertgateDown",
                 "CertgateNotReady",
@@ -378,7 +396,7 @@ async fn prometheus_scrapes_certgate_and_every_panel_shows_data() {
         }
         assert!(
             Instant::now() < deadline,
-            "CertgateReloadFailed did not fire: {alerts}"
+            "CertgateReloadFailed or CertgateClientCertExpiringSoon (fleet) did not fire: {alerts}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

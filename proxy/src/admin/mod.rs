@@ -6,6 +6,8 @@ pub use crate::metrics;
 /// Kept at its old path; it lives in [`crate::report`] now.
 pub use crate::report;
 
+pub mod clients;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,9 +57,17 @@ fn route(
             ),
         },
         "/status" => json(200, status(shared, &reloader.last())),
+        "/clients" => match clients::Filter::parse(req.uri().query()) {
+            Ok(filter) => json(200, clients::clients(&shared.inventory, &filter)),
+            Err(reason) => json(
+                400,
+                serde_json::json!({"status": "FAIL", "message": "Bad Request", "reason": reason}),
+            ),
+        },
         "/metrics" => {
             // /readyz as a metric, so an alert needs no probe exporter.
             metrics::READY.set(i64::from(not_ready_reason(shared).is_none()));
+            shared.inventory.update_metrics();
             reply(
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -66,7 +76,7 @@ fn route(
         }
         _ => json(
             404,
-            serde_json::json!({"status": "FAIL", "message": "Not Found", "reason": "try /healthz /readyz /status /metrics"}),
+            serde_json::json!({"status": "FAIL", "message": "Not Found", "reason": "try /healthz /readyz /status /metrics /clients"}),
         ),
     }
 }

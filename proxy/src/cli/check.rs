@@ -18,7 +18,7 @@ pub fn check(path: &Path) -> ExitCode {
     };
     println!("config {}: OK", config.path.display());
     if let Some(admin) = config.admin {
-        println!("admin http://{admin} (/healthz /readyz /status /metrics)");
+        println!("admin http://{admin} (/healthz /readyz /status /metrics /clients)");
     }
     let mut failed = false;
     for l in &config.listeners {

@@ -2,6 +2,7 @@
 //! function that returns the process exit code.
 
 mod check;
+mod clients;
 mod explain;
 pub mod learn;
 pub mod log_text;
@@ -46,6 +47,8 @@ pub enum Command {
     Run(ConfigArg),
     /// Validate config, policies and every certificate, key and CRL; print a summary.
     Check(ConfigArg),
+    /// List the client certificates a running certgate has seen (its admin /clients), soonest expiry first.
+    Clients(clients::ClientsArgs),
     /// Show why a request would be allowed or denied.
     Explain(explain::ExplainArgs),
     /// Throwaway PKI, an echo upstream, the proxy, and a scripted tour.
@@ -166,6 +169,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check(arg) => {
             init_cli_logging();
             check::check(&arg.path())
+        }
+        Command::Clients(args) => {
+            init_cli_logging();
+            clients::clients(&args)
         }
         Command::Explain(args) => {
             init_cli_logging();

@@ -255,11 +255,19 @@ pub struct ListenerConfig {
     pub tls: TlsConfig,
 }
 
+/// `admin.clients_max` when omitted: a fleet of thousands of nodes fits.
+pub const DEFAULT_CLIENTS_MAX: usize = 10_000;
+/// The largest `admin.clients_max`: each entry holds a few hundred bytes, so this bounds the
+/// inventory's memory at a few hundred MB.
+pub const MAX_CLIENTS_MAX: usize = 1_000_000;
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The file this was read from (absolute).
     pub path: PathBuf,
     pub admin: Option<SocketAddr>,
+    /// Client certificates `/clients` keeps, the most recently seen (`admin.clients_max`).
+    pub clients_max: usize,
     pub shutdown_grace: Duration,
     pub log: LogConfig,
     /// Worker threads per listener; defaults to the number of cores.

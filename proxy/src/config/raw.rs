@@ -30,6 +30,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: String,
+    pub clients_max: Option<usize>,
 }
 
 #[derive(Deserialize, Debug)]

@@ -219,3 +219,17 @@ fn hardening_keys() {
     .to_string();
     assert!(e.contains("limits.upstream_connections"), "{e}");
 }
+
+#[test]
+fn admin_clients_max_defaults_and_is_bounded() {
+    assert_eq!(load(MINIMAL).unwrap().clients_max, DEFAULT_CLIENTS_MAX);
+    let with = |n: &str| format!("admin:\n  listen: 127.0.0.1:9901\n  clients_max: {n}\n{MINIMAL}");
+    assert_eq!(load(&with("2")).unwrap().clients_max, 2);
+    for bad in ["0", "1000001"] {
+        let e = load(&with(bad)).unwrap_err().to_string();
+        assert!(
+            e.contains("certgate.yaml") && e.contains("admin.clients_max") && e.contains("omit it"),
+            "{e}"
+        );
+    }
+}

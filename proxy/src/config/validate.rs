@@ -68,10 +68,22 @@ impl Validator<'_> {
     }
 
     pub(super) fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
-        let admin = match raw.admin {
-            Some(a) => Some(self.socket_addr("admin.listen", &a.listen)?),
-            None => None,
+        let (admin, clients_max) = match raw.admin {
+            Some(a) => (
+                Some(self.socket_addr("admin.listen", &a.listen)?),
+                a.clients_max,
+            ),
+            None => (None, None),
         };
+        let clients_max = clients_max.unwrap_or(DEFAULT_CLIENTS_MAX);
+        if !(1..=MAX_CLIENTS_MAX).contains(&clients_max) {
+            return Err(self.err(
+                "admin.clients_max",
+                format!(
+                    "must be between 1 and {MAX_CLIENTS_MAX} (client certificates kept for /clients); omit it for {DEFAULT_CLIENTS_MAX}"
+                ),
+            ));
+        }
         let shutdown_grace = self.duration(
             "shutdown_grace",
             raw.shutdown_grace.as_deref(),
@@ -150,6 +162,7 @@ impl Validator<'_> {
         Ok(Config {
             path: self.file.to_path_buf(),
             admin,
+            clients_max,
             shutdown_grace,
             log,
             threads,

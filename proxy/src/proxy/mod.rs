@@ -33,7 +33,7 @@ use crate::metrics;
 use crate::policy::{
     authorize, parse_target, GroupAttribute, Policy, RequestTarget, TargetError, Verdict,
 };
-use crate::state::{connection, Connection, Drain, IdentityHeaders};
+use crate::state::{connection, Connection, Drain, IdentityHeaders, Inventory};
 use crate::tls::identity::Identity;
 use crate::tls::verify::AuthFailure;
 
@@ -99,10 +99,19 @@ pub struct CertgateProxy {
     upstream: Arc<upstream::Upstream>,
     slots: slots::UpstreamSlots,
     tunnels: Arc<tunnels::Tunnels>,
+    inventory: Arc<Inventory>,
+    /// This listener's index among the inventory's listener names.
+    listener_index: usize,
 }
 
 impl CertgateProxy {
-    pub fn new(listener: Arc<Listener>, drain: Arc<Drain>) -> Self {
+    /// `listener_index` is the listener's position in the list `inventory` was made with.
+    pub fn new(
+        listener: Arc<Listener>,
+        drain: Arc<Drain>,
+        inventory: Arc<Inventory>,
+        listener_index: usize,
+    ) -> Self {
         let upstream = Arc::new(upstream::Upstream::new(&listener.config));
         let slots = slots::UpstreamSlots::new(&listener.config);
         let tunnels = tunnels::Tunnels::new(listener.clone());
@@ -112,6 +121,8 @@ impl CertgateProxy {
             upstream,
             slots,
             tunnels,
+            inventory,
+            listener_index,
         }
     }
 
@@ -184,6 +195,20 @@ impl CertgateProxy {
                 ctx.identity = None;
                 ctx.failure = Some(f);
             }
+        }
+        // Only a certificate valid now is inventoried, whatever the policy then decides: a
+        // refused node is still a node whose certificate can expire. The map is consulted once
+        // per connection; each request only touches the entry's atomics.
+        if let (Some(conn), Some(id)) = (conn_auth(session), &ctx.identity) {
+            let client = conn.client.get_or_init(|| {
+                let policy = self.listener.policy.load();
+                let attribute = policy
+                    .as_ref()
+                    .map_or(GroupAttribute::O, |p| p.group_attribute());
+                let groups = attribute.select(&id.organizations, &id.org_units);
+                self.inventory.client(id, groups)
+            });
+            self.inventory.record(client, self.listener_index);
         }
     }
 

@@ -9,6 +9,7 @@ use std::task::{Context, Waker};
 use pingora::protocols::tls::SslDigest;
 use tokio::sync::Semaphore;
 
+use super::inventory::Client;
 use crate::policy::GroupAttribute;
 use crate::tls::acceptor::ConnAuth;
 use crate::tls::identity::Identity;
@@ -27,6 +28,9 @@ pub struct Connection {
     /// The identity's upstream headers as the proxy built them for this connection, with the
     /// group attribute they were built for: built once, not per request.
     pub identity_headers: Mutex<Option<(Option<GroupAttribute>, IdentityHeaders)>>,
+    /// The certificate's inventory entry, looked up on the first request with a valid
+    /// identity, so later requests only bump its counters.
+    pub client: OnceLock<Arc<Client>>,
 }
 
 /// The identity of a connection's client as of `trust` (the state current now), or why there
@@ -48,6 +52,7 @@ impl Connection {
             header_guard: Arc::default(),
             vpce_id,
             identity_headers: Mutex::new(None),
+            client: OnceLock::new(),
         }
     }
 
