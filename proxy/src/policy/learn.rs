@@ -461,11 +461,13 @@ fn principal<'a>(g: &'a Grantee, attr: GroupAttribute, one: &'a [String]) -> Pri
             user: Some(u.as_str()),
             organizations: &[],
             org_units: &[],
+            sans: Default::default(),
         },
         Grantee::Group(_) => Principal::Certificate {
             user: None,
             organizations: if attr == GroupAttribute::O { one } else { &[] },
             org_units: if attr == GroupAttribute::O { &[] } else { one },
+            sans: Default::default(),
         },
     }
 }
