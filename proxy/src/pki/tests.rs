@@ -568,8 +568,16 @@ fn issue_uri_sans_and_spiffe_ids_are_checked() {
     let d = dir.path().to_path_buf();
     init(&d, None, &[]).expect("init");
     let id = "spiffe://example.org/ns/ci/sa/builder".to_string();
-    let path =
-        issue_client_with_uris(&d, "builder", &[], None, &[id.clone()], 30, None).expect("issue");
+    let path = issue_client_with_uris(
+        &d,
+        "builder",
+        &[],
+        None,
+        std::slice::from_ref(&id),
+        30,
+        None,
+    )
+    .expect("issue");
     let cert = X509::from_pem(&std::fs::read(&path).expect("read")).expect("pem");
     let identity = crate::tls::identity::Identity::from_x509(&cert).expect("identity");
     assert_eq!(identity.uri_sans, vec![id]);
