@@ -204,4 +204,13 @@ fn explain_names_the_spiffe_rule() {
     let (code, out) = run("two.pem", "GET");
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("2 spiffe URI SANs"), "{out}");
+
+    let o = std::process::Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&p.config)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("0 users, 2 spiffe patterns"), "{out}");
 }
