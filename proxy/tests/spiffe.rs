@@ -63,6 +63,9 @@ async fn spiffe_patterns_allow_and_deny_and_the_upstream_sees_the_id() {
     assert_eq!(xfcc.len(), 1, "{body}");
     assert!(xfcc[0].contains(&format!(";URI={id}")), "{xfcc:?}");
 
+    let line = p.access_line(id);
+    assert!(line.contains("/vms") && line.contains("list_vms"), "{line}");
+
     // `*` grants list_vms only, and only one segment deep.
     let (code, body) = post(&c, &p.url("/vms")).await;
     assert_eq!(code, 403, "{body}");
