@@ -217,3 +217,44 @@ fn explain_names_the_spiffe_rule() {
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("0 users, 2 spiffe patterns"), "{out}");
 }
+
+#[test]
+fn pki_issue_uri_writes_the_spiffe_id_and_refuses_an_invalid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = |args: &[&str]| {
+        let o = std::process::Command::new(BIN)
+            .arg("pki")
+            .args(args)
+            .arg("--dir")
+            .arg(d)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let (code, out) = pki(&["init"]);
+    assert_eq!(code, Some(0), "{out}");
+    let id = "spiffe://example.org/ns/ci/sa/builder";
+    let (code, out) = pki(&["issue", "--cn", "builder", "--uri", id]);
+    assert_eq!(code, Some(0), "{out}");
+    let cert =
+        openssl::x509::X509::from_pem(&std::fs::read(d.join("builder.pem")).unwrap()).unwrap();
+    let identity = certgate::tls::identity::Identity::from_x509(&cert).unwrap();
+    assert_eq!(identity.uri_sans, [id]);
+    let (code, out) = pki(&[
+        "issue",
+        "--cn",
+        "bad",
+        "--uri",
+        "spiffe://example.org/ns/../sa/x",
+    ]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        out.contains("--uri") && out.contains("not a valid SPIFFE ID"),
+        "{out}"
+    );
+    assert!(!d.join("bad.pem").exists());
+}
