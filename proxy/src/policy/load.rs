@@ -256,7 +256,7 @@ fn yaml_error(file: &Path, e: &serde_yaml_ng::Error) -> PolicyError {
     let fix = if msg.contains("unknown variant") {
         "use one of the values listed (they are case-sensitive)"
     } else if msg.contains("invalid type") {
-        "permissions, groups and users map names to lists (e.g. `list_vms: [\"GET /api/v1/vm\"]`, `DevOps: [list_vms]`); include, authenticated and anonymous are lists"
+        "permissions, groups, users and spiffe map names to lists (e.g. `list_vms: [\"GET /api/v1/vm\"]`, `DevOps: [list_vms]`, `\"spiffe://example.org/ns/ci/sa/*\": [list_vms]`); include, authenticated and anonymous are lists"
     } else if msg.contains("more than one document") {
         "keep one YAML document per file (remove the extra ---)"
     } else {
