@@ -1,6 +1,6 @@
 //! The authorization policy: permissions name the requests they cover
-//! (`METHODS PATH` routes); groups, users, `authenticated` and `anonymous` hold permissions; a
-//! request is allowed when the identity holds a permission that covers it.
+//! (`METHODS PATH` routes); groups, users, SPIFFE ID patterns, `authenticated` and `anonymous`
+//! hold permissions; a request is allowed when the identity holds a permission that covers it.
 //!
 //! Loading compiles every route into one segment trie ([`matcher`]) whose nodes carry a bitset
 //! of permissions per method, and every grant into a bitset, so [`Policy::decide`] is a trie walk
@@ -8,7 +8,8 @@
 //! policies of up to 1,024 permissions unless it denies a covered route.
 //!
 //! Files: [`normalize`] (request paths), [`route`] (the route grammar), `matcher` (the trie),
-//! `load` (YAML and includes), `error` (messages).
+//! `load` (YAML and includes), `error` (messages), [`spiffe`] (SPIFFE IDs and `spiffe:`
+//! patterns).
 
 pub mod authorize;
 mod compile;
