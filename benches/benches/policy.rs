@@ -70,11 +70,13 @@ fn bench_anka_controller(c: &mut Criterion) {
         user: Some("jenkins"),
         organizations: &ci_o,
         org_units: &none,
+        sans: Default::default(),
     };
     let node = Principal::Certificate {
         user: Some("node-1"),
         organizations: &node_o,
         org_units: &none,
+        sans: Default::default(),
     };
     let cases: [(&str, &Principal<'_>, &str, &str); 6] = [
         ("ci_allow_list_vms", &ci, "GET", "/api/v1/vm"),
@@ -138,6 +140,7 @@ fn bench_synthetic(c: &mut Criterion) {
         user: Some("svc"),
         organizations: &orgs,
         org_units: &none,
+        sans: Default::default(),
     };
     let cases = [
         ("allow_literal", "GET", "/api/v1/kind52"),

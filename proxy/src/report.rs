@@ -55,6 +55,10 @@ pub struct PolicySummary {
     pub routes: usize,
     pub groups: usize,
     pub users: usize,
+    /// `cn`, `uri_san`, `dns_san` or `email`.
+    pub users_from: &'static str,
+    /// `spiffe:` patterns.
+    pub spiffe: usize,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -260,5 +264,7 @@ fn policy_summary(p: &Policy) -> PolicySummary {
         routes: p.route_count(),
         groups: p.group_count(),
         users: p.user_count(),
+        users_from: p.users_from().as_str(),
+        spiffe: p.spiffe_count(),
     }
 }

@@ -85,6 +85,7 @@ fn exercise(policy: &Policy) {
             user: Some("Jenkins"),
             organizations: &orgs,
             org_units: &units,
+            sans: Default::default(),
         },
     ];
     for p in &who {

@@ -114,13 +114,19 @@ fn print_report(r: &ListenerReport) {
     }
     match &r.policy {
         Some(p) => println!(
-            "  policy: {} ({}): {} permissions, {} routes, {} groups, {} users, sha256 {}",
+            "  policy: {} ({}): {} permissions, {} routes, {} groups, {} users{}, {} spiffe patterns, sha256 {}",
             p.files.first().map(String::as_str).unwrap_or(""),
             p.mode,
             p.permissions,
             p.routes,
             p.groups,
             p.users,
+            if p.users_from == "cn" {
+                String::new()
+            } else {
+                format!(" (from {})", p.users_from)
+            },
+            p.spiffe,
             &p.sha256[..p.sha256.len().min(16)]
         ),
         None => println!("  policy: none (every verified certificate is allowed)"),

@@ -168,6 +168,15 @@ fn certificate(
         "  O: {:?}  OU: {:?}",
         identity.organizations, identity.org_units
     );
+    if !(identity.uri_sans.is_empty()
+        && identity.dns_sans.is_empty()
+        && identity.email_sans.is_empty())
+    {
+        println!(
+            "  URI SANs: {:?}  DNS SANs: {:?}  email SANs: {:?}",
+            identity.uri_sans, identity.dns_sans, identity.email_sans
+        );
+    }
     Ok(match trust.reverify(&chain) {
         Ok(()) => {
             println!(
@@ -202,6 +211,23 @@ fn print_explanation(file: &Path, e: &Explanation, method: &str, path: &str) {
             e.groups.join(", ")
         }
     );
+    if e.users_from != "cn" {
+        println!(
+            "users from {}: {}",
+            e.users_from,
+            if e.user_keys.is_empty() {
+                "(none)".into()
+            } else {
+                e.user_keys.join(", ")
+            }
+        );
+    }
+    if let Some(id) = &e.spiffe_id {
+        println!("SPIFFE ID: {id}");
+    }
+    if let Some(note) = &e.spiffe_note {
+        println!("SPIFFE ID: none: {note}");
+    }
     println!("held permissions:");
     if e.held_from.is_empty() {
         println!("  (none)");

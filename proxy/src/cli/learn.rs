@@ -189,6 +189,12 @@ fn header(args: &LearnArgs, counts: &Counts, learner: &Learner, p: &Proposal) ->
             p.below_min, args.min_count
         ));
     }
+    if p.users_not_by_cn > 0 {
+        h.push(format!(
+            "{} (user, route) pairs left out: the log names users by CN, but the policy's users_from is not cn; grant them under users: by hand (or through spiffe:)",
+            p.users_not_by_cn
+        ));
+    }
     for u in &p.unroutable {
         h.push(format!("not expressible as a route, left out: {u}"));
     }

@@ -101,6 +101,9 @@ pub enum PkiCommand {
         orgs: Vec<String>,
         #[arg(long)]
         ou: Option<String>,
+        /// URI SAN, e.g. a SPIFFE ID spiffe://example.org/ns/ci/sa/builder (repeat for several).
+        #[arg(long = "uri")]
+        uris: Vec<String>,
         #[arg(long, default_value_t = 365)]
         days: u32,
         /// File name stem (default: the CN).
@@ -207,12 +210,19 @@ pub fn run(cli: Cli) -> ExitCode {
                     cn,
                     orgs,
                     ou,
+                    uris,
                     days,
                     out,
-                } => {
-                    crate::pki::issue_client(&dir, &cn, &orgs, ou.as_deref(), days, out.as_deref())
-                        .map(|_| ())
-                }
+                } => crate::pki::issue_client_with_uris(
+                    &dir,
+                    &cn,
+                    &orgs,
+                    ou.as_deref(),
+                    &uris,
+                    days,
+                    out.as_deref(),
+                )
+                .map(|_| ()),
                 PkiCommand::Revoke { dir, cert } => crate::pki::revoke(&dir, &cert),
             };
             match result {

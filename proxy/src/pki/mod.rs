@@ -28,7 +28,7 @@ use openssl::x509::extension::{
 use openssl::x509::{X509Builder, X509Name, X509NameRef, X509};
 use openssl_sys as ffi;
 
-pub use commands::{init, issue_client, revoke};
+pub use commands::{init, issue_client, issue_client_with_uris, revoke};
 pub use crl::{make_crl, make_crl_entries, read_crl_entries, RevokedEntry};
 pub use files::{load_issued, write_atomic, write_cert_pem, write_crl_pem, write_key_pem};
 
@@ -317,6 +317,11 @@ fn build_cert(
         && spec.emails.is_empty());
     if has_san {
         let mut san = SubjectAlternativeName::new();
+        // RFC 5280 4.2.1.6: with an empty subject the SAN is the identity and must be critical
+        // (SPIFFE X.509-SVIDs from cert-manager's csi-driver-spiffe look like this).
+        if spec.subject.is_empty() {
+            san.critical();
+        }
         for d in &spec.dns_names {
             san.dns(d);
         }

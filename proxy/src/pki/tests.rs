@@ -561,3 +561,62 @@ impl CertSpec {
         }
     }
 }
+
+#[test]
+fn issue_uri_sans_and_spiffe_ids_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_path_buf();
+    init(&d, None, &[]).expect("init");
+    let id = "spiffe://example.org/ns/ci/sa/builder".to_string();
+    let path = issue_client_with_uris(
+        &d,
+        "builder",
+        &[],
+        None,
+        std::slice::from_ref(&id),
+        30,
+        None,
+    )
+    .expect("issue");
+    let cert = X509::from_pem(&std::fs::read(&path).expect("read")).expect("pem");
+    let identity = crate::tls::identity::Identity::from_x509(&cert).expect("identity");
+    assert_eq!(identity.uri_sans, vec![id]);
+    assert!(identity.organizations.is_empty());
+    let (ok, out) = openssl(&d, &["verify", "-CAfile", "ca.pem", "builder.pem"]);
+    assert!(ok, "{out}");
+    for bad in [
+        "spiffe://Example.org/x",
+        "spiffe://example.org/a/../b",
+        "not a uri",
+    ] {
+        let err = issue_client_with_uris(&d, "x", &[], None, &[bad.into()], 30, Some("bad"))
+            .expect_err(bad)
+            .to_string();
+        assert!(err.contains("--uri"), "{err}");
+        assert!(!d.join("bad.pem").exists(), "{bad}: nothing written");
+    }
+}
+
+#[test]
+fn an_empty_subject_makes_the_san_critical() {
+    let ca = self_signed_ca(&ca_spec(KeyKind::EcdsaP256)).expect("ca");
+    let spec = CertSpec {
+        uris: vec!["spiffe://example.org/ns/ci/sa/builder".into()],
+        ..CertSpec::default()
+    };
+    let leaf = issue(&spec, &ca).expect("leaf");
+    let text = String::from_utf8(leaf.cert.to_text().expect("text")).expect("utf8");
+    assert!(
+        text.contains("X509v3 Subject Alternative Name: critical"),
+        "{text}"
+    );
+    let mut named = client_spec("x");
+    named.uris = spec.uris.clone();
+    let named = issue(&named, &ca).expect("leaf");
+    let text = String::from_utf8(named.cert.to_text().expect("text")).expect("utf8");
+    assert!(text.contains("X509v3 Subject Alternative Name:"), "{text}");
+    assert!(
+        !text.contains("Subject Alternative Name: critical"),
+        "{text}"
+    );
+}

@@ -31,6 +31,11 @@ impl<'a> From<&'a Identity> for Principal<'a> {
             user: id.user.as_deref(),
             organizations: &id.organizations,
             org_units: &id.org_units,
+            sans: crate::policy::Sans {
+                dns: &id.dns_sans,
+                uri: &id.uri_sans,
+                email: &id.email_sans,
+            },
         }
     }
 }

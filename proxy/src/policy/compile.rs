@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use super::matcher::{set_bit, FxMap, Trie};
+use super::spiffe::SpiffePattern;
 use super::{digest, error, load, Grant, Permission, Policy, PolicyError};
 
 /// What compiling a grant list needs: the permissions by name, and where to report errors.
@@ -85,6 +86,37 @@ impl Grants<'_> {
         }
         Ok(out)
     }
+
+    /// The `spiffe:` grants in file order, each pattern checked and listed once.
+    fn spiffe(
+        &mut self,
+        lists: Vec<(String, Vec<String>)>,
+    ) -> Result<Vec<(SpiffePattern, Grant)>, PolicyError> {
+        let mut out: Vec<(SpiffePattern, Grant)> = Vec::new();
+        for (key, names) in lists {
+            let pattern = SpiffePattern::parse(&key).map_err(|e| {
+                PolicyError::invalid(
+                    &self.main_file,
+                    format!("spiffe.{key}"),
+                    error::find_line(self.text, &["spiffe", &key], None),
+                    e.problem,
+                    e.fix,
+                )
+            })?;
+            if out.iter().any(|(p, _)| p.text() == key) {
+                return Err(PolicyError::invalid(
+                    &self.main_file,
+                    format!("spiffe.{key}"),
+                    find_second_key(self.text, "spiffe", &key),
+                    format!("spiffe pattern \"{key}\" is listed twice"),
+                    "merge the two lists into one entry",
+                ));
+            }
+            let grant = self.compile(&["spiffe", &key], &names)?;
+            out.push((pattern, grant));
+        }
+        Ok(out)
+    }
 }
 
 impl Policy {
@@ -140,6 +172,14 @@ impl Policy {
                 .map(|(k, v)| (k, v.0))
                 .collect(),
         )?;
+        let spiffe = grants.spiffe(
+            raw.spiffe
+                .unwrap_or_default()
+                .0
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect(),
+        )?;
         let authenticated =
             grants.compile(&["authenticated"], &raw.authenticated.unwrap_or_default().0)?;
         let anonymous = grants.compile(&["anonymous"], &raw.anonymous.unwrap_or_default().0)?;
@@ -164,6 +204,8 @@ impl Policy {
             trie,
             groups,
             users,
+            users_from: raw.users_from.unwrap_or_default(),
+            spiffe,
             authenticated,
             anonymous,
             route_count,

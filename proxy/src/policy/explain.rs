@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::matcher::{ones, or_into};
-use super::{Decision, Denial, Grant, Mode, Policy, Principal};
+use super::{spiffe, Decision, Denial, Grant, Mode, Policy, Principal, UsersFrom};
 
 /// Everything behind a decision, for `certgate explain`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -14,6 +14,15 @@ pub struct Explanation {
     pub groups: Vec<String>,
     /// The CN.
     pub user: Option<String>,
+    /// The policy's `users_from` (`cn`, `uri_san`, `dns_san`, `email`).
+    pub users_from: String,
+    /// The certificate values `users:` keys are matched against (certificate order).
+    pub user_keys: Vec<String>,
+    /// The certificate's single valid SPIFFE ID.
+    pub spiffe_id: Option<String>,
+    /// Why the certificate has no SPIFFE ID that `spiffe:` patterns are matched against, when
+    /// it has `spiffe` URI SANs (several, or an invalid one).
+    pub spiffe_note: Option<String>,
     /// The permissions held, in file order.
     pub held: Vec<String>,
     /// (permission, source) for each way a permission is held: `anonymous`, `authenticated`,
@@ -40,6 +49,15 @@ impl Policy {
             Principal::Certificate { user, .. } => user.map(str::to_string),
             Principal::Anonymous => None,
         };
+        let user_keys: Vec<String> = self.user_keys(p).map(str::to_string).collect();
+        let (spiffe_id, spiffe_note) = match *p {
+            Principal::Certificate { sans, .. } => match spiffe::svid_id(sans.uri) {
+                Ok(id) => (Some(id.id.to_string()), None),
+                Err(spiffe::NoSpiffeId::Absent) => (None, None),
+                Err(why) => (None, Some(why.to_string())),
+            },
+            Principal::Anonymous => (None, None),
+        };
         let (held, held_from) = self.held_from(p, &groups);
         let (covering, covering_routes) = self.covering_routes(method, path);
         let decision = self.decide(p, method, path);
@@ -59,7 +77,10 @@ impl Policy {
                     "allowed: permission \"{permission}\" (held through {via}) covers {method} {path} by its route \"{route}\""
                 )
             }
-            Decision::Deny(d) => denial_rule(p, d, &groups, &held, method, path),
+            Decision::Deny(d) => {
+                let who = describe(p, &groups, self.users_from, spiffe_id.as_deref());
+                denial_rule(p, d, &who, &held, method, path)
+            }
         };
         if self.mode == Mode::Audit && !decision.is_allowed() {
             rule.push_str(
@@ -69,6 +90,10 @@ impl Policy {
         Explanation {
             groups,
             user,
+            users_from: self.users_from.as_str().to_string(),
+            user_keys,
+            spiffe_id,
+            spiffe_note,
             held,
             held_from,
             covering,
@@ -85,19 +110,28 @@ impl Policy {
         p: &Principal<'_>,
         groups: &[String],
     ) -> (Vec<String>, Vec<(String, String)>) {
-        // Sources in the order an operator reads them: authenticated, groups, users.
+        // Sources in the order an operator reads them: authenticated, groups, users, spiffe.
         let mut sources: Vec<(String, &Grant)> = Vec::new();
         match *p {
             Principal::Anonymous => sources.push(("anonymous".into(), &self.anonymous)),
-            Principal::Certificate { user, .. } => {
+            Principal::Certificate { .. } => {
                 sources.push(("authenticated".into(), &self.authenticated));
                 for g in groups {
                     if let Some(grant) = self.groups.get(g.as_str()) {
                         sources.push((format!("group {g}"), grant));
                     }
                 }
-                if let Some((u, grant)) = user.and_then(|u| self.users.get(u).map(|g| (u, g))) {
-                    sources.push((format!("user {u}"), grant));
+                for u in self.user_keys(p) {
+                    if let Some(grant) = self.users.get(u) {
+                        let label = match self.users_from {
+                            UsersFrom::Cn => format!("user {u}"),
+                            other => format!("user {u} ({})", other.as_str()),
+                        };
+                        sources.push((label, grant));
+                    }
+                }
+                for (pattern, grant) in self.spiffe_matches(p) {
+                    sources.push((format!("spiffe pattern \"{}\"", pattern.text()), grant));
                 }
             }
         }
@@ -148,7 +182,7 @@ impl Policy {
 fn denial_rule(
     p: &Principal<'_>,
     d: &Denial<'_>,
-    groups: &[String],
+    who: &str,
     held: &[String],
     method: &str,
     path: &str,
@@ -171,19 +205,40 @@ fn denial_rule(
             format!(
                 "denied ({status}): {}; {} holds none of them (it holds: {holds})",
                 d.reason(method, path),
-                describe(p, groups)
+                who
             )
         }
     }
 }
 
-fn describe(p: &Principal<'_>, groups: &[String]) -> String {
+fn describe(
+    p: &Principal<'_>,
+    groups: &[String],
+    users_from: UsersFrom,
+    spiffe_id: Option<&str>,
+) -> String {
     match *p {
         Principal::Anonymous => "an anonymous request".to_string(),
-        Principal::Certificate { user, .. } => {
-            let user = user
-                .map(|u| format!("user \"{u}\""))
-                .unwrap_or_else(|| "a certificate without CN".into());
+        Principal::Certificate { user, sans, .. } => {
+            let (kind, values): (&str, &[String]) = match users_from {
+                UsersFrom::Cn => ("", &[]),
+                UsersFrom::UriSan => ("URI SAN", sans.uri),
+                UsersFrom::DnsSan => ("DNS SAN", sans.dns),
+                UsersFrom::Email => ("email SAN", sans.email),
+            };
+            let user = match (users_from, user, values) {
+                (UsersFrom::Cn, Some(u), _) => format!("user \"{u}\""),
+                (UsersFrom::Cn, None, _) => "a certificate without CN".into(),
+                (_, _, []) => format!("a certificate without {kind}"),
+                (_, _, v) => {
+                    let v: Vec<String> = v.iter().map(|u| format!("\"{u}\"")).collect();
+                    format!("user {} ({kind})", v.join(", "))
+                }
+            };
+            let user = match spiffe_id {
+                Some(id) => format!("{user}, SPIFFE ID \"{id}\""),
+                None => user,
+            };
             if groups.is_empty() {
                 format!("{user} (no groups)")
             } else {

@@ -445,6 +445,9 @@ pub struct Proposal {
     pub already_allowed: u64,
     /// Pairs seen fewer than `--min-count` times.
     pub below_min: u64,
+    /// Pairs of users (by CN, all the log names) left out because the policy's `users_from`
+    /// is not `cn`: a `users:` grant by CN would allow nothing there.
+    pub users_not_by_cn: u64,
     /// Routes the route grammar cannot express, with the reason.
     pub unroutable: Vec<String>,
     /// Anonymous refusals that were not proposed (no `--anonymous`): route and traffic.
@@ -461,11 +464,13 @@ fn principal<'a>(g: &'a Grantee, attr: GroupAttribute, one: &'a [String]) -> Pri
             user: Some(u.as_str()),
             organizations: &[],
             org_units: &[],
+            sans: Default::default(),
         },
         Grantee::Group(_) => Principal::Certificate {
             user: None,
             organizations: if attr == GroupAttribute::O { one } else { &[] },
             org_units: if attr == GroupAttribute::O { &[] } else { one },
+            sans: Default::default(),
         },
     }
 }
@@ -625,6 +630,7 @@ pub fn propose(learner: &Learner, policy: Option<&Policy>, opts: &Options) -> Pr
         .map(|p| p.permission_names().map(str::to_string).collect())
         .unwrap_or_default();
     let attr = policy.map(|p| p.group_attribute()).unwrap_or_default();
+    let users_by_cn = policy.is_none_or(|p| p.users_from() == super::UsersFrom::Cn);
     // route -> learned permission index
     let mut learned: BTreeMap<RouteKey, usize> = BTreeMap::new();
     // grantee -> (permission -> grant), existing permissions before learned ones
@@ -632,6 +638,10 @@ pub fn propose(learner: &Learner, policy: Option<&Policy>, opts: &Options) -> Pr
     for ((grantee, route), seen) in &pairs {
         if seen.count < opts.min_count.max(1) {
             out.below_min += 1;
+            continue;
+        }
+        if matches!(grantee, Grantee::User(_)) && !users_by_cn {
+            out.users_not_by_cn += 1;
             continue;
         }
         let one = match grantee {

@@ -564,3 +564,29 @@ fn comments_keep_up_to_three_requested_paths() {
     assert!(seen.more_paths);
     assert_eq!(p.permissions[0].seen.paths, seen.paths);
 }
+
+#[test]
+fn users_are_not_proposed_by_cn_when_users_from_is_a_san() {
+    let lines = vec![
+        refused("GET", "/reports", "builder", ""),
+        refused("GET", "/reports", "n1", "build-nodes"),
+    ];
+    let by_cn = "permissions:\n  a: [\"GET /a\"]\n";
+    let p = learned_with(by_cn, &lines, Options::default());
+    assert!(p
+        .grants
+        .iter()
+        .any(|g| g.grantee == Grantee::User("builder".into())));
+    assert_eq!(p.users_not_by_cn, 0);
+    let by_uri = "permissions:\n  a: [\"GET /a\"]\nusers_from: uri_san\n";
+    let p = learned_with(by_uri, &lines, Options::default());
+    assert!(p
+        .grants
+        .iter()
+        .all(|g| !matches!(g.grantee, Grantee::User(_))));
+    assert!(p
+        .grants
+        .iter()
+        .any(|g| g.grantee == Grantee::Group("build-nodes".into())));
+    assert_eq!(p.users_not_by_cn, 1);
+}

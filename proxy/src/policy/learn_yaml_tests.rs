@@ -104,6 +104,7 @@ fn splice_keeps_every_comment_and_merges_exactly() {
         user: None,
         organizations: &orgs,
         org_units: &[],
+        sans: Default::default(),
     };
     assert!(policy
         .decide(&ci, "DELETE", "/registry/revert")
@@ -366,11 +367,13 @@ fn hostile_names_and_routes_load_as_a_policy() {
         user: None,
         organizations: &orgs,
         org_units: &[],
+        sans: Default::default(),
     };
     let nobody = crate::policy::Principal::Certificate {
         user: None,
         organizations: &[],
         org_units: &[],
+        sans: Default::default(),
     };
     let base = policy.held_by(&nobody);
     let extra: Vec<&str> = policy

@@ -13,13 +13,12 @@ use serde::Deserialize;
 
 use super::error::{find_line, suggestions, PolicyError};
 use super::route::Route;
-use super::{GroupAttribute, Mode};
+use super::{GroupAttribute, Mode, UsersFrom};
 
 /// Includes deeper than this are refused (a cycle through symlinks or a runaway generator).
 const MAX_INCLUDE_DEPTH: usize = 32;
 
-const TOP_KEYS: &str =
-    "include, permissions, groups, users, authenticated, anonymous, group_attribute, mode";
+const TOP_KEYS: &str = "include, permissions, groups, users, users_from, spiffe, authenticated, anonymous, group_attribute, mode";
 
 /// A list of strings; a single string and an empty value (null) are accepted too.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -100,6 +99,8 @@ pub(crate) struct RawPolicy {
     pub(crate) permissions: Ordered<Names>,
     pub(crate) groups: Option<Ordered<Names>>,
     pub(crate) users: Option<Ordered<Names>>,
+    pub(crate) users_from: Option<UsersFrom>,
+    pub(crate) spiffe: Option<Ordered<Names>>,
     pub(crate) authenticated: Option<Names>,
     pub(crate) anonymous: Option<Names>,
     pub(crate) group_attribute: Option<GroupAttribute>,
@@ -255,7 +256,7 @@ fn yaml_error(file: &Path, e: &serde_yaml_ng::Error) -> PolicyError {
     let fix = if msg.contains("unknown variant") {
         "use one of the values listed (they are case-sensitive)"
     } else if msg.contains("invalid type") {
-        "permissions, groups and users map names to lists (e.g. `list_vms: [\"GET /api/v1/vm\"]`, `DevOps: [list_vms]`); include, authenticated and anonymous are lists"
+        "permissions, groups, users and spiffe map names to lists (e.g. `list_vms: [\"GET /api/v1/vm\"]`, `DevOps: [list_vms]`, `\"spiffe://example.org/ns/ci/sa/*\": [list_vms]`); include, authenticated and anonymous are lists"
     } else if msg.contains("more than one document") {
         "keep one YAML document per file (remove the extra ---)"
     } else {
@@ -311,6 +312,8 @@ impl Loader {
         let grants = [
             ("groups", raw.groups.is_some()),
             ("users", raw.users.is_some()),
+            ("users_from", raw.users_from.is_some()),
+            ("spiffe", raw.spiffe.is_some()),
             ("authenticated", raw.authenticated.is_some()),
             ("anonymous", raw.anonymous.is_some()),
             ("group_attribute", raw.group_attribute.is_some()),

@@ -1,6 +1,6 @@
 //! The authorization policy: permissions name the requests they cover
-//! (`METHODS PATH` routes); groups, users, `authenticated` and `anonymous` hold permissions; a
-//! request is allowed when the identity holds a permission that covers it.
+//! (`METHODS PATH` routes); groups, users, SPIFFE ID patterns, `authenticated` and `anonymous`
+//! hold permissions; a request is allowed when the identity holds a permission that covers it.
 //!
 //! Loading compiles every route into one segment trie ([`matcher`]) whose nodes carry a bitset
 //! of permissions per method, and every grant into a bitset, so [`Policy::decide`] is a trie walk
@@ -8,7 +8,8 @@
 //! policies of up to 1,024 permissions unless it denies a covered route.
 //!
 //! Files: [`normalize`] (request paths), [`route`] (the route grammar), `matcher` (the trie),
-//! `load` (YAML and includes), `error` (messages).
+//! `load` (YAML and includes), `error` (messages), [`spiffe`] (SPIFFE IDs and `spiffe:`
+//! patterns).
 
 pub mod authorize;
 mod compile;
@@ -21,8 +22,11 @@ mod load;
 mod matcher;
 pub mod normalize;
 pub mod route;
+pub mod spiffe;
 pub mod target;
 
+#[cfg(test)]
+mod sans_tests;
 #[cfg(test)]
 mod tests;
 
@@ -36,6 +40,8 @@ pub use explain::Explanation;
 pub use normalize::{normalize_path, PathError};
 pub use route::{Route, RouteError};
 pub use target::{parse_target, PathParams, RequestTarget, TargetError};
+
+use spiffe::SpiffePattern;
 
 use matcher::{first_common, has_bit, is_empty, ones, or_into, FxMap, Trie, INLINE_WORDS};
 
@@ -76,6 +82,44 @@ impl GroupAttribute {
     }
 }
 
+/// Which certificate field names the user that `users:` keys match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum UsersFrom {
+    /// The subject CN (the last one if several).
+    #[default]
+    #[serde(rename = "cn")]
+    Cn,
+    /// Every URI SAN.
+    #[serde(rename = "uri_san")]
+    UriSan,
+    /// Every DNS SAN.
+    #[serde(rename = "dns_san")]
+    DnsSan,
+    /// Every email (rfc822Name) SAN.
+    #[serde(rename = "email")]
+    Email,
+}
+
+impl UsersFrom {
+    /// The spelling used in the policy file.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UsersFrom::Cn => "cn",
+            UsersFrom::UriSan => "uri_san",
+            UsersFrom::DnsSan => "dns_san",
+            UsersFrom::Email => "email",
+        }
+    }
+}
+
+/// A certificate's subject alternative names, in certificate order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sans<'a> {
+    pub dns: &'a [String],
+    pub uri: &'a [String],
+    pub email: &'a [String],
+}
+
 /// What a denial does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize)]
 pub enum Mode {
@@ -112,6 +156,8 @@ pub enum Principal<'a> {
         organizations: &'a [String],
         /// Subject OU values.
         org_units: &'a [String],
+        /// SANs: `users_from` other than `cn` reads users from them, `spiffe:` the URI SANs.
+        sans: Sans<'a>,
     },
 }
 
@@ -191,6 +237,9 @@ pub struct Policy {
     trie: Trie,
     groups: FxMap<String, Grant>,
     users: FxMap<String, Grant>,
+    users_from: UsersFrom,
+    /// `spiffe:` patterns in file order.
+    spiffe: Vec<(SpiffePattern, Grant)>,
     authenticated: Grant,
     anonymous: Grant,
     route_count: usize,
@@ -231,6 +280,43 @@ impl Policy {
         self.group_attribute
     }
 
+    /// Which certificate field `users:` keys match.
+    pub fn users_from(&self) -> UsersFrom {
+        self.users_from
+    }
+
+    /// The values of this principal that `users:` keys are matched against (certificate order;
+    /// several only for SAN kinds). Anonymous: none.
+    fn user_keys<'a>(&self, p: &Principal<'a>) -> impl Iterator<Item = &'a str> {
+        let (cn, list): (Option<&'a str>, &'a [String]) = match *p {
+            Principal::Anonymous => (None, &[]),
+            Principal::Certificate { user, sans, .. } => match self.users_from {
+                UsersFrom::Cn => (user, &[]),
+                UsersFrom::UriSan => (None, sans.uri),
+                UsersFrom::DnsSan => (None, sans.dns),
+                UsersFrom::Email => (None, sans.email),
+            },
+        };
+        cn.into_iter().chain(list.iter().map(String::as_str))
+    }
+
+    /// The `spiffe:` patterns (with their grants) that the principal's SPIFFE ID matches, in
+    /// file order; none when it has no single valid SPIFFE ID.
+    fn spiffe_matches<'s, 'a: 's>(
+        &'s self,
+        p: &Principal<'a>,
+    ) -> impl Iterator<Item = &'s (SpiffePattern, Grant)> + 's {
+        let id = match *p {
+            Principal::Certificate { sans, .. } if !self.spiffe.is_empty() => {
+                spiffe::svid_id(sans.uri).ok()
+            }
+            _ => None,
+        };
+        self.spiffe
+            .iter()
+            .filter(move |(pattern, _)| id.as_ref().is_some_and(|id| pattern.matches(id)))
+    }
+
     /// Things `check` should print: grants of permissions without routes, `"*"` for anonymous.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
@@ -256,14 +342,19 @@ impl Policy {
     fn held_into(&self, p: &Principal<'_>, acc: &mut [u64]) {
         match *p {
             Principal::Anonymous => or_into(acc, &self.anonymous.bits),
-            Principal::Certificate { user, .. } => {
+            Principal::Certificate { .. } => {
                 or_into(acc, &self.authenticated.bits);
                 for g in self.group_values(p) {
                     if let Some(grant) = self.groups.get(g.as_str()) {
                         or_into(acc, &grant.bits);
                     }
                 }
-                if let Some(grant) = user.and_then(|u| self.users.get(u)) {
+                for key in self.user_keys(p) {
+                    if let Some(grant) = self.users.get(key) {
+                        or_into(acc, &grant.bits);
+                    }
+                }
+                for (_, grant) in self.spiffe_matches(p) {
                     or_into(acc, &grant.bits);
                 }
             }
@@ -329,6 +420,11 @@ impl Policy {
     /// Number of `users` entries.
     pub fn user_count(&self) -> usize {
         self.users.len()
+    }
+
+    /// Number of `spiffe` entries.
+    pub fn spiffe_count(&self) -> usize {
+        self.spiffe.len()
     }
 
     /// Number of routes over all permissions.

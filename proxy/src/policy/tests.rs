@@ -62,6 +62,7 @@ impl Cert {
             user: self.cn.as_deref(),
             organizations: &self.o,
             org_units: &self.ou,
+            sans: Default::default(),
         }
     }
 }
@@ -226,6 +227,7 @@ anonymous: [pub]
         user: None,
         organizations: &[],
         org_units: &[],
+        sans: Default::default(),
     };
     assert_eq!(allow(&p, &nocn, "GET", "/status"), "auth");
     assert_eq!(p.held_by(&nocn), vec!["auth"]);
@@ -601,7 +603,7 @@ fn unknown_keys_are_errors() {
     let e = policy_err("permissions: {}\ngroup: {}\n");
     assert_eq!(
         e.to_string(),
-        "policies/x.yaml: group: unknown key (line 2); the keys of a policy file are: include, permissions, groups, users, authenticated, anonymous, group_attribute, mode; check the spelling"
+        "policies/x.yaml: group: unknown key (line 2); the keys of a policy file are: include, permissions, groups, users, users_from, spiffe, authenticated, anonymous, group_attribute, mode; check the spelling"
     );
     assert_eq!(e.line(), Some(2));
 }
@@ -1164,7 +1166,7 @@ proptest! {
     ) {
         let p = policy(&yaml);
         let orgs: Vec<String> = (0..groups.len()).filter(|i| member.get(*i).copied().unwrap_or(false)).map(|i| format!("g{i}")).collect();
-        let who = Principal::Certificate { user: None, organizations: &orgs, org_units: &[] };
+        let who = Principal::Certificate { user: None, organizations: &orgs, org_units: &[], sans: Default::default() };
         let path = format!("/{}", path.join("/"));
         let parsed: Vec<Vec<Route>> = perms.iter().map(|(_, rs)| rs.iter().filter_map(|r| Route::parse(r).ok()).collect()).collect();
         let covering: Vec<usize> = (0..perms.len()).filter(|&i| parsed[i].iter().any(|r| r.matches(method, &path))).collect();

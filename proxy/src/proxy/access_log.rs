@@ -57,6 +57,8 @@ pub(super) fn record(name: &str, session: &Session, e: Option<&Error>, ctx: &Req
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         user = %if ctx.root { "root" } else { ctx.identity.as_ref().and_then(|i| i.user.as_deref()).unwrap_or("") },
         groups = %groups,
+        // Workload certificates often have no CN: without this their lines would name no one.
+        spiffe_id = %ctx.identity.as_ref().and_then(|i| crate::policy::spiffe::svid_id(&i.uri_sans).ok()).map_or("", |s| s.id),
         permission = %ctx.permission.as_deref().unwrap_or(""),
         decision = decision,
         reason = %reason,

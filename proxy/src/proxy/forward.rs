@@ -26,7 +26,7 @@ pub struct ForwardInfo<'a> {
 }
 
 /// Everything the upstream learns about a verified client: `x-certgate-user`,
-/// `x-certgate-groups` and the configured dialects. The same for every request of a connection
+/// `x-certgate-groups`, `x-certgate-spiffe-id` and the configured dialects. The same for every request of a connection
 /// (until a policy reload changes `group_attribute`), so the proxy builds it once per connection.
 pub fn identity_headers(
     config: &ListenerConfig,
@@ -49,6 +49,14 @@ pub fn identity_headers(
         HeaderName::from_static("x-certgate-groups"),
         value(groups_rfc2253(id, group_attribute).join(","))?,
     ));
+    // Only a certificate whose one spiffe URI SAN is a valid SPIFFE ID gets the header, so an
+    // upstream can trust it to be the workload's identity without parsing SANs itself.
+    if let Ok(spiffe) = crate::policy::spiffe::svid_id(&id.uri_sans) {
+        out.push((
+            HeaderName::from_static("x-certgate-spiffe-id"),
+            value(spiffe.id.to_string())?,
+        ));
+    }
     for (name, v) in dialect_headers(
         &config.headers,
         config.forward_cert,
