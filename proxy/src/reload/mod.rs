@@ -72,6 +72,9 @@ fn kind_in<'a>(listeners: impl IntoIterator<Item = &'a TlsConfig>, file: &Path) 
         if tls.crl.iter().any(|c| c == file) {
             return Kind::Crl;
         }
+        if tls.session_ticket_keys.as_deref() == Some(file) {
+            return Kind::TicketKeys;
+        }
     }
     Kind::Policy
 }
@@ -118,6 +121,9 @@ fn configured_kinds(shared: &Shared) -> BTreeSet<Kind> {
         }
         if !tls.crl.is_empty() {
             kinds.insert(Kind::Crl);
+        }
+        if tls.session_ticket_keys.is_some() && tls.session_lifetime.is_some() {
+            kinds.insert(Kind::TicketKeys);
         }
         if l.config.policy.is_some() {
             kinds.insert(Kind::Policy);
@@ -441,7 +447,7 @@ mod tests {
     use super::*;
 
     fn tls() -> TlsConfig {
-        let yaml = "tls:\n  cert: /t/server.pem\n  key: /t/server-key.pem\n  client_ca: /t/ca.pem\n  crl: [/t/a.crl, /t/b.crl]\nlisteners:\n  - name: l\n    listen: 127.0.0.1:9443\n    upstream: http://127.0.0.1:80\n";
+        let yaml = "tls:\n  cert: /t/server.pem\n  key: /t/server-key.pem\n  client_ca: /t/ca.pem\n  crl: [/t/a.crl, /t/b.crl]\n  session_ticket_keys: /t/ticket.keys\nlisteners:\n  - name: l\n    listen: 127.0.0.1:9443\n    upstream: http://127.0.0.1:80\n";
         crate::config::Config::from_yaml(yaml, Path::new("/t/certgate.yaml"), |_| None)
             .expect("config")
             .listeners
@@ -464,6 +470,7 @@ mod tests {
         assert_eq!(kind("/t/server-key.pem"), Kind::Cert);
         assert_eq!(kind("/t/ca.pem"), Kind::Ca);
         assert_eq!(kind("/t/b.crl"), Kind::Crl);
+        assert_eq!(kind("/t/ticket.keys"), Kind::TicketKeys);
         assert_eq!(kind("/t/policy.yaml"), Kind::Policy);
     }
 

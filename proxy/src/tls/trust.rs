@@ -20,6 +20,7 @@ use crate::time::{asn1_unix, now_unix};
 use crate::tls::coverage::{ChainsSeen, Position};
 use crate::tls::crl_issuer::{CrlSignature, DeferredCrls};
 use crate::tls::dn::rfc2253;
+use crate::tls::resumption::FileTicketKeys;
 use crate::tls::verify::AuthFailure;
 
 /// A trust-material problem: which file, and what is wrong with it.
@@ -90,6 +91,9 @@ pub struct TrustState {
     pub crl_expired: CrlExpired,
     pub files: Vec<LoadedFile>,
     pub loaded_at: SystemTime,
+    /// `tls.session_ticket_keys`: ticket keys shared by the replicas, read with the rest so a
+    /// broken key file is refused like any broken trust file (the old keys keep serving).
+    pub ticket_keys: Option<Arc<FileTicketKeys>>,
     /// Shared by every generation of the listener (see [`crate::tls::coverage`]).
     pub seen: Arc<ChainsSeen>,
 }
@@ -142,10 +146,20 @@ impl TrustState {
                 &mut files,
             )?),
         };
+        let ticket_keys = match &tls.session_ticket_keys {
+            Some(path) if tls.session_lifetime.is_some() => {
+                let bytes = read(path, &mut files)?;
+                let keys = FileTicketKeys::parse(&bytes)
+                    .map_err(|m| terr(path, format!("tls.session_ticket_keys: {m}")))?;
+                Some(Arc::new(keys))
+            }
+            _ => None,
+        };
         Ok(TrustState {
             generation,
             server,
             client,
+            ticket_keys,
             crl_expired: tls.crl_expired,
             files,
             loaded_at: SystemTime::now(),
