@@ -415,11 +415,19 @@ async fn run_loop(
             log_warnings(&shared);
         }
         let now = WatchSet::of(&shared);
-        if let Ok(mut current) = set.write() {
-            for d in now.dirs.difference(&current.dirs) {
-                let _ = watcher.watch(d, RecursiveMode::NonRecursive);
+        let added: Vec<PathBuf> = match set.write() {
+            Ok(mut current) => {
+                let added = now.dirs.difference(&current.dirs).cloned().collect();
+                *current = now;
+                added
             }
-            *current = now;
+            Err(_) => Vec::new(),
+        };
+        // Not under the lock: `watch` waits for notify's event thread, and that thread may be
+        // in the event handler waiting for the read lock (an event arriving just then, such as
+        // the next Secret rotation): a deadlock that stopped every later reload.
+        for d in &added {
+            let _ = watcher.watch(d, RecursiveMode::NonRecursive);
         }
     }
 }
