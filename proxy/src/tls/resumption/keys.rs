@@ -59,14 +59,15 @@ impl FileTicketKeys {
     ///
     /// The error says what is wrong and how to write a good file; the caller names the file.
     pub fn parse(bytes: &[u8]) -> Result<FileTicketKeys, String> {
-        let keys =
-            match bytes.len() {
-                KEY_LEN => vec![nginx_key(bytes)?],
-                KEY_LEN_AES128 => return Err(format!(
+        let keys = match bytes.len() {
+            KEY_LEN => vec![nginx_key(bytes)?],
+            KEY_LEN_AES128 => {
+                return Err(format!(
                     "a 48-byte (AES-128) key; certgate encrypts tickets with AES-256 only: {FIX}"
-                )),
-                _ => haproxy_keys(bytes)?,
-            };
+                ))
+            }
+            _ => haproxy_keys(bytes)?,
+        };
         for (i, k) in keys.iter().enumerate() {
             if keys[..i].iter().any(|o| o.name == k.name) {
                 return Err(format!(
