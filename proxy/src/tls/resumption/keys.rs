@@ -3,7 +3,6 @@
 //! lifetime; or keys shared by every replica, read from `tls.session_ticket_keys`
 //! ([`FileTicketKeys`]), where the first key encrypts and the others only decrypt.
 
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
@@ -80,12 +79,6 @@ impl FileTicketKeys {
             keys,
             loaded_at: SystemTime::now(),
         })
-    }
-
-    /// Reads and parses `path` (for tests and tools; the trust state reads the bytes itself).
-    pub fn load(path: &Path) -> Result<FileTicketKeys, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-        Self::parse(&bytes)
     }
 
     pub fn len(&self) -> usize {
