@@ -58,8 +58,13 @@ impl FileTicketKeys {
     ///
     /// The error says what is wrong and how to write a good file; the caller names the file.
     pub fn parse(bytes: &[u8]) -> Result<FileTicketKeys, String> {
+        // A text file can be 80 bytes too (a comment and a 48-byte key line): random key bytes
+        // are all printable ASCII with a chance of about 1e-34, so such a file is read as text.
+        let text = bytes
+            .iter()
+            .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
         let keys = match bytes.len() {
-            KEY_LEN => vec![nginx_key(bytes)?],
+            KEY_LEN if !text => vec![nginx_key(bytes)?],
             KEY_LEN_AES128 => {
                 return Err(format!(
                     "a 48-byte (AES-128) key; certgate encrypts tickets with AES-256 only: {FIX}"
@@ -277,6 +282,11 @@ mod tests {
         let dup = format!("{}\n{}\n", b64(&key(1)), b64(&key(1)));
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (vec![7; 48], "48-byte (AES-128)"),
+            // 80 bytes, but text: a comment and a 48-byte key line, not one raw key.
+            (
+                format!("# rotated 2026\n{}\n", b64(&[3; 48])).into_bytes(),
+                "line 2 is a 48-byte",
+            ),
             (vec![0xff; 79], "neither one raw 80-byte key nor base64"),
             (Vec::new(), "no key in the file"),
             (b"# only a comment\n".to_vec(), "no key in the file"),
@@ -291,6 +301,11 @@ mod tests {
             (b"not base64 at all!\n".to_vec(), "line 1 is not base64"),
             (dup.into_bytes(), "same name"),
         ];
+        assert_eq!(
+            cases[1].0.len(),
+            80,
+            "the text case is as long as a raw key"
+        );
         for (bytes, want) in cases {
             let err = FileTicketKeys::parse(&bytes).expect_err(want);
             assert!(err.contains(want), "{want}: {err}");
