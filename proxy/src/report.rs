@@ -162,7 +162,7 @@ pub fn listener_report(
             Some(TicketKeysSummary {
                 file: file.display().to_string(),
                 keys: keys.len(),
-                loaded_at: humantime::format_rfc3339_seconds(keys.loaded_at).to_string(),
+                loaded_at: humantime::format_rfc3339_millis(keys.loaded_at).to_string(),
                 age_seconds: keys.loaded_at.elapsed().map(|d| d.as_secs()).unwrap_or(0),
             })
         }

@@ -575,11 +575,17 @@ fn after_a_rotation_old_tickets_resume_until_their_key_leaves_the_file() {
     }
 
     // Rotation: the new key first (it encrypts from now on), the old one second.
+    let first_load = keys_loaded(&a)["loaded_at"].clone();
     publish_secret(&secret, "v2", &key_lines(&[&k2, &k1]));
     for p in [&a, &b] {
         wait_key_reloads(p, "ok", 1.0);
         assert_eq!(keys_loaded(p)["keys"], 2);
     }
+    assert_ne!(
+        keys_loaded(&a)["loaded_at"],
+        first_load,
+        "the new file's load time"
+    );
     let mut under_k2 = Vec::new();
     for (i, c) in clients.iter().enumerate() {
         let kind = TICKETS[i];
@@ -696,8 +702,11 @@ fn a_revoked_clients_ticket_gets_a_full_handshake_and_401_on_either_replica() {
     assert_eq!(resumptions(&b, "resumed"), 0.0);
 
     // Now a learns of the revocation too: its own tickets stop resuming there.
+    let keys_before = keys_loaded(&a);
     w.revoke(&who.cert);
     wait_crl_reloads(&a, 1.0);
+    // A CRL reload leaves the (unchanged) keys as they were, with their age.
+    assert_eq!(keys_loaded(&a)["loaded_at"], keys_before["loaded_at"]);
     for (session, kind) in &later {
         let c = Resumer::new(&w, &who, *kind);
         let (resumed, code, body) = c.get(a.addr, Some(session)).unwrap();

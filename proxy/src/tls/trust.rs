@@ -127,7 +127,24 @@ impl TrustState {
     /// The next generation after this one, from the files and fetched CRLs as they are now. It
     /// shares no trust material with this state, only what the listener has seen of clients.
     pub fn reload(&self, tls: &TlsConfig) -> Result<TrustState, TrustError> {
-        Self::build(tls, self.generation + 1, self.seen.clone())
+        let mut next = Self::build(tls, self.generation + 1, self.seen.clone())?;
+        // Unchanged ticket keys stay the keys loaded before, so `/status` tells their age, not
+        // the time of the last CRL reload.
+        let hash = |files: &[LoadedFile], path: &Path| {
+            files
+                .iter()
+                .find(|f| f.path == path)
+                .map(|f| f.sha256.clone())
+        };
+        if let (Some(path), Some(old)) = (&tls.session_ticket_keys, &self.ticket_keys) {
+            if next.ticket_keys.is_some()
+                && hash(&self.files, path).is_some()
+                && hash(&self.files, path) == hash(&next.files, path)
+            {
+                next.ticket_keys = Some(old.clone());
+            }
+        }
+        Ok(next)
     }
 
     fn build(
