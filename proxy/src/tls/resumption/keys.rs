@@ -50,8 +50,8 @@ pub struct FileTicketKeys {
 impl FileTicketKeys {
     /// Reads a key file, in either of two formats told apart by size:
     ///
-    /// - exactly 80 bytes: one raw key, NGINX's `ssl_session_ticket_key` layout (name, HMAC
-    ///   secret, AES key);
+    /// - exactly 80 bytes, not all printable text: one raw key, NGINX's
+    ///   `ssl_session_ticket_key` layout (name, HMAC secret, AES key);
     /// - otherwise text, one base64 key per line, HAProxy's `tls-ticket-keys` format (each
     ///   80 bytes decoded: name, AES key, HMAC secret); blank lines and `#` comments are
     ///   skipped.
