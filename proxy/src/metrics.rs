@@ -235,14 +235,17 @@ pub enum ReloadKind {
     Cert,
     Crl,
     Policy,
+    /// `tls.session_ticket_keys`.
+    TicketKeys,
 }
 
 impl ReloadKind {
-    pub const ALL: [ReloadKind; 4] = [
+    pub const ALL: [ReloadKind; 5] = [
         ReloadKind::Ca,
         ReloadKind::Cert,
         ReloadKind::Crl,
         ReloadKind::Policy,
+        ReloadKind::TicketKeys,
     ];
 
     pub fn label(self) -> &'static str {
@@ -251,6 +254,7 @@ impl ReloadKind {
             ReloadKind::Cert => "cert",
             ReloadKind::Crl => "crl",
             ReloadKind::Policy => "policy",
+            ReloadKind::TicketKeys => "ticket_keys",
         }
     }
 }

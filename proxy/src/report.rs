@@ -47,6 +47,14 @@ pub struct FileSummary {
 }
 
 #[derive(Serialize, Debug, Clone)]
+pub struct TicketKeysSummary {
+    pub file: String,
+    pub keys: usize,
+    pub loaded_at: String,
+    pub age_seconds: u64,
+}
+
+#[derive(Serialize, Debug, Clone)]
 pub struct PolicySummary {
     pub files: Vec<String>,
     pub sha256: String,
@@ -73,6 +81,8 @@ pub struct ListenerReport {
     pub crls: Vec<CrlSummary>,
     pub files: Vec<FileSummary>,
     pub policy: Option<PolicySummary>,
+    /// `tls.session_ticket_keys`: how many keys and when the file was read, never the keys.
+    pub session_ticket_keys: Option<TicketKeysSummary>,
     pub trust_generation: u64,
     pub warnings: Vec<String>,
     /// Facts worth knowing that need no action.
@@ -150,6 +160,18 @@ pub fn listener_report(
         ));
     }
     warnings.extend(key_mode_warning(&cfg.tls.key));
+    let session_ticket_keys = match (&trust.ticket_keys, &cfg.tls.session_ticket_keys) {
+        (Some(keys), Some(file)) => {
+            warnings.extend(key_mode_warning(file));
+            Some(TicketKeysSummary {
+                file: file.display().to_string(),
+                keys: keys.len(),
+                loaded_at: humantime::format_rfc3339_millis(keys.loaded_at).to_string(),
+                age_seconds: keys.loaded_at.elapsed().map(|d| d.as_secs()).unwrap_or(0),
+            })
+        }
+        _ => None,
+    };
     let mut client_cas = Vec::new();
     let mut crls = Vec::new();
     let now = now_unix();
@@ -202,10 +224,13 @@ pub fn listener_report(
             .iter()
             .map(|f| FileSummary {
                 path: f.path.display().to_string(),
-                sha256: (f.path != cfg.tls.key).then(|| f.sha256.clone()),
+                sha256: (f.path != cfg.tls.key
+                    && cfg.tls.session_ticket_keys.as_deref() != Some(f.path.as_path()))
+                .then(|| f.sha256.clone()),
             })
             .collect(),
         policy,
+        session_ticket_keys,
         trust_generation: trust.generation,
         warnings,
         notes,

@@ -164,3 +164,37 @@ fn warnings_for_loose_key_modes_and_near_expiry() {
         "{out}"
     );
 }
+
+#[test]
+fn session_ticket_keys_are_counted_and_a_bad_file_is_named_with_the_fix() {
+    use base64::Engine;
+    let w = World::new();
+    let d = w.dir.path();
+    let line = |k: &[u8]| base64::engine::general_purpose::STANDARD.encode(k) + "\n";
+    let mut k1 = vec![0u8; 80];
+    let mut k2 = vec![0u8; 80];
+    openssl::rand::rand_bytes(&mut k1).unwrap();
+    openssl::rand::rand_bytes(&mut k2).unwrap();
+    write(&d.join("ticket.keys"), (line(&k1) + &line(&k2)).as_bytes());
+    let config = BASE.replace(
+        "  crl: [crl.pem]\n",
+        "  crl: [crl.pem]\n  session_ticket_keys: ticket.keys\n",
+    );
+    let (code, out, err) = check(d, &config);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("session ticket keys: 2 from"), "{out}");
+    assert!(!out.contains(&line(&k1)[..20]), "never the keys: {out}");
+
+    write(&d.join("ticket.keys"), &[1u8; 48]);
+    let (code, out, err) = check(d, &config);
+    assert_eq!(code, 1, "{out}{err}");
+    let all = out + &err;
+    for want in [
+        "ticket.keys",
+        "tls.session_ticket_keys",
+        "48-byte",
+        "openssl rand 80",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in:\n{all}");
+    }
+}

@@ -445,3 +445,318 @@ fn a_certificate_revoked_by_a_fetched_crl_cannot_resume() {
     }
     assert_eq!(resumptions(&p, "refused"), 3.0);
 }
+
+// ---- tls.session_ticket_keys: keys shared by the replicas of a fleet ----
+
+/// 80 random bytes: one ticket key in either file format.
+fn random_key() -> Vec<u8> {
+    let mut k = vec![0u8; 80];
+    openssl::rand::rand_bytes(&mut k).unwrap();
+    k
+}
+
+/// A HAProxy-style key file: one base64 key per line, the first encrypting.
+fn key_lines(keys: &[&[u8]]) -> Vec<u8> {
+    use base64::Engine;
+    keys.iter()
+        .map(|k| base64::engine::general_purpose::STANDARD.encode(k) + "\n")
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// Replaces `path` atomically, as a config-management tool would.
+fn replace(path: &std::path::Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp-keys");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Publishes `bytes` as `dir/ticket.keys` the way the kubelet updates a mounted Secret: a new
+/// `..<version>` directory, then one rename of the `..data` symlink onto it.
+fn publish_secret(dir: &std::path::Path, version: &str, bytes: &[u8]) {
+    use std::os::unix::fs::symlink;
+    std::fs::create_dir_all(dir.join(format!("..{version}"))).unwrap();
+    write(&dir.join(format!("..{version}/ticket.keys")), bytes);
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    symlink(format!("..{version}"), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    let link = dir.join("ticket.keys");
+    if std::fs::symlink_metadata(&link).is_err() {
+        symlink("..data/ticket.keys", &link).unwrap();
+    }
+}
+
+fn key_reloads(p: &Proxy, result: &str) -> f64 {
+    metric(
+        &p.metrics(),
+        "certgate_reloads_total",
+        &[("kind", "ticket_keys"), ("result", result)],
+    )
+}
+
+fn wait_key_reloads(p: &Proxy, result: &str, at_least: f64) {
+    wait_for("the ticket key reload", Duration::from_secs(10), || {
+        (key_reloads(p, result) >= at_least).then_some(())
+    });
+}
+
+fn keys_loaded(p: &Proxy) -> serde_json::Value {
+    status_json(p)["listeners"][0]["session_ticket_keys"].clone()
+}
+
+const SHARED: &str = "  session_ticket_keys: ticket.keys\n";
+const TICKETS: [Kind; 2] = [Kind::Tls13Ticket, Kind::Tls12Ticket];
+
+#[test]
+fn a_session_from_one_replica_resumes_on_the_other_with_shared_keys() {
+    let w = World::new();
+    // NGINX's format: one raw 80-byte key.
+    write(&w.path("ticket.keys"), &random_key());
+    let who = client(&[("O", "ci"), ("CN", "roaming")], &w.ca);
+    let cfg = ProxyConfig {
+        client_auth: "required",
+        tls_extra: SHARED,
+        ..ProxyConfig::new(upstream())
+    };
+    let (a, b) = (Proxy::start(&w, &cfg), Proxy::start(&w, &cfg));
+    for kind in TICKETS {
+        let c = Resumer::new(&w, &who, kind);
+        let (resumed, code, _) = c.get(a.addr, None).unwrap();
+        assert_eq!((resumed, code), (false, 200), "{kind:?}: first handshake");
+        let mut session = c.session();
+        for (from, to) in [(&a, &b), (&b, &a)] {
+            let (resumed, code, body) = c.get(to.addr, Some(&session)).unwrap();
+            assert_eq!(
+                (resumed, code),
+                (true, 200),
+                "{kind:?}: a session of {} resumes on {}: {body}",
+                from.addr,
+                to.addr
+            );
+            assert!(body.contains("CN=roaming"), "{kind:?}: identity: {body}");
+            if let Some(fresh) = c.issued.lock().unwrap().take() {
+                session = fresh;
+            }
+        }
+    }
+    for p in [&a, &b] {
+        assert_eq!(resumptions(p, "resumed"), 2.0);
+        assert_eq!(resumptions(p, "refused"), 0.0);
+        let keys = keys_loaded(p);
+        assert_eq!(keys["keys"], 1, "{keys}");
+        assert!(keys["age_seconds"].is_u64(), "{keys}");
+    }
+}
+
+#[test]
+fn after_a_rotation_old_tickets_resume_until_their_key_leaves_the_file() {
+    let w = World::new();
+    let who = client(&[("O", "ci"), ("CN", "rotating")], &w.ca);
+    let secret = w.path("secret");
+    let (k1, k2, k3) = (random_key(), random_key(), random_key());
+    publish_secret(&secret, "v1", &key_lines(&[&k1]));
+    let cfg = ProxyConfig {
+        tls_extra: "  session_ticket_keys: secret/ticket.keys\n",
+        ..ProxyConfig::new(upstream())
+    };
+    let (a, b) = (Proxy::start(&w, &cfg), Proxy::start(&w, &cfg));
+    // Two tickets per kind under k1, from a: one to resume after the rotation, one after k1 is
+    // gone (a ticket is offered once: TLS 1.3 clients use each once).
+    let clients: Vec<Resumer> = TICKETS.iter().map(|k| Resumer::new(&w, &who, *k)).collect();
+    let mut under_k1 = Vec::new();
+    for c in &clients {
+        let mut two = Vec::new();
+        for _ in 0..2 {
+            assert_eq!(c.get(a.addr, None).unwrap().1, 200);
+            two.push(c.session());
+        }
+        under_k1.push(two);
+    }
+
+    // Rotation: the new key first (it encrypts from now on), the old one second.
+    let first_load = keys_loaded(&a)["loaded_at"].clone();
+    publish_secret(&secret, "v2", &key_lines(&[&k2, &k1]));
+    for p in [&a, &b] {
+        wait_key_reloads(p, "ok", 1.0);
+        assert_eq!(keys_loaded(p)["keys"], 2);
+    }
+    assert_ne!(
+        keys_loaded(&a)["loaded_at"],
+        first_load,
+        "the new file's load time"
+    );
+    let mut under_k2 = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        let kind = TICKETS[i];
+        let (resumed, code, _) = c.get(b.addr, Some(&under_k1[i][0])).unwrap();
+        assert_eq!(
+            (resumed, code),
+            (true, 200),
+            "{kind:?}: a k1 ticket on b after the rotation"
+        );
+        let _ = c.issued.lock().unwrap().take();
+        assert_eq!(c.get(b.addr, None).unwrap().1, 200);
+        under_k2.push(c.session());
+    }
+
+    // k1 leaves the file: its tickets get a full handshake, k2's still resume.
+    publish_secret(&secret, "v3", &key_lines(&[&k3, &k2]));
+    for p in [&a, &b] {
+        wait_key_reloads(p, "ok", 2.0);
+    }
+    for (i, c) in clients.iter().enumerate() {
+        let kind = TICKETS[i];
+        let (resumed, code, _) = c.get(a.addr, Some(&under_k1[i][1])).unwrap();
+        assert_eq!((resumed, code), (false, 200), "{kind:?}: k1 is gone");
+        let (resumed, code, _) = c.get(a.addr, Some(&under_k2[i])).unwrap();
+        assert_eq!(
+            (resumed, code),
+            (true, 200),
+            "{kind:?}: a k2 ticket from b on a"
+        );
+    }
+
+    // /status tells how many keys and since when, never the keys.
+    let text = http_get(a.admin, "/status").unwrap().1;
+    for k in [&k1, &k2, &k3] {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(k);
+        assert!(!text.contains(&b64[..20]) && !text.contains(&hex::encode(&k[..16])));
+    }
+    let keys = keys_loaded(&a);
+    assert_eq!(keys["keys"], 2, "{keys}");
+    assert!(
+        keys["loaded_at"].is_string() && keys["age_seconds"].is_u64(),
+        "{keys}"
+    );
+}
+
+#[test]
+fn a_broken_key_file_keeps_the_old_keys_and_is_reported() {
+    let w = World::new();
+    let who = client(&[("O", "ci"), ("CN", "steady")], &w.ca);
+    replace(&w.path("ticket.keys"), &key_lines(&[&random_key()]));
+    let cfg = ProxyConfig {
+        tls_extra: SHARED,
+        ..ProxyConfig::new(upstream())
+    };
+    let p = Proxy::start(&w, &cfg);
+    let c = Resumer::new(&w, &who, Kind::Tls13Ticket);
+    assert_eq!(c.get(p.addr, None).unwrap().1, 200);
+    let session = c.session();
+    // 48 bytes: an AES-128 key, which certgate refuses.
+    replace(&w.path("ticket.keys"), &[7u8; 48]);
+    wait_key_reloads(&p, "error", 1.0);
+    let status = status_json(&p);
+    let last = &status["last_reload"];
+    assert_eq!(last["result"], "error", "{last}");
+    let error = last["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("ticket.keys")
+            && error.contains("48-byte")
+            && error.contains("openssl rand 80"),
+        "names the file, what is wrong and the fix: {error}"
+    );
+    assert_eq!(status["listeners"][0]["session_ticket_keys"]["keys"], 1);
+    let (resumed, code, _) = c.get(p.addr, Some(&session)).unwrap();
+    assert_eq!((resumed, code), (true, 200), "the old key still serves");
+}
+
+#[test]
+fn a_revoked_clients_ticket_gets_a_full_handshake_and_401_on_either_replica() {
+    let mut w = World::new();
+    let who = client(&[("O", "ci"), ("CN", "soon-revoked")], &w.ca);
+    write(&w.path("ticket.keys"), &key_lines(&[&random_key()]));
+    // b was rolled out later, with a CRL that already revokes the client; a still has the old
+    // one. Both are at trust generation 1: a's "nothing changed since generation 1" must not
+    // let a's ticket skip b's check.
+    w.write_crl_of("crl-b.pem", &w.ca, &[&who.cert], 30);
+    let a = Proxy::start(
+        &w,
+        &ProxyConfig {
+            tls_extra: SHARED,
+            ..ProxyConfig::new(upstream())
+        },
+    );
+    let b = Proxy::start(
+        &w,
+        &ProxyConfig {
+            tls_extra: SHARED,
+            crl: "[crl-b.pem]",
+            ..ProxyConfig::new(upstream())
+        },
+    );
+    let mut later = Vec::new();
+    for kind in TICKETS {
+        let c = Resumer::new(&w, &who, kind);
+        assert_eq!(c.get(a.addr, None).unwrap().1, 200);
+        let first = c.session();
+        assert_eq!(c.get(a.addr, None).unwrap().1, 200);
+        later.push((c.session(), kind));
+        let (resumed, code, body) = c.get(b.addr, Some(&first)).unwrap();
+        assert_eq!((resumed, code), (false, 401), "{kind:?} on b: {body}");
+        assert!(body.contains("certificate revoked"), "{body}");
+    }
+    assert_eq!(resumptions(&b, "refused"), 2.0);
+    assert_eq!(resumptions(&b, "resumed"), 0.0);
+
+    // Now a learns of the revocation too: its own tickets stop resuming there.
+    let keys_before = keys_loaded(&a);
+    w.revoke(&who.cert);
+    wait_crl_reloads(&a, 1.0);
+    // A CRL reload leaves the (unchanged) keys as they were, with their age.
+    assert_eq!(keys_loaded(&a)["loaded_at"], keys_before["loaded_at"]);
+    for (session, kind) in &later {
+        let c = Resumer::new(&w, &who, *kind);
+        let (resumed, code, body) = c.get(a.addr, Some(session)).unwrap();
+        assert_eq!((resumed, code), (false, 401), "{kind:?} on a: {body}");
+        assert!(body.contains("certificate revoked"), "{body}");
+    }
+    assert_eq!(resumptions(&a, "refused"), 2.0);
+}
+
+/// Of `n` connections alternating between `a` and `b`, each offering the last session the
+/// client got, how many resumed.
+fn alternating(c: &Resumer, a: &Proxy, b: &Proxy, n: usize) -> usize {
+    let mut last: Option<SslSession> = None;
+    let mut resumed = 0;
+    for i in 0..n {
+        let p = if i % 2 == 0 { a } else { b };
+        let (r, code, body) = c.get(p.addr, last.as_ref()).unwrap();
+        assert_eq!(code, 200, "{body}");
+        resumed += usize::from(r);
+        if let Some(fresh) = c.issued.lock().unwrap().take() {
+            last = Some(fresh);
+        }
+    }
+    resumed
+}
+
+#[test]
+fn resumption_rate_across_two_replicas_with_and_without_shared_keys() {
+    let w = World::new();
+    write(
+        &w.path("ticket.keys"),
+        &key_lines(&[&random_key(), &random_key()]),
+    );
+    let who = client(&[("O", "ci"), ("CN", "behind-nlb")], &w.ca);
+    let own = ProxyConfig::new(upstream());
+    let shared = ProxyConfig {
+        tls_extra: SHARED,
+        ..ProxyConfig::new(upstream())
+    };
+    let (a, b) = (Proxy::start(&w, &own), Proxy::start(&w, &own));
+    let (sa, sb) = (Proxy::start(&w, &shared), Proxy::start(&w, &shared));
+    const N: usize = 100;
+    for kind in TICKETS {
+        let c = Resumer::new(&w, &who, kind);
+        let without = alternating(&c, &a, &b, N);
+        let c = Resumer::new(&w, &who, kind);
+        let with = alternating(&c, &sa, &sb, N);
+        eprintln!("{kind:?}: {N} connections alternating between two replicas: resumed {without} with per-process keys, {with} with shared keys");
+        // Only the very first connection needs a full handshake with shared keys; with keys of
+        // its own, each replica can decrypt none of the other's tickets.
+        assert_eq!((without, with), (0, N - 1), "{kind:?}");
+    }
+}

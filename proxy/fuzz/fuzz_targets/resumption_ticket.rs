@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     // As given, and behind the right magic so the fuzzer reaches the fields at once.
-    let mut with_magic = b"CGT1".to_vec();
+    let mut with_magic = b"CGT2".to_vec();
     with_magic.extend_from_slice(data);
     for input in [data, &with_magic[..]] {
         if let Some(sealed) = Sealed::decode(input) {

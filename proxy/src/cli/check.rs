@@ -112,6 +112,12 @@ fn print_report(r: &ListenerReport) {
             crl.signature
         );
     }
+    if let Some(k) = &r.session_ticket_keys {
+        println!(
+            "  session ticket keys: {} from {} (the first encrypts)",
+            k.keys, k.file
+        );
+    }
     match &r.policy {
         Some(p) => println!(
             "  policy: {} ({}): {} permissions, {} routes, {} groups, {} users{}, {} spiffe patterns, sha256 {}",

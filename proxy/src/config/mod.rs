@@ -148,6 +148,9 @@ pub struct TlsConfig {
     /// TLS session resumption (tickets and a session-ID cache), each resumption re-checked
     /// against the current CA bundle and CRLs; `None` when `session_resumption: false`.
     pub session_lifetime: Option<Duration>,
+    /// `tls.session_ticket_keys`: a ticket key file shared by the replicas of a fleet, so a
+    /// session resumes on whichever replica the next connection lands on.
+    pub session_ticket_keys: Option<PathBuf>,
     /// CRLs fetched over HTTP(S); `None` when `crl_fetch` is absent.
     pub crl_fetch: Option<CrlFetchConfig>,
     pub ocsp: OcspConfig,
@@ -159,6 +162,7 @@ impl TlsConfig {
         let mut files = vec![self.cert.clone(), self.key.clone()];
         files.extend(self.client_ca.iter().cloned());
         files.extend(self.crl.iter().cloned());
+        files.extend(self.session_ticket_keys.iter().cloned());
         files
     }
 }

@@ -58,6 +58,7 @@ pub struct RawTls {
     pub groups: Option<Vec<String>>,
     pub session_resumption: Option<bool>,
     pub session_lifetime: Option<String>,
+    pub session_ticket_keys: Option<String>,
     pub crl_fetch: Option<RawCrlFetch>,
     pub ocsp: Option<RawOcsp>,
 }
@@ -82,6 +83,7 @@ impl RawTls {
             groups: self.groups.or(d.groups),
             session_resumption: self.session_resumption.or(d.session_resumption),
             session_lifetime: self.session_lifetime.or(d.session_lifetime),
+            session_ticket_keys: self.session_ticket_keys.or(d.session_ticket_keys),
             crl_fetch: self.crl_fetch.or(d.crl_fetch),
             ocsp: self.ocsp.or(d.ocsp),
         }

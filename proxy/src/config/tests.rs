@@ -57,6 +57,25 @@ fn session_resumption_can_be_turned_off_or_shortened_per_listener() {
 }
 
 #[test]
+fn session_ticket_keys_is_a_file_the_reloader_watches() {
+    let text = MINIMAL.replace("tls:\n", "tls:\n  session_ticket_keys: /abs/ticket.keys\n");
+    let tls = &load(&text).unwrap().listeners[0].tls;
+    let file = std::path::PathBuf::from("/abs/ticket.keys");
+    assert_eq!(tls.session_ticket_keys.as_ref(), Some(&file));
+    assert!(
+        tls.files().contains(&file),
+        "watched and reloaded like the other trust files"
+    );
+    let text = format!("{text}    tls:\n      session_resumption: false\n");
+    let msg = error_of(&text);
+    assert!(
+        msg.contains("listeners[0].tls.session_ticket_keys")
+            && msg.contains("remove session_ticket_keys"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn listener_tls_overrides_single_keys() {
     let text = format!(
         "{MINIMAL}    tls:\n      client_auth: required\n      min_version: \"1.3\"\n    timeouts: {{ connect: 500ms, idle: 5m }}\n"

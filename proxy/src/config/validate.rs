@@ -447,6 +447,13 @@ impl Validator<'_> {
             .session_resumption
             .unwrap_or(true)
             .then_some(lifetime);
+        let session_ticket_keys = merged.session_ticket_keys.as_deref().map(|p| self.path(p));
+        if session_ticket_keys.is_some() && session_lifetime.is_none() {
+            return Err(self.err(
+                &format!("{key}.session_ticket_keys"),
+                "has no use with session_resumption: false; remove session_ticket_keys or turn session_resumption on",
+            ));
+        }
         let crl_fetch = self.crl_fetch(key, merged.crl_fetch, client_ca.is_some())?;
         let ocsp = self.ocsp(key, merged.ocsp, client_ca.is_some())?;
         let has_source = !crl.is_empty() || crl_fetch.is_some() || ocsp.mode != OcspMode::Off;
@@ -476,6 +483,7 @@ impl Validator<'_> {
             alpn,
             groups,
             session_lifetime,
+            session_ticket_keys,
             crl_fetch,
             ocsp,
         })

@@ -72,6 +72,9 @@ fn kind_in<'a>(listeners: impl IntoIterator<Item = &'a TlsConfig>, file: &Path) 
         if tls.crl.iter().any(|c| c == file) {
             return Kind::Crl;
         }
+        if tls.session_ticket_keys.as_deref() == Some(file) {
+            return Kind::TicketKeys;
+        }
     }
     Kind::Policy
 }
@@ -118,6 +121,9 @@ fn configured_kinds(shared: &Shared) -> BTreeSet<Kind> {
         }
         if !tls.crl.is_empty() {
             kinds.insert(Kind::Crl);
+        }
+        if tls.session_ticket_keys.is_some() && tls.session_lifetime.is_some() {
+            kinds.insert(Kind::TicketKeys);
         }
         if l.config.policy.is_some() {
             kinds.insert(Kind::Policy);
@@ -409,11 +415,19 @@ async fn run_loop(
             log_warnings(&shared);
         }
         let now = WatchSet::of(&shared);
-        if let Ok(mut current) = set.write() {
-            for d in now.dirs.difference(&current.dirs) {
-                let _ = watcher.watch(d, RecursiveMode::NonRecursive);
+        let added: Vec<PathBuf> = match set.write() {
+            Ok(mut current) => {
+                let added = now.dirs.difference(&current.dirs).cloned().collect();
+                *current = now;
+                added
             }
-            *current = now;
+            Err(_) => Vec::new(),
+        };
+        // Not under the lock: `watch` waits for notify's event thread, and that thread may be
+        // in the event handler waiting for the read lock (an event arriving just then, such as
+        // the next Secret rotation): a deadlock that stopped every later reload.
+        for d in &added {
+            let _ = watcher.watch(d, RecursiveMode::NonRecursive);
         }
     }
 }
@@ -441,7 +455,7 @@ mod tests {
     use super::*;
 
     fn tls() -> TlsConfig {
-        let yaml = "tls:\n  cert: /t/server.pem\n  key: /t/server-key.pem\n  client_ca: /t/ca.pem\n  crl: [/t/a.crl, /t/b.crl]\nlisteners:\n  - name: l\n    listen: 127.0.0.1:9443\n    upstream: http://127.0.0.1:80\n";
+        let yaml = "tls:\n  cert: /t/server.pem\n  key: /t/server-key.pem\n  client_ca: /t/ca.pem\n  crl: [/t/a.crl, /t/b.crl]\n  session_ticket_keys: /t/ticket.keys\nlisteners:\n  - name: l\n    listen: 127.0.0.1:9443\n    upstream: http://127.0.0.1:80\n";
         crate::config::Config::from_yaml(yaml, Path::new("/t/certgate.yaml"), |_| None)
             .expect("config")
             .listeners
@@ -464,6 +478,7 @@ mod tests {
         assert_eq!(kind("/t/server-key.pem"), Kind::Cert);
         assert_eq!(kind("/t/ca.pem"), Kind::Ca);
         assert_eq!(kind("/t/b.crl"), Kind::Crl);
+        assert_eq!(kind("/t/ticket.keys"), Kind::TicketKeys);
         assert_eq!(kind("/t/policy.yaml"), Kind::Policy);
     }
 

@@ -20,6 +20,7 @@ use crate::time::{asn1_unix, now_unix};
 use crate::tls::coverage::{ChainsSeen, Position};
 use crate::tls::crl_issuer::{CrlSignature, DeferredCrls};
 use crate::tls::dn::rfc2253;
+use crate::tls::resumption::FileTicketKeys;
 use crate::tls::verify::AuthFailure;
 
 /// A trust-material problem: which file, and what is wrong with it.
@@ -90,6 +91,9 @@ pub struct TrustState {
     pub crl_expired: CrlExpired,
     pub files: Vec<LoadedFile>,
     pub loaded_at: SystemTime,
+    /// `tls.session_ticket_keys`: ticket keys shared by the replicas, read with the rest so a
+    /// broken key file is refused like any broken trust file (the old keys keep serving).
+    pub ticket_keys: Option<Arc<FileTicketKeys>>,
     /// Shared by every generation of the listener (see [`crate::tls::coverage`]).
     pub seen: Arc<ChainsSeen>,
 }
@@ -123,7 +127,24 @@ impl TrustState {
     /// The next generation after this one, from the files and fetched CRLs as they are now. It
     /// shares no trust material with this state, only what the listener has seen of clients.
     pub fn reload(&self, tls: &TlsConfig) -> Result<TrustState, TrustError> {
-        Self::build(tls, self.generation + 1, self.seen.clone())
+        let mut next = Self::build(tls, self.generation + 1, self.seen.clone())?;
+        // Unchanged ticket keys stay the keys loaded before, so `/status` tells their age, not
+        // the time of the last CRL reload.
+        let hash = |files: &[LoadedFile], path: &Path| {
+            files
+                .iter()
+                .find(|f| f.path == path)
+                .map(|f| f.sha256.clone())
+        };
+        if let (Some(path), Some(old)) = (&tls.session_ticket_keys, &self.ticket_keys) {
+            if next.ticket_keys.is_some()
+                && hash(&self.files, path).is_some()
+                && hash(&self.files, path) == hash(&next.files, path)
+            {
+                next.ticket_keys = Some(old.clone());
+            }
+        }
+        Ok(next)
     }
 
     fn build(
@@ -142,10 +163,20 @@ impl TrustState {
                 &mut files,
             )?),
         };
+        let ticket_keys = match &tls.session_ticket_keys {
+            Some(path) if tls.session_lifetime.is_some() => {
+                let bytes = read(path, &mut files)?;
+                let keys = FileTicketKeys::parse(&bytes)
+                    .map_err(|m| terr(path, format!("tls.session_ticket_keys: {m}")))?;
+                Some(Arc::new(keys))
+            }
+            _ => None,
+        };
         Ok(TrustState {
             generation,
             server,
             client,
+            ticket_keys,
             crl_expired: tls.crl_expired,
             files,
             loaded_at: SystemTime::now(),

@@ -134,23 +134,37 @@ unsafe extern "C" fn ticket_key_cb(
     let Some(r) = of(ssl) else {
         return -1;
     };
-    let mut keys = r.keys.lock().unwrap_or_else(|p| p.into_inner());
     let name = std::slice::from_raw_parts_mut(name, 16);
     let iv = std::slice::from_raw_parts_mut(iv, 16);
-    let (key, renew) = if encrypt == 1 {
-        let key = keys.for_encryption(r.lifetime);
+    // The file's keys when configured (shared by the replicas), else the in-memory ring. A copy
+    // of the key, so neither the trust state nor the ring's lock is held into OpenSSL's calls.
+    let state = r.state.load();
+    let chosen = match (&state.ticket_keys, encrypt == 1) {
+        (Some(file), true) => file.for_encryption().map(|k| (k.clone(), false)),
+        (Some(file), false) => file
+            .for_decryption(name)
+            .map(|(k, renew)| (k.clone(), renew)),
+        (None, true) => {
+            let mut keys = r.keys.lock().unwrap_or_else(|p| p.into_inner());
+            Some((keys.for_encryption(r.lifetime).clone(), false))
+        }
+        (None, false) => {
+            let keys = r.keys.lock().unwrap_or_else(|p| p.into_inner());
+            keys.for_decryption(name, r.lifetime)
+                .map(|(k, renew)| (k.clone(), renew))
+        }
+    };
+    let Some((key, renew)) = chosen else {
+        // Unknown or retired key: a full handshake and a fresh ticket (no key at all to
+        // encrypt with cannot happen: a key file holds at least one).
+        return if encrypt == 1 { -1 } else { 0 };
+    };
+    if encrypt == 1 {
         if openssl::rand::rand_bytes(iv).is_err() {
             return -1;
         }
         name.copy_from_slice(&key.name);
-        (key, false)
-    } else {
-        match keys.for_decryption(name, r.lifetime) {
-            Some(k) => k,
-            // Unknown or retired key: a full handshake and a fresh ticket.
-            None => return 0,
-        }
-    };
+    }
     let mut digest = *b"SHA256\0";
     let params = [
         ffi::OSSL_PARAM_construct_octet_string(

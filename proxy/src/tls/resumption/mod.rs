@@ -15,7 +15,11 @@
 //! - **Session-ID cache** (TLS 1.2 clients without tickets): held by certgate, not OpenSSL
 //!   (`NO_INTERNAL`), so the same check runs on every lookup.
 //! - **Ticket keys** are random, held only in memory, and rotate every session lifetime; the
-//!   previous key still decrypts (and triggers a fresh ticket) for one more lifetime.
+//!   previous key still decrypts (and triggers a fresh ticket) for one more lifetime. With
+//!   `tls.session_ticket_keys` they come from a file shared by the replicas instead, part of
+//!   the listener's trust state (so reloaded with it): the first key encrypts, every key
+//!   decrypts. Tickets carry the sealing process's random origin, so a ticket from another
+//!   replica never takes the "nothing changed since" shortcut: its chain is verified again.
 //!
 //! A resumed connection gets the chain from the check, so the per-request re-check after a
 //! later reload works exactly as for a full handshake.
@@ -27,6 +31,8 @@ mod cache;
 mod ffi;
 mod keys;
 pub mod ticket;
+
+pub use keys::FileTicketKeys;
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -149,9 +155,10 @@ impl Resumption {
                 let mut chain = Vec::with_capacity(1 + s.intermediates.len());
                 chain.push(peer.to_owned());
                 chain.extend(s.intermediates.iter().cloned());
-                if s.generation == state.generation && now_unix() < s.not_after {
-                    // Nothing was reloaded since the chain verified and it has not expired:
-                    // the verdict stands without redoing the signatures.
+                if s.sealed_here() && s.generation == state.generation && now_unix() < s.not_after {
+                    // This process verified the chain, nothing was reloaded since, and it has
+                    // not expired: the verdict stands without redoing the signatures. A ticket
+                    // sealed by another replica (shared keys) always verifies again.
                     Ok(chain)
                 } else {
                     state.verified_chain(&chain).map_err(|f| f.reason())

@@ -7,13 +7,16 @@ use openssl::x509::X509;
 use crate::time::asn1_unix;
 
 /// Ticket contents version; a ticket of another version is ignored (full handshake).
-const TICKET_MAGIC: &[u8; 4] = b"CGT1";
+const TICKET_MAGIC: &[u8; 4] = b"CGT2";
 /// Intermediates a ticket may carry (the verify depth bounds real chains well below this).
 const MAX_INTERMEDIATES: usize = 8;
 
 /// What certgate seals into a ticket (or keeps beside a cached session).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sealed {
+    /// The process that sealed it ([`origin`]): trust generations count per process, so a
+    /// generation only means "nothing changed since" to the process that counted it.
+    pub origin: u64,
     pub generation: u64,
     /// Earliest notAfter of the chain, unix seconds.
     pub not_after: i64,
@@ -23,6 +26,7 @@ pub struct Sealed {
 impl Sealed {
     pub fn anonymous(generation: u64) -> Sealed {
         Sealed {
+            origin: origin(),
             generation,
             not_after: i64::MAX,
             intermediates: Vec::new(),
@@ -39,15 +43,22 @@ impl Sealed {
             n => chain[1..n - 1].to_vec(),
         };
         Some(Sealed {
+            origin: origin(),
             generation,
             not_after,
             intermediates,
         })
     }
 
+    /// Whether the generation in this ticket was counted by this process (see `origin`).
+    pub fn sealed_here(&self) -> bool {
+        self.origin != 0 && self.origin == origin()
+    }
+
     pub fn encode(&self) -> Option<Vec<u8>> {
         let mut out = Vec::with_capacity(64);
         out.extend_from_slice(TICKET_MAGIC);
+        out.extend_from_slice(&self.origin.to_be_bytes());
         out.extend_from_slice(&self.generation.to_be_bytes());
         out.extend_from_slice(&self.not_after.to_be_bytes());
         out.push(u8::try_from(self.intermediates.len()).ok()?);
@@ -69,6 +80,7 @@ impl Sealed {
         if take(&mut data, 4)? != TICKET_MAGIC {
             return None;
         }
+        let origin = u64::from_be_bytes(take(&mut data, 8)?.try_into().ok()?);
         let generation = u64::from_be_bytes(take(&mut data, 8)?.try_into().ok()?);
         let not_after = i64::from_be_bytes(take(&mut data, 8)?.try_into().ok()?);
         let count = take(&mut data, 1)?[0] as usize;
@@ -81,11 +93,28 @@ impl Sealed {
             intermediates.push(X509::from_der(take(&mut data, len)?).ok()?);
         }
         data.is_empty().then_some(Sealed {
+            origin,
             generation,
             not_after,
             intermediates,
         })
     }
+}
+
+/// This process's random identity, sealed into its tickets. With `tls.session_ticket_keys`
+/// another replica decrypts them too, and its generation 3 is not this process's generation 3:
+/// a ticket from elsewhere always has its chain verified again.
+pub fn origin() -> u64 {
+    static ORIGIN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(|| {
+        let mut b = [0u8; 8];
+        // Without randomness the origin is 0 in every process; 0 is never "sealed here", so
+        // every ticket then takes the full re-check (slower, never wrong).
+        match openssl::rand::rand_bytes(&mut b) {
+            Ok(()) => u64::from_be_bytes(b).max(1),
+            Err(_) => 0,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -103,6 +132,11 @@ mod tests {
         assert_eq!(sealed.intermediates.len(), 1);
         let bytes = sealed.encode().expect("encode");
         assert_eq!(Sealed::decode(&bytes), Some(sealed.clone()));
+        assert!(sealed.sealed_here());
+        let mut elsewhere = sealed.clone();
+        elsewhere.origin ^= 1;
+        let decoded = Sealed::decode(&elsewhere.encode().expect("encode")).expect("decode");
+        assert!(!decoded.sealed_here(), "another replica's ticket");
         for cut in 0..bytes.len() {
             assert_eq!(Sealed::decode(&bytes[..cut]), None, "truncated at {cut}");
         }
