@@ -726,3 +726,150 @@ fn curl_openssl() {
         curl_run(&f, &p, who, tls, "2")
     });
 }
+
+/// The sslyze release `proxy/bootstrap.sh test` installs (its SSLYZE_VERSION): a newer one may
+/// check other things, so a change of version is a commit of its own.
+const SSLYZE_VERSION: &str = "6.3.1";
+
+/// The Python that has sslyze: `CERTGATE_SSLYZE_PYTHON`, else the virtualenv bootstrap.sh
+/// makes (Debian's Python refuses system-wide pip installs).
+fn sslyze_python() -> PathBuf {
+    let python = std::env::var_os("CERTGATE_SSLYZE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME");
+            Path::new(&home).join(format!(
+                ".cache/certgate-tools/sslyze-{SSLYZE_VERSION}/bin/python3"
+            ))
+        });
+    let install = format!(
+        "python3 -m venv ~/.cache/certgate-tools/sslyze-{SSLYZE_VERSION} && ~/.cache/certgate-tools/sslyze-{SSLYZE_VERSION}/bin/pip install sslyze=={SSLYZE_VERSION} (`proxy/bootstrap.sh test` does), or set CERTGATE_SSLYZE_PYTHON"
+    );
+    let version = Command::new(&python)
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version(\"sslyze\"))",
+        ])
+        .output();
+    match version {
+        Ok(o) if o.status.success() => {
+            let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            assert_eq!(
+                v,
+                SSLYZE_VERSION,
+                "{} has sslyze {v}: {install}",
+                python.display()
+            );
+        }
+        other => panic!("no sslyze at {} ({other:?}): {install}", python.display()),
+    }
+    python
+}
+
+/// sslyze's Mozilla "intermediate" check against a listener set up as the README says an
+/// operator would: `certgate pki init`'s CA and server certificate, `client_auth: optional`
+/// (sslyze has no client certificate) and HSTS of two years. sslyze is given our CA with
+/// `--certinfo_ca_file`: the profile's `certificate_path_validation` is met by any trust store
+/// that validates the chain, and no public store (Mozilla, Apple, Android, Java, Windows) can
+/// validate a private CA. That is the one check that needs a publicly trusted certificate, and
+/// it is excluded by construction: the test asserts every public store did refuse the chain,
+/// so the pass comes from our CA only. sslyze 6 does not check the profile's `ocsp_staple`.
+#[test]
+fn sslyze_mozilla_intermediate() {
+    let python = sslyze_python();
+    let w = World::new();
+    let pki_dir = w.path("pki");
+    let out = Command::new(BIN)
+        .args(["pki", "init", "--dir"])
+        .arg(&pki_dir)
+        .args(["--name", "localhost"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pki init: {out:?}");
+    for f in ["ca.pem", "server.pem", "server-key.pem", "crl.pem"] {
+        std::fs::copy(pki_dir.join(f), w.path(f)).unwrap();
+    }
+    let cfg = ProxyConfig {
+        client_auth: "optional",
+        listener_extra: "    hsts: \"max-age=63072000\"\n",
+        ..ProxyConfig::new(upstream())
+    };
+    let p = Proxy::start(&w, &cfg);
+    let json = w.path("sslyze.json");
+    let target = format!("localhost:{}", p.addr.port());
+    let scan = run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "sslyze",
+                "--mozilla_config=intermediate",
+                "--certinfo_ca_file",
+            ])
+            .arg(w.path("ca.pem"))
+            .arg(format!("--json_out={}", json.display()))
+            .arg(&target),
+        None,
+    );
+    assert!(
+        scan.ok && scan.out.contains(&format!("{target}: OK - Compliant.")),
+        "sslyze says certgate is not compliant with Mozilla intermediate: {}{}",
+        scan.out,
+        scan.err
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let result = &report["server_scan_results"][0]["scan_result"];
+    let deployments = result["certificate_info"]["result"]["certificate_deployments"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no certificate_info in {report}"));
+    assert!(!deployments.is_empty());
+    for d in deployments {
+        let mut ours = 0;
+        for v in d["path_validation_results"].as_array().unwrap() {
+            let store = v["trust_store"]["name"].as_str().unwrap_or("");
+            let valid = v["was_validation_successful"].as_bool().unwrap();
+            if v["trust_store"]["path"]
+                .as_str()
+                .is_some_and(|path| path.ends_with("ca.pem"))
+            {
+                assert!(valid, "our CA does not validate the chain: {v}");
+                ours += 1;
+            } else {
+                assert!(
+                    !valid,
+                    "public store {store} validated a private CA's chain: {v}"
+                );
+            }
+        }
+        assert_eq!(ours, 1, "{d}");
+    }
+    // What the compliance verdict stands on, asserted on its own so a change of sslyze's
+    // profile cannot hide a regression of certgate's defaults: TLS 1.2 and 1.3 only, no
+    // finite-field key exchange, and of the classic groups exactly X25519, P-256 and P-384
+    // (sslyze's own OpenSSL cannot offer X25519MLKEM768; tests/tls_groups.rs covers it).
+    for old in ["ssl_2_0", "ssl_3_0", "tls_1_0", "tls_1_1"] {
+        assert_eq!(
+            result[format!("{old}_cipher_suites")]["result"]["is_tls_version_supported"],
+            false,
+            "{old}"
+        );
+    }
+    for v in ["tls_1_2", "tls_1_3"] {
+        let accepted = result[format!("{v}_cipher_suites")]["result"]["accepted_cipher_suites"]
+            .as_array()
+            .unwrap();
+        assert!(!accepted.is_empty(), "{v}");
+        for c in accepted {
+            let name = c["cipher_suite"]["name"].as_str().unwrap();
+            assert!(!name.contains("_DHE_"), "{v} accepts {name}");
+        }
+    }
+    let curves = &result["elliptic_curves"]["result"]["supported_curves"];
+    let names: Vec<&str> = curves
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["X25519", "secp256r1", "secp384r1"], "{curves}");
+}
