@@ -2,7 +2,10 @@
 // key and its chain, java.net.http.HttpClient over HTTP/2 or HTTP/1.1. Used by
 // proxy/tests/interop.rs.
 //
-//   java -cp DIR Client URL CA_FILE KEYSTORE.p12|- PASSWORD 1.2|1.3 1.1|2
+//   java -cp DIR Client URL CA_FILE KEYSTORE.p12|- PASSWORD 1.2|1.3 1.1|2 [any-ca]
+//
+// With "any-ca" the key manager offers the keystore's key whatever CAs the server names (as a
+// custom X509KeyManager does); JSSE's default offers only a key that chains to one of them.
 //
 // Prints "STATUS PROTO TLSVERSION" and the body, or the exception and its causes on stderr
 // and exits 1.
@@ -15,7 +18,14 @@ import java.net.http.HttpResponse;
 import java.security.KeyStore;
 import java.security.cert.CertificateFactory;
 import java.time.Duration;
+import java.net.Socket;
+import java.security.Principal;
+import java.security.PrivateKey;
+import java.security.cert.X509Certificate;
+import javax.net.ssl.KeyManager;
 import javax.net.ssl.KeyManagerFactory;
+import javax.net.ssl.SSLEngine;
+import javax.net.ssl.X509ExtendedKeyManager;
 import javax.net.ssl.SSLContext;
 import javax.net.ssl.SSLParameters;
 import javax.net.ssl.TrustManagerFactory;
@@ -34,8 +44,9 @@ public class Client {
     }
 
     static void run(String[] args) throws Exception {
-        if (args.length != 6) {
-            throw new IllegalArgumentException("usage: Client URL CA KEYSTORE|- PASSWORD 1.2|1.3 1.1|2");
+        boolean anyCa = args.length == 7 && args[6].equals("any-ca");
+        if (args.length != 6 && !anyCa) {
+            throw new IllegalArgumentException("usage: Client URL CA KEYSTORE|- PASSWORD 1.2|1.3 1.1|2 [any-ca]");
         }
         KeyStore trust = KeyStore.getInstance("PKCS12");
         trust.load(null, null);
@@ -56,7 +67,11 @@ public class Client {
             kmf.init(keys, password);
         }
         SSLContext ctx = SSLContext.getInstance("TLS");
-        ctx.init(kmf == null ? null : kmf.getKeyManagers(), tmf.getTrustManagers(), null);
+        KeyManager[] keyManagers = kmf == null ? null : kmf.getKeyManagers();
+        if (anyCa && keyManagers != null) {
+            keyManagers = new KeyManager[] {new AnyCa((X509ExtendedKeyManager) keyManagers[0])};
+        }
+        ctx.init(keyManagers, tmf.getTrustManagers(), null);
 
         SSLParameters params = ctx.getDefaultSSLParameters();
         switch (args[4]) {
@@ -81,5 +96,42 @@ public class Client {
         String tls = resp.sslSession().map(s -> s.getProtocol()).orElse("none");
         String proto = resp.version() == HttpClient.Version.HTTP_2 ? "HTTP/2.0" : "HTTP/1.1";
         System.out.print(resp.statusCode() + " " + proto + " " + tls + "\n" + resp.body());
+    }
+
+    /** Offers the keystore's client key whatever issuers the server asks for. */
+    static final class AnyCa extends X509ExtendedKeyManager {
+        private final X509ExtendedKeyManager inner;
+
+        AnyCa(X509ExtendedKeyManager inner) {
+            this.inner = inner;
+        }
+
+        public String chooseEngineClientAlias(String[] keyType, Principal[] issuers, SSLEngine engine) {
+            return inner.chooseEngineClientAlias(keyType, null, engine);
+        }
+
+        public String chooseClientAlias(String[] keyType, Principal[] issuers, Socket socket) {
+            return inner.chooseClientAlias(keyType, null, socket);
+        }
+
+        public String[] getClientAliases(String keyType, Principal[] issuers) {
+            return inner.getClientAliases(keyType, null);
+        }
+
+        public String chooseServerAlias(String keyType, Principal[] issuers, Socket socket) {
+            return inner.chooseServerAlias(keyType, issuers, socket);
+        }
+
+        public String[] getServerAliases(String keyType, Principal[] issuers) {
+            return inner.getServerAliases(keyType, issuers);
+        }
+
+        public X509Certificate[] getCertificateChain(String alias) {
+            return inner.getCertificateChain(alias);
+        }
+
+        public PrivateKey getPrivateKey(String alias) {
+            return inner.getPrivateKey(alias);
+        }
     }
 }

@@ -1,7 +1,10 @@
 // The Anka agent's and CLI's way of calling a service: crypto/tls with a client certificate
 // chain, net/http over HTTP/2 or HTTP/1.1. Used by proxy/tests/interop.rs.
 //
-//	client URL CA_FILE CHAIN_FILE|- KEY_FILE|- 1.2|1.3 1.1|2
+//	client URL CA_FILE CHAIN_FILE|- KEY_FILE|- 1.2|1.3 1.1|2 [callback]
+//
+// With "callback" the certificate comes from GetClientCertificate, as in agents that rotate
+// their certificate: crypto/tls then sends it whatever CAs the server names.
 //
 // Prints "STATUS PROTO TLSVERSION" and the body, or the error on stderr and exits 1.
 package main
@@ -17,8 +20,8 @@ import (
 )
 
 func main() {
-	if len(os.Args) != 7 {
-		fail(fmt.Errorf("usage: client URL CA CHAIN|- KEY|- 1.2|1.3 1.1|2"))
+	if len(os.Args) != 7 && !(len(os.Args) == 8 && os.Args[7] == "callback") {
+		fail(fmt.Errorf("usage: client URL CA CHAIN|- KEY|- 1.2|1.3 1.1|2 [callback]"))
 	}
 	url, caFile, chainFile, keyFile, version, httpVersion := os.Args[1], os.Args[2], os.Args[3], os.Args[4], os.Args[5], os.Args[6]
 	pem, err := os.ReadFile(caFile)
@@ -36,7 +39,13 @@ func main() {
 		if err != nil {
 			fail(err)
 		}
-		cfg.Certificates = []tls.Certificate{pair}
+		if len(os.Args) == 8 {
+			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				return &pair, nil
+			}
+		} else {
+			cfg.Certificates = []tls.Certificate{pair}
+		}
 	}
 	switch version {
 	case "1.2":
