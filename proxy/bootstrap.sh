@@ -19,6 +19,12 @@ if [ "$step" = test ]; then
   command -v go >/dev/null 2>&1 || need+=(golang-go)
   # promtool and the Prometheus server (proxy/tests/monitoring.rs) come in Debian's prometheus.
   command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+  # The fleet's other clients (proxy/tests/interop.rs): the Jenkins plugin's Java 17 (javac
+  # compiles the test client), GnuTLS, and Python with venv for the pinned sslyze below.
+  command -v javac >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
+  command -v gnutls-cli >/dev/null 2>&1 || need+=(gnutls-bin)
+  command -v python3 >/dev/null 2>&1 || need+=(python3)
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   apt=(apt-get)
@@ -56,6 +62,22 @@ fi
 
 CARGO_DENY_VERSION=0.20.2
 CARGO_FUZZ_VERSION=0.13.2
+# sslyze for proxy/tests/interop.rs (its SSLYZE_VERSION), with every dependency pinned in
+# proxy/tests/interop/requirements-sslyze.txt, in a virtualenv of its own.
+SSLYZE_VERSION=6.3.1
+SSLYZE_VENV="$HOME/.cache/certgate-tools/sslyze-$SSLYZE_VERSION"
+sslyze() {
+  local req=proxy/tests/interop/requirements-sslyze.txt
+  # The stamp is the requirements file as installed: an edited pin reinstalls.
+  if [ -x "$SSLYZE_VENV/bin/python3" ] && cmp -s "$req" "$SSLYZE_VENV/requirements.txt"; then
+    return 0
+  fi
+  echo "bootstrap: installing sslyze $SSLYZE_VERSION into $SSLYZE_VENV" >&2
+  rm -rf "$SSLYZE_VENV"
+  python3 -m venv "$SSLYZE_VENV"
+  "$SSLYZE_VENV/bin/pip" install -q --disable-pip-version-check --no-input -r "$req"
+  cp "$req" "$SSLYZE_VENV/requirements.txt"
+}
 # Installs cargo subcommand $1 at version $2 unless exactly that version is on PATH.
 tool() {
   local have
@@ -86,7 +108,8 @@ case "$step" in
       echo "cargo deny: no local RustSec database; advisories not checked (see proxy/deny.toml)" >&2
     fi
     proxy/fuzz/smoke.sh
-    cargo test --workspace "$@"
+    sslyze
+    CERTGATE_SSLYZE_PYTHON="$SSLYZE_VENV/bin/python3" cargo test --workspace "$@"
     # The container image's runtime stage around the binary just built, run hardened under
     # podman (deploy/README.md). Rootful podman and debootstrap need root, as CI is.
     if [ "$(id -u)" = 0 ]; then

@@ -17,9 +17,10 @@ use super::{issue, now_unix, self_signed_ca, CertSpec, Issued, KeyKind};
 use crate::tls::dn::rfc2253;
 
 const CA_DAYS: i64 = 3650;
-/// The server certificate's whole validity, notBefore to notAfter: the CA/Browser Forum's
-/// 397-day ceiling, so clients that enforce it (Apple platforms, Chrome) accept it too.
-const SERVER_DAYS: i64 = 397;
+/// The server certificate's whole validity, notBefore to notAfter: Mozilla's "intermediate"
+/// TLS profile allows at most 366 days (sslyze's compliance check flags more), which also
+/// keeps under the CA/Browser Forum's 397-day ceiling that Apple platforms and Chrome enforce.
+const SERVER_DAYS: i64 = 366;
 /// The server certificate's notBefore, in days from now: backdated for clocks that lag ours.
 const SERVER_BACKDATE_DAYS: i64 = 1;
 const CRL_DAYS: i64 = 365;
