@@ -69,22 +69,27 @@ impl UpstreamSlots {
     ) -> pingora::Result<Held> {
         let deadline = tokio::time::Instant::now() + self.wait;
         let mut permits = Vec::with_capacity(3);
-        let busy = |what| Error::explain(ErrorType::Custom(what), "no free upstream slot");
+        let busy = |what, context| Error::explain(ErrorType::Custom(what), context);
         if let Some(conn) = conn {
             let pool = conn.header_guard.upstream_slots(self.per_connection);
             match tokio::time::timeout_at(deadline, pool.acquire_owned()).await {
                 Ok(Ok(p)) => permits.push(p),
-                _ => return Err(busy(BUSY)),
+                _ => return Err(busy(BUSY, "no free upstream slot on this connection")),
             }
         }
         let (lease, pool) = ClientSlots::lease(&self.clients, client);
         match tokio::time::timeout_at(deadline, pool.acquire_owned()).await {
             Ok(Ok(p)) => permits.push(p),
-            _ => return Err(busy(CLIENT_BUSY)),
+            _ => {
+                return Err(busy(
+                    CLIENT_BUSY,
+                    "this client's limits.upstream_per_client slots are all in use",
+                ))
+            }
         }
         match tokio::time::timeout_at(deadline, self.listener.clone().acquire_owned()).await {
             Ok(Ok(p)) => permits.push(p),
-            _ => return Err(busy(BUSY)),
+            _ => return Err(busy(BUSY, "no free upstream slot")),
         }
         Ok(Held {
             _permits: permits,
