@@ -325,3 +325,49 @@ async fn a_stalled_request_body_gets_408_on_every_path_and_frees_its_slot() {
     let line = p.access_line("status=\"408\"");
     assert!(line.contains("path=\"/up\""), "{line}");
 }
+
+#[test]
+fn the_per_client_bound_holds_on_pingoras_path_too() {
+    let w = World::new();
+    let up = upstream();
+    let mut cfg = ProxyConfig::new(up);
+    cfg.listener_extra = "    timeouts: { connect: 1s, request_body: 3s }\n    limits: { upstream_per_connection: 2, upstream_connections: 4, upstream_per_client: 1 }\n";
+    let p = Proxy::start(&w, &cfg);
+    let who = client(&[("O", "ci"), ("CN", "twice")], &w.ca);
+    // A Connection header naming another header leaves the request to Pingora's HttpProxy.
+    let head = "POST /up HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive, x-trace\r\nX-Trace: 1\r\nContent-Length: 100\r\n\r\n";
+    // Two stalled uploads of one client on two connections: one holds the client's slot until
+    // its body times out (408), the other finds it taken for timeouts.connect (503), though
+    // the listener has slots to spare.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| stalled_h1(&w, &p, &who, head));
+        let b = s.spawn(|| stalled_h1(&w, &p, &who, head));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let mut answers = [a, b];
+    answers.sort_by_key(|(_, took)| *took);
+    let [(first, first_took), (second, second_took)] = answers;
+    eprintln!("HttpProxy: 503 after {first_took:?}, 408 after {second_took:?}");
+    assert!(first.starts_with("HTTP/1.1 503"), "{first}");
+    assert_eq!(
+        raw_reason(&first),
+        "too many concurrent requests from this client"
+    );
+    assert!(
+        first_took >= Duration::from_millis(950) && first_took < Duration::from_secs(3),
+        "503 after {first_took:?}"
+    );
+    assert!(second.starts_with("HTTP/1.1 408"), "{second}");
+    assert!(
+        second_took >= Duration::from_millis(2950),
+        "408 after {second_took:?}"
+    );
+    assert_eq!(
+        metric(
+            &p.metrics(),
+            "certgate_upstream_errors_total",
+            &[("kind", "busy_client")]
+        ),
+        1.0
+    );
+}
