@@ -273,10 +273,16 @@ fn host_problem(req: &RequestHeader) -> Option<&'static str> {
 /// Whom the request counts against for `limits.upstream_per_client`: its verified certificate,
 /// else its address.
 fn client_key(session: &Session, ctx: &RequestCtx) -> slots::ClientKey {
-    match (&ctx.identity, client_ip(session)) {
-        (Some(id), _) => slots::ClientKey::Cert(id.fingerprint_sha256.as_str().into()),
-        (None, Some(ip)) => slots::ClientKey::Addr(ip),
-        (None, None) => slots::ClientKey::Unknown,
+    if let Some(id) = &ctx.identity {
+        // Kept as bytes: a fixed-size key that needs no allocation per request.
+        let mut fingerprint = [0u8; 32];
+        if hex::decode_to_slice(&id.fingerprint_sha256, &mut fingerprint).is_ok() {
+            return slots::ClientKey::Cert(fingerprint);
+        }
+    }
+    match client_ip(session) {
+        Some(ip) => slots::ClientKey::Addr(ip),
+        None => slots::ClientKey::Unknown,
     }
 }
 

@@ -28,7 +28,7 @@ pub const CLIENT_BUSY: &str = "busy_client";
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ClientKey {
     /// The certificate's SHA-256 fingerprint.
-    Cert(Arc<str>),
+    Cert([u8; 32]),
     Addr(IpAddr),
     /// No address known (not TCP): such requests share one allowance.
     Unknown,
@@ -212,7 +212,7 @@ mod tests {
         let _a2 = s.take(None, addr(1)).await.unwrap();
         let third = s.take(None, addr(1)).await.err().unwrap();
         assert_eq!(third.etype(), &ErrorType::Custom(CLIENT_BUSY));
-        let cert = ClientKey::Cert("ab".into());
+        let cert = ClientKey::Cert([0xab; 32]);
         let _b = s.take(None, cert.clone()).await.unwrap();
         let _b2 = s.take(None, cert).await.unwrap();
         // The listener is full now: a third client waits on the listener, not on itself.
