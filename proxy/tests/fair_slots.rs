@@ -217,6 +217,16 @@ async fn flood_leaves_room_for_another_client(with_cert: bool) {
         "{counted} refusals counted for {} answered",
         answers.len()
     );
+    let answered_503 = metric(
+        &m,
+        "certgate_requests_total",
+        &[("code", "503"), ("listener", "test")],
+    );
+    assert!(
+        answered_503 >= answers.len() as f64,
+        "{answered_503} 503s in certgate_requests_total for {} answered",
+        answers.len()
+    );
     let line = p.access_line("status=\"503\"");
     assert!(line.contains("limits.upstream_per_client"), "{line}");
 }
