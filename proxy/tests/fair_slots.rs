@@ -381,3 +381,84 @@ fn the_per_client_bound_holds_on_pingoras_path_too() {
         1.0
     );
 }
+
+/// An HTTP/2 connection as `who` whose client never grants the server any window: each of
+/// its streams holds its upstream request until `timeouts.read` ends it.
+async fn h2_zero_window(
+    w: &World,
+    p: &Proxy,
+    who: &Issued,
+) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let ssl = tls_connector(w, Some(who), b"\x02h2")
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
+        .unwrap();
+    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut tls).connect().await.unwrap();
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake(tls)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_window_connections_of_one_client_share_its_slots() {
+    let w = World::new();
+    let up = RawUpstream::start(RawReply::Big(1 << 20));
+    let mut cfg = ProxyConfig::new(up.addr);
+    cfg.listener_extra = "    timeouts: { read: 2s, connect: 1s }\n    limits: { upstream_per_connection: 4, upstream_connections: 8, upstream_per_client: 2 }\n";
+    let p = Proxy::start(&w, &cfg);
+    let who = client(&[("O", "ci"), ("CN", "zero-window")], &w.ca);
+    let port = p.addr.port();
+    // Three connections × 4 streams that never read: the connection bound alone would let
+    // them hold all 8 listener slots.
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let send = h2_zero_window(&w, &p, &who).await;
+        for i in 0..4 {
+            let send = send.clone();
+            streams.push(tokio::spawn(async move {
+                let req = http::Request::get(format!("https://localhost:{port}/big/{i}"))
+                    .body(())
+                    .unwrap();
+                let Ok(mut send) = send.ready().await else {
+                    return;
+                };
+                let Ok((resp, _)) = send.send_request(req, true) else {
+                    return;
+                };
+                let Ok(resp) = resp.await else { return };
+                let mut body = resp.into_body();
+                // Never released: the window stays at zero, so no DATA can arrive.
+                while let Some(Ok(_)) = body.data().await {}
+            }));
+        }
+    }
+    for s in streams {
+        tokio::time::timeout(Duration::from_secs(60), s)
+            .await
+            .expect("a stalled stream was never ended by certgate")
+            .unwrap();
+    }
+    let (_, max) = up.active();
+    eprintln!("three zero-window connections of one client: at most {max} upstream connections");
+    assert!(
+        (1..=2).contains(&max),
+        "{max} upstream connections for one client"
+    );
+    assert!(
+        metric(
+            &p.metrics(),
+            "certgate_upstream_errors_total",
+            &[("kind", "busy_client")]
+        ) >= 1.0,
+        "the streams beyond the client's share were refused"
+    );
+}
