@@ -203,16 +203,20 @@ pub enum UpstreamError {
     Protocol,
     /// No free upstream slot within the connect timeout.
     Busy,
+    /// The client had `limits.upstream_per_client` requests at the upstream for the whole
+    /// connect timeout.
+    BusyClient,
 }
 
 impl UpstreamError {
-    pub const ALL: [UpstreamError; 6] = [
+    pub const ALL: [UpstreamError; 7] = [
         UpstreamError::ConnectRefused,
         UpstreamError::ConnectTimeout,
         UpstreamError::Timeout,
         UpstreamError::ConnectError,
         UpstreamError::Protocol,
         UpstreamError::Busy,
+        UpstreamError::BusyClient,
     ];
 
     pub fn label(self) -> &'static str {
@@ -223,6 +227,7 @@ impl UpstreamError {
             UpstreamError::ConnectError => "connect_error",
             UpstreamError::Protocol => "protocol",
             UpstreamError::Busy => "busy",
+            UpstreamError::BusyClient => "busy_client",
         }
     }
 }

@@ -173,6 +173,9 @@ pub struct Timeouts {
     pub read: Duration,
     pub idle: Duration,
     pub handshake: Duration,
+    /// Longest a request body may go without a byte arriving; then the request ends with 408
+    /// and gives back its upstream slots.
+    pub request_body: Duration,
 }
 
 impl Default for Timeouts {
@@ -182,6 +185,7 @@ impl Default for Timeouts {
             read: Duration::from_secs(300),
             idle: Duration::from_secs(60),
             handshake: Duration::from_secs(10),
+            request_body: Duration::from_secs(60),
         }
     }
 }
@@ -203,6 +207,10 @@ pub struct Limits {
     pub upstream_per_connection: usize,
     /// Requests of the whole listener talking to the upstream at the same time.
     pub upstream_connections: usize,
+    /// Requests of one client (a verified certificate, else an address) talking to the
+    /// upstream at the same time, over all its connections; at most half of
+    /// `upstream_connections`, so one client can never hold every slot.
+    pub upstream_per_client: usize,
 }
 
 impl Default for Limits {
@@ -214,6 +222,7 @@ impl Default for Limits {
             header_read: Duration::from_secs(10),
             upstream_per_connection: 32,
             upstream_connections: 1024,
+            upstream_per_client: 128,
         }
     }
 }

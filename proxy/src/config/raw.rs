@@ -97,6 +97,7 @@ pub struct RawTimeouts {
     pub read: Option<String>,
     pub idle: Option<String>,
     pub handshake: Option<String>,
+    pub request_body: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -108,6 +109,7 @@ pub struct RawLimits {
     pub header_read: Option<String>,
     pub upstream_per_connection: Option<usize>,
     pub upstream_connections: Option<usize>,
+    pub upstream_per_client: Option<usize>,
 }
 
 #[derive(Deserialize, Debug)]

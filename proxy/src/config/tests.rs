@@ -252,3 +252,53 @@ fn admin_clients_max_defaults_and_is_bounded() {
         );
     }
 }
+
+#[test]
+fn upstream_per_client_is_at_most_half_the_listener_and_request_body_is_checked() {
+    let l = &load(MINIMAL).unwrap().listeners[0];
+    assert_eq!(l.limits.upstream_per_client, 128);
+    assert_eq!(l.timeouts.request_body, std::time::Duration::from_secs(60));
+
+    // Left out, the default follows a small pool down to half of it.
+    let text = format!("{MINIMAL}    limits: {{ upstream_connections: 64 }}\n");
+    assert_eq!(
+        load(&text).unwrap().listeners[0].limits.upstream_per_client,
+        32
+    );
+    let text =
+        format!("{MINIMAL}    limits: {{ upstream_per_connection: 1, upstream_connections: 1 }}\n");
+    assert_eq!(
+        load(&text).unwrap().listeners[0].limits.upstream_per_client,
+        1
+    );
+    let text = format!(
+        "{MINIMAL}    limits: {{ upstream_connections: 64, upstream_per_client: 8 }}\n    timeouts: {{ request_body: 1s }}\n"
+    );
+    let l = &load(&text).unwrap().listeners[0];
+    assert_eq!(l.limits.upstream_per_client, 8);
+    assert_eq!(l.timeouts.request_body, std::time::Duration::from_secs(1));
+
+    // Written out above half, it is refused with the key and the largest allowed value.
+    let e = load(&format!(
+        "{MINIMAL}    limits: {{ upstream_connections: 64, upstream_per_client: 33 }}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("listeners[0].limits.upstream_per_client") && e.contains("at most 32"),
+        "{e}"
+    );
+    let e = load(&format!(
+        "{MINIMAL}    limits: {{ upstream_per_client: 0 }}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("limits.upstream_per_client"), "{e}");
+    let e = load(&format!("{MINIMAL}    timeouts: {{ request_body: 0s }}\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("listeners[0].timeouts.request_body") && e.contains("omit it for 60s"),
+        "{e}"
+    );
+}

@@ -273,7 +273,19 @@ impl Validator<'_> {
         t: RawTimeouts,
     ) -> Result<Timeouts, ConfigError> {
         let d = Timeouts::default();
+        let request_body = self.duration(
+            &key("timeouts.request_body"),
+            t.request_body.as_deref(),
+            d.request_body,
+        )?;
+        if request_body.is_zero() {
+            return Err(self.err(
+                &key("timeouts.request_body"),
+                "must be more than 0 (every request with a body would end with 408); omit it for 60s",
+            ));
+        }
         Ok(Timeouts {
+            request_body,
             connect: self.duration(&key("timeouts.connect"), t.connect.as_deref(), d.connect)?,
             read: self.duration(&key("timeouts.read"), t.read.as_deref(), d.read)?,
             idle: self.duration(&key("timeouts.idle"), t.idle.as_deref(), d.idle)?,
@@ -287,7 +299,7 @@ impl Validator<'_> {
 
     fn limits(&self, key: &dyn Fn(&str) -> String, r: RawLimits) -> Result<Limits, ConfigError> {
         let d = Limits::default();
-        let limits = Limits {
+        let mut limits = Limits {
             max_connections: r.max_connections.unwrap_or(d.max_connections),
             connections_per_ip: r.connections_per_ip.unwrap_or(d.connections_per_ip),
             max_header_bytes: r.max_header_bytes.unwrap_or(d.max_header_bytes),
@@ -300,6 +312,31 @@ impl Validator<'_> {
                 .upstream_per_connection
                 .unwrap_or(d.upstream_per_connection),
             upstream_connections: r.upstream_connections.unwrap_or(d.upstream_connections),
+            upstream_per_client: 0,
+        };
+        // Half the listener's slots, so a second client always finds some; a listener with
+        // one slot cannot be shared, and its one client gets it.
+        let most_per_client = (limits.upstream_connections / 2).max(1);
+        // Left out, the default follows a smaller `upstream_connections` down; written out, a
+        // value above half is refused rather than quietly lowered.
+        limits.upstream_per_client = match r.upstream_per_client {
+            None => d.upstream_per_client.min(most_per_client),
+            Some(0) => {
+                return Err(self.err(
+                    &key("limits.upstream_per_client"),
+                    "must be at least 1 (0 would refuse every request)",
+                ))
+            }
+            Some(n) if n > most_per_client => {
+                return Err(self.err(
+                    &key("limits.upstream_per_client"),
+                    format!(
+                        "{n} is more than half of limits.upstream_connections ({}): one client could take every upstream slot; use at most {most_per_client}, or omit it",
+                        limits.upstream_connections
+                    ),
+                ))
+            }
+            Some(n) => n,
         };
         if limits.upstream_per_connection == 0 {
             return Err(self.err(&key("limits.upstream_per_connection"), "must be at least 1"));

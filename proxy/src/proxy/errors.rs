@@ -1,4 +1,4 @@
-//! The JSON error answers (400, 401, 403, 502, 503, 504), shaped like Anka's own envelope so its clients can
+//! The JSON error answers (400, 401, 403, 408, 502, 503, 504), shaped like Anka's own envelope so its clients can
 //! read them: `{"status":"FAIL","message":M,"reason":R}`.
 
 use bytes::Bytes;
@@ -71,6 +71,16 @@ pub fn classify_error(e: &Error) -> (u16, String, Option<UpstreamError>) {
             "too many concurrent requests".into(),
             Some(UpstreamError::Busy),
         ),
+        Custom(slots::CLIENT_BUSY) => (
+            503,
+            "too many concurrent requests from this client".into(),
+            Some(UpstreamError::BusyClient),
+        ),
+        // The client's body stalled (`timeouts.request_body`): the client's doing, not the
+        // upstream's.
+        ReadTimedout if e.esource() == &pingora::ErrorSource::Downstream => {
+            (408, "request body timeout".into(), None)
+        }
         ConnectTimedout => (
             504,
             "connect timeout".into(),
@@ -161,6 +171,11 @@ mod tests {
                 503,
                 Some(UpstreamError::Busy),
             ),
+            (
+                ErrorType::Custom(slots::CLIENT_BUSY),
+                503,
+                Some(UpstreamError::BusyClient),
+            ),
             (ErrorType::HTTPStatus(413), 413, None),
         ];
         for (etype, status, kind) in cases {
@@ -190,6 +205,12 @@ mod tests {
         assert_eq!(
             classify_error(&malformed),
             (400, "malformed request".into(), None)
+        );
+        // A stalled request body is the client's: 408, not the upstream's 504.
+        let stalled = Error::new_down(ErrorType::ReadTimedout);
+        assert_eq!(
+            classify_error(&stalled),
+            (408, "request body timeout".into(), None)
         );
         let ours = Error::new_in(ErrorType::InternalError);
         assert_eq!(classify_error(&ours).0, 500);

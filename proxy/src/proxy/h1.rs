@@ -227,6 +227,13 @@ impl Forwarder {
             }
         }
         let mut response_done = false;
+        // A body that makes no progress for `request_body` ends the request with 408 and
+        // frees its slots: without it one byte now and then would hold them up to `read` (the
+        // HTTP/2 stream has no read timeout of its own). Re-armed after each piece is passed
+        // on, so a slow upstream does not count against the client.
+        let stall_limit = self.proxy.listener.config.timeouts.request_body;
+        let stall = tokio::time::sleep(stall_limit);
+        tokio::pin!(stall);
         while !(body.sent && response_done) {
             // The client's side: body to forward, or (once it is all read) watched for closing.
             let watch_client = if body.client_done {
@@ -258,6 +265,14 @@ impl Forwarder {
                         body.client_done = true;
                         body.send(up, None).await;
                     }
+                    stall.as_mut().reset(tokio::time::Instant::now() + stall_limit);
+                }
+                _ = &mut stall, if !body.client_done && body.send_error.is_none() => {
+                    let e = Error::explain(
+                        ErrorType::ReadTimedout,
+                        format!("request body made no progress for {stall_limit:?}"),
+                    );
+                    return (false, false, Some(e.into_down()));
                 }
                 else => break,
             }

@@ -75,8 +75,9 @@ pub struct RequestCtx {
     policy: Option<Arc<Policy>>,
     /// The trust generation the identity was read under.
     generation: u64,
-    /// This request's upstream slots (its connection's and the listener's), held to its end.
-    slots: Vec<tokio::sync::OwnedSemaphorePermit>,
+    /// This request's upstream slots (its connection's, its client's and the listener's),
+    /// held to its end.
+    slots: Option<slots::Held>,
     /// Set once the upstream switched protocols; unregisters the tunnel when the request ends.
     tunnel: Option<tunnels::Registration>,
 }
@@ -170,9 +171,13 @@ impl CertgateProxy {
         } else {
             session.set_keepalive(Some(self.listener.config.timeouts.idle.as_secs().max(1)));
         }
-        let read = self.listener.config.timeouts.read;
-        session.set_read_timeout(Some(read));
-        session.set_write_timeout(Some(read));
+        let t = &self.listener.config.timeouts;
+        // Within a request, HTTP/1.1 reads from the client are only of its body (the idle
+        // watch between requests has no timeout), so this bounds a stalled body; an upgraded
+        // connection gets `read` back in `response_filter`. HTTP/2 bodies are timed by the
+        // forwarder itself.
+        session.set_read_timeout(Some(t.read.min(t.request_body)));
+        session.set_write_timeout(Some(t.read));
     }
 
     /// Who is asking, as of the trust state current now (revocation reaches open connections).
@@ -290,6 +295,22 @@ fn host_problem(req: &RequestHeader) -> Option<&'static str> {
     }
 }
 
+/// Whom the request counts against for `limits.upstream_per_client`: its verified certificate,
+/// else its address.
+fn client_key(session: &Session, ctx: &RequestCtx) -> slots::ClientKey {
+    if let Some(id) = &ctx.identity {
+        // Kept as bytes: a fixed-size key that needs no allocation per request.
+        let mut fingerprint = [0u8; 32];
+        if hex::decode_to_slice(&id.fingerprint_sha256, &mut fingerprint).is_ok() {
+            return slots::ClientKey::Cert(fingerprint);
+        }
+    }
+    match client_ip(session) {
+        Some(ip) => slots::ClientKey::Addr(ip),
+        None => slots::ClientKey::Unknown,
+    }
+}
+
 /// The client's IP as the upstream should see it (from the PROXY header when one was used).
 fn client_ip(session: &Session) -> Option<IpAddr> {
     session
@@ -315,7 +336,7 @@ impl ProxyHttp for CertgateProxy {
             content_length: None,
             policy: None,
             generation: 0,
-            slots: Vec::new(),
+            slots: None,
             tunnel: None,
         }
     }
@@ -367,8 +388,9 @@ impl ProxyHttp for CertgateProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        if ctx.slots.is_empty() {
-            ctx.slots = self.slots.take(conn_auth(session)).await?;
+        if ctx.slots.is_none() {
+            let client = client_key(session, ctx);
+            ctx.slots = Some(self.slots.take(conn_auth(session), client).await?);
         }
         self.upstream.peer().await
     }
@@ -412,6 +434,8 @@ impl ProxyHttp for CertgateProxy {
             resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, h.clone())?;
         }
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && ctx.tunnel.is_none() {
+            // A tunnel's bytes are no request body: a quiet WebSocket may idle up to `read`.
+            session.set_read_timeout(Some(self.listener.config.timeouts.read));
             self.register_tunnel(session, ctx);
         }
         Ok(())
