@@ -33,7 +33,12 @@ impl HttpServerApp for Http {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         if session.is_http2() && h2::eligible(session.req_header()) {
-            return self.direct.serve(h2::session(session), shutdown).await;
+            // Never `Some`: an HTTP/2 stream does not hand back its connection.
+            return self
+                .direct
+                .serve(h2::session(session), shutdown)
+                .await
+                .map(|next| next.into_reused());
         }
         self.proxy.process_new_http(session, shutdown).await
     }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
+use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::SocketDigest;
@@ -250,5 +250,12 @@ impl ServerApp for ListenerApp {
             next = self.http.process_new(stream, shutdown).await;
         }
         None
+    }
+
+    /// Ends the connections waiting inside `HttpProxy` for their next request (those whose last
+    /// request it served, see `http1`) when the listener stops accepting, as Pingora's own
+    /// `ServerApp` for an `HttpProxy` does.
+    async fn cleanup(&self) {
+        self.http.http_cleanup().await
     }
 }

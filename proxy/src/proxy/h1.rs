@@ -7,6 +7,7 @@
 //! upgrade, `Expect`, HTTP/1.0, a header not complete in the first bytes, CONNECT) stays on
 //! `HttpProxy`: see [`eligible`] and [`super::h2::eligible`].
 
+use bytes::BytesMut;
 use http::header;
 use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
 use pingora::connectors::http::v1::Connector;
@@ -15,13 +16,15 @@ use pingora::http::RequestHeader;
 use pingora::protocols::http::authority::validate_request_authority;
 use pingora::protocols::http::v1::client::HttpSession as Upstream;
 use pingora::protocols::http::{HttpTask, ServerSession};
+use pingora::protocols::Stream;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::Peer;
 use pingora::{Error, ErrorType};
 
-use super::{CertgateProxy, RequestCtx};
+use super::access_log::{self, Early, RequestLine};
+use super::{client_ip, errors, CertgateProxy, RequestCtx};
 
 /// Header lines read from the first bytes; a request with more goes to `HttpProxy`.
 const MAX_HEADERS: usize = 64;
@@ -70,6 +73,26 @@ pub fn eligible(first: &[u8]) -> bool {
     hosts == 1 && !(length && chunked)
 }
 
+/// Whether `first` holds the start of a request header and not yet its end.
+pub fn partial(first: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    matches!(req.parse(first), Ok(httparse::Status::Partial))
+}
+
+/// Whether Pingora's parser is certain to refuse the request whose first bytes are `first`:
+/// httparse refuses a header name, value or line ending in them. Pingora parses with the same
+/// httparse and retries only token and version errors (escaping the request line), and with
+/// more header lines than [`MAX_HEADERS`]: those stay Pingora's to decide.
+pub fn malformed(first: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    matches!(
+        req.parse(first),
+        Err(httparse::Error::HeaderName | httparse::Error::HeaderValue | httparse::Error::NewLine)
+    )
+}
+
 fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|b| *b == b',')
@@ -88,6 +111,26 @@ pub struct Forwarder {
 /// Whether the client connection can carry another request, and the error that ended this one.
 type Outcome = (bool, Option<Box<Error>>);
 
+/// A client connection ready for its next request: what this request left for it (keep-alive
+/// settings) and, apart, the bytes of the next request already read (a pipelining client's,
+/// RFC 9112 §9.3.2), so the keep-alive loop can decide that request's path from them.
+pub struct Next {
+    pub stream: Stream,
+    pub settings: HttpPersistentSettings,
+    pub pipelined: Option<BytesMut>,
+}
+
+impl Next {
+    /// For Pingora's loop, which takes the bytes inside the settings.
+    pub fn into_reused(self) -> ReusedHttpStream {
+        let mut settings = self.settings;
+        if let Some(bytes) = self.pipelined {
+            settings.set_pipelined_prefix(bytes);
+        }
+        ReusedHttpStream::new(self.stream, Some(settings))
+    }
+}
+
 impl Forwarder {
     pub fn new(proxy: CertgateProxy, conf: &ServerConf) -> Forwarder {
         Forwarder {
@@ -100,22 +143,25 @@ impl Forwarder {
     /// One request of `session` (for HTTP/1.1, its first bytes already handed to it; an HTTP/2
     /// stream's header is read already), start to end; returns the HTTP/1.1 connection when it
     /// can carry another request (an HTTP/2 stream never can: the connection is Pingora's).
-    pub async fn serve(
-        &self,
-        mut session: Session,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+    pub async fn serve(&self, mut session: Session, shutdown: &ShutdownWatch) -> Option<Next> {
         let p = &self.proxy;
+        let start = std::time::Instant::now();
         match session.downstream_session.read_request().await {
             Ok(true) => {}
             Ok(false) => return None,
             Err(e) => {
-                // As `HttpProxy` does: a header Pingora refuses gets its plain 400; a broken
-                // connection gets nothing.
+                // A header Pingora refuses (its framing checks, after the first bytes parsed)
+                // gets the JSON 400, logged and counted; a broken connection gets nothing.
                 if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
-                    let _ = session.downstream_session.respond_error(400).await;
+                    // Pingora's summary: "METHOD path, Host: h", its method `-` when unparsed.
+                    let summary = session.downstream_session.request_summary();
+                    let line = summary.split(", Host:").next().unwrap_or_default();
+                    let request = RequestLine::parse(line.as_bytes());
+                    self.refuse_early(&mut session, 400, "malformed request", &request, start)
+                        .await;
+                } else {
+                    session.downstream_session.shutdown().await;
                 }
-                session.downstream_session.shutdown().await;
                 return None;
             }
         }
@@ -150,6 +196,39 @@ impl Forwarder {
         self.finish(session, &mut ctx, reuse, error).await
     }
 
+    /// A request whose first bytes hold a header Pingora's parser would refuse (see
+    /// [`malformed`]): answered with the JSON 400 before anything parses it.
+    pub async fn refuse_malformed(&self, mut session: Session, request: RequestLine) {
+        let start = std::time::Instant::now();
+        self.refuse_early(&mut session, 400, "malformed request", &request, start)
+            .await;
+    }
+
+    /// An answer before the proxy phases: the JSON error (the connection closes after it),
+    /// then the access log line and the request metrics.
+    async fn refuse_early(
+        &self,
+        session: &mut Session,
+        status: u16,
+        reason: &str,
+        request: &RequestLine,
+        start: std::time::Instant,
+    ) {
+        session.set_keepalive(None);
+        if let Err(e) = errors::respond(session, status, reason, self.proxy.hsts()).await {
+            tracing::debug!(error = %e, "could not send the error response");
+        }
+        access_log::early(&Early {
+            listener: &self.proxy.listener.config.name,
+            client: client_ip(session),
+            request,
+            status,
+            reason,
+            start,
+        });
+        session.downstream_session.shutdown().await;
+    }
+
     /// `logging`, then the connection for the next request if it can carry one.
     async fn finish(
         &self,
@@ -157,7 +236,7 @@ impl Forwarder {
         ctx: &mut RequestCtx,
         reuse: bool,
         error: Option<Box<Error>>,
-    ) -> Option<ReusedHttpStream> {
+    ) -> Option<Next> {
         self.proxy
             .logging(&mut session, error.as_deref(), ctx)
             .await;
@@ -165,8 +244,18 @@ impl Forwarder {
             return None;
         }
         let settings = HttpPersistentSettings::for_session(&session);
-        let stream = session.downstream_session.finish().await.ok().flatten()?;
-        Some(ReusedHttpStream::from_reusable_stream(stream, settings))
+        let (stream, pipelined) = session
+            .downstream_session
+            .finish()
+            .await
+            .ok()
+            .flatten()?
+            .into_parts();
+        Some(Next {
+            stream,
+            settings,
+            pipelined,
+        })
     }
 
     /// One attempt: an upstream connection (pooled when one is idle), the exchange, and the

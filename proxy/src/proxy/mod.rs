@@ -8,7 +8,7 @@
 
 /// Kept at its old path; the verdict is the policy's now.
 pub use crate::policy::authorize as access;
-mod access_log;
+pub mod access_log;
 pub mod dialects;
 pub mod errors;
 mod forward;
