@@ -81,3 +81,174 @@ fn pipelined_requests_are_answered_in_order_on_both_forwarding_paths() {
         assert!(line.contains("status=\"200\""), "{line}");
     }
 }
+
+/// How many access-log lines of `p` contain every one of `needles`.
+fn access_lines(p: &Proxy, needles: &[&str]) -> usize {
+    p.log_text()
+        .lines()
+        .filter(|l| l.contains("certgate::access") && needles.iter().all(|n| l.contains(n)))
+        .count()
+}
+
+/// The JSON error body of a raw HTTP/1.1 answer, and its head in lower case.
+fn json_answer(raw: &str) -> (String, serde_json::Value) {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+    let body = serde_json::from_str(body).unwrap_or_else(|_| panic!("no JSON body: {raw}"));
+    (head.to_ascii_lowercase(), body)
+}
+
+const HSTS: &str = "max-age=63072000";
+
+#[test]
+fn answers_certgate_gives_itself_carry_the_error_headers_and_are_logged_once_and_counted() {
+    let w = World::new();
+    let up = RawUpstream::start(RawReply::Ok);
+    let who = client(&[("O", "ci"), ("CN", "early")], &w.ca);
+    let mut cfg = ProxyConfig::new(up.addr);
+    let extra = format!(
+        "    hsts: \"{HSTS}\"\n    limits: {{ header_read: 1s, max_header_bytes: 16384 }}\n"
+    );
+    cfg.listener_extra = &extra;
+    let p = Proxy::start(&w, &cfg);
+    let before = p.metrics();
+    let count = |text: &str, code: &str| {
+        metric(
+            text,
+            "certgate_requests_total",
+            &[("listener", "test"), ("code", code)],
+        )
+    };
+    let durations = |text: &str| {
+        metric(
+            text,
+            "certgate_request_duration_seconds_count",
+            &[("listener", "test")],
+        )
+    };
+
+    // Refused by the parser: a header name with a space, and two differing Content-Lengths
+    // (refused by Pingora after the request line and headers parsed).
+    for (path, head) in [
+        (
+            "/early/1",
+            "GET /early/1?secret=s HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",
+        ),
+        (
+            "/early/2",
+            "POST /early/2 HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 2\r\n\r\nab",
+        ),
+    ] {
+        let raw = raw_https(&w, &p, Some(&who), head.as_bytes());
+        assert!(raw.starts_with("HTTP/1.1 400"), "{path}: {raw}");
+        let (head, body) = json_answer(&raw);
+        assert_eq!(body["message"], "Bad Request", "{raw}");
+        assert!(head.contains("cache-control: no-store"), "{raw}");
+        assert!(
+            head.contains(&format!("strict-transport-security: {HSTS}")),
+            "{raw}"
+        );
+        let line = p.access_line(&format!("path=\"{path}\""));
+        assert!(line.contains("status=\"400\""), "{line}");
+        assert!(line.contains("client=\"127.0.0.1\""), "{line}");
+        assert!(!line.contains("secret"), "{line}");
+    }
+    assert!(p
+        .access_line("path=\"/early/1\"")
+        .contains("method=\"GET\""));
+    assert!(p
+        .access_line("path=\"/early/2\"")
+        .contains("method=\"POST\""));
+
+    // The header guard: 431 for a 20 KB header, 408 for one never finished.
+    let big = format!(
+        "GET /early/3 HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(20_000)
+    );
+    let slow = "GET /early/4 HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    for (path, status, head) in [("/early/3", "431", big.as_str()), ("/early/4", "408", slow)] {
+        let raw = raw_https(&w, &p, Some(&who), head.as_bytes());
+        assert!(
+            raw.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path}: {raw}"
+        );
+        let (head, body) = json_answer(&raw);
+        assert_eq!(body["status"], "FAIL", "{raw}");
+        for h in [
+            "content-type: application/json",
+            "cache-control: no-store",
+            "connection: close",
+        ] {
+            assert!(head.contains(h), "{h}: {raw}");
+        }
+        assert!(
+            head.contains(&format!("strict-transport-security: {HSTS}")),
+            "{raw}"
+        );
+        let line = p.access_line(&format!("path=\"{path}\""));
+        for field in [
+            &format!("status=\"{status}\"") as &str,
+            "method=\"GET\"",
+            "client=\"127.0.0.1\"",
+            "decision=\"deny\"",
+        ] {
+            assert!(line.contains(field), "{field}: {line}");
+        }
+    }
+    // The 408 came after header_read: its duration says so.
+    let line = p.access_line("path=\"/early/4\"");
+    let ms: f64 = line
+        .split("duration_ms=")
+        .nth(1)
+        .and_then(|v| v.trim_matches('"').split(['"', ' ']).next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no duration: {line}"));
+    assert!(ms >= 900.0, "{line}");
+
+    // HTTP/2: the same 20 KB header gets 431 under the same limit; a small one goes through.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (big_status, big_body, small_status) = rt.block_on(async {
+        let mut send = h2_connect(&w, &p, Some(&who)).await;
+        let req = http::Request::get(p.url("/early/5"))
+            .header("x-big", "b".repeat(20_000))
+            .body(())
+            .unwrap();
+        let (resp, _) = send.send_request(req, true).unwrap();
+        let resp = resp.await.unwrap();
+        let status = resp.status().as_u16();
+        let hsts = resp.headers().get("strict-transport-security").cloned();
+        assert_eq!(hsts.as_ref().map(|h| h.to_str().unwrap()), Some(HSTS));
+        let mut body = resp.into_body();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.data().await {
+            bytes.extend_from_slice(&chunk.unwrap());
+        }
+        send = send.ready().await.unwrap();
+        let req = http::Request::get(p.url("/early/6")).body(()).unwrap();
+        let (resp, _) = send.send_request(req, true).unwrap();
+        let small = resp.await.unwrap().status().as_u16();
+        (status, String::from_utf8_lossy(&bytes).into_owned(), small)
+    });
+    assert_eq!(big_status, 431, "{big_body}");
+    assert!(big_body.contains("\"FAIL\""), "{big_body}");
+    assert_eq!(small_status, 200);
+    assert_eq!(
+        up.targets()
+            .iter()
+            .filter(|t| t.contains("/early/"))
+            .count(),
+        1
+    );
+
+    // Each answer logged once, and counted with its duration.
+    for path in ["/early/1", "/early/2", "/early/3", "/early/4", "/early/5"] {
+        let needle = format!("path=\"{path}\"");
+        assert_eq!(access_lines(&p, &[&needle]), 1, "{path}:\n{}", p.log_text());
+    }
+    assert!(p
+        .access_line("path=\"/early/5\"")
+        .contains("status=\"431\""));
+    let after = p.metrics();
+    assert_eq!(count(&after, "400") - count(&before, "400"), 2.0);
+    assert_eq!(count(&after, "431") - count(&before, "431"), 2.0);
+    assert_eq!(count(&after, "408") - count(&before, "408"), 1.0);
+    assert_eq!(durations(&after) - durations(&before), 6.0);
+}

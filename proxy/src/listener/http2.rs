@@ -32,6 +32,11 @@ impl HttpServerApp for Http {
         session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        let session = if session.is_http2() {
+            self.direct.bound_h2_header(session).await?
+        } else {
+            session
+        };
         if session.is_http2() && h2::eligible(session.req_header()) {
             // Never `Some`: an HTTP/2 stream does not hand back its connection.
             return self

@@ -205,6 +205,8 @@ impl ListenerApp {
                     self.name.clone(),
                     self.config.limits.max_header_bytes,
                     self.config.limits.header_read,
+                    client,
+                    self.config.hsts.clone(),
                 )),
                 http1: true,
                 _per_ip: per_ip,

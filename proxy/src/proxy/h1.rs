@@ -196,6 +196,37 @@ impl Forwarder {
         self.finish(session, &mut ctx, reuse, error).await
     }
 
+    /// An HTTP/2 stream whose header block is beyond `limits.max_header_bytes` (counted as on
+    /// HTTP/1.1, [`super::h2::header_bytes`]) is answered here with the JSON 431, logged and
+    /// counted, and never forwarded; any other comes back to be served.
+    pub async fn bound_h2_header(&self, session: ServerSession) -> Option<ServerSession> {
+        let max = self.proxy.listener.config.limits.max_header_bytes;
+        let size = super::h2::header_bytes(session.req_header());
+        if size <= max {
+            return Some(session);
+        }
+        let start = std::time::Instant::now();
+        let req = session.req_header();
+        let request = RequestLine {
+            method: req.method.as_str().to_string(),
+            path: String::from_utf8_lossy(req.raw_path())
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        };
+        let mut session = super::h2::session(session);
+        self.refuse_early(
+            &mut session,
+            431,
+            "request header too large",
+            &request,
+            start,
+        )
+        .await;
+        None
+    }
+
     /// A request whose first bytes hold a header Pingora's parser would refuse (see
     /// [`malformed`]): answered with the JSON 400 before anything parses it.
     pub async fn refuse_malformed(&self, mut session: Session, request: RequestLine) {
@@ -226,7 +257,11 @@ impl Forwarder {
             reason,
             start,
         });
-        session.downstream_session.shutdown().await;
+        // An HTTP/2 stream ended with the answer; only the stream was refused, not its
+        // connection.
+        if !session.downstream_session.is_http2() {
+            session.downstream_session.shutdown().await;
+        }
     }
 
     /// `logging`, then the connection for the next request if it can carry one.
