@@ -159,6 +159,19 @@ fn answers_certgate_gives_itself_carry_the_error_headers_and_are_logged_once_and
         .access_line("path=\"/early/2\"")
         .contains("method=\"POST\""));
 
+    // The same header in two writes (two TLS records, so two reads): the same answer.
+    let mut s = connect(&w, &p, &who);
+    s.write_all(b"GET /early/7 HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    s.flush().unwrap();
+    s.write_all(b"Bad Header: y\r\n\r\n").unwrap();
+    let raw = read_all(&mut s);
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert_eq!(json_answer(&raw).1["reason"], "malformed request", "{raw}");
+    assert!(p
+        .access_line("path=\"/early/7\"")
+        .contains("status=\"400\""));
+
     // The header guard: 431 for a 20 KB header, 408 for one never finished.
     let big = format!(
         "GET /early/3 HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
@@ -239,7 +252,9 @@ fn answers_certgate_gives_itself_carry_the_error_headers_and_are_logged_once_and
     );
 
     // Each answer logged once, and counted with its duration.
-    for path in ["/early/1", "/early/2", "/early/3", "/early/4", "/early/5"] {
+    for path in [
+        "/early/1", "/early/2", "/early/3", "/early/4", "/early/5", "/early/7",
+    ] {
         let needle = format!("path=\"{path}\"");
         assert_eq!(access_lines(&p, &[&needle]), 1, "{path}:\n{}", p.log_text());
     }
@@ -247,8 +262,8 @@ fn answers_certgate_gives_itself_carry_the_error_headers_and_are_logged_once_and
         .access_line("path=\"/early/5\"")
         .contains("status=\"431\""));
     let after = p.metrics();
-    assert_eq!(count(&after, "400") - count(&before, "400"), 2.0);
+    assert_eq!(count(&after, "400") - count(&before, "400"), 3.0);
     assert_eq!(count(&after, "431") - count(&before, "431"), 2.0);
     assert_eq!(count(&after, "408") - count(&before, "408"), 1.0);
-    assert_eq!(durations(&after) - durations(&before), 6.0);
+    assert_eq!(durations(&after) - durations(&before), 7.0);
 }

@@ -59,12 +59,15 @@ pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
             turn => (turn, None),
         };
         let read = async {
-            match pipelined {
-                // A pipelined request: its path is decided on its whole header, as for any
-                // other (Pingora's idle read hands on its first byte alone).
-                Some(bytes) => whole_header(&mut stream, bytes).await,
-                None => first_bytes(&mut stream).await,
-            }
+            let bytes = match pipelined {
+                // Pingora's idle read hands on as little as one byte of a pipelined request.
+                Some(bytes) => bytes,
+                None => first_bytes(&mut stream).await?,
+            };
+            // The path is decided on the whole header when it fits Pingora's first read,
+            // however its bytes arrived: a header Pingora's parser would refuse is then
+            // answered here ([`h1::malformed`]), logged and counted, not by `HttpProxy`.
+            whole_header(&mut stream, bytes).await
         };
         let first = tokio::select! {
             biased;
@@ -194,7 +197,7 @@ async fn first_bytes(stream: &mut Stream) -> Option<BytesMut> {
     .await
 }
 
-/// `bytes` (the start of a pipelined request), read on until they hold its whole header or
+/// `bytes` (the start of a request), read on until they hold its whole header or
 /// Pingora's first read would be full; `None` when the client closed or reading failed.
 async fn whole_header(stream: &mut Stream, mut bytes: BytesMut) -> Option<BytesMut> {
     while bytes.len() < HEADER_BUFFER && h1::partial(&bytes) {
