@@ -267,3 +267,103 @@ fn answers_certgate_gives_itself_carry_the_error_headers_and_are_logged_once_and
     assert_eq!(count(&after, "408") - count(&before, "408"), 1.0);
     assert_eq!(durations(&after) - durations(&before), 7.0);
 }
+
+/// One HTTP/2 frame, as bytes.
+fn h2_frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+    let len = payload.len();
+    out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+}
+
+#[test]
+fn an_http2_header_block_not_finished_in_time_gets_a_logged_408() {
+    use std::io::Read;
+    let w = World::new();
+    let up = upstream();
+    let who = client(&[("O", "ci"), ("CN", "slow-h2")], &w.ca);
+    let mut cfg = ProxyConfig::new(up);
+    let extra = format!("    hsts: \"{HSTS}\"\n    limits: {{ header_read: 1s }}\n");
+    cfg.listener_extra = &extra;
+    let p = Proxy::start(&w, &cfg);
+    let before = p.metrics();
+
+    let tcp = TcpStream::connect(p.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = tls_connector(&w, Some(&who), b"\x02h2")
+        .connect("localhost", tcp)
+        .unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    h2_frame(&mut out, 0x4, 0, 0, &[]);
+    // HEADERS for stream 1 (`:method GET`, `:scheme https`) without END_HEADERS: the
+    // CONTINUATION that would end the block never comes.
+    h2_frame(&mut out, 0x1, 0, 1, &[0x82, 0x87]);
+    let started = std::time::Instant::now();
+    s.write_all(&out).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let mut frames = Vec::new();
+    let mut rest = &raw[..];
+    while rest.len() >= 9 {
+        let len = (usize::from(rest[0]) << 16) | (usize::from(rest[1]) << 8) | usize::from(rest[2]);
+        let stream = u32::from_be_bytes([rest[5], rest[6], rest[7], rest[8]]);
+        let end = (9 + len).min(rest.len());
+        frames.push((rest[3], rest[4], stream, rest[9..end].to_vec()));
+        rest = &rest[end..];
+    }
+    let headers = frames
+        .iter()
+        .find(|f| f.0 == 0x1 && f.2 == 1)
+        .unwrap_or_else(|| panic!("no HEADERS on stream 1: {frames:?}"));
+    let block = String::from_utf8_lossy(&headers.3);
+    for part in ["408", "application/json", "no-store", HSTS] {
+        assert!(block.contains(part), "{part}: {block:?}");
+    }
+    let data = frames
+        .iter()
+        .find(|f| f.0 == 0x0 && f.2 == 1)
+        .unwrap_or_else(|| panic!("no DATA on stream 1: {frames:?}"));
+    let body: serde_json::Value = serde_json::from_slice(&data.3).unwrap();
+    assert_eq!(body["reason"], "request header not received in time");
+    assert!(frames.iter().any(|f| f.0 == 0x7), "no GOAWAY: {frames:?}");
+
+    let line = p.access_line("status=\"408\"");
+    assert!(line.contains("client=\"127.0.0.1\""), "{line}");
+    let after = p.metrics();
+    let count = |text: &str| {
+        metric(
+            text,
+            "certgate_requests_total",
+            &[("listener", "test"), ("code", "408")],
+        )
+    };
+    assert_eq!(count(&after) - count(&before), 1.0);
+
+    // A connection whose blocks arrive whole is not cut: a request after more than
+    // header_read on the same connection is answered.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(async {
+        let mut send = h2_connect(&w, &p, Some(&who)).await;
+        let mut statuses = Vec::new();
+        for i in 0..2 {
+            if i == 1 {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
+            send = send.ready().await.unwrap();
+            let req = http::Request::get(p.url(&format!("/h2/{i}")))
+                .body(())
+                .unwrap();
+            let (resp, _) = send.send_request(req, true).unwrap();
+            statuses.push(resp.await.unwrap().status().as_u16());
+        }
+        statuses
+    });
+    assert_eq!(status, [200, 200]);
+}

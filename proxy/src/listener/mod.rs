@@ -7,6 +7,7 @@
 //! per listener.
 
 pub mod alert_close;
+mod h2_clock;
 pub mod header_guard;
 mod http1;
 pub mod http2;
@@ -211,7 +212,18 @@ impl ListenerApp {
                 http1: true,
                 _per_ip: per_ip,
             },
-            _ => Accepted {
+            Some(_) => Accepted {
+                stream: Box::new(h2_clock::HeaderClock::new(
+                    tls,
+                    self.name.clone(),
+                    client,
+                    self.config.hsts.clone(),
+                    self.config.limits.header_read,
+                )),
+                http1: false,
+                _per_ip: per_ip,
+            },
+            None => Accepted {
                 stream: Box::new(tls),
                 http1: false,
                 _per_ip: per_ip,
