@@ -83,6 +83,9 @@ pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
     }
 }
 
+/// One request, served; the connection and what comes next when it can carry another.
+type RequestFuture<'a> = Pin<Box<dyn Future<Output = Option<(Stream, Turn)>> + Send + 'a>>;
+
 /// Which request of the connection comes next.
 enum Turn {
     First,
@@ -110,7 +113,7 @@ fn request<'a, A: HttpServerApp + Send + Sync + 'static>(
     turn: Turn,
     first: BytesMut,
     shutdown: &'a ShutdownWatch,
-) -> Pin<Box<dyn Future<Output = Option<(Stream, Turn)>> + Send + 'a>> {
+) -> RequestFuture<'a> {
     if h1::eligible(&first) {
         let mut session = Session::new_h1(stream);
         prepare(&mut session, app, turn, first, shutdown);
@@ -142,7 +145,7 @@ fn pingora<'a, A: HttpServerApp + Send + Sync + 'static>(
     stream: Stream,
     settings: Option<HttpPersistentSettings>,
     shutdown: &'a ShutdownWatch,
-) -> Pin<Box<dyn Future<Output = Option<(Stream, Turn)>> + Send + 'a>> {
+) -> RequestFuture<'a> {
     let mut session = ServerSession::new_http1(stream);
     if let Some(settings) = settings {
         settings.apply_to_session(&mut session);
