@@ -190,7 +190,15 @@ impl<S: AsyncRead + AsyncWrite + Ssl + Unpin> AsyncRead for HeaderGuard<S> {
         if this.handle.is_closed() {
             return Poll::Ready(Err(aborted()));
         }
-        if this.handle.take_rearm() && this.phase == Phase::Body {
+        let signal = this.handle.take_signal();
+        if signal == crate::state::connection::RECEIVED && this.phase == Phase::Header {
+            // Parsed from bytes read with the previous request: what comes now is its body.
+            this.phase = Phase::Body;
+            this.deadline = None;
+            this.line = Vec::new();
+            this.since = None;
+        }
+        if signal == crate::state::connection::REARM && this.phase == Phase::Body {
             this.phase = Phase::Header;
             this.seen = 0;
             this.started = false;

@@ -300,6 +300,9 @@ impl ProxyHttp for CertgateProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
+        if let Some(conn) = conn_auth(session) {
+            conn.header_guard.header_received();
+        }
         self.set_timeouts(session);
         self.identify(session, ctx).await;
         if let Some(reason) = host_problem(session.req_header()) {
