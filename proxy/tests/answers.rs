@@ -187,6 +187,32 @@ fn answers_certgate_gives_itself_carry_the_error_headers_and_are_logged_once_and
         .access_line("path=\"/early/2\"")
         .contains("method=\"POST\""));
 
+    // Refused by Pingora's checks after parsing, on requests its own path would have taken
+    // (userinfo in the target or in Host): the same JSON 400, the userinfo kept out of the log.
+    for (needle, head) in [
+        (
+            "path=\"http://x/early/8\"",
+            "GET http://user:pw@x/early/8 HTTP/1.1\r\nHost: x\r\n\r\n",
+        ),
+        (
+            "path=\"/early/9\"",
+            "GET /early/9 HTTP/1.1\r\nHost: user@x\r\n\r\n",
+        ),
+    ] {
+        let raw = raw_https(&w, &p, Some(&who), head.as_bytes());
+        assert!(raw.starts_with("HTTP/1.1 400"), "{head}: {raw}");
+        let (head, body) = json_answer(&raw);
+        assert_eq!(body["status"], "FAIL", "{raw}");
+        assert!(
+            head.contains(&format!("strict-transport-security: {HSTS}")),
+            "{raw}"
+        );
+        let line = p.access_line(needle);
+        assert!(line.contains("status=\"400\""), "{line}");
+        assert!(!line.contains("pw"), "{line}");
+        assert_eq!(access_lines(&p, &[needle]), 1);
+    }
+
     // The same header in two writes (two TLS records, so two reads): the same answer.
     let mut s = connect(&w, &p, &who);
     s.write_all(b"GET /early/7 HTTP/1.1\r\nHost: x\r\n")
@@ -290,10 +316,10 @@ fn answers_certgate_gives_itself_carry_the_error_headers_and_are_logged_once_and
         .access_line("path=\"/early/5\"")
         .contains("status=\"431\""));
     let after = p.metrics();
-    assert_eq!(count(&after, "400") - count(&before, "400"), 3.0);
+    assert_eq!(count(&after, "400") - count(&before, "400"), 5.0);
     assert_eq!(count(&after, "431") - count(&before, "431"), 2.0);
     assert_eq!(count(&after, "408") - count(&before, "408"), 1.0);
-    assert_eq!(durations(&after) - durations(&before), 7.0);
+    assert_eq!(durations(&after) - durations(&before), 9.0);
 }
 
 /// One HTTP/2 frame, as bytes.

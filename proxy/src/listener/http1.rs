@@ -102,8 +102,9 @@ enum Turn {
 
 /// One request's session, set up as Pingora's own loop does (the first request of a connection
 /// gets Pingora's keep-alive, a later one what the previous request left), served by certgate's
-/// own forwarding when its first bytes show a plain request ([`h1::eligible`]), refused at once
-/// when they show a header Pingora's parser would refuse ([`h1::malformed`]), and by Pingora's
+/// own forwarding when its first bytes show a plain request ([`h1::eligible`]), refused by
+/// certgate when they show a header Pingora would refuse ([`h1::malformed`],
+/// [`h1::authority_refused`]), and by Pingora's
 /// `HttpProxy` otherwise. Not async: the session moves into the boxed request future and never
 /// takes room in the caller's future, which a waiting connection keeps.
 fn request<'a, A: HttpServerApp + Send + Sync + 'static>(
@@ -127,6 +128,14 @@ fn request<'a, A: HttpServerApp + Send + Sync + 'static>(
         let session = Session::new_h1(stream);
         return Box::pin(async move {
             direct.refuse_malformed(session, asked).await;
+            None
+        });
+    }
+    if h1::authority_refused(&first) {
+        let mut session = Session::new_h1(stream);
+        prepare(&mut session, app, turn, first, shutdown);
+        return Box::pin(async move {
+            direct.refuse_unparsable(session).await;
             None
         });
     }

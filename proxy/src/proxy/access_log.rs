@@ -106,7 +106,14 @@ impl RequestLine {
         };
         let method = part();
         let path = part();
-        let path = path.split('?').next().unwrap_or_default().to_string();
+        let mut path = path.split('?').next().unwrap_or_default().to_string();
+        // An absolute-form target's userinfo stays out of the log, as the query does.
+        if let Some((scheme, rest)) = path.split_once("://") {
+            let end = rest.find('/').unwrap_or(rest.len());
+            if let Some(at) = rest[..end].rfind('@') {
+                path = format!("{scheme}://{}", &rest[at + 1..]);
+            }
+        }
         RequestLine { method, path }
     }
 }
@@ -161,6 +168,8 @@ mod tests {
         let line = RequestLine::parse(b"\r\nPOST /a/b?token=s HTTP/1.1\r\nBad Header: x\r\n");
         assert_eq!((line.method.as_str(), line.path.as_str()), ("POST", "/a/b"));
         assert_eq!(RequestLine::parse(b""), RequestLine::default());
+        let abs = RequestLine::parse(b"GET http://u:pw@h/x?q HTTP/1.1\r\n");
+        assert_eq!(abs.path, "http://h/x");
         let long = format!("GET /{} HTTP/1.1\r\n", "x".repeat(1000));
         assert_eq!(RequestLine::parse(long.as_bytes()).path.len(), 256);
     }

@@ -93,6 +93,33 @@ pub fn malformed(first: &[u8]) -> bool {
     )
 }
 
+/// Whether Pingora's checks after parsing are certain to refuse the request whose complete
+/// header is in `first`, with the same function Pingora runs ([`validate_request_authority`]:
+/// two Host fields, userinfo in Host or target, a target authority Host disagrees with).
+/// Only asked of requests [`eligible`] turned away; an eligible one meets the same checks in
+/// [`Forwarder::serve`].
+pub fn authority_refused(first: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(req.parse(first), Ok(httparse::Status::Complete(_))) {
+        return false;
+    }
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return false;
+    };
+    let Ok(mut header) = RequestHeader::build(method, path.as_bytes(), Some(req.headers.len()))
+    else {
+        // Pingora builds the same header and fails the same way.
+        return true;
+    };
+    for h in req.headers.iter() {
+        if header.append_header(h.name.to_string(), h.value).is_err() {
+            return false;
+        }
+    }
+    validate_request_authority(&header).is_err()
+}
+
 fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|b| *b == b',')
@@ -225,6 +252,26 @@ impl Forwarder {
         )
         .await;
         None
+    }
+
+    /// A request whose header Pingora's checks refuse ([`authority_refused`]): its parser gives
+    /// the error, answered with the logged JSON 400. Were the request accepted after all, it is
+    /// refused the same and never forwarded: it did not take the forwarding path's checks.
+    pub async fn refuse_unparsable(&self, mut session: Session) {
+        let start = std::time::Instant::now();
+        match session.downstream_session.read_request().await {
+            Ok(false) => return,
+            Err(e) if !matches!(e.etype(), ErrorType::InvalidHTTPHeader) => {
+                session.downstream_session.shutdown().await;
+                return;
+            }
+            _ => {}
+        }
+        let summary = session.downstream_session.request_summary();
+        let line = summary.split(", Host:").next().unwrap_or_default();
+        let request = RequestLine::parse(line.as_bytes());
+        self.refuse_early(&mut session, 400, "malformed request", &request, start)
+            .await;
     }
 
     /// A request whose first bytes hold a header Pingora's parser would refuse (see
