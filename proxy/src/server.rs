@@ -155,6 +155,12 @@ fn listener_service(
     // Large windows keep multi-GB registry transfers over HTTP/2 from crawling.
     h2.initial_window_size(8 << 20)
         .initial_connection_window_size(16 << 20);
+    // `limits.max_header_bytes` is checked on each stream's header, as on HTTP/1.1, and
+    // answered with a logged 431 (`Forwarder::bound_h2_header`). h2's own bound, in its own
+    // measure (32 bytes more per field), is set well beyond it: a block that passes it reaches
+    // that check; one beyond it gets h2's bare 431 without ever being decoded whole.
+    let h2_list = cfg.limits.max_header_bytes.saturating_mul(4).max(64 << 10);
+    h2.max_header_list_size(u32::try_from(h2_list).unwrap_or(u32::MAX));
     http.h2_options = Some(h2);
     let http = Http {
         proxy: Arc::new(http),

@@ -11,14 +11,18 @@
 //! (RFC 9112 §3.2) before any proxy phase runs, with a bare 400; the guard answers it first,
 //! with the JSON error body and an access-log line like every other 400.
 //!
-//! A refusal is answered here, in the read path, with the JSON error body, then the connection
-//! ends: the request never reaches the proxy phases.
+//! A refusal is answered here, in the read path, with the same JSON error answer as every other
+//! (`crate::proxy::errors`: its head, `cache-control: no-store`, the listener's HSTS), then
+//! the connection ends: the request never reaches the proxy phases. It is logged and counted as
+//! any request is (`crate::proxy::access_log::early`), with the client, the method and path its
+//! request line gave so far, and the time since its first byte.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::protocols::raw_connect::ProxyDigest;
@@ -30,7 +34,8 @@ use pingora::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-use crate::metrics;
+use crate::proxy::access_log::{self, Early, RequestLine};
+use crate::proxy::errors;
 /// Kept at its old path; it lives with the rest of a connection's state now.
 pub use crate::state::HeaderGuardHandle;
 
@@ -71,7 +76,17 @@ pub struct HeaderGuard<S> {
     limit: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
     refusal: Vec<u8>,
+    /// For a refusal's answer and log line: the client address and the listener's HSTS value.
+    client: Option<IpAddr>,
+    hsts: Option<http::HeaderValue>,
+    /// The first bytes of a header that spans reads (its request line, for the log line), and
+    /// when its first byte came. A header read whole in one read (the usual case) needs neither.
+    line: Vec<u8>,
+    since: Option<Instant>,
 }
+
+/// How much of a header's start is kept for the log line: a request line's method and path.
+const LINE_KEPT: usize = 600;
 
 impl<S> std::fmt::Debug for HeaderGuard<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,6 +104,8 @@ impl<S> HeaderGuard<S> {
         listener: Arc<str>,
         max: usize,
         limit: Duration,
+        client: Option<IpAddr>,
+        hsts: Option<http::HeaderValue>,
     ) -> Self {
         HeaderGuard {
             inner,
@@ -105,23 +122,34 @@ impl<S> HeaderGuard<S> {
             // The first request's clock starts with the connection.
             deadline: Some(Box::pin(tokio::time::sleep(limit))),
             refusal: Vec::new(),
+            client,
+            hsts,
+            line: Vec::new(),
+            since: None,
         }
     }
 
+    /// Keeps the start of a header that spans reads, from its first byte on.
+    fn keep(&mut self, data: &[u8]) {
+        self.since.get_or_insert_with(Instant::now);
+        let room = LINE_KEPT.saturating_sub(self.line.len());
+        self.line.extend_from_slice(&data[..data.len().min(room)]);
+    }
+
     fn refuse(&mut self, code: u16, reason: &str, why: &str) {
-        let body = crate::proxy::errors::body(code, reason);
-        let head = format!(
-            "HTTP/1.1 {code} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-            crate::proxy::errors::message_for(code),
-            body.len()
-        );
-        self.refusal = [head.as_bytes(), &body].concat();
+        self.refusal = errors::http1_bytes(code, reason, self.hsts.as_ref());
         self.phase = Phase::Refusing(0);
         self.deadline = None;
-        tracing::info!(target: "certgate::access", listener = %self.listener, status = code, decision = "deny", reason, "request refused {why}");
-        metrics::REQUESTS
-            .with_label_values(&[&*self.listener, &code.to_string(), "deny"])
-            .inc();
+        tracing::debug!(listener = %self.listener, status = code, "request refused {why}");
+        access_log::early(&Early {
+            listener: &self.listener,
+            client: self.client,
+            request: &RequestLine::parse(&self.line),
+            status: code,
+            reason,
+            start: self.since.unwrap_or_else(Instant::now),
+        });
+        self.line = Vec::new();
     }
 
     /// Scans newly read header bytes; returns true when the empty line ending the header is in.
@@ -162,7 +190,15 @@ impl<S: AsyncRead + AsyncWrite + Ssl + Unpin> AsyncRead for HeaderGuard<S> {
         if this.handle.is_closed() {
             return Poll::Ready(Err(aborted()));
         }
-        if this.handle.take_rearm() && this.phase == Phase::Body {
+        let signal = this.handle.take_signal();
+        if signal == crate::state::connection::RECEIVED && this.phase == Phase::Header {
+            // Parsed from bytes read with the previous request: what comes now is its body.
+            this.phase = Phase::Body;
+            this.deadline = None;
+            this.line = Vec::new();
+            this.since = None;
+        }
+        if signal == crate::state::connection::REARM && this.phase == Phase::Body {
             this.phase = Phase::Header;
             this.seen = 0;
             this.started = false;
@@ -170,6 +206,8 @@ impl<S: AsyncRead + AsyncWrite + Ssl + Unpin> AsyncRead for HeaderGuard<S> {
             this.host_prefix = None;
             this.hosts = 0;
             this.deadline = None;
+            this.line = Vec::new();
+            this.since = None;
         }
         loop {
             match this.phase {
@@ -215,6 +253,9 @@ impl<S: AsyncRead + AsyncWrite + Ssl + Unpin> AsyncRead for HeaderGuard<S> {
                                 return Poll::Ready(Ok(()));
                             }
                             let complete = this.scan(new);
+                            if !complete || this.seen > this.max || this.hosts > 1 {
+                                this.keep(new);
+                            }
                             if this.seen > this.max {
                                 // Also when the header ends in the read that crossed the limit.
                                 buf.set_filled(before);
@@ -357,6 +398,8 @@ mod tests {
             Arc::from("t"),
             1024,
             Duration::from_secs(10),
+            None,
+            None,
         )
     }
 

@@ -13,7 +13,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::proxy::Session;
@@ -32,6 +32,10 @@ const FIRST_REQUEST_KEEPALIVE_SECS: u64 = 60;
 /// Serves every HTTP/1.1 request of `stream` with `app`, waiting for each request's first bytes
 /// itself, within the same bounds as Pingora: its 60 s for the first request, then `idle` (the
 /// listener's idle timeout, which the proxy sets as the keep-alive of every request).
+///
+/// Pipelined requests (RFC 9112 §9.3.2) are answered in order on the connection: every session
+/// has Pingora's pipelining on, so the bytes of a next request read along with this one are
+/// handed to the next session instead of ending the connection.
 pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
     app: &Arc<A>,
     direct: &Forwarder,
@@ -45,35 +49,62 @@ pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
     // Pingora's own loop: the drain then finishes as soon as in-flight requests have.
     let mut drain = shutdown.clone();
     while let Some((mut stream, turn)) = next.take() {
+        let (turn, pipelined) = match turn {
+            Turn::Pingora(settings) => {
+                next = pingora(app, stream, settings, shutdown).await;
+                wait = Duration::from_secs(idle.as_secs().max(1));
+                continue;
+            }
+            Turn::Direct(settings, pipelined) => (Turn::Next(Some(settings)), pipelined),
+            turn => (turn, None),
+        };
+        let read = async {
+            let bytes = match pipelined {
+                // Pingora's idle read hands on as little as one byte of a pipelined request.
+                Some(bytes) => bytes,
+                None => first_bytes(&mut stream).await?,
+            };
+            // The path is decided on the whole header when it fits Pingora's first read,
+            // however its bytes arrived: a header Pingora's parser would refuse is then
+            // answered here ([`h1::malformed`]), logged and counted, not by `HttpProxy`.
+            whole_header(&mut stream, bytes).await
+        };
         let first = tokio::select! {
             biased;
-            read = tokio::time::timeout(wait, first_bytes(&mut stream)) => match read {
+            read = tokio::time::timeout(wait, read) => match read {
                 Ok(Some(bytes)) => bytes,
                 // Closed, failed or silent: nothing was asked, nothing to answer.
                 Ok(None) | Err(_) => return,
             },
             _ = drain.wait_for(|draining| *draining) => return,
         };
-        next = request(app, direct, stream, turn, first, shutdown)
-            .await
-            .map(|r| {
-                let (stream, settings) = r.consume();
-                (stream, Turn::Next(settings))
-            });
+        next = request(app, direct, stream, turn, first, shutdown).await;
         wait = Duration::from_secs(idle.as_secs().max(1));
     }
 }
+
+/// One request, served; the connection and what comes next when it can carry another.
+type RequestFuture<'a> = Pin<Box<dyn Future<Output = Option<(Stream, Turn)>> + Send + 'a>>;
 
 /// Which request of the connection comes next.
 enum Turn {
     First,
     /// A later one, with what the previous request left for it (keep-alive settings).
     Next(Option<HttpPersistentSettings>),
+    /// After certgate's forwarding: its settings, and the bytes of the next request it read.
+    Direct(HttpPersistentSettings, Option<BytesMut>),
+    /// After Pingora's `HttpProxy`: its settings, which may hold bytes of the next request that
+    /// pingora-core keeps out of reach (they are applied to a session, never read back). The
+    /// next request goes to `HttpProxy` too, which parses them first; waiting for it happens
+    /// inside `HttpProxy` as in Pingora's own loop.
+    Pingora(Option<HttpPersistentSettings>),
 }
 
 /// One request's session, set up as Pingora's own loop does (the first request of a connection
 /// gets Pingora's keep-alive, a later one what the previous request left), served by certgate's
-/// own forwarding when its first bytes show a plain request ([`h1::eligible`]) and by Pingora's
+/// own forwarding when its first bytes show a plain request ([`h1::eligible`]), refused by
+/// certgate when they show a header Pingora would refuse ([`h1::malformed`],
+/// [`h1::authority_refused`]), and by Pingora's
 /// `HttpProxy` otherwise. Not async: the session moves into the boxed request future and never
 /// takes room in the caller's future, which a waiting connection keeps.
 fn request<'a, A: HttpServerApp + Send + Sync + 'static>(
@@ -83,15 +114,56 @@ fn request<'a, A: HttpServerApp + Send + Sync + 'static>(
     turn: Turn,
     first: BytesMut,
     shutdown: &'a ShutdownWatch,
-) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
+) -> RequestFuture<'a> {
     if h1::eligible(&first) {
         let mut session = Session::new_h1(stream);
         prepare(&mut session, app, turn, first, shutdown);
-        return Box::pin(direct.serve(session, shutdown));
+        return Box::pin(async move {
+            let next = direct.serve(session, shutdown).await?;
+            Some((next.stream, Turn::Direct(next.settings, next.pipelined)))
+        });
+    }
+    if h1::malformed(&first) {
+        let asked = crate::proxy::access_log::RequestLine::parse(&first);
+        let session = Session::new_h1(stream);
+        return Box::pin(async move {
+            direct.refuse_malformed(session, asked).await;
+            None
+        });
+    }
+    if h1::authority_refused(&first) {
+        let mut session = Session::new_h1(stream);
+        prepare(&mut session, app, turn, first, shutdown);
+        return Box::pin(async move {
+            direct.refuse_unparsable(session).await;
+            None
+        });
     }
     let mut session = ServerSession::new_http1(stream);
     prepare(&mut session, app, turn, first, shutdown);
-    app.process_new_http(session, shutdown)
+    Box::pin(async move {
+        let (stream, settings) = app.process_new_http(session, shutdown).await?.consume();
+        Some((stream, Turn::Pingora(settings)))
+    })
+}
+
+/// A request that follows one `HttpProxy` served: `HttpProxy` again, on a session carrying what
+/// the last one left (see [`Turn::Pingora`]).
+fn pingora<'a, A: HttpServerApp + Send + Sync + 'static>(
+    app: &'a Arc<A>,
+    stream: Stream,
+    settings: Option<HttpPersistentSettings>,
+    shutdown: &'a ShutdownWatch,
+) -> RequestFuture<'a> {
+    let mut session = ServerSession::new_http1(stream);
+    if let Some(settings) = settings {
+        settings.apply_to_session(&mut session);
+    }
+    session.set_pipelining_enabled(true);
+    Box::pin(async move {
+        let (stream, settings) = app.process_new_http(session, shutdown).await?.consume();
+        Some((stream, Turn::Pingora(settings)))
+    })
 }
 
 /// Keep-alive settings and the bytes already read, onto a request's session.
@@ -105,7 +177,7 @@ fn prepare<A: HttpServerApp>(
     match turn {
         Turn::Next(Some(settings)) => settings.apply_to_session(session),
         // Pingora's loop applies nothing when a request left no settings.
-        Turn::Next(None) => {}
+        Turn::Next(None) | Turn::Direct(..) | Turn::Pingora(_) => {}
         Turn::First => {
             let keepalive = (!*shutdown.borrow()).then_some(FIRST_REQUEST_KEEPALIVE_SECS);
             session.set_keepalive(keepalive);
@@ -114,6 +186,9 @@ fn prepare<A: HttpServerApp>(
             );
         }
     }
+    // Off by default in Pingora: the bytes of a next request read with this one would end the
+    // connection after this answer.
+    session.set_pipelining_enabled(true);
     session.set_pipelined_prefix(first);
 }
 
@@ -132,4 +207,17 @@ async fn first_bytes(stream: &mut Stream) -> Option<BytesMut> {
         }
     })
     .await
+}
+
+/// `bytes` (the start of a request), read on until they hold its whole header or
+/// Pingora's first read would be full; `None` when the client closed or reading failed.
+async fn whole_header(stream: &mut Stream, mut bytes: BytesMut) -> Option<BytesMut> {
+    while bytes.len() < HEADER_BUFFER && h1::partial(&bytes) {
+        bytes.reserve(HEADER_BUFFER - bytes.len());
+        match stream.read_buf(&mut bytes).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+    Some(bytes)
 }

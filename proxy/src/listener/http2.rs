@@ -32,8 +32,18 @@ impl HttpServerApp for Http {
         session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        let session = if session.is_http2() {
+            self.direct.bound_h2_header(session).await?
+        } else {
+            session
+        };
         if session.is_http2() && h2::eligible(session.req_header()) {
-            return self.direct.serve(h2::session(session), shutdown).await;
+            // Never `Some`: an HTTP/2 stream does not hand back its connection.
+            return self
+                .direct
+                .serve(h2::session(session), shutdown)
+                .await
+                .map(|next| next.into_reused());
         }
         self.proxy.process_new_http(session, shutdown).await
     }

@@ -7,6 +7,7 @@
 //! per listener.
 
 pub mod alert_close;
+mod h2_clock;
 pub mod header_guard;
 mod http1;
 pub mod http2;
@@ -17,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
+use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::SocketDigest;
@@ -205,11 +206,24 @@ impl ListenerApp {
                     self.name.clone(),
                     self.config.limits.max_header_bytes,
                     self.config.limits.header_read,
+                    client,
+                    self.config.hsts.clone(),
                 )),
                 http1: true,
                 _per_ip: per_ip,
             },
-            _ => Accepted {
+            Some(_) => Accepted {
+                stream: Box::new(h2_clock::HeaderClock::new(
+                    tls,
+                    self.name.clone(),
+                    client,
+                    self.config.hsts.clone(),
+                    self.config.limits.header_read,
+                )),
+                http1: false,
+                _per_ip: per_ip,
+            },
+            None => Accepted {
                 stream: Box::new(tls),
                 http1: false,
                 _per_ip: per_ip,
@@ -250,5 +264,12 @@ impl ServerApp for ListenerApp {
             next = self.http.process_new(stream, shutdown).await;
         }
         None
+    }
+
+    /// Ends the connections waiting inside `HttpProxy` for their next request (those whose last
+    /// request it served, see `http1`) when the listener stops accepting, as Pingora's own
+    /// `ServerApp` for an `HttpProxy` does.
+    async fn cleanup(&self) {
+        self.http.http_cleanup().await
     }
 }

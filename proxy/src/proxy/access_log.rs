@@ -1,6 +1,9 @@
 //! What each request leaves behind: the request metrics and, when something writes it, the
 //! access log line (target `certgate::access`).
 
+use std::net::IpAddr;
+use std::time::Instant;
+
 use pingora::proxy::Session;
 use pingora::Error;
 
@@ -75,5 +78,101 @@ fn logged_path(target: Option<&RequestTarget>, raw: &[u8]) -> String {
             let raw = String::from_utf8_lossy(raw);
             raw.split('?').next().unwrap_or_default().to_string()
         }
+    }
+}
+
+/// The method and path of a request refused before Pingora parsed it, as its request line gives
+/// them (for the access log only; the query left out, each bounded in length).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RequestLine {
+    pub method: String,
+    pub path: String,
+}
+
+/// Longest method or path kept from an unparsed request line.
+const LINE_PART: usize = 256;
+
+impl RequestLine {
+    /// From the first bytes of a request (empty lines before the request line skipped, as the
+    /// parser does); empty parts when they hold no request line yet.
+    pub fn parse(bytes: &[u8]) -> RequestLine {
+        let line = bytes
+            .split(|b| *b == b'\n')
+            .map(<[u8]>::trim_ascii)
+            .find(|l| !l.is_empty())
+            .unwrap_or_default();
+        let mut parts = line.split(|b| *b == b' ').filter(|p| !p.is_empty());
+        let mut part = || {
+            let p = parts.next().unwrap_or_default();
+            String::from_utf8_lossy(&p[..p.len().min(LINE_PART)]).into_owned()
+        };
+        let method = part();
+        let path = part();
+        let mut path = path.split('?').next().unwrap_or_default().to_string();
+        // An absolute-form target's userinfo stays out of the log, as the query does.
+        if let Some((scheme, rest)) = path.split_once("://") {
+            let end = rest.find('/').unwrap_or(rest.len());
+            if let Some(at) = rest[..end].rfind('@') {
+                path = format!("{scheme}://{}", &rest[at + 1..]);
+            }
+        }
+        RequestLine { method, path }
+    }
+}
+
+/// An answer certgate gave a request that never reached the proxy phases (a header Pingora's
+/// parser refuses, the header limits of either HTTP version): what is known of it.
+pub struct Early<'a> {
+    pub listener: &'a str,
+    pub client: Option<IpAddr>,
+    pub request: &'a RequestLine,
+    pub status: u16,
+    pub reason: &'a str,
+    /// When the request began (its first byte, or the stream's header).
+    pub start: Instant,
+}
+
+/// Counts an [`Early`] answer and writes its access log line, with the fields of every other
+/// request's (no identity was looked at: user, groups and permission stay empty).
+pub fn early(answer: &Early<'_>) {
+    let elapsed = answer.start.elapsed();
+    let mut code = itoa::Buffer::new();
+    let decision = super::DecisionKind::Deny.label();
+    metrics::REQUESTS
+        .with_label_values(&[answer.listener, code.format(answer.status), decision])
+        .inc();
+    metrics::REQUEST_DURATION
+        .with_label_values(&[answer.listener])
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "certgate::access",
+        listener = %answer.listener,
+        client = %answer.client.map(|ip| ip.to_string()).unwrap_or_default(),
+        method = %answer.request.method,
+        path = %answer.request.path,
+        status = answer.status,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        user = "",
+        groups = "",
+        permission = "",
+        decision = decision,
+        reason = %answer.reason,
+        vpce = "",
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestLine;
+
+    #[test]
+    fn a_request_line_gives_method_and_path_without_query() {
+        let line = RequestLine::parse(b"\r\nPOST /a/b?token=s HTTP/1.1\r\nBad Header: x\r\n");
+        assert_eq!((line.method.as_str(), line.path.as_str()), ("POST", "/a/b"));
+        assert_eq!(RequestLine::parse(b""), RequestLine::default());
+        let abs = RequestLine::parse(b"GET http://u:pw@h/x?q HTTP/1.1\r\n");
+        assert_eq!(abs.path, "http://h/x");
+        let long = format!("GET /{} HTTP/1.1\r\n", "x".repeat(1000));
+        assert_eq!(RequestLine::parse(long.as_bytes()).path.len(), 256);
     }
 }

@@ -37,17 +37,16 @@ pub fn body(code: u16, reason: &str) -> Bytes {
     Bytes::from(v.to_string())
 }
 
-/// Writes a complete JSON error response. `hsts` is the listener's header value, if any.
-pub async fn respond(
-    session: &mut Session,
+/// The head of every JSON error answer, for a body of `length` bytes. `hsts` is the listener's
+/// header value, if any.
+pub fn head(
     code: u16,
-    reason: &str,
+    length: usize,
     hsts: Option<&http::HeaderValue>,
-) -> pingora::Result<()> {
-    let body = body(code, reason);
-    let mut resp = ResponseHeader::build(code, Some(4))?;
+) -> pingora::Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(code, Some(5))?;
     resp.insert_header("content-type", "application/json")?;
-    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("content-length", length.to_string())?;
     resp.insert_header("cache-control", "no-store")?;
     if code == 401 {
         // Tells browsers and curl that a client certificate (or the root token) is wanted.
@@ -56,9 +55,48 @@ pub async fn respond(
     if let Some(h) = hsts {
         resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, h.clone())?;
     }
+    Ok(resp)
+}
+
+/// Writes a complete JSON error response. `hsts` is the listener's header value, if any.
+pub async fn respond(
+    session: &mut Session,
+    code: u16,
+    reason: &str,
+    hsts: Option<&http::HeaderValue>,
+) -> pingora::Result<()> {
+    let body = body(code, reason);
+    let resp = head(code, body.len(), hsts)?;
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;
     Ok(())
+}
+
+/// A complete JSON error answer as HTTP/1.1 bytes, with the same head as [`respond`]'s and
+/// `connection: close`, for a refusal written where no HTTP session exists (the header guard,
+/// below Pingora's parser): the connection ends after it.
+pub fn http1_bytes(code: u16, reason: &str, hsts: Option<&http::HeaderValue>) -> Vec<u8> {
+    let body = body(code, reason);
+    let mut out = format!(
+        "HTTP/1.1 {code} {}\r\n",
+        http::StatusCode::from_u16(code)
+            .ok()
+            .and_then(|c| c.canonical_reason())
+            .unwrap_or_else(|| message_for(code))
+    )
+    .into_bytes();
+    // `head` fails only on a header value it could not hold; every value here is ASCII.
+    if let Ok(resp) = head(code, body.len(), hsts) {
+        for (name, value) in resp.headers.iter() {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"connection: close\r\n\r\n");
+    out.extend_from_slice(&body);
+    out
 }
 
 /// Status, `reason` and upstream-error kind for a failed proxy attempt.
@@ -135,6 +173,31 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn the_guard_bytes_carry_the_head_of_every_error_answer() {
+        let hsts = http::HeaderValue::from_static("max-age=63072000");
+        let raw = String::from_utf8(http1_bytes(431, "too big", Some(&hsts))).unwrap();
+        assert!(
+            raw.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{raw}"
+        );
+        for line in [
+            "content-type: application/json\r\n",
+            "cache-control: no-store\r\n",
+            "strict-transport-security: max-age=63072000\r\n",
+            "connection: close\r\n\r\n",
+        ] {
+            assert!(raw.contains(line), "{line}: {raw}");
+        }
+        let (_, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(
+            raw.contains(&format!("content-length: {}\r\n", body.len())),
+            "{raw}"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["reason"], "too big");
+    }
 
     #[test]
     fn classify_error_maps_each_upstream_failure_to_status_reason_and_kind() {

@@ -7,6 +7,7 @@
 //! upgrade, `Expect`, HTTP/1.0, a header not complete in the first bytes, CONNECT) stays on
 //! `HttpProxy`: see [`eligible`] and [`super::h2::eligible`].
 
+use bytes::BytesMut;
 use http::header;
 use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
 use pingora::connectors::http::v1::Connector;
@@ -15,13 +16,15 @@ use pingora::http::RequestHeader;
 use pingora::protocols::http::authority::validate_request_authority;
 use pingora::protocols::http::v1::client::HttpSession as Upstream;
 use pingora::protocols::http::{HttpTask, ServerSession};
+use pingora::protocols::Stream;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::Peer;
 use pingora::{Error, ErrorType};
 
-use super::{CertgateProxy, RequestCtx};
+use super::access_log::{self, Early, RequestLine};
+use super::{client_ip, errors, CertgateProxy, RequestCtx};
 
 /// Header lines read from the first bytes; a request with more goes to `HttpProxy`.
 const MAX_HEADERS: usize = 64;
@@ -70,6 +73,53 @@ pub fn eligible(first: &[u8]) -> bool {
     hosts == 1 && !(length && chunked)
 }
 
+/// Whether `first` holds the start of a request header and not yet its end.
+pub fn partial(first: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    matches!(req.parse(first), Ok(httparse::Status::Partial))
+}
+
+/// Whether Pingora's parser is certain to refuse the request whose first bytes are `first`:
+/// httparse refuses a header name, value or line ending in them. Pingora parses with the same
+/// httparse and retries only token and version errors (escaping the request line), and with
+/// more header lines than [`MAX_HEADERS`]: those stay Pingora's to decide.
+pub fn malformed(first: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    matches!(
+        req.parse(first),
+        Err(httparse::Error::HeaderName | httparse::Error::HeaderValue | httparse::Error::NewLine)
+    )
+}
+
+/// Whether Pingora's checks after parsing are certain to refuse the request whose complete
+/// header is in `first`, with the same function Pingora runs ([`validate_request_authority`]:
+/// two Host fields, userinfo in Host or target, a target authority Host disagrees with).
+/// Only asked of requests [`eligible`] turned away; an eligible one meets the same checks in
+/// [`Forwarder::serve`].
+pub fn authority_refused(first: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(req.parse(first), Ok(httparse::Status::Complete(_))) {
+        return false;
+    }
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return false;
+    };
+    let Ok(mut header) = RequestHeader::build(method, path.as_bytes(), Some(req.headers.len()))
+    else {
+        // Pingora builds the same header and fails the same way.
+        return true;
+    };
+    for h in req.headers.iter() {
+        if header.append_header(h.name.to_string(), h.value).is_err() {
+            return false;
+        }
+    }
+    validate_request_authority(&header).is_err()
+}
+
 fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|b| *b == b',')
@@ -88,6 +138,26 @@ pub struct Forwarder {
 /// Whether the client connection can carry another request, and the error that ended this one.
 type Outcome = (bool, Option<Box<Error>>);
 
+/// A client connection ready for its next request: what this request left for it (keep-alive
+/// settings) and, apart, the bytes of the next request already read (a pipelining client's,
+/// RFC 9112 §9.3.2), so the keep-alive loop can decide that request's path from them.
+pub struct Next {
+    pub stream: Stream,
+    pub settings: HttpPersistentSettings,
+    pub pipelined: Option<BytesMut>,
+}
+
+impl Next {
+    /// For Pingora's loop, which takes the bytes inside the settings.
+    pub fn into_reused(self) -> ReusedHttpStream {
+        let mut settings = self.settings;
+        if let Some(bytes) = self.pipelined {
+            settings.set_pipelined_prefix(bytes);
+        }
+        ReusedHttpStream::new(self.stream, Some(settings))
+    }
+}
+
 impl Forwarder {
     pub fn new(proxy: CertgateProxy, conf: &ServerConf) -> Forwarder {
         Forwarder {
@@ -100,22 +170,25 @@ impl Forwarder {
     /// One request of `session` (for HTTP/1.1, its first bytes already handed to it; an HTTP/2
     /// stream's header is read already), start to end; returns the HTTP/1.1 connection when it
     /// can carry another request (an HTTP/2 stream never can: the connection is Pingora's).
-    pub async fn serve(
-        &self,
-        mut session: Session,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+    pub async fn serve(&self, mut session: Session, shutdown: &ShutdownWatch) -> Option<Next> {
         let p = &self.proxy;
+        let start = std::time::Instant::now();
         match session.downstream_session.read_request().await {
             Ok(true) => {}
             Ok(false) => return None,
             Err(e) => {
-                // As `HttpProxy` does: a header Pingora refuses gets its plain 400; a broken
-                // connection gets nothing.
+                // A header Pingora refuses (its framing checks, after the first bytes parsed)
+                // gets the JSON 400, logged and counted; a broken connection gets nothing.
                 if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
-                    let _ = session.downstream_session.respond_error(400).await;
+                    // Pingora's summary: "METHOD path, Host: h", its method `-` when unparsed.
+                    let summary = session.downstream_session.request_summary();
+                    let line = summary.split(", Host:").next().unwrap_or_default();
+                    let request = RequestLine::parse(line.as_bytes());
+                    self.refuse_early(&mut session, 400, "malformed request", &request, start)
+                        .await;
+                } else {
+                    session.downstream_session.shutdown().await;
                 }
-                session.downstream_session.shutdown().await;
                 return None;
             }
         }
@@ -150,6 +223,94 @@ impl Forwarder {
         self.finish(session, &mut ctx, reuse, error).await
     }
 
+    /// An HTTP/2 stream whose header block is beyond `limits.max_header_bytes` (counted as on
+    /// HTTP/1.1, [`super::h2::header_bytes`]) is answered here with the JSON 431, logged and
+    /// counted, and never forwarded; any other comes back to be served.
+    pub async fn bound_h2_header(&self, session: ServerSession) -> Option<ServerSession> {
+        let max = self.proxy.listener.config.limits.max_header_bytes;
+        let size = super::h2::header_bytes(session.req_header());
+        if size <= max {
+            return Some(session);
+        }
+        let start = std::time::Instant::now();
+        let req = session.req_header();
+        let request = RequestLine {
+            method: req.method.as_str().to_string(),
+            path: String::from_utf8_lossy(req.raw_path())
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        };
+        let mut session = super::h2::session(session);
+        self.refuse_early(
+            &mut session,
+            431,
+            "request header too large",
+            &request,
+            start,
+        )
+        .await;
+        None
+    }
+
+    /// A request whose header Pingora's checks refuse ([`authority_refused`]): its parser gives
+    /// the error, answered with the logged JSON 400. Were the request accepted after all, it is
+    /// refused the same and never forwarded: it did not take the forwarding path's checks.
+    pub async fn refuse_unparsable(&self, mut session: Session) {
+        let start = std::time::Instant::now();
+        match session.downstream_session.read_request().await {
+            Ok(false) => return,
+            Err(e) if !matches!(e.etype(), ErrorType::InvalidHTTPHeader) => {
+                session.downstream_session.shutdown().await;
+                return;
+            }
+            _ => {}
+        }
+        let summary = session.downstream_session.request_summary();
+        let line = summary.split(", Host:").next().unwrap_or_default();
+        let request = RequestLine::parse(line.as_bytes());
+        self.refuse_early(&mut session, 400, "malformed request", &request, start)
+            .await;
+    }
+
+    /// A request whose first bytes hold a header Pingora's parser would refuse (see
+    /// [`malformed`]): answered with the JSON 400 before anything parses it.
+    pub async fn refuse_malformed(&self, mut session: Session, request: RequestLine) {
+        let start = std::time::Instant::now();
+        self.refuse_early(&mut session, 400, "malformed request", &request, start)
+            .await;
+    }
+
+    /// An answer before the proxy phases: the JSON error (the connection closes after it),
+    /// then the access log line and the request metrics.
+    async fn refuse_early(
+        &self,
+        session: &mut Session,
+        status: u16,
+        reason: &str,
+        request: &RequestLine,
+        start: std::time::Instant,
+    ) {
+        session.set_keepalive(None);
+        if let Err(e) = errors::respond(session, status, reason, self.proxy.hsts()).await {
+            tracing::debug!(error = %e, "could not send the error response");
+        }
+        access_log::early(&Early {
+            listener: &self.proxy.listener.config.name,
+            client: client_ip(session),
+            request,
+            status,
+            reason,
+            start,
+        });
+        // An HTTP/2 stream ended with the answer; only the stream was refused, not its
+        // connection.
+        if !session.downstream_session.is_http2() {
+            session.downstream_session.shutdown().await;
+        }
+    }
+
     /// `logging`, then the connection for the next request if it can carry one.
     async fn finish(
         &self,
@@ -157,7 +318,7 @@ impl Forwarder {
         ctx: &mut RequestCtx,
         reuse: bool,
         error: Option<Box<Error>>,
-    ) -> Option<ReusedHttpStream> {
+    ) -> Option<Next> {
         self.proxy
             .logging(&mut session, error.as_deref(), ctx)
             .await;
@@ -165,8 +326,18 @@ impl Forwarder {
             return None;
         }
         let settings = HttpPersistentSettings::for_session(&session);
-        let stream = session.downstream_session.finish().await.ok().flatten()?;
-        Some(ReusedHttpStream::from_reusable_stream(stream, settings))
+        let (stream, pipelined) = session
+            .downstream_session
+            .finish()
+            .await
+            .ok()
+            .flatten()?
+            .into_parts();
+        Some(Next {
+            stream,
+            settings,
+            pipelined,
+        })
     }
 
     /// One attempt: an upstream connection (pooled when one is idle), the exchange, and the

@@ -27,6 +27,24 @@ pub fn eligible(req: &RequestHeader) -> bool {
         })
 }
 
+/// The size of an HTTP/2 request's header block counted as its HTTP/1.1 form would be (request
+/// line, a Host line for `:authority`, each field as `name: value` with its CRLF, the empty
+/// line), so `limits.max_header_bytes` means the same on both versions.
+pub fn header_bytes(req: &RequestHeader) -> usize {
+    const CRLF: usize = 2;
+    let line = req.method.as_str().len() + 1 + req.raw_path().len() + " HTTP/1.1".len() + CRLF;
+    let host = req
+        .uri
+        .authority()
+        .map_or(0, |a| "host: ".len() + a.as_str().len() + CRLF);
+    let fields: usize = req
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + 2 + v.len() + CRLF)
+        .sum();
+    line + host + fields + CRLF
+}
+
 /// The proxy session for one HTTP/2 stream. pingora-proxy builds a `Session` around an HTTP/2
 /// stream only inside `HttpProxy`; outside it, its one public constructor takes an HTTP/1
 /// stream, so the session is built on an empty placeholder whose HTTP/1 half is then replaced
@@ -48,6 +66,13 @@ mod tests {
             r.append_header(n.to_string(), *v).unwrap();
         }
         r
+    }
+
+    #[test]
+    fn a_header_block_counts_as_its_http1_form() {
+        let r = req("GET", "/a", &[("x-a", "bc")]);
+        // "GET /a HTTP/1.1\r\n" + "x-a: bc\r\n" + "\r\n"
+        assert_eq!(header_bytes(&r), 17 + 9 + 2);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 /// Kept at its old path; the verdict is the policy's now.
 pub use crate::policy::authorize as access;
-mod access_log;
+pub mod access_log;
 pub mod dialects;
 pub mod errors;
 mod forward;
@@ -346,6 +346,9 @@ impl ProxyHttp for CertgateProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
+        if let Some(conn) = conn_auth(session) {
+            conn.header_guard.header_received();
+        }
         self.set_timeouts(session);
         self.identify(session, ctx).await;
         if let Some(reason) = host_problem(session.req_header()) {

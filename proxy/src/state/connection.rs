@@ -2,7 +2,7 @@
 //! creates it after the handshake and wraps the stream in the header guard) and the proxy
 //! (which reads it on every request of the connection from the TLS digest).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Waker};
 
@@ -88,17 +88,30 @@ impl Connection {
 /// slots for concurrent upstream requests.
 #[derive(Debug, Default)]
 pub struct HeaderGuardHandle {
-    rearm: AtomicBool,
+    /// What the proxy last told the guard: [`REARM`], [`RECEIVED`] or nothing (0).
+    signal: AtomicU8,
     closed: AtomicBool,
     /// The task waiting on the connection, woken by [`Self::close`].
     waker: Mutex<Option<Waker>>,
     upstream_slots: OnceLock<Arc<Semaphore>>,
 }
 
+/// The response of the current request is complete; the next bytes start a new header.
+pub const REARM: u8 = 1;
+/// A request's header was parsed: the bytes that follow are its body.
+pub const RECEIVED: u8 = 2;
+
 impl HeaderGuardHandle {
     /// The response of the current request is complete; the next bytes start a new header.
     pub fn rearm(&self) {
-        self.rearm.store(true, Ordering::Release);
+        self.signal.store(REARM, Ordering::Release);
+    }
+
+    /// The current request's header was parsed. Said when the request reaches the proxy: a
+    /// pipelined request's header can be parsed from bytes read with the previous request,
+    /// which the guard never saw as a header; without this it would count the body as one.
+    pub fn header_received(&self) {
+        self.signal.store(RECEIVED, Ordering::Release);
     }
 
     /// Ends the connection: its pending and later reads and writes fail (for an upgraded
@@ -114,9 +127,9 @@ impl HeaderGuardHandle {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Whether the proxy re-armed the limits since the last call (and clears it).
-    pub fn take_rearm(&self) -> bool {
-        self.rearm.swap(false, Ordering::AcqRel)
+    /// What the proxy said last since the last call ([`REARM`], [`RECEIVED`] or 0), cleared.
+    pub fn take_signal(&self) -> u8 {
+        self.signal.swap(0, Ordering::AcqRel)
     }
 
     /// Wakes the task reading the connection when [`Self::close`] is called.
