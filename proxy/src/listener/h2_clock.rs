@@ -17,13 +17,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use pingora::protocols::raw_connect::ProxyDigest;
-use pingora::protocols::tls::TlsRef;
-use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
-    TimingDigest, UniqueID, UniqueIDType, ALPN,
-};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -373,51 +366,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeaderClock<S> {
     }
 }
 
-#[async_trait]
-impl<S: Shutdown + Send> Shutdown for HeaderClock<S> {
-    async fn shutdown(&mut self) {
-        self.inner.shutdown().await
-    }
-}
-
-impl<S: UniqueID> UniqueID for HeaderClock<S> {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
-
-impl<S: Ssl> Ssl for HeaderClock<S> {
-    fn get_ssl(&self) -> Option<&TlsRef> {
-        self.inner.get_ssl()
-    }
-    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
-        self.inner.get_ssl_digest()
-    }
-    fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
-    }
-}
-
-impl<S: GetTimingDigest> GetTimingDigest for HeaderClock<S> {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-}
-
-impl<S: GetProxyDigest> GetProxyDigest for HeaderClock<S> {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-}
-
-impl<S: GetSocketDigest> GetSocketDigest for HeaderClock<S> {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
-}
-
-#[async_trait]
-impl<S: Send> Peek for HeaderClock<S> {}
+// Everything else a Pingora stream does is the wrapped stream's.
+crate::listener::delegate_stream_traits!(HeaderClock);
 
 #[cfg(test)]
 mod tests {

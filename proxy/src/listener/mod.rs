@@ -6,6 +6,68 @@
 //! in Pingora's listener lets us count failed handshakes by reason and bound the handshake time
 //! per listener.
 
+/// Implements every Pingora stream trait but the I/O ones for a wrapper `$ty<S>` whose field
+/// `inner: S` is the stream it watches: the header guard and the HTTP/2 header clock change how
+/// bytes are read and written, nothing else about the connection.
+macro_rules! delegate_stream_traits {
+    ($ty:ident) => {
+        #[async_trait::async_trait]
+        impl<S: pingora::protocols::Shutdown + Send> pingora::protocols::Shutdown for $ty<S> {
+            async fn shutdown(&mut self) {
+                self.inner.shutdown().await
+            }
+        }
+
+        impl<S: pingora::protocols::UniqueID> pingora::protocols::UniqueID for $ty<S> {
+            fn id(&self) -> pingora::protocols::UniqueIDType {
+                self.inner.id()
+            }
+        }
+
+        impl<S: pingora::protocols::Ssl> pingora::protocols::Ssl for $ty<S> {
+            fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+                self.inner.get_ssl()
+            }
+            fn get_ssl_digest(&self) -> Option<std::sync::Arc<pingora::protocols::tls::SslDigest>> {
+                self.inner.get_ssl_digest()
+            }
+            fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
+                self.inner.selected_alpn_proto()
+            }
+        }
+
+        impl<S: pingora::protocols::GetTimingDigest> pingora::protocols::GetTimingDigest
+            for $ty<S>
+        {
+            fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
+                self.inner.get_timing_digest()
+            }
+        }
+
+        impl<S: pingora::protocols::GetProxyDigest> pingora::protocols::GetProxyDigest for $ty<S> {
+            fn get_proxy_digest(
+                &self,
+            ) -> Option<std::sync::Arc<pingora::protocols::raw_connect::ProxyDigest>> {
+                self.inner.get_proxy_digest()
+            }
+        }
+
+        impl<S: pingora::protocols::GetSocketDigest> pingora::protocols::GetSocketDigest
+            for $ty<S>
+        {
+            fn get_socket_digest(
+                &self,
+            ) -> Option<std::sync::Arc<pingora::protocols::SocketDigest>> {
+                self.inner.get_socket_digest()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl<S: Send> pingora::protocols::Peek for $ty<S> {}
+    };
+}
+pub(crate) use delegate_stream_traits;
+
 pub mod alert_close;
 mod h2_clock;
 pub mod header_guard;
