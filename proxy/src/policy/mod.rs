@@ -16,8 +16,6 @@ mod compile;
 mod digest;
 mod error;
 mod explain;
-pub mod learn;
-pub mod learn_yaml;
 mod load;
 mod matcher;
 pub mod normalize;
