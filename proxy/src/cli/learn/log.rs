@@ -3,7 +3,11 @@
 //!
 //! Whoever sends requests writes the log, so every field of a record is treated as hostile.
 
+use serde::Deserialize;
+
 use crate::policy::Denial;
+pub use crate::policy::RefusalKind;
+use crate::proxy::access_log::{self, AccessRecord};
 use crate::tls::verify::AuthFailure;
 
 /// Who a learned grant goes to.
@@ -51,28 +55,27 @@ pub fn parse_line(line: &str) -> Line {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(line[start..].trim_end()) else {
         return Line::NotAccess;
     };
+    if v.get("target").is_some_and(|t| t != access_log::TARGET) {
+        return Line::NotAccess;
+    }
+    let Ok(record) = AccessRecord::deserialize(&v) else {
+        return Line::NotAccess;
+    };
     if let Some(inner) = v.get("log").and_then(|l| l.as_str()) {
-        if v.get("method").is_none() && inner.trim_start().starts_with('{') {
+        if record.method.is_empty() && inner.trim_start().starts_with('{') {
             return parse_line(inner);
         }
     }
-    classify(&v)
+    classify(record)
 }
 
-/// Which policy refusal a record's `reason` is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RefusalKind {
-    /// 401: no certificate at all (not a refused one).
-    NoCertificate,
-    /// 403: a verified certificate whose permissions do not cover the request.
-    NotPermitted,
-}
-
-/// The record carries no typed refusal kind, only the reason text, so the text is matched. It is
-/// built here by the very functions the proxy writes it with ([`AuthFailure::reason`],
-/// [`Denial::reason`]) for this record's method and path: a rewording of the proxy's reasons
-/// changes both sides at once, and a reason about another request than the record's does not
-/// count. The unit test `reasons_are_the_ones_the_proxy_writes` runs them through `authorize`.
+/// The record carries no typed refusal kind (it was written before the `refusal` field), only
+/// the reason text, so the text is matched. It is built here by the very functions the proxy
+/// writes it with ([`AuthFailure::reason`], [`Denial::reason`]) for this record's method and
+/// path: a rewording of the proxy's reasons changes both sides at once, and a reason about
+/// another request than the record's does not count. The unit test
+/// `reasons_are_the_ones_the_proxy_writes` runs them through `authorize`. Never
+/// [`RefusalKind::BadCertificate`]: a refused certificate is nothing `learn` can grant.
 pub fn refusal_kind(method: &str, path: &str, reason: &str) -> Option<RefusalKind> {
     if reason == AuthFailure::NoCertificate.reason() {
         return Some(RefusalKind::NoCertificate);
@@ -84,32 +87,32 @@ pub fn refusal_kind(method: &str, path: &str, reason: &str) -> Option<RefusalKin
     None
 }
 
-fn classify(v: &serde_json::Value) -> Line {
-    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("");
-    if v.get("target").is_some_and(|t| t != "certgate::access") {
+/// Which policy refusal a record is: its typed `refusal` field, or for a record written before
+/// that field existed, its reason text ([`refusal_kind`]). The one place that chooses.
+pub fn record_refusal(r: &AccessRecord) -> Option<RefusalKind> {
+    match r.refusal {
+        Some(typed) => typed,
+        None => refusal_kind(&r.method, &r.path, &r.reason),
+    }
+}
+
+fn classify(r: AccessRecord) -> Line {
+    if r.method.is_empty() || !r.path.starts_with('/') || r.decision.is_empty() {
         return Line::NotAccess;
     }
-    let (method, path, decision) = (s("method"), s("path"), s("decision"));
-    if method.is_empty() || !path.starts_with('/') || decision.is_empty() {
-        return Line::NotAccess;
-    }
-    let status = match v.get("status") {
-        Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(0),
-        Some(serde_json::Value::String(t)) => t.parse().unwrap_or(0),
-        _ => 0,
-    };
-    // In audit mode the request was forwarded, so the status is the upstream's: the reason
+    // In audit mode the request was forwarded, so the status is the upstream's: the refusal
     // alone says what certgate would have answered.
-    let audit = match decision {
+    let audit = match r.decision.as_str() {
         "audit_deny" => true,
         "deny" => false,
         _ => return Line::Ignored,
     };
-    let user = Some(s("user").to_string()).filter(|u| !u.is_empty());
-    let grantees = match refusal_kind(method, path, s("reason")) {
+    let status = r.status;
+    let user = Some(r.user.clone()).filter(|u| !u.is_empty());
+    let grantees = match record_refusal(&r) {
         Some(RefusalKind::NoCertificate) if audit || status == 401 => vec![Grantee::Anonymous],
         Some(RefusalKind::NotPermitted) if audit || status == 403 => {
-            let groups = split_groups(s("groups"));
+            let groups = split_groups(&r.groups);
             if !groups.is_empty() {
                 groups.into_iter().map(Grantee::Group).collect()
             } else if let Some(u) = &user {
@@ -121,12 +124,12 @@ fn classify(v: &serde_json::Value) -> Line {
         _ => return Line::Ignored,
     };
     Line::Refusal(Refusal {
-        listener: s("listener").to_string(),
-        method: method.to_string(),
-        path: path.to_string(),
+        listener: r.listener,
+        method: r.method,
+        path: r.path,
         grantees,
         user,
-        timestamp: Some(s("timestamp").to_string()).filter(|t| !t.is_empty()),
+        timestamp: Some(r.timestamp).filter(|t| !t.is_empty()),
     })
 }
 

@@ -20,6 +20,8 @@ mod splice;
 mod yaml;
 
 #[cfg(test)]
+mod log_tests;
+#[cfg(test)]
 mod propose_tests;
 #[cfg(test)]
 mod yaml_tests;
