@@ -3,6 +3,7 @@
 //! proxy writes one through `tracing`, `certgate policy learn` reads it back with serde, and both
 //! use the one field list below.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -27,14 +28,14 @@ macro_rules! access_record {
         /// from an older or newer certgate reads as far as it goes.
         #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
         #[serde(default)]
-        pub struct AccessRecord {
+        pub struct AccessRecord<'a> {
             /// Written by the formatter (RFC 3339, UTC), not by [`AccessRecord::write`].
             #[serde(deserialize_with = "lenient_string")]
-            pub timestamp: String,
+            pub timestamp: Cow<'a, str>,
             $( $(#[$attr])* pub $field: $ty, )*
         }
 
-        impl AccessRecord {
+        impl AccessRecord<'_> {
             /// Writes the line: target [`TARGET`], level INFO.
             pub fn write(&self) {
                 tracing::info!(target: "certgate::access", $( $field = LogValue::log_value(&self.$field) ),*);
@@ -45,14 +46,14 @@ macro_rules! access_record {
 
 access_record! {
     #[serde(deserialize_with = "lenient_string")]
-    listener: String,
+    listener: Cow<'a, str>,
     #[serde(deserialize_with = "lenient_string")]
-    client: String,
+    client: Cow<'a, str>,
     #[serde(deserialize_with = "lenient_string")]
-    method: String,
+    method: Cow<'a, str>,
     /// The path as matched and forwarded; the query never (it may hold secrets).
     #[serde(deserialize_with = "lenient_string")]
-    path: String,
+    path: Cow<'a, str>,
     /// 0 when no response was written. Read from a number or a numeric string.
     #[serde(deserialize_with = "lenient_status")]
     status: u16,
@@ -60,21 +61,21 @@ access_record! {
     duration_ms: f64,
     /// The CN (`root` for the root token).
     #[serde(deserialize_with = "lenient_string")]
-    user: String,
+    user: Cow<'a, str>,
     /// The group values under the policy's `group_attribute`, as in `x-certgate-groups`.
     #[serde(deserialize_with = "lenient_string")]
-    groups: String,
+    groups: Cow<'a, str>,
     #[serde(deserialize_with = "lenient_string")]
-    spiffe_id: String,
+    spiffe_id: Cow<'a, str>,
     #[serde(deserialize_with = "lenient_string")]
-    permission: String,
+    permission: Cow<'a, str>,
     /// `allow`, `deny` or `audit_deny`.
     #[serde(deserialize_with = "lenient_string")]
-    decision: String,
+    decision: Cow<'a, str>,
     #[serde(deserialize_with = "lenient_string")]
-    reason: String,
+    reason: Cow<'a, str>,
     #[serde(deserialize_with = "lenient_string")]
-    vpce: String,
+    vpce: Cow<'a, str>,
     /// The policy refusal this is (written `""` when none). The outer None: the line has no
     /// such field (written before certgate had it); `Some(None)`: not a policy refusal, or a
     /// kind this build does not know.
@@ -87,9 +88,9 @@ trait LogValue {
     fn log_value(&self) -> impl tracing::Value + '_;
 }
 
-impl LogValue for String {
+impl LogValue for Cow<'_, str> {
     fn log_value(&self) -> impl tracing::Value + '_ {
-        self.as_str()
+        &**self
     }
 }
 
@@ -115,9 +116,12 @@ fn write_refusal<S: Serializer>(r: &Option<Option<RefusalKind>>, s: S) -> Result
     s.serialize_str(r.flatten().map_or("", RefusalKind::as_str))
 }
 
-fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+fn lenient_string<'de, 'a, D: Deserializer<'de>>(d: D) -> Result<Cow<'a, str>, D::Error> {
     let v = serde_json::Value::deserialize(d)?;
-    Ok(v.as_str().unwrap_or_default().to_string())
+    Ok(match v {
+        serde_json::Value::String(s) => Cow::Owned(s),
+        _ => Cow::Borrowed(""),
+    })
 }
 
 fn lenient_status<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
@@ -182,14 +186,15 @@ pub(super) fn record(name: &str, session: &Session, e: Option<&Error>, ctx: &Req
         .or_else(|| e.map(|e| e.to_string()))
         .unwrap_or_default();
     AccessRecord {
-        timestamp: String::new(),
-        listener: name.to_string(),
+        timestamp: Cow::Borrowed(""),
+        listener: name.into(),
         client: client_ip(session)
             .map(|ip| ip.to_string())
-            .unwrap_or_default(),
-        method: req.method.to_string(),
+            .unwrap_or_default()
+            .into(),
+        method: req.method.as_str().into(),
         // The path as matched and forwarded; the query stays out of the log (it may hold secrets).
-        path: logged_path(ctx.target.as_ref(), req.raw_path()),
+        path: logged_path(ctx.target.as_ref(), req.raw_path()).into(),
         status: code,
         duration_ms: elapsed.as_secs_f64() * 1000.0,
         user: if ctx.root {
@@ -200,18 +205,19 @@ pub(super) fn record(name: &str, session: &Session, e: Option<&Error>, ctx: &Req
                 .and_then(|i| i.user.as_deref())
                 .unwrap_or("")
         }
-        .to_string(),
-        groups,
+        .into(),
+        groups: groups.into(),
         // Workload certificates often have no CN: without this their lines would name no one.
         spiffe_id: ctx
             .identity
             .as_ref()
             .and_then(|i| crate::policy::spiffe::svid_id(&i.uri_sans).ok())
-            .map_or(String::new(), |s| s.id.to_string()),
-        permission: ctx.permission.clone().unwrap_or_default(),
-        decision: decision.to_string(),
-        reason,
-        vpce: vpce.as_deref().unwrap_or_default().to_string(),
+            .map_or("", |s| s.id)
+            .into(),
+        permission: ctx.permission.as_deref().unwrap_or("").into(),
+        decision: decision.into(),
+        reason: reason.into(),
+        vpce: vpce.as_deref().unwrap_or("").into(),
         refusal: Some(ctx.refusal),
     }
     .write();
@@ -294,14 +300,18 @@ pub fn early(answer: &Early<'_>) {
         .observe(elapsed.as_secs_f64());
     // No identity was looked at: user, groups, spiffe_id and permission stay empty.
     AccessRecord {
-        listener: answer.listener.to_string(),
-        client: answer.client.map(|ip| ip.to_string()).unwrap_or_default(),
-        method: answer.request.method.clone(),
-        path: answer.request.path.clone(),
+        listener: answer.listener.into(),
+        client: answer
+            .client
+            .map(|ip| ip.to_string())
+            .unwrap_or_default()
+            .into(),
+        method: answer.request.method.as_str().into(),
+        path: answer.request.path.as_str().into(),
         status: answer.status,
         duration_ms: elapsed.as_secs_f64() * 1000.0,
-        decision: decision.to_string(),
-        reason: answer.reason.to_string(),
+        decision: decision.into(),
+        reason: answer.reason.into(),
         refusal: Some(None),
         ..AccessRecord::default()
     }

@@ -102,13 +102,13 @@ fn classify(r: AccessRecord) -> Line {
     }
     // In audit mode the request was forwarded, so the status is the upstream's: the refusal
     // alone says what certgate would have answered.
-    let audit = match r.decision.as_str() {
+    let audit = match &*r.decision {
         "audit_deny" => true,
         "deny" => false,
         _ => return Line::Ignored,
     };
     let status = r.status;
-    let user = Some(r.user.clone()).filter(|u| !u.is_empty());
+    let user = Some(r.user.to_string()).filter(|u| !u.is_empty());
     let grantees = match record_refusal(&r) {
         Some(RefusalKind::NoCertificate) if audit || status == 401 => vec![Grantee::Anonymous],
         Some(RefusalKind::NotPermitted) if audit || status == 403 => {
@@ -124,12 +124,12 @@ fn classify(r: AccessRecord) -> Line {
         _ => return Line::Ignored,
     };
     Line::Refusal(Refusal {
-        listener: r.listener,
-        method: r.method,
-        path: r.path,
+        listener: r.listener.into_owned(),
+        method: r.method.into_owned(),
+        path: r.path.into_owned(),
         grantees,
         user,
-        timestamp: Some(r.timestamp).filter(|t| !t.is_empty()),
+        timestamp: Some(r.timestamp.into_owned()).filter(|t| !t.is_empty()),
     })
 }
 

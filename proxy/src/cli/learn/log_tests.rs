@@ -40,7 +40,7 @@ fn written(record: &AccessRecord, json: bool) -> String {
     String::from_utf8(bytes).unwrap()
 }
 
-fn denied(refusal: Option<Option<RefusalKind>>) -> AccessRecord {
+fn denied(refusal: Option<Option<RefusalKind>>) -> AccessRecord<'static> {
     AccessRecord {
         listener: "ctrl".into(),
         client: "10.0.0.7".into(),
@@ -51,7 +51,7 @@ fn denied(refusal: Option<Option<RefusalKind>>) -> AccessRecord {
         user: "jenkins".into(),
         groups: "ci,a\\,b".into(),
         spiffe_id: "spiffe://example.org/ns/ci/sa/builder".into(),
-        permission: String::new(),
+        permission: "".into(),
         decision: "deny".into(),
         reason: "GET /api/v1/vm/42 requires one of: list_vms".into(),
         vpce: "vpce-0123".into(),
@@ -120,7 +120,7 @@ fn a_line_the_proxy_writes_reads_back_as_the_same_record() {
         vec![Grantee::Group("ci".into()), Grantee::Group("a,b".into())]
     );
     assert_eq!(r.user.as_deref(), Some("jenkins"));
-    assert_eq!(r.timestamp, Some(back.timestamp));
+    assert_eq!(r.timestamp, Some(back.timestamp.into_owned()));
 
     // Not a refusal: written as "", read back as "no kind" (not as an older line's missing field).
     let allowed = AccessRecord {
