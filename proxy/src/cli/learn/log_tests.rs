@@ -183,3 +183,50 @@ fn the_typed_refusal_wins_over_the_reason_text() {
     v.as_object_mut().unwrap().remove("refusal");
     assert_eq!(parse_line(&v.to_string()), Line::Ignored);
 }
+
+#[test]
+fn the_typed_refusal_and_the_older_lines_reading_agree_on_what_the_proxy_refuses() {
+    use crate::pki::{self, CertSpec};
+    use crate::policy::{authorize, Policy, Verdict};
+    use crate::tls::identity::Identity;
+    use crate::tls::verify::AuthFailure;
+    let mut ca = CertSpec::with_subject(&[("CN", "Log Test CA")]);
+    ca.is_ca = true;
+    ca.eku = false;
+    let ca = pki::self_signed_ca(&ca).unwrap();
+    let leaf = pki::issue(&CertSpec::with_subject(&[("O", "g"), ("CN", "u")]), &ca).unwrap();
+    let id = Identity::from_x509(&leaf.cert).unwrap();
+    let policy = Policy::from_yaml(
+        "permissions:\n  vms: [\"GET /vm\"]\ngroups:\n  other: [vms]\n",
+        std::path::Path::new("p.yaml"),
+    )
+    .unwrap();
+    let cases = [
+        (
+            Err(AuthFailure::NoCertificate),
+            "/vm",
+            Some(RefusalKind::NoCertificate),
+        ),
+        (
+            Err(AuthFailure::Expired),
+            "/vm",
+            Some(RefusalKind::BadCertificate),
+        ),
+        (Ok(&id), "/vm", Some(RefusalKind::NotPermitted)),
+        (Ok(&id), "/nowhere", Some(RefusalKind::NotPermitted)),
+    ];
+    for (who, path, want) in cases {
+        let verdict = authorize(who, Some(&policy), false, "GET", path);
+        let Verdict::Deny { reason, .. } = &verdict else {
+            panic!("{path} is not denied")
+        };
+        assert_eq!(verdict.refusal(who), want, "{reason}");
+        // Without the field, the reason says the same, except that a refused certificate is
+        // nothing learn grants (no kind at all).
+        let old = refusal_kind("GET", path, reason);
+        let learnable = want.filter(|k| *k != RefusalKind::BadCertificate);
+        assert_eq!(old, learnable, "{reason}");
+    }
+    let root = authorize(Ok(&id), Some(&policy), true, "GET", "/vm");
+    assert_eq!(root.refusal(Ok(&id)), None);
+}
