@@ -2,6 +2,8 @@
 //! re-applies to open tunnels when a reload changes trust or policy, and `certgate explain`
 //! reports, so the three cannot drift apart.
 
+use serde::{Deserialize, Serialize};
+
 use crate::policy::{Decision, Mode, Policy, Principal};
 use crate::tls::identity::Identity;
 use crate::tls::verify::AuthFailure;
@@ -23,6 +25,44 @@ pub enum Verdict {
         status: u16,
         reason: String,
     },
+}
+
+/// Which refusal a denying [`Verdict`] is, typed, for the access log's `refusal` field (and so
+/// for `certgate policy learn`, which must not read it out of the reason's wording).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalKind {
+    /// 401: no certificate at all (not a refused one): only `anonymous` grants could allow it.
+    NoCertificate,
+    /// 401: a certificate was presented and refused (expired, revoked, unknown CA, ...).
+    BadCertificate,
+    /// 403: a verified certificate whose permissions do not cover the request.
+    NotPermitted,
+}
+
+impl RefusalKind {
+    /// The spelling in the access log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalKind::NoCertificate => "no_certificate",
+            RefusalKind::BadCertificate => "bad_certificate",
+            RefusalKind::NotPermitted => "not_permitted",
+        }
+    }
+}
+
+impl Verdict {
+    /// The refusal this verdict is, given the `identity` it was decided for; None when allowed.
+    pub fn refusal(&self, identity: Result<&Identity, AuthFailure>) -> Option<RefusalKind> {
+        match self {
+            Verdict::Root | Verdict::Allow { .. } => None,
+            Verdict::AuditDeny { .. } | Verdict::Deny { .. } => Some(match identity {
+                Ok(_) => RefusalKind::NotPermitted,
+                Err(AuthFailure::NoCertificate) => RefusalKind::NoCertificate,
+                Err(_) => RefusalKind::BadCertificate,
+            }),
+        }
+    }
 }
 
 impl<'a> From<&'a Identity> for Principal<'a> {

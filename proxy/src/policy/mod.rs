@@ -16,8 +16,6 @@ mod compile;
 mod digest;
 mod error;
 mod explain;
-pub mod learn;
-pub mod learn_yaml;
 mod load;
 mod matcher;
 pub mod normalize;
@@ -34,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use authorize::{authorize, Verdict};
+pub use authorize::{authorize, RefusalKind, Verdict};
 pub use error::PolicyError;
 pub use explain::Explanation;
 pub use normalize::{normalize_path, PathError};

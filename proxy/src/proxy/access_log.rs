@@ -1,15 +1,151 @@
 //! What each request leaves behind: the request metrics and, when something writes it, the
-//! access log line (target `certgate::access`).
+//! access log line (target `certgate::access`). The line's fields are [`AccessRecord`]'s: the
+//! proxy writes one through `tracing`, `certgate policy learn` reads it back with serde, and both
+//! use the one field list below.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Instant;
 
 use pingora::proxy::Session;
 use pingora::Error;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{client_ip, conn_auth, forward, RequestCtx};
 use crate::metrics;
-use crate::policy::RequestTarget;
+use crate::policy::{RefusalKind, RequestTarget};
+
+/// The `tracing` target of access log lines.
+pub const TARGET: &str = "certgate::access";
+
+/// Declares [`AccessRecord`] and the one `tracing` event that writes it from one field list, so
+/// the names the proxy writes and the names `learn` reads are the same identifiers.
+macro_rules! access_record {
+    ($( $(#[$attr:meta])* $field:ident: $ty:ty, )*) => {
+        /// One access log line. The proxy writes it with [`AccessRecord::write`] (field order
+        /// as declared; `timestamp`, `level` and `target` are the log formatter's). Read back
+        /// leniently: a missing field is empty, a value of the wrong type is empty, so a line
+        /// from an older or newer certgate reads as far as it goes.
+        #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(default)]
+        pub struct AccessRecord<'a> {
+            /// Written by the formatter (RFC 3339, UTC), not by [`AccessRecord::write`].
+            #[serde(deserialize_with = "lenient_string")]
+            pub timestamp: Cow<'a, str>,
+            $( $(#[$attr])* pub $field: $ty, )*
+        }
+
+        impl AccessRecord<'_> {
+            /// Writes the line: target [`TARGET`], level INFO.
+            pub fn write(&self) {
+                tracing::info!(target: "certgate::access", $( $field = LogValue::log_value(&self.$field) ),*);
+            }
+        }
+    };
+}
+
+access_record! {
+    #[serde(deserialize_with = "lenient_string")]
+    listener: Cow<'a, str>,
+    #[serde(deserialize_with = "lenient_string")]
+    client: Cow<'a, str>,
+    #[serde(deserialize_with = "lenient_string")]
+    method: Cow<'a, str>,
+    /// The path as matched and forwarded; the query never (it may hold secrets).
+    #[serde(deserialize_with = "lenient_string")]
+    path: Cow<'a, str>,
+    /// 0 when no response was written. Read from a number or a numeric string.
+    #[serde(deserialize_with = "lenient_status")]
+    status: u16,
+    #[serde(deserialize_with = "lenient_f64")]
+    duration_ms: f64,
+    /// The CN (`root` for the root token).
+    #[serde(deserialize_with = "lenient_string")]
+    user: Cow<'a, str>,
+    /// The group values under the policy's `group_attribute`, as in `x-certgate-groups`.
+    #[serde(deserialize_with = "lenient_string")]
+    groups: Cow<'a, str>,
+    #[serde(deserialize_with = "lenient_string")]
+    spiffe_id: Cow<'a, str>,
+    #[serde(deserialize_with = "lenient_string")]
+    permission: Cow<'a, str>,
+    /// `allow`, `deny` or `audit_deny`.
+    #[serde(deserialize_with = "lenient_string")]
+    decision: Cow<'a, str>,
+    #[serde(deserialize_with = "lenient_string")]
+    reason: Cow<'a, str>,
+    #[serde(deserialize_with = "lenient_string")]
+    vpce: Cow<'a, str>,
+    /// The policy refusal this is (written `""` when none). The outer None: the line has no
+    /// such field (written before certgate had it); `Some(None)`: not a policy refusal, or a
+    /// kind this build does not know.
+    #[serde(deserialize_with = "lenient_refusal", serialize_with = "write_refusal")]
+    refusal: Option<Option<RefusalKind>>,
+}
+
+/// A field value as `tracing` records it.
+trait LogValue {
+    fn log_value(&self) -> impl tracing::Value + '_;
+}
+
+impl LogValue for Cow<'_, str> {
+    fn log_value(&self) -> impl tracing::Value + '_ {
+        &**self
+    }
+}
+
+impl LogValue for u16 {
+    fn log_value(&self) -> impl tracing::Value + '_ {
+        *self
+    }
+}
+
+impl LogValue for f64 {
+    fn log_value(&self) -> impl tracing::Value + '_ {
+        *self
+    }
+}
+
+impl LogValue for Option<Option<RefusalKind>> {
+    fn log_value(&self) -> impl tracing::Value + '_ {
+        self.flatten().map_or("", RefusalKind::as_str)
+    }
+}
+
+fn write_refusal<S: Serializer>(r: &Option<Option<RefusalKind>>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(r.flatten().map_or("", RefusalKind::as_str))
+}
+
+fn lenient_string<'de, 'a, D: Deserializer<'de>>(d: D) -> Result<Cow<'a, str>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(match v {
+        serde_json::Value::String(s) => Cow::Owned(s),
+        _ => Cow::Borrowed(""),
+    })
+}
+
+fn lenient_status<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    let n = match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_u64().unwrap_or(0),
+        serde_json::Value::String(t) => t.parse().unwrap_or(0),
+        _ => 0,
+    };
+    Ok(u16::try_from(n).unwrap_or(0))
+}
+
+fn lenient_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(v.as_f64()
+        .or_else(|| v.as_str().and_then(|t| t.parse().ok()))
+        .unwrap_or(0.0))
+}
+
+fn lenient_refusal<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<RefusalKind>>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(Some(RefusalKind::deserialize(v).ok()))
+}
 
 /// Counts the finished request and writes its access log line.
 pub(super) fn record(name: &str, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
@@ -30,7 +166,7 @@ pub(super) fn record(name: &str, session: &Session, e: Option<&Error>, ctx: &Req
         .with_label_values(&[name, decision, ctx.permission.as_deref().unwrap_or("")])
         .inc();
     // The access log line is built only when something will write it.
-    if !tracing::enabled!(target: "certgate::access", tracing::Level::INFO) {
+    if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
         return;
     }
     let vpce = conn_auth(session).and_then(|c| c.vpce_id.clone());
@@ -49,24 +185,42 @@ pub(super) fn record(name: &str, session: &Session, e: Option<&Error>, ctx: &Req
         .clone()
         .or_else(|| e.map(|e| e.to_string()))
         .unwrap_or_default();
-    tracing::info!(
-        target: "certgate::access",
-        listener = %name,
-        client = %client_ip(session).map(|ip| ip.to_string()).unwrap_or_default(),
-        method = %req.method,
+    AccessRecord {
+        timestamp: Cow::Borrowed(""),
+        listener: name.into(),
+        client: client_ip(session)
+            .map(|ip| ip.to_string())
+            .unwrap_or_default()
+            .into(),
+        method: req.method.as_str().into(),
         // The path as matched and forwarded; the query stays out of the log (it may hold secrets).
-        path = %logged_path(ctx.target.as_ref(), req.raw_path()),
-        status = code,
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        user = %if ctx.root { "root" } else { ctx.identity.as_ref().and_then(|i| i.user.as_deref()).unwrap_or("") },
-        groups = %groups,
+        path: logged_path(ctx.target.as_ref(), req.raw_path()).into(),
+        status: code,
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        user: if ctx.root {
+            "root"
+        } else {
+            ctx.identity
+                .as_ref()
+                .and_then(|i| i.user.as_deref())
+                .unwrap_or("")
+        }
+        .into(),
+        groups: groups.into(),
         // Workload certificates often have no CN: without this their lines would name no one.
-        spiffe_id = %ctx.identity.as_ref().and_then(|i| crate::policy::spiffe::svid_id(&i.uri_sans).ok()).map_or("", |s| s.id),
-        permission = %ctx.permission.as_deref().unwrap_or(""),
-        decision = decision,
-        reason = %reason,
-        vpce = %vpce.as_deref().unwrap_or(""),
-    );
+        spiffe_id: ctx
+            .identity
+            .as_ref()
+            .and_then(|i| crate::policy::spiffe::svid_id(&i.uri_sans).ok())
+            .map_or("", |s| s.id)
+            .into(),
+        permission: ctx.permission.as_deref().unwrap_or("").into(),
+        decision: decision.into(),
+        reason: reason.into(),
+        vpce: vpce.as_deref().unwrap_or("").into(),
+        refusal: Some(ctx.refusal),
+    }
+    .write();
 }
 
 /// The path for the access log: the decided one, or what the client wrote when it was refused
@@ -144,21 +298,24 @@ pub fn early(answer: &Early<'_>) {
     metrics::REQUEST_DURATION
         .with_label_values(&[answer.listener])
         .observe(elapsed.as_secs_f64());
-    tracing::info!(
-        target: "certgate::access",
-        listener = %answer.listener,
-        client = %answer.client.map(|ip| ip.to_string()).unwrap_or_default(),
-        method = %answer.request.method,
-        path = %answer.request.path,
-        status = answer.status,
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        user = "",
-        groups = "",
-        permission = "",
-        decision = decision,
-        reason = %answer.reason,
-        vpce = "",
-    );
+    // No identity was looked at: user, groups, spiffe_id and permission stay empty.
+    AccessRecord {
+        listener: answer.listener.into(),
+        client: answer
+            .client
+            .map(|ip| ip.to_string())
+            .unwrap_or_default()
+            .into(),
+        method: answer.request.method.as_str().into(),
+        path: answer.request.path.as_str().into(),
+        status: answer.status,
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        decision: decision.into(),
+        reason: answer.reason.into(),
+        refusal: Some(None),
+        ..AccessRecord::default()
+    }
+    .write();
 }
 
 #[cfg(test)]

@@ -31,7 +31,8 @@ use pingora::Error;
 
 use crate::metrics;
 use crate::policy::{
-    authorize, parse_target, GroupAttribute, Policy, RequestTarget, TargetError, Verdict,
+    authorize, parse_target, GroupAttribute, Policy, RefusalKind, RequestTarget, TargetError,
+    Verdict,
 };
 use crate::state::{connection, Connection, Drain, IdentityHeaders, Inventory};
 use crate::tls::identity::Identity;
@@ -67,6 +68,8 @@ pub struct RequestCtx {
     decision: DecisionKind,
     permission: Option<String>,
     reason: Option<String>,
+    /// Which policy refusal the verdict was (the access log's `refusal`).
+    refusal: Option<RefusalKind>,
     /// The decided target: its path is what the policy matched, and the target as a whole is
     /// the only request-target the upstream receives.
     target: Option<RequestTarget>,
@@ -332,6 +335,7 @@ impl ProxyHttp for CertgateProxy {
             decision: DecisionKind::Deny,
             permission: None,
             reason: None,
+            refusal: None,
             target: None,
             content_length: None,
             policy: None,
@@ -382,6 +386,7 @@ impl ProxyHttp for CertgateProxy {
             method,
             target.path(),
         );
+        ctx.refusal = verdict.refusal(ctx.identity());
         ctx.target = Some(target);
         self.apply(session, ctx, policy, verdict).await
     }

@@ -2,6 +2,10 @@
 //! prints the grants (and new permissions) that would allow them, as a YAML fragment or, with
 //! `--merged`, as the whole policy. It only reads files: the operator reviews the output and
 //! puts it in place.
+//!
+//! Files: [`log`] (which access-log records are policy refusals), [`propose`] (generalising
+//! routes, choosing permissions and grants), [`yaml`] (the fragment and the canonical policy),
+//! [`splice`] (`--merged` as a text edit that keeps the policy's comments).
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -10,9 +14,23 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_yaml_ng::{Mapping, Value};
 
-use crate::policy::learn::{parse_line, propose, Learner, Line, Options, Proposal, METHODS};
-use crate::policy::learn_yaml::{canonical, comment_safe, expected, merge_text, seen_text};
+mod log;
+mod propose;
+mod splice;
+mod yaml;
+
+#[cfg(test)]
+mod log_tests;
+#[cfg(test)]
+mod propose_tests;
+#[cfg(test)]
+mod yaml_tests;
+
 use crate::policy::Policy;
+use log::{parse_line, Line};
+use propose::{propose, Learner, Options, Proposal, METHODS};
+use splice::merge_text;
+use yaml::{canonical, comment_safe, expected, seen_text};
 
 #[derive(Args, Debug)]
 pub struct LearnArgs {

@@ -1,7 +1,7 @@
-//! The analysis behind `certgate policy learn`: which access-log records are policy refusals,
-//! how their paths generalise (`/vm/42` and `/vm/97` are both `/vm/{id}`), who should be granted
-//! what, and whether an existing permission already covers the route. Reading files is the
-//! command's job (`cli/learn.rs`); writing YAML is [`super::learn_yaml`]'s.
+//! The analysis behind `certgate policy learn`: how refused paths generalise (`/vm/42` and
+//! `/vm/97` are both `/vm/{id}`), who should be granted what, and whether an existing permission
+//! already covers the route. Reading records is [`super::log`]'s job; writing YAML is
+//! [`super::yaml`]'s.
 //!
 //! Whoever sends requests writes the log, so every field of a record is treated as hostile: only
 //! identities that held a verified certificate are granted anything unless the operator asks for
@@ -11,9 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
-use super::route::{Methods, Segment};
-use super::{Denial, GroupAttribute, Policy, Principal, Route};
-use crate::tls::verify::AuthFailure;
+use super::log::{Grantee, Refusal};
+use crate::policy::route::{Methods, Segment};
+use crate::policy::{GroupAttribute, Policy, Principal, Route, UsersFrom};
 
 /// The methods `learn` writes routes for. Anything else a client can put on the request line
 /// reads differently in a route: `*` is every method, `GET|DELETE|PUT` is three, `get` is an
@@ -25,17 +25,6 @@ pub const PATH_SAMPLES: usize = 3;
 
 /// How many examples a "skipped" comment names.
 const SKIP_SAMPLES: usize = 5;
-
-/// Who a learned grant goes to.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Grantee {
-    /// A group value (under the policy's `group_attribute`).
-    Group(String),
-    /// A certificate CN, for identities without a group.
-    User(String),
-    /// Requests without a certificate.
-    Anonymous,
-}
 
 /// A request as it will be written in a route: method and path.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -57,151 +46,6 @@ impl RouteKey {
             path: generalize(&self.path),
         }
     }
-}
-
-/// One refused request read from the log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    pub listener: String,
-    pub method: String,
-    /// The path as logged.
-    pub path: String,
-    /// One grantee per group, else the user, else anonymous.
-    pub grantees: Vec<Grantee>,
-    pub user: Option<String>,
-    pub timestamp: Option<String>,
-}
-
-/// What one log line is.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Line {
-    /// A request the policy refused (or, in audit mode, would have refused).
-    Refusal(Refusal),
-    /// An access record that is not a policy refusal: allowed, a 400, a certificate failure, an
-    /// upstream error, or a certificate with neither group nor CN.
-    Ignored,
-    /// Not an access-log record (another log line, text, garbage).
-    NotAccess,
-}
-
-/// Reads one line: a certgate JSON access record, also inside a CRI log prefix
-/// (`<time> stdout F {...}`) or Docker's json-file wrapper (`{"log":"{...}\n",...}`).
-pub fn parse_line(line: &str) -> Line {
-    let Some(start) = line.find('{') else {
-        return Line::NotAccess;
-    };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(line[start..].trim_end()) else {
-        return Line::NotAccess;
-    };
-    if let Some(inner) = v.get("log").and_then(|l| l.as_str()) {
-        if v.get("method").is_none() && inner.trim_start().starts_with('{') {
-            return parse_line(inner);
-        }
-    }
-    classify(&v)
-}
-
-/// Which policy refusal a record's `reason` is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RefusalKind {
-    /// 401: no certificate at all (not a refused one).
-    NoCertificate,
-    /// 403: a verified certificate whose permissions do not cover the request.
-    NotPermitted,
-}
-
-/// The record carries no typed refusal kind, only the reason text, so the text is matched. It is
-/// built here by the very functions the proxy writes it with ([`AuthFailure::reason`],
-/// [`Denial::reason`]) for this record's method and path: a rewording of the proxy's reasons
-/// changes both sides at once, and a reason about another request than the record's does not
-/// count. The unit test `reasons_are_the_ones_the_proxy_writes` runs them through `authorize`.
-pub fn refusal_kind(method: &str, path: &str, reason: &str) -> Option<RefusalKind> {
-    if reason == AuthFailure::NoCertificate.reason() {
-        return Some(RefusalKind::NoCertificate);
-    }
-    let requires = Denial::Requires(Vec::new()).reason(method, path);
-    if reason == Denial::NotCovered.reason(method, path) || reason.starts_with(&requires) {
-        return Some(RefusalKind::NotPermitted);
-    }
-    None
-}
-
-fn classify(v: &serde_json::Value) -> Line {
-    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("");
-    if v.get("target").is_some_and(|t| t != "certgate::access") {
-        return Line::NotAccess;
-    }
-    let (method, path, decision) = (s("method"), s("path"), s("decision"));
-    if method.is_empty() || !path.starts_with('/') || decision.is_empty() {
-        return Line::NotAccess;
-    }
-    let status = match v.get("status") {
-        Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(0),
-        Some(serde_json::Value::String(t)) => t.parse().unwrap_or(0),
-        _ => 0,
-    };
-    // In audit mode the request was forwarded, so the status is the upstream's: the reason
-    // alone says what certgate would have answered.
-    let audit = match decision {
-        "audit_deny" => true,
-        "deny" => false,
-        _ => return Line::Ignored,
-    };
-    let user = Some(s("user").to_string()).filter(|u| !u.is_empty());
-    let grantees = match refusal_kind(method, path, s("reason")) {
-        Some(RefusalKind::NoCertificate) if audit || status == 401 => vec![Grantee::Anonymous],
-        Some(RefusalKind::NotPermitted) if audit || status == 403 => {
-            let groups = split_groups(s("groups"));
-            if !groups.is_empty() {
-                groups.into_iter().map(Grantee::Group).collect()
-            } else if let Some(u) = &user {
-                vec![Grantee::User(u.clone())]
-            } else {
-                return Line::Ignored;
-            }
-        }
-        _ => return Line::Ignored,
-    };
-    Line::Refusal(Refusal {
-        listener: s("listener").to_string(),
-        method: method.to_string(),
-        path: path.to_string(),
-        grantees,
-        user,
-        timestamp: Some(s("timestamp").to_string()).filter(|t| !t.is_empty()),
-    })
-}
-
-/// The log's `groups` field: values written as in `x-certgate-groups` (RFC 2253 escapes, so a
-/// comma inside a value is `\,`), joined by `,`.
-pub fn split_groups(field: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur: Vec<u8> = Vec::new();
-    let mut bytes = field.bytes().peekable();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'\\' => {
-                let Some(n) = bytes.next() else { break };
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(n), bytes.peek().copied().and_then(hex)) {
-                    (Some(h), Some(l)) => {
-                        bytes.next();
-                        cur.push((h * 16 + l) as u8);
-                    }
-                    _ => cur.push(n),
-                }
-            }
-            b',' => out.push(std::mem::take(&mut cur)),
-            _ => cur.push(b),
-        }
-    }
-    if !cur.is_empty() || !out.is_empty() {
-        out.push(cur);
-    }
-    out.into_iter()
-        .map(|v| String::from_utf8_lossy(&v).into_owned())
-        .filter(|v| !v.is_empty())
-        .collect()
 }
 
 /// The path with empty segments (repeated and trailing slashes) removed, as a route writes it.
@@ -630,7 +474,7 @@ pub fn propose(learner: &Learner, policy: Option<&Policy>, opts: &Options) -> Pr
         .map(|p| p.permission_names().map(str::to_string).collect())
         .unwrap_or_default();
     let attr = policy.map(|p| p.group_attribute()).unwrap_or_default();
-    let users_by_cn = policy.is_none_or(|p| p.users_from() == super::UsersFrom::Cn);
+    let users_by_cn = policy.is_none_or(|p| p.users_from() == UsersFrom::Cn);
     // route -> learned permission index
     let mut learned: BTreeMap<RouteKey, usize> = BTreeMap::new();
     // grantee -> (permission -> grant), existing permissions before learned ones
@@ -719,7 +563,3 @@ pub fn propose(learner: &Learner, policy: Option<&Policy>, opts: &Options) -> Pr
     out.unroutable.dedup();
     out
 }
-
-#[cfg(test)]
-#[path = "learn_tests.rs"]
-mod tests;

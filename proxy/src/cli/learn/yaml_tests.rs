@@ -1,8 +1,12 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::*;
-use crate::policy::learn::{NewPermission, Proposal};
+use serde_yaml_ng::{Mapping, Value};
+
+use super::log::Grantee;
+use super::propose::{Grant, NewPermission, Proposal, Seen};
+use super::splice::merge_text;
+use super::yaml::*;
 use crate::policy::Policy;
 
 fn seen(n: u64, users: &[&str]) -> Seen {

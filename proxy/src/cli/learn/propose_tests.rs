@@ -1,6 +1,11 @@
+use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::*;
+use super::log::*;
+use super::propose::*;
+use crate::policy::route::Methods;
+use crate::policy::{Policy, Route};
+use crate::tls::verify::AuthFailure;
 
 fn record(
     decision: &str,

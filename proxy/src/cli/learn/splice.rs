@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_yaml_ng::{Mapping, Value};
 
-use super::{items, names, permission_lines, quote, scalar, sections};
-use crate::policy::learn::{Grant, Proposal};
+use super::propose::{Grant, Proposal};
+use super::yaml::{canonical, items, names, permission_lines, quote, scalar, sections};
 
 /// A top-level key and its lines: `line` is the key's, the block ends before `end`.
 struct Block {
@@ -222,7 +222,7 @@ fn merge_mapping(
 }
 
 /// The policy text with the proposal spliced in, or None when its layout is not one this edit
-/// handles. The caller checks the result against [`super::expected`].
+/// handles. The caller checks the result against [`super::yaml::expected`].
 pub fn merge_text(text: &str, p: &Proposal) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let blocks = top_blocks(&lines)?;
@@ -276,7 +276,7 @@ pub fn merge_text(text: &str, p: &Proposal) -> Option<String> {
                     grants: entries.values().flatten().map(|g| (*g).clone()).collect(),
                     ..Default::default()
                 };
-                let text = super::canonical(&Mapping::new(), &only);
+                let text = canonical(&Mapping::new(), &only);
                 tail.extend(text.lines().map(str::to_string));
             }
         }

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 
 use serde_yaml_ng::{Mapping, Value};
 
-use super::learn::{Grant, Grantee, Proposal, Seen};
+use super::log::Grantee;
+use super::propose::{Grant, Proposal, Seen};
 
 /// Characters never written as they are, in scalars or in comments. YAML reads U+0085, U+2028
 /// and U+2029 as line breaks, exactly like `\n`: raw, they would end a comment (what follows
@@ -143,7 +144,7 @@ fn grant_comments(g: &Grant, indent: &str) -> Vec<String> {
         .collect()
 }
 
-fn items(g: &Grant, indent: &str) -> Vec<String> {
+pub(super) fn items(g: &Grant, indent: &str) -> Vec<String> {
     let mut out = grant_comments(g, indent);
     out.push(format!("{indent}- {}", quote(&g.permission)));
     out
@@ -155,7 +156,7 @@ fn flow(list: &[String]) -> String {
 }
 
 /// A list value as the policy loader reads it: a sequence, one string, or nothing.
-fn names(v: &Value) -> Vec<String> {
+pub(super) fn names(v: &Value) -> Vec<String> {
     match v {
         Value::Sequence(s) => s.iter().filter_map(scalar).collect(),
         Value::Null => Vec::new(),
@@ -163,7 +164,7 @@ fn names(v: &Value) -> Vec<String> {
     }
 }
 
-fn scalar(v: &Value) -> Option<String> {
+pub(super) fn scalar(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Bool(b) => Some(b.to_string()),
@@ -172,10 +173,10 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
-type Sections<'a> = BTreeMap<&'static str, BTreeMap<String, Vec<&'a Grant>>>;
+pub(super) type Sections<'a> = BTreeMap<&'static str, BTreeMap<String, Vec<&'a Grant>>>;
 
 /// Grants by section (`groups`, `users`, `anonymous`) and key (empty for `anonymous`).
-fn sections(p: &Proposal) -> Sections<'_> {
+pub(super) fn sections(p: &Proposal) -> Sections<'_> {
     let mut out: Sections<'_> = BTreeMap::new();
     for g in &p.grants {
         let (section, key) = match &g.grantee {
@@ -192,7 +193,7 @@ fn sections(p: &Proposal) -> Sections<'_> {
     out
 }
 
-fn permission_lines(p: &Proposal, indent: &str) -> Vec<String> {
+pub(super) fn permission_lines(p: &Proposal, indent: &str) -> Vec<String> {
     let mut out = Vec::new();
     for np in &p.permissions {
         out.push(format!("{indent}# {}", comment_safe(&seen_text(&np.seen))));
@@ -323,11 +324,3 @@ pub fn canonical(original: &Mapping, p: &Proposal) -> String {
     }
     out.join("\n") + "\n"
 }
-
-#[path = "learn_splice.rs"]
-mod splice;
-pub use splice::merge_text;
-
-#[cfg(test)]
-#[path = "learn_yaml_tests.rs"]
-mod tests;
