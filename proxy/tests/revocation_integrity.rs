@@ -311,12 +311,15 @@ async fn a_restart_with_the_cdp_down_or_hanging_keeps_the_cached_crl_of_a_discov
     );
     wait_for_code(&alice, &p, 401, Some("certificate revoked")).await;
     let inter_url = d.srv.url("/issuing.crl");
-    wait_for("the discovered CRL cached", CHANGE, || {
-        std::fs::read_dir(&d.cache)
+    // Both discovered CRLs (the root's, named by the intermediate, and the intermediate's)
+    // are cached before the restart: the chain needs both under crl_check: chain.
+    wait_for("both discovered CRLs cached", CHANGE, || {
+        let urls = std::fs::read_dir(&d.cache)
             .ok()?
             .flatten()
-            .any(|e| e.path().extension().is_some_and(|x| x == "url"))
-            .then_some(())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "url"))
+            .count();
+        (urls == 2).then_some(())
     });
     drop(p);
 
