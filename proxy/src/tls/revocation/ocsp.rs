@@ -377,7 +377,7 @@ mod nonce {
     }
 
     /// Adds a random 16-byte nonce.
-    pub fn add(req: &mut OcspRequest) -> Result<(), String> {
+    pub(crate) fn add(req: &mut OcspRequest) -> Result<(), String> {
         // SAFETY: `req` is a valid OCSP_REQUEST we own; a null value with length -1 asks
         // OpenSSL for a random nonce of its default length (16 bytes), which it copies in.
         let ok = unsafe { OCSP_request_add1_nonce(req.as_ptr(), std::ptr::null_mut(), -1) };
@@ -393,7 +393,7 @@ mod nonce {
 
     /// A responder that echoes the nonce must echo ours; one that sends none (precomputed
     /// responses, as large CAs serve) is accepted.
-    pub fn check(req: &OcspRequest, basic: &OcspBasicResponse) -> Result<(), String> {
+    pub(crate) fn check(req: &OcspRequest, basic: &OcspBasicResponse) -> Result<(), String> {
         // SAFETY: both pointers are valid, owned by the callers' handles for this call;
         // OCSP_check_nonce only reads them.
         let r = unsafe { OCSP_check_nonce(req.as_ptr(), basic.as_ptr()) };
