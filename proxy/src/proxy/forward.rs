@@ -75,7 +75,10 @@ pub(crate) fn groups_rfc2253(identity: &Identity, attribute: Option<GroupAttribu
         .select(&identity.organizations_rfc2253, &identity.org_units_rfc2253)
 }
 
-pub(crate) fn rewrite_request(req: &mut RequestHeader, info: &ForwardInfo<'_>) -> pingora::Result<()> {
+pub(crate) fn rewrite_request(
+    req: &mut RequestHeader,
+    info: &ForwardInfo<'_>,
+) -> pingora::Result<()> {
     let passed = &info.config.pass_client_headers;
     let spoofed: Vec<HeaderName> = req
         .headers
