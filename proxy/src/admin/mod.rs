@@ -1,11 +1,6 @@
 //! The admin endpoint: plain HTTP on its own port and its own thread, so it keeps answering
 //! (`/readyz` 503) while the proxy listeners drain.
 
-/// Kept at its old path for callers outside the crate.
-pub use crate::metrics;
-/// Kept at its old path; it lives in [`crate::report`] now.
-pub use crate::report;
-
 pub mod clients;
 
 use std::convert::Infallible;
@@ -16,6 +11,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response};
 
+use crate::metrics;
 use crate::reload::Reloader;
 use crate::state::Shared;
 use crate::status::{not_ready_reason, status};

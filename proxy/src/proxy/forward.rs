@@ -173,7 +173,7 @@ fn forwarded(client: Option<IpAddr>, host: Option<&str>) -> String {
 
 /// Every header the proxy must strip from client requests: case-insensitive, `-` and `_`
 /// equivalent. certgate writes its own value of each (or none) afterwards.
-pub fn is_spoofable(name: &str) -> bool {
+pub(crate) fn is_spoofable(name: &str) -> bool {
     const EXACT: [&str; 12] = [
         "ssl-client-verify",
         "ssl-client-subject-dn",
