@@ -12,9 +12,8 @@ use http_body_util::Full;
 use hyper::{Request, Response};
 
 use crate::metrics;
-use crate::reload::Reloader;
 use crate::state::Shared;
-use crate::status::{not_ready_reason, status};
+use crate::status::{not_ready_reason, status, LastReload};
 
 type Body = Full<Bytes>;
 
@@ -34,7 +33,7 @@ fn json(code: u16, v: serde_json::Value) -> Response<Body> {
 
 fn route(
     shared: &Shared,
-    reloader: &Reloader,
+    reloader: &dyn LastReload,
     req: &Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
@@ -78,7 +77,11 @@ fn route(
 }
 
 /// Binds now (so a taken port is a start-up error) and serves on a thread of its own.
-pub fn spawn(addr: SocketAddr, shared: Arc<Shared>, reloader: Arc<Reloader>) -> anyhow::Result<()> {
+pub fn spawn(
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    reloader: Arc<dyn LastReload>,
+) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| anyhow::anyhow!("admin.listen {addr}: cannot bind: {e}"))?;
     listener.set_nonblocking(true)?;
@@ -111,7 +114,7 @@ pub fn spawn(addr: SocketAddr, shared: Arc<Shared>, reloader: Arc<Reloader>) -> 
                     let reloader = reloader.clone();
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |req| {
-                            let resp = route(&shared, &reloader, &req);
+                            let resp = route(&shared, &*reloader, &req);
                             async move { Ok::<_, Infallible>(resp) }
                         });
                         let io = hyper_util::rt::TokioIo::new(stream);
