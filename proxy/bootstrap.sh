@@ -94,7 +94,10 @@ case "$step" in
   test)
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -q -- -D warnings
-    # Layering: every module imports only from the layers below it.
+    # Layering: every module imports only from the layers below it, and not the few imports
+    # the layers allow but the design forbids (policy -> tls, admin -> reload); the script's
+    # self-test plants each kind of violation first.
+    python3 .ci/layers.py --self-test
     python3 .ci/layers.py | tail -n 1
     # Pinned tools, built from crates.io with their own lock files (a newer release must not
     # change what CI checks without a commit saying so).

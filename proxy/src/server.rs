@@ -20,8 +20,7 @@ use crate::metrics;
 use crate::proxy::h1::Forwarder;
 use crate::proxy::CertgateProxy;
 use crate::reload::Reloader;
-/// Kept at their old paths; they live in [`crate::state`] now.
-pub use crate::state::{load_listeners, Listener, Shared};
+use crate::state::{load_listeners, Listener, Shared};
 use crate::tls::acceptor::ListenerTls;
 
 /// No read buffer under each client connection's TLS layer: Pingora's default is 64 KiB, which

@@ -4,9 +4,21 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
-use crate::reload::ReloadStatus;
+use crate::reload::{ReloadStatus, Reloader};
 use crate::report;
 use crate::state::Shared;
+
+/// Where `/status` reads the last reload from: the [`Reloader`], named here so the admin endpoint
+/// (which only serves what this module reports) does not depend on the reload machinery.
+pub trait LastReload: Send + Sync {
+    fn last(&self) -> ReloadStatus;
+}
+
+impl LastReload for Reloader {
+    fn last(&self) -> ReloadStatus {
+        Reloader::last(self)
+    }
+}
 
 /// Why the process is not ready, or None.
 pub fn not_ready_reason(shared: &Shared) -> Option<String> {

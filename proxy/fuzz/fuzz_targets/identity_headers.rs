@@ -5,8 +5,9 @@
 
 use std::sync::OnceLock;
 
+use certgate::config::Dialect;
 use certgate::pki::{self, CertSpec, Issued};
-use certgate::proxy::dialects::{dialect_headers, ClientVerify, Dialect};
+use certgate::proxy::dialects::{dialect_headers, ClientVerify};
 use libfuzzer_sys::fuzz_target;
 
 fn ca() -> &'static Issued {

@@ -3,7 +3,8 @@
 //! the upstream request is built from, and deciding the forwarded target again changes nothing.
 #![no_main]
 
-use certgate::policy::{parse_target, PathParams};
+use certgate::config::PathParams;
+use certgate::policy::parse_target;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

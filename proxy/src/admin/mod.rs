@@ -1,11 +1,6 @@
 //! The admin endpoint: plain HTTP on its own port and its own thread, so it keeps answering
 //! (`/readyz` 503) while the proxy listeners drain.
 
-/// Kept at its old path for callers outside the crate.
-pub use crate::metrics;
-/// Kept at its old path; it lives in [`crate::report`] now.
-pub use crate::report;
-
 pub mod clients;
 
 use std::convert::Infallible;
@@ -16,9 +11,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response};
 
-use crate::reload::Reloader;
+use crate::metrics;
 use crate::state::Shared;
-use crate::status::{not_ready_reason, status};
+use crate::status::{not_ready_reason, status, LastReload};
 
 type Body = Full<Bytes>;
 
@@ -38,7 +33,7 @@ fn json(code: u16, v: serde_json::Value) -> Response<Body> {
 
 fn route(
     shared: &Shared,
-    reloader: &Reloader,
+    reloader: &dyn LastReload,
     req: &Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
@@ -82,7 +77,11 @@ fn route(
 }
 
 /// Binds now (so a taken port is a start-up error) and serves on a thread of its own.
-pub fn spawn(addr: SocketAddr, shared: Arc<Shared>, reloader: Arc<Reloader>) -> anyhow::Result<()> {
+pub fn spawn(
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    reloader: Arc<dyn LastReload>,
+) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|e| anyhow::anyhow!("admin.listen {addr}: cannot bind: {e}"))?;
     listener.set_nonblocking(true)?;
@@ -115,7 +114,7 @@ pub fn spawn(addr: SocketAddr, shared: Arc<Shared>, reloader: Arc<Reloader>) -> 
                     let reloader = reloader.clone();
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(move |req| {
-                            let resp = route(&shared, &reloader, &req);
+                            let resp = route(&shared, &*reloader, &req);
                             async move { Ok::<_, Infallible>(resp) }
                         });
                         let io = hyper_util::rt::TokioIo::new(stream);

@@ -8,7 +8,7 @@ use crate::report::{listener_report, ListenerReport};
 use crate::state::load_listener;
 use crate::tls::acceptor::ListenerTls;
 
-pub fn check(path: &Path) -> ExitCode {
+pub(crate) fn check(path: &Path) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {

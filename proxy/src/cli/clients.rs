@@ -27,7 +27,7 @@ pub struct ClientsArgs {
 /// How long the admin endpoint gets to answer: it is local and serves from memory.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn clients(args: &ClientsArgs) -> ExitCode {
+pub(crate) fn clients(args: &ClientsArgs) -> ExitCode {
     match fetch_and_format(args) {
         Ok(table) => {
             print!("{table}");

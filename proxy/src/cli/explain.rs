@@ -41,7 +41,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(ERROR)
 }
 
-pub fn explain(args: &ExplainArgs) -> ExitCode {
+pub(crate) fn explain(args: &ExplainArgs) -> ExitCode {
     let config = match Config::load(&args.config.path()) {
         Ok(c) => c,
         Err(e) => return fail(e),

@@ -8,14 +8,14 @@ use super::{Alpn, ClientAuth, CrlCheck, CrlExpired, Dialect, LogFormat, PathPara
 
 #[derive(Deserialize, Debug, Clone)]
 #[serde(untagged)]
-pub enum OneOrMany {
+pub(crate) enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(crate) struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub shutdown_grace: Option<String>,
     pub log: Option<RawLog>,
@@ -28,21 +28,21 @@ pub struct RawConfig {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct RawAdmin {
+pub(crate) struct RawAdmin {
     pub listen: String,
     pub clients_max: Option<usize>,
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct RawLog {
+pub(crate) struct RawLog {
     pub format: Option<LogFormat>,
     pub level: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct RawTls {
+pub(crate) struct RawTls {
     pub cert: Option<String>,
     pub key: Option<String>,
     pub client_ca: Option<String>,
@@ -65,7 +65,7 @@ pub struct RawTls {
 
 impl RawTls {
     /// A listener's own keys win; the rest come from the top-level defaults.
-    pub fn or(self, defaults: &RawTls) -> RawTls {
+    pub(crate) fn or(self, defaults: &RawTls) -> RawTls {
         let d = defaults.clone();
         RawTls {
             cert: self.cert.or(d.cert),
@@ -92,7 +92,7 @@ impl RawTls {
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawTimeouts {
+pub(crate) struct RawTimeouts {
     pub connect: Option<String>,
     pub read: Option<String>,
     pub idle: Option<String>,
@@ -102,7 +102,7 @@ pub struct RawTimeouts {
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawLimits {
+pub(crate) struct RawLimits {
     pub max_connections: Option<usize>,
     pub connections_per_ip: Option<usize>,
     pub max_header_bytes: Option<usize>,
@@ -114,7 +114,7 @@ pub struct RawLimits {
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct RawListener {
+pub(crate) struct RawListener {
     pub name: String,
     pub listen: OneOrMany,
     pub upstream: String,

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Serves `file` at every path on a free 127.0.0.1 port, read afresh on each request.
-pub fn spawn(file: PathBuf) -> anyhow::Result<SocketAddr> {
+pub(crate) fn spawn(file: PathBuf) -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     std::thread::Builder::new()

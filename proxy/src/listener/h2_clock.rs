@@ -107,7 +107,7 @@ enum State {
     Done,
 }
 
-pub struct HeaderClock<S> {
+pub(crate) struct HeaderClock<S> {
     inner: S,
     listener: Arc<str>,
     client: Option<IpAddr>,
@@ -132,7 +132,7 @@ impl<S> std::fmt::Debug for HeaderClock<S> {
 }
 
 impl<S> HeaderClock<S> {
-    pub fn new(
+    pub(crate) fn new(
         inner: S,
         listener: Arc<str>,
         client: Option<IpAddr>,

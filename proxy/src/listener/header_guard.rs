@@ -30,8 +30,7 @@ use tokio::time::Sleep;
 
 use crate::proxy::access_log::{self, Early, RequestLine};
 use crate::proxy::errors;
-/// Kept at its old path; it lives with the rest of a connection's state now.
-pub use crate::state::HeaderGuardHandle;
+use crate::state::HeaderGuardHandle;
 
 fn aborted() -> std::io::Error {
     std::io::Error::new(

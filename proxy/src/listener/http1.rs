@@ -36,7 +36,7 @@ const FIRST_REQUEST_KEEPALIVE_SECS: u64 = 60;
 /// Pipelined requests (RFC 9112 §9.3.2) are answered in order on the connection: every session
 /// has Pingora's pipelining on, so the bytes of a next request read along with this one are
 /// handed to the next session instead of ending the connection.
-pub async fn serve<A: HttpServerApp + Send + Sync + 'static>(
+pub(crate) async fn serve<A: HttpServerApp + Send + Sync + 'static>(
     app: &Arc<A>,
     direct: &Forwarder,
     stream: Stream,

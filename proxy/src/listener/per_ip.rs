@@ -8,20 +8,20 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 /// Open connections per client address, for one listener.
-pub struct PerIp {
+pub(crate) struct PerIp {
     limit: usize,
     /// Only addresses with open connections: an entry goes when its last connection closes.
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// One connection's place in its address's count, given back when dropped.
-pub struct IpSlot<'a> {
+pub(crate) struct IpSlot<'a> {
     table: &'a PerIp,
     ip: IpAddr,
 }
 
 impl PerIp {
-    pub fn new(limit: usize) -> PerIp {
+    pub(crate) fn new(limit: usize) -> PerIp {
         PerIp {
             limit,
             open: Mutex::new(HashMap::new()),
@@ -29,7 +29,7 @@ impl PerIp {
     }
 
     /// A slot for one more connection from `ip`, or None when it has `limit` open already.
-    pub fn admit(&self, ip: IpAddr) -> Option<IpSlot<'_>> {
+    pub(crate) fn admit(&self, ip: IpAddr) -> Option<IpSlot<'_>> {
         // An IPv4 client reaching a dual-stack socket shows up as ::ffff:a.b.c.d; it is the same
         // client as a.b.c.d.
         let ip = ip.to_canonical();

@@ -37,7 +37,7 @@ pub use error::PolicyError;
 pub use explain::Explanation;
 pub use normalize::{normalize_path, PathError};
 pub use route::{Route, RouteError};
-pub use target::{parse_target, PathParams, RequestTarget, TargetError};
+pub use target::{parse_target, RequestTarget, TargetError};
 
 use spiffe::SpiffePattern;
 

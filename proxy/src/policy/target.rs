@@ -15,8 +15,7 @@
 use http::uri::PathAndQuery;
 
 use super::normalize::{normalize_path, PathError};
-/// Kept at its old path; it is defined with the config.
-pub use crate::config::PathParams;
+use crate::config::PathParams;
 
 /// Why a request target was refused; [`TargetError::reason`] is the 400 response's `reason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]

@@ -14,7 +14,7 @@ use crate::proxy::dialects::{dialect_headers, xfcc_quoted, ClientVerify};
 use crate::tls::identity::Identity;
 use crate::tls::verify::AuthFailure;
 
-pub struct ForwardInfo<'a> {
+pub(crate) struct ForwardInfo<'a> {
     pub config: &'a ListenerConfig,
     pub client_ip: Option<IpAddr>,
     /// The verified identity's headers ([`identity_headers`], built once per connection).
@@ -28,7 +28,7 @@ pub struct ForwardInfo<'a> {
 /// Everything the upstream learns about a verified client: `x-certgate-user`,
 /// `x-certgate-groups`, `x-certgate-spiffe-id` and the configured dialects. The same for every request of a connection
 /// (until a policy reload changes `group_attribute`), so the proxy builds it once per connection.
-pub fn identity_headers(
+pub(crate) fn identity_headers(
     config: &ListenerConfig,
     id: &Identity,
     group_attribute: Option<GroupAttribute>,
@@ -69,13 +69,16 @@ pub fn identity_headers(
 }
 
 /// The RFC 2253-escaped group values under `attribute`, in certificate order.
-pub fn groups_rfc2253(identity: &Identity, attribute: Option<GroupAttribute>) -> &[String] {
+pub(crate) fn groups_rfc2253(identity: &Identity, attribute: Option<GroupAttribute>) -> &[String] {
     attribute
         .unwrap_or(GroupAttribute::O)
         .select(&identity.organizations_rfc2253, &identity.org_units_rfc2253)
 }
 
-pub fn rewrite_request(req: &mut RequestHeader, info: &ForwardInfo<'_>) -> pingora::Result<()> {
+pub(crate) fn rewrite_request(
+    req: &mut RequestHeader,
+    info: &ForwardInfo<'_>,
+) -> pingora::Result<()> {
     let passed = &info.config.pass_client_headers;
     let spoofed: Vec<HeaderName> = req
         .headers
@@ -170,7 +173,7 @@ fn forwarded(client: Option<IpAddr>, host: Option<&str>) -> String {
 
 /// Every header the proxy must strip from client requests: case-insensitive, `-` and `_`
 /// equivalent. certgate writes its own value of each (or none) afterwards.
-pub fn is_spoofable(name: &str) -> bool {
+pub(crate) fn is_spoofable(name: &str) -> bool {
     const EXACT: [&str; 12] = [
         "ssl-client-verify",
         "ssl-client-subject-dn",

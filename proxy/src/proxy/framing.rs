@@ -8,7 +8,7 @@ use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::HeaderMap;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FramingError {
+pub(crate) enum FramingError {
     /// Content-Length values that are not one non-negative number.
     ContentLength,
     /// A coding other than `chunked`, or `chunked` twice or not last.
@@ -16,14 +16,14 @@ pub enum FramingError {
 }
 
 impl FramingError {
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             FramingError::ContentLength => 400,
             FramingError::TransferCoding(_) => 501,
         }
     }
 
-    pub fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         match self {
             FramingError::ContentLength => "conflicting or invalid content-length".into(),
             FramingError::TransferCoding(c) => {
@@ -34,7 +34,7 @@ impl FramingError {
 }
 
 /// Checks a request's framing headers; returns the single Content-Length to send, if any.
-pub fn check(headers: &HeaderMap) -> Result<Option<u64>, FramingError> {
+pub(crate) fn check(headers: &HeaderMap) -> Result<Option<u64>, FramingError> {
     let mut chunked = false;
     for value in headers.get_all(TRANSFER_ENCODING) {
         let text = value.to_str().map_err(|_| {

@@ -6,8 +6,6 @@
 //! extraction happened before, in [`crate::listener`], and reach us through the connection's
 //! TLS digest.
 
-/// Kept at its old path; the verdict is the policy's now.
-pub use crate::policy::authorize as access;
 pub mod access_log;
 pub mod dialects;
 pub mod errors;
@@ -34,12 +32,9 @@ use crate::policy::{
     authorize, parse_target, GroupAttribute, Policy, RefusalKind, RequestTarget, TargetError,
     Verdict,
 };
-use crate::state::{connection, Connection, Drain, IdentityHeaders, Inventory};
+use crate::state::{connection, Connection, Drain, IdentityHeaders, Inventory, Listener};
 use crate::tls::identity::Identity;
 use crate::tls::verify::AuthFailure;
-
-/// Kept at its old path; it lives in [`crate::state`] now.
-pub use crate::state::Listener;
 
 /// How the request was authorized, for headers, logs and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

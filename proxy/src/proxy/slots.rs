@@ -18,15 +18,15 @@ use crate::config::ListenerConfig;
 use crate::state::Connection;
 
 /// The error type of a request that found no free listener (or connection) slot in time.
-pub const BUSY: &str = "busy";
+pub(crate) const BUSY: &str = "busy";
 /// The error type of a request whose client had all its own slots in use the whole time.
-pub const CLIENT_BUSY: &str = "busy_client";
+pub(crate) const CLIENT_BUSY: &str = "busy_client";
 
 /// Who a request counts against: a verified certificate wherever it connects from, or, with
 /// no verified certificate, the address it connects from (after PROXY protocol). An unverified
 /// certificate does not count as a client of its own: anyone can make a fresh one per request.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ClientKey {
+pub(crate) enum ClientKey {
     /// The certificate's SHA-256 fingerprint.
     Cert([u8; 32]),
     Addr(IpAddr),
@@ -35,14 +35,14 @@ pub enum ClientKey {
 }
 
 /// The slots a request holds until it ends (dropping this gives them back).
-pub struct Held {
+pub(crate) struct Held {
     _permits: Vec<OwnedSemaphorePermit>,
     // Declared after the permits: its client's entry may go only once they are returned.
     _client: ClientLease,
 }
 
 #[derive(Clone)]
-pub struct UpstreamSlots {
+pub(crate) struct UpstreamSlots {
     listener: Arc<Semaphore>,
     clients: Arc<ClientSlots>,
     per_connection: usize,
@@ -50,7 +50,7 @@ pub struct UpstreamSlots {
 }
 
 impl UpstreamSlots {
-    pub fn new(config: &ListenerConfig) -> UpstreamSlots {
+    pub(crate) fn new(config: &ListenerConfig) -> UpstreamSlots {
         UpstreamSlots {
             listener: Arc::new(Semaphore::new(config.limits.upstream_connections)),
             clients: Arc::new(ClientSlots::new(config.limits.upstream_per_client)),
@@ -62,7 +62,7 @@ impl UpstreamSlots {
     /// One of the connection's slots, one of the client's, then one of the listener's (in
     /// that order, so a request waiting on its own connection or client holds nothing other
     /// clients need). All are held until the request ends.
-    pub async fn take(
+    pub(crate) async fn take(
         &self,
         conn: Option<&Connection>,
         client: ClientKey,

@@ -26,7 +26,7 @@ use crate::tls::verify::AuthFailure;
 const POLL: Duration = Duration::from_millis(250);
 
 /// What a tunnel was allowed as, and how to end it.
-pub struct Tunnel {
+pub(crate) struct Tunnel {
     /// The connection's TLS digest, which carries its verified chain ([`Connection`]).
     pub digest: Option<Arc<SslDigest>>,
     pub handle: Arc<HeaderGuardHandle>,
@@ -48,13 +48,13 @@ struct Open {
     watching: bool,
 }
 
-pub struct Tunnels {
+pub(crate) struct Tunnels {
     listener: Arc<Listener>,
     open: Mutex<Open>,
 }
 
 /// Removes its tunnel from the registry when the request ends (it lives in the request context).
-pub struct Registration {
+pub(crate) struct Registration {
     tunnels: Arc<Tunnels>,
     id: u64,
 }
@@ -66,7 +66,7 @@ impl Drop for Registration {
 }
 
 impl Tunnels {
-    pub fn new(listener: Arc<Listener>) -> Arc<Tunnels> {
+    pub(crate) fn new(listener: Arc<Listener>) -> Arc<Tunnels> {
         Arc::new(Tunnels {
             listener,
             open: Mutex::new(Open::default()),
@@ -78,7 +78,7 @@ impl Tunnels {
     }
 
     /// Registers an open tunnel (call from inside the listener's runtime).
-    pub fn register(self: &Arc<Self>, tunnel: Tunnel) -> Registration {
+    pub(crate) fn register(self: &Arc<Self>, tunnel: Tunnel) -> Registration {
         let mut open = self.lock();
         let id = open.next;
         open.next += 1;

@@ -16,9 +16,9 @@ use pingora::{Error, ErrorType};
 use crate::config::{ListenerConfig, Timeouts};
 
 /// How long a resolved upstream address is used before it is looked up again.
-pub const REFRESH: Duration = Duration::from_secs(5);
+pub(crate) const REFRESH: Duration = Duration::from_secs(5);
 
-pub struct Upstream {
+pub(crate) struct Upstream {
     authority: String,
     timeouts: Timeouts,
     /// An IP literal never needs resolving again.
@@ -27,7 +27,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: &ListenerConfig) -> Upstream {
+    pub(crate) fn new(config: &ListenerConfig) -> Upstream {
         let authority = config.upstream.authority.clone();
         let literal = config.upstream.literal;
         let up = Upstream {
@@ -54,7 +54,7 @@ impl Upstream {
     }
 
     /// The peer for this request.
-    pub async fn peer(&self) -> pingora::Result<Box<HttpPeer>> {
+    pub(crate) async fn peer(&self) -> pingora::Result<Box<HttpPeer>> {
         let cached = self.resolved.load_full();
         if let Some(c) = &cached {
             if self.literal || c.1.elapsed() < REFRESH {

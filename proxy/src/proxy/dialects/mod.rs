@@ -12,10 +12,7 @@ mod xfcc;
 pub use escape::{escape_pem, go_query_escape};
 pub use xfcc::xfcc_quoted;
 
-/// Kept at its old path; stripping is the forwarding side's concern now.
-pub use super::forward::is_spoofable;
-/// Kept at their old paths; they are defined with the config.
-pub use crate::config::{passable_header, Dialect, HARDENING_STRIPPED};
+use crate::config::Dialect;
 use crate::tls::identity::Identity;
 
 /// The outcome of client-certificate verification, as NGINX's `$ssl_client_verify` reports it.

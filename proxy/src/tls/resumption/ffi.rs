@@ -122,6 +122,12 @@ pub(super) fn detached(session: &SslSession) -> Option<SslSession> {
 }
 
 /// OpenSSL's ticket key callback: AES-256-CBC with HMAC-SHA256, keys from the listener's ring.
+///
+/// # Safety
+///
+/// Called by OpenSSL only (installed by [`install`]), with `ssl` the live connection, `name` and
+/// `iv` 16-byte buffers (`TLSEXT_KEYNAME_LENGTH`, `EVP_MAX_IV_LENGTH`; read on decryption, written
+/// on encryption) and `cipher`, `mac` live contexts for the ticket being made or opened.
 unsafe extern "C" fn ticket_key_cb(
     ssl: *mut ffi::SSL,
     name: *mut c_uchar,
@@ -130,12 +136,18 @@ unsafe extern "C" fn ticket_key_cb(
     mac: *mut ffi::EVP_MAC_CTX,
     encrypt: c_int,
 ) -> c_int {
-    let ssl = SslRef::from_ptr(ssl);
+    // SAFETY: OpenSSL passes the connection the callback runs for, alive for the whole call.
+    let ssl = unsafe { SslRef::from_ptr(ssl) };
     let Some(r) = of(ssl) else {
         return -1;
     };
-    let name = std::slice::from_raw_parts_mut(name, 16);
-    let iv = std::slice::from_raw_parts_mut(iv, 16);
+    // SAFETY: OpenSSL passes a 16-byte key name buffer (TLSEXT_KEYNAME_LENGTH), valid and not
+    // otherwise accessed for the whole call: the ticket's name on decryption, ours to fill on
+    // encryption.
+    let name = unsafe { std::slice::from_raw_parts_mut(name, 16) };
+    // SAFETY: as for `name`: a 16-byte IV buffer (EVP_MAX_IV_LENGTH), the ticket's IV on
+    // decryption, ours to fill on encryption; it does not overlap `name`.
+    let iv = unsafe { std::slice::from_raw_parts_mut(iv, 16) };
     // The file's keys when configured (shared by the replicas), else the in-memory ring. A copy
     // of the key, so neither the trust state nor the ring's lock is held into OpenSSL's calls.
     let state = r.state.load();
@@ -166,16 +178,27 @@ unsafe extern "C" fn ticket_key_cb(
         name.copy_from_slice(&key.name);
     }
     let mut digest = *b"SHA256\0";
-    let params = [
-        ffi::OSSL_PARAM_construct_octet_string(
-            c"key".as_ptr(),
-            key.hmac.as_ptr() as *mut c_void,
-            key.hmac.len(),
-        ),
-        OSSL_PARAM_construct_utf8_string(c"digest".as_ptr(), digest.as_mut_ptr() as *mut c_char, 0),
-        ffi::OSSL_PARAM_construct_end(),
-    ];
-    if ffi::EVP_MAC_CTX_set_params(mac, params.as_ptr()) != 1 {
+    // SAFETY: the constructors only record the pointers and lengths given; `key` and `digest`
+    // outlive `params`, which is used (by EVP_MAC_CTX_set_params below) only within this call.
+    // OpenSSL reads the octet string and never writes through the key pointer.
+    let params = unsafe {
+        [
+            ffi::OSSL_PARAM_construct_octet_string(
+                c"key".as_ptr(),
+                key.hmac.as_ptr() as *mut c_void,
+                key.hmac.len(),
+            ),
+            OSSL_PARAM_construct_utf8_string(
+                c"digest".as_ptr(),
+                digest.as_mut_ptr() as *mut c_char,
+                0,
+            ),
+            ffi::OSSL_PARAM_construct_end(),
+        ]
+    };
+    // SAFETY: `mac` is the live MAC context OpenSSL passed; `params` is end-terminated and its
+    // buffers are alive (see above).
+    if unsafe { ffi::EVP_MAC_CTX_set_params(mac, params.as_ptr()) } != 1 {
         return -1;
     }
     let init = if encrypt == 1 {
@@ -183,13 +206,18 @@ unsafe extern "C" fn ticket_key_cb(
     } else {
         ffi::EVP_DecryptInit_ex
     };
-    let init = init(
-        cipher,
-        ffi::EVP_aes_256_cbc(),
-        std::ptr::null_mut(),
-        key.aes.as_ptr(),
-        iv.as_ptr(),
-    );
+    // SAFETY: `cipher` is the live cipher context OpenSSL passed; the cipher is a static
+    // OpenSSL object; `key.aes` is 32 bytes (AES-256's key) and `iv` 16 (its block), both alive
+    // for the call, which copies them.
+    let init = unsafe {
+        init(
+            cipher,
+            ffi::EVP_aes_256_cbc(),
+            std::ptr::null_mut(),
+            key.aes.as_ptr(),
+            iv.as_ptr(),
+        )
+    };
     match (init, renew) {
         (1, true) => 2,
         (1, false) => 1,
@@ -199,18 +227,32 @@ unsafe extern "C" fn ticket_key_cb(
 
 /// Called as a ticket is made: seals the connection's verified chain into it. A connection
 /// whose client certificate failed gets a ticket without our data, which never resumes.
+///
+/// # Safety
+///
+/// Called by OpenSSL only (installed by [`install`]), with `ssl` the live connection.
 unsafe extern "C" fn ticket_generate_cb(ssl: *mut ffi::SSL, _arg: *mut c_void) -> c_int {
-    let ssl = SslRef::from_ptr(ssl);
+    // SAFETY: OpenSSL passes the connection the callback runs for, alive for the whole call.
+    let ssl = unsafe { SslRef::from_ptr(ssl) };
     let (Some(r), Some(session)) = (of(ssl), ssl.session()) else {
         return 1;
     };
     if let Some(data) = r.seal(ssl).and_then(|s| s.encode()) {
-        SSL_SESSION_set1_ticket_appdata(session.as_ptr(), data.as_ptr().cast(), data.len());
+        // SAFETY: `session` is the connection's live session; `data` is alive for the call and
+        // set1 copies it.
+        unsafe {
+            SSL_SESSION_set1_ticket_appdata(session.as_ptr(), data.as_ptr().cast(), data.len());
+        }
     }
     1
 }
 
 /// Called after a ticket is decrypted (or failed to): the gate described in the module docs.
+///
+/// # Safety
+///
+/// Called by OpenSSL only (installed by [`install`]), with `ssl` the live connection and
+/// `session` NULL or the session decrypted from the ticket, alive for the call.
 unsafe extern "C" fn ticket_decrypt_cb(
     ssl: *mut ffi::SSL,
     session: *mut ffi::SSL_SESSION,
@@ -223,18 +265,31 @@ unsafe extern "C" fn ticket_decrypt_cb(
         tracing::debug!(status, "session ticket not decrypted: full handshake");
         return TICKET_RETURN_IGNORE_RENEW;
     }
-    let ssl = SslRef::from_ptr_mut(ssl);
+    // SAFETY: OpenSSL passes the connection the callback runs for, alive for the whole call and
+    // not otherwise borrowed by us while this reference lives.
+    let ssl = unsafe { SslRef::from_ptr_mut(ssl) };
     let Some(r) = of(ssl).cloned() else {
         return TICKET_RETURN_IGNORE_RENEW;
     };
     let mut data: *mut c_void = std::ptr::null_mut();
     let mut len = 0usize;
-    let sealed = (SSL_SESSION_get0_ticket_appdata(session, &mut data, &mut len) == 1
-        && !data.is_null())
-    .then(|| Sealed::decode(std::slice::from_raw_parts(data as *const u8, len)))
-    .flatten();
-    let peer = SSL_SESSION_get0_peer(session);
-    let peer = (!peer.is_null()).then(|| X509Ref::from_ptr(peer));
+    // SAFETY: `session` is non-NULL (checked above) and alive for the call; `data` and `len`
+    // are valid out-pointers.
+    let found = unsafe { SSL_SESSION_get0_ticket_appdata(session, &mut data, &mut len) } == 1;
+    let sealed = (found && !data.is_null())
+        .then(|| {
+            // SAFETY: get0 succeeded with a non-NULL `data`: it points at `len` bytes owned by
+            // the session, which outlives this borrow (decode copies what it keeps).
+            let bytes = unsafe { std::slice::from_raw_parts(data as *const u8, len) };
+            Sealed::decode(bytes)
+        })
+        .flatten();
+    // SAFETY: `session` is non-NULL and alive; get0 returns its peer (or NULL) without a
+    // reference of ours.
+    let peer = unsafe { SSL_SESSION_get0_peer(session) };
+    // SAFETY: a non-NULL peer is owned by `session`, alive for the rest of the call, and only
+    // read through this reference.
+    let peer = (!peer.is_null()).then(|| unsafe { X509Ref::from_ptr(peer) });
     if sealed.is_none() && peer.is_some() {
         tracing::debug!("session ticket without a verified chain: full handshake");
         return TICKET_RETURN_IGNORE_RENEW;

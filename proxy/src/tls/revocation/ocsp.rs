@@ -243,28 +243,91 @@ fn generalized_unix(t: &Asn1GeneralizedTimeRef) -> i64 {
     asn1_unix(t)
 }
 
+/// Why a query gave no answer; its text is the `error` of the "OCSP: no answer" log line.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("no responder: set tls.ocsp.responder or issue certificates with an AIA OCSP URL")]
+    NoResponder,
+    /// Building the request (cert ID, nonce, DER) failed in OpenSSL.
+    #[error("{0}")]
+    Request(#[from] openssl::error::ErrorStack),
+    #[error("cannot add a nonce: {0}")]
+    Nonce(openssl::error::ErrorStack),
+    /// The shared HTTP client could not be built (the text of its FetchError).
+    #[error("{0}")]
+    Client(String),
+    #[error("{url}: no answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    #[error("{url}: {source}")]
+    Fetch {
+        url: String,
+        source: super::fetch::FetchError,
+    },
+    #[error("{url}: {source}")]
+    Answer { url: String, source: AnswerError },
+}
+
+/// Why a response is not taken as an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error("not an OCSP response ({0})")]
+    NotOcsp(openssl::error::ErrorStack),
+    #[error("responder status {0}")]
+    ResponderStatus(libc::c_int),
+    #[error("no basic response ({0})")]
+    NoBasic(openssl::error::ErrorStack),
+    /// Building the store to verify against failed in OpenSSL.
+    #[error("{0}")]
+    Store(#[from] openssl::error::ErrorStack),
+    #[error("the response does not verify against the issuer ({0})")]
+    Signature(openssl::error::ErrorStack),
+    #[error("the response's nonce is not the request's")]
+    NonceMismatch,
+    #[error("the response does not cover this certificate")]
+    NotCovered,
+    #[error("outside its validity window ({0})")]
+    Validity(openssl::error::ErrorStack),
+    #[error(
+        "stale answer: `good` as of {} with no nextUpdate, older than max_age ({max_age:?}); a replayed old answer is no answer",
+        crate::time::unix_rfc3339(*.this_update)
+    )]
+    Stale { this_update: i64, max_age: Duration },
+}
+
 /// Asks the responder about `leaf` and verifies the answer: (status, how long to keep it).
-async fn query(cfg: &OcspConfig, leaf: &X509, issuer: &X509) -> Result<(Status, Duration), String> {
-    let url = responder(cfg, leaf)
-        .ok_or("no responder: set tls.ocsp.responder or issue certificates with an AIA OCSP URL")?;
-    let id =
-        || OcspCertId::from_cert(MessageDigest::sha1(), leaf, issuer).map_err(|e| e.to_string());
-    let mut req = OcspRequest::new().map_err(|e| e.to_string())?;
-    req.add_id(id()?).map_err(|e| e.to_string())?;
-    nonce::add(&mut req)?;
-    let body = req.to_der().map_err(|e| e.to_string())?;
+async fn query(
+    cfg: &OcspConfig,
+    leaf: &X509,
+    issuer: &X509,
+) -> Result<(Status, Duration), QueryError> {
+    let url = responder(cfg, leaf).ok_or(QueryError::NoResponder)?;
+    let id = || OcspCertId::from_cert(MessageDigest::sha1(), leaf, issuer);
+    let mut req = OcspRequest::new()?;
+    req.add_id(id()?)?;
+    nonce::add(&mut req).map_err(QueryError::Nonce)?;
+    let body = req.to_der()?;
     static CLIENT: Lazy<Result<reqwest::Client, String>> =
         Lazy::new(|| super::fetch::client().map_err(|e| e.to_string()));
-    let client = CLIENT.as_ref().map_err(Clone::clone)?;
-    let resp = tokio::time::timeout(
+    let client = CLIENT.as_ref().map_err(|e| QueryError::Client(e.clone()))?;
+    let resp = match tokio::time::timeout(
         cfg.timeout,
         super::fetch::post(client, &url, "application/ocsp-request", body, MAX_RESPONSE),
     )
     .await
-    .map_err(|_| format!("{url}: no answer within {:?}", cfg.timeout))?
-    .map_err(|e| format!("{url}: {e}"))?;
-    let answer = verify(&resp, issuer, &*id()?, Some(&req)).map_err(|e| format!("{url}: {e}"))?;
-    lifetime(answer, cfg.max_age, now_unix()).map_err(|e| format!("{url}: {e}"))
+    {
+        Err(_) => {
+            return Err(QueryError::Timeout {
+                url,
+                timeout: cfg.timeout,
+            })
+        }
+        Ok(Err(source)) => return Err(QueryError::Fetch { url, source }),
+        Ok(Ok(resp)) => resp,
+    };
+    let id = id()?;
+    verify(&resp, issuer, &id, Some(&req))
+        .and_then(|answer| lifetime(answer, cfg.max_age, now_unix()))
+        .map_err(|source| QueryError::Answer { url, source })
 }
 
 /// How long a verified answer is kept, or why it is not taken.
@@ -274,7 +337,11 @@ async fn query(cfg: &OcspConfig, leaf: &X509, issuer: &X509) -> Result<(Status, 
 /// own thisUpdate, not from when it arrived: a recorded `good` replayed later is stale, and a
 /// stale `good` is no answer at all. A `revoked` is never undone by age (revocation is
 /// final), it is only asked again soon.
-fn lifetime(answer: Answered, max_age: Duration, now: i64) -> Result<(Status, Duration), String> {
+fn lifetime(
+    answer: Answered,
+    max_age: Duration,
+    now: i64,
+) -> Result<(Status, Duration), AnswerError> {
     let max_age_secs = max_age.as_secs() as i64;
     let secs = |s: i64| Duration::from_secs(s.max(0) as u64);
     match answer.status {
@@ -284,10 +351,10 @@ fn lifetime(answer: Answered, max_age: Duration, now: i64) -> Result<(Status, Du
                 None => answer.this_update + max_age_secs,
             };
             if until <= now {
-                return Err(format!(
-                    "stale answer: `good` as of {} with no nextUpdate, older than max_age ({max_age:?}); a replayed old answer is no answer",
-                    crate::time::unix_rfc3339(answer.this_update)
-                ));
+                return Err(AnswerError::Stale {
+                    this_update: answer.this_update,
+                    max_age,
+                });
             }
             Ok((Status::Good, secs(until - now)))
         }
@@ -319,36 +386,30 @@ pub fn verify(
     issuer: &X509,
     id: &openssl::ocsp::OcspCertIdRef,
     request: Option<&OcspRequest>,
-) -> Result<Answered, String> {
-    let resp = OcspResponse::from_der(der).map_err(|e| format!("not an OCSP response ({e})"))?;
+) -> Result<Answered, AnswerError> {
+    let resp = OcspResponse::from_der(der).map_err(AnswerError::NotOcsp)?;
     if resp.status() != OcspResponseStatus::SUCCESSFUL {
-        return Err(format!("responder status {}", resp.status().as_raw()));
+        return Err(AnswerError::ResponderStatus(resp.status().as_raw()));
     }
-    let basic = resp
-        .basic()
-        .map_err(|e| format!("no basic response ({e})"))?;
-    let mut store = X509StoreBuilder::new().map_err(|e| e.to_string())?;
-    store.add_cert(issuer.clone()).map_err(|e| e.to_string())?;
+    let basic = resp.basic().map_err(AnswerError::NoBasic)?;
+    let mut store = X509StoreBuilder::new()?;
+    store.add_cert(issuer.clone())?;
     // The issuer may be an intermediate: it is the anchor here, its own chain was verified in
     // the handshake.
-    store
-        .set_flags(X509VerifyFlags::PARTIAL_CHAIN)
-        .map_err(|e| e.to_string())?;
+    store.set_flags(X509VerifyFlags::PARTIAL_CHAIN)?;
     let store = store.build();
-    let mut certs = Stack::new().map_err(|e| e.to_string())?;
-    certs.push(issuer.clone()).map_err(|e| e.to_string())?;
+    let mut certs = Stack::new()?;
+    certs.push(issuer.clone())?;
     basic
         .verify(&certs, &store, OcspFlag::empty())
-        .map_err(|e| format!("the response does not verify against the issuer ({e})"))?;
+        .map_err(AnswerError::Signature)?;
     if let Some(req) = request {
         nonce::check(req, &basic)?;
     }
-    let status = basic
-        .find_status(id)
-        .ok_or("the response does not cover this certificate")?;
+    let status = basic.find_status(id).ok_or(AnswerError::NotCovered)?;
     status
         .check_validity(CLOCK_SKEW_SECS, None)
-        .map_err(|e| format!("outside its validity window ({e})"))?;
+        .map_err(AnswerError::Validity)?;
     let s = match status.status {
         OcspCertStatus::GOOD => Status::Good,
         OcspCertStatus::REVOKED => Status::Revoked,
@@ -364,8 +425,11 @@ pub fn verify(
 /// The request nonce (RFC 8954): OpenSSL has the functions, the openssl crate no binding.
 mod nonce {
     use foreign_types::ForeignType;
+    use openssl::error::ErrorStack;
     use openssl::ocsp::{OcspBasicResponse, OcspRequest};
     use openssl_sys::{OCSP_BASICRESP, OCSP_REQUEST};
+
+    use super::AnswerError;
 
     extern "C" {
         fn OCSP_request_add1_nonce(
@@ -377,28 +441,25 @@ mod nonce {
     }
 
     /// Adds a random 16-byte nonce.
-    pub fn add(req: &mut OcspRequest) -> Result<(), String> {
+    pub(crate) fn add(req: &mut OcspRequest) -> Result<(), ErrorStack> {
         // SAFETY: `req` is a valid OCSP_REQUEST we own; a null value with length -1 asks
         // OpenSSL for a random nonce of its default length (16 bytes), which it copies in.
         let ok = unsafe { OCSP_request_add1_nonce(req.as_ptr(), std::ptr::null_mut(), -1) };
         if ok == 1 {
             Ok(())
         } else {
-            Err(format!(
-                "cannot add a nonce: {}",
-                openssl::error::ErrorStack::get()
-            ))
+            Err(ErrorStack::get())
         }
     }
 
     /// A responder that echoes the nonce must echo ours; one that sends none (precomputed
     /// responses, as large CAs serve) is accepted.
-    pub fn check(req: &OcspRequest, basic: &OcspBasicResponse) -> Result<(), String> {
+    pub(crate) fn check(req: &OcspRequest, basic: &OcspBasicResponse) -> Result<(), AnswerError> {
         // SAFETY: both pointers are valid, owned by the callers' handles for this call;
         // OCSP_check_nonce only reads them.
         let r = unsafe { OCSP_check_nonce(req.as_ptr(), basic.as_ptr()) };
         match r {
-            0 => Err("the response's nonce is not the request's".into()),
+            0 => Err(AnswerError::NonceMismatch),
             _ => Ok(()),
         }
     }
@@ -439,7 +500,7 @@ mod tests {
         );
         // Replayed a day later (or 30 days old): stale, no answer.
         let e = lifetime(good(now - 86_400, None), hour, now).unwrap_err();
-        assert!(e.contains("stale"), "{e}");
+        assert!(e.to_string().contains("stale"), "{e}");
         // With a nextUpdate: until then, at most max_age.
         assert_eq!(
             lifetime(good(now - 600, Some(now + 60)), hour, now)
@@ -476,13 +537,13 @@ mod tests {
             crate::pki::issue(&crate::pki::CertSpec::with_subject(&[("CN", "l")]), &ca).unwrap();
         let id = OcspCertId::from_cert(MessageDigest::sha1(), &leaf.cert, &ca.cert).unwrap();
         let e = verify(b"<html>", &ca.cert, &id, None).unwrap_err();
-        assert!(e.contains("not an OCSP response"), "{e}");
+        assert!(e.to_string().contains("not an OCSP response"), "{e}");
         let try_later = OcspResponse::create(OcspResponseStatus::TRY_LATER, None)
             .unwrap()
             .to_der()
             .unwrap();
         let e = verify(&try_later, &ca.cert, &id, None).unwrap_err();
-        assert!(e.contains("responder status 3"), "{e}");
+        assert!(e.to_string().contains("responder status 3"), "{e}");
     }
 
     #[test]

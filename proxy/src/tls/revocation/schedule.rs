@@ -12,13 +12,13 @@ use std::cmp::Ordering;
 
 use openssl::x509::{X509NameRef, X509};
 
-use super::admit::{admit, HeldCrl, Issuers};
+use super::admit::{admit, HeldCrl, Issuers, Refusal};
 use super::fetch::{self, Fetched};
 use super::store::{self, CRL_FETCHES};
 use super::{build_lock, cache_dir};
 use crate::config::TlsConfig;
 use crate::time::now_unix;
-use crate::tls::trust::TrustState;
+use crate::tls::trust::{TrustError, TrustState};
 
 /// Until a URL has loaded once, a failed fetch is retried sooner than `refresh`: from 1 s,
 /// doubling, at most this long.
@@ -83,6 +83,21 @@ impl Issuers for TargetIssuers<'_> {
     }
 }
 
+/// Why a fetched CRL is not in force. Logged with the URL and shown as `last_error` in `/status`.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error("{0}")]
+    Refused(#[from] Refusal),
+    #[error("listener {listener}: {source}")]
+    Rebuild {
+        listener: String,
+        source: TrustError,
+    },
+    /// The blocking task that ran [`accept`] panicked or was cancelled.
+    #[error("internal error: {0}")]
+    Internal(tokio::task::JoinError),
+}
+
 /// Puts `bytes` in as the CRL of `url` if [`admit`] takes it: every listener's trust state is
 /// rebuilt with it and all are swapped, or none is and the previous body stays. Established
 /// connections see the new generation on their next request and re-check their chain.
@@ -91,7 +106,7 @@ pub fn accept(
     url: &str,
     bytes: Vec<u8>,
     source: &'static str,
-) -> Result<Vec<HeldCrl>, String> {
+) -> Result<Vec<HeldCrl>, AcceptError> {
     let _build = build_lock();
     let (previous, held) = {
         let t = store::table();
@@ -112,7 +127,7 @@ pub fn accept(
             let mut t = store::table();
             let e = t.entry(url.to_string()).or_default();
             e.waiting_for = refusal.waits_for().map(str::to_string);
-            return Err(refusal.to_string());
+            return Err(refusal.into());
         }
     };
     let body = Arc::new(bytes);
@@ -123,7 +138,10 @@ pub fn accept(
             Ok(state) => built.push((t, state)),
             Err(e) => {
                 store::table().entry(url.to_string()).or_default().body = previous;
-                return Err(format!("listener {}: {e}", t.name));
+                return Err(AcceptError::Rebuild {
+                    listener: t.name.clone(),
+                    source: e,
+                });
             }
         }
     }
@@ -207,7 +225,7 @@ pub async fn run_url(
                 let verdict =
                     tokio::task::spawn_blocking(move || accept(&targets2, &url2, bytes, "network"))
                         .await
-                        .unwrap_or_else(|e| Err(format!("internal error: {e}")));
+                        .unwrap_or_else(|e| Err(AcceptError::Internal(e)));
                 match verdict {
                     Ok(_) => {
                         CRL_FETCHES.with_label_values(&[&url, "ok"]).inc();
@@ -225,7 +243,7 @@ pub async fn run_url(
                     }
                     Err(m) => {
                         tracing::error!(url, error = %m, "fetched CRL refused; {}", kept(&url));
-                        store::record_error(&url, &m);
+                        store::record_error(&url, &m.to_string());
                     }
                 }
             }
