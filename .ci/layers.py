@@ -32,9 +32,8 @@ RANK = {m: (i, j) for i, layer in enumerate(LAYERS) for j, m in enumerate(layer)
 # (module, module it must not import): files (relative to proxy/src) that still do, as known debt.
 FORBIDDEN = {
     # The policy decides on principals, not certificates. authorize.rs still takes the
-    # certificate's Identity and the AuthFailure (its 401 reason); learn.rs reads AuthFailure
-    # from the access log (it is being moved out of policy on its own branch).
-    ("policy", "tls"): {"policy/authorize.rs", "policy/learn.rs"},
+    # certificate's Identity and the AuthFailure (its 401 reason).
+    ("policy", "tls"): {"policy/authorize.rs"},
     # The admin endpoint serves what status reports; it does not drive reloads.
     ("admin", "reload"): set(),
 }

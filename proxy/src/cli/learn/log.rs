@@ -6,13 +6,13 @@
 use serde::Deserialize;
 
 use crate::policy::Denial;
-pub use crate::policy::RefusalKind;
+pub(super) use crate::policy::RefusalKind;
 use crate::proxy::access_log::{self, AccessRecord};
 use crate::tls::verify::AuthFailure;
 
 /// Who a learned grant goes to.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Grantee {
+pub(super) enum Grantee {
     /// A group value (under the policy's `group_attribute`).
     Group(String),
     /// A certificate CN, for identities without a group.
@@ -23,7 +23,7 @@ pub enum Grantee {
 
 /// One refused request read from the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
+pub(super) struct Refusal {
     pub listener: String,
     pub method: String,
     /// The path as logged.
@@ -36,7 +36,7 @@ pub struct Refusal {
 
 /// What one log line is.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Line {
+pub(super) enum Line {
     /// A request the policy refused (or, in audit mode, would have refused).
     Refusal(Refusal),
     /// An access record that is not a policy refusal: allowed, a 400, a certificate failure, an
@@ -48,7 +48,7 @@ pub enum Line {
 
 /// Reads one line: a certgate JSON access record, also inside a CRI log prefix
 /// (`<time> stdout F {...}`) or Docker's json-file wrapper (`{"log":"{...}\n",...}`).
-pub fn parse_line(line: &str) -> Line {
+pub(super) fn parse_line(line: &str) -> Line {
     let Some(start) = line.find('{') else {
         return Line::NotAccess;
     };
@@ -76,7 +76,7 @@ pub fn parse_line(line: &str) -> Line {
 /// another request than the record's does not count. The unit test
 /// `reasons_are_the_ones_the_proxy_writes` runs them through `authorize`. Never
 /// [`RefusalKind::BadCertificate`]: a refused certificate is nothing `learn` can grant.
-pub fn refusal_kind(method: &str, path: &str, reason: &str) -> Option<RefusalKind> {
+pub(super) fn refusal_kind(method: &str, path: &str, reason: &str) -> Option<RefusalKind> {
     if reason == AuthFailure::NoCertificate.reason() {
         return Some(RefusalKind::NoCertificate);
     }
@@ -89,7 +89,7 @@ pub fn refusal_kind(method: &str, path: &str, reason: &str) -> Option<RefusalKin
 
 /// Which policy refusal a record is: its typed `refusal` field, or for a record written before
 /// that field existed, its reason text ([`refusal_kind`]). The one place that chooses.
-pub fn record_refusal(r: &AccessRecord) -> Option<RefusalKind> {
+pub(super) fn record_refusal(r: &AccessRecord) -> Option<RefusalKind> {
     match r.refusal {
         Some(typed) => typed,
         None => refusal_kind(&r.method, &r.path, &r.reason),
@@ -135,7 +135,7 @@ fn classify(r: AccessRecord) -> Line {
 
 /// The log's `groups` field: values written as in `x-certgate-groups` (RFC 2253 escapes, so a
 /// comma inside a value is `\,`), joined by `,`.
-pub fn split_groups(field: &str) -> Vec<String> {
+pub(super) fn split_groups(field: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur: Vec<u8> = Vec::new();
     let mut bytes = field.bytes().peekable();

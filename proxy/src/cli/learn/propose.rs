@@ -18,29 +18,29 @@ use crate::policy::{GroupAttribute, Policy, Principal, Route, UsersFrom};
 /// The methods `learn` writes routes for. Anything else a client can put on the request line
 /// reads differently in a route: `*` is every method, `GET|DELETE|PUT` is three, `get` is an
 /// error, and an extension method is rarely what a reviewer expects to grant.
-pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+pub(super) const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
 /// How many distinct requested paths a route's comment shows.
-pub const PATH_SAMPLES: usize = 3;
+pub(super) const PATH_SAMPLES: usize = 3;
 
 /// How many examples a "skipped" comment names.
 const SKIP_SAMPLES: usize = 5;
 
 /// A request as it will be written in a route: method and path.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RouteKey {
+pub(super) struct RouteKey {
     pub path: String,
     pub method: String,
 }
 
 impl RouteKey {
     /// `METHOD /path`, the route grammar's form.
-    pub fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         format!("{} {}", self.method, self.path)
     }
 
     /// The same request with its id-like segments as `{id}`.
-    pub fn generalized(&self) -> RouteKey {
+    pub(super) fn generalized(&self) -> RouteKey {
         RouteKey {
             method: self.method.clone(),
             path: generalize(&self.path),
@@ -49,13 +49,13 @@ impl RouteKey {
 }
 
 /// The path with empty segments (repeated and trailing slashes) removed, as a route writes it.
-pub fn tidy(path: &str) -> String {
+pub(super) fn tidy(path: &str) -> String {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     format!("/{}", segs.join("/"))
 }
 
 /// Replaces id-like segments with `{id}`; see [`is_id_like`].
-pub fn generalize(path: &str) -> String {
+pub(super) fn generalize(path: &str) -> String {
     let segs: Vec<&str> = path
         .split('/')
         .filter(|s| !s.is_empty())
@@ -68,7 +68,7 @@ pub fn generalize(path: &str) -> String {
 /// and instance ids, in either case), hex strings of 8 or more digits (a digest or object id;
 /// `deadbeef` counts too: the rule is the hex shape, not whether it reads as a word), each
 /// optionally followed by a file extension (`<uuid>.yaml`).
-pub fn is_id_like(seg: &str) -> bool {
+pub(super) fn is_id_like(seg: &str) -> bool {
     let core = match seg.rsplit_once('.') {
         Some((core, ext))
             if !core.is_empty()
@@ -96,13 +96,13 @@ pub fn is_id_like(seg: &str) -> bool {
 /// characters: a route's `%2A` or `%7B` stays percent-encoded (they are not unreserved), so it
 /// matches a request that wrote `%2A`, never the raw `*` this request wrote. The only routes
 /// that would match the raw segment are wildcards, which match every other segment too.
-pub fn is_route_syntax(seg: &str) -> bool {
+pub(super) fn is_route_syntax(seg: &str) -> bool {
     seg.contains(['*', '{', '}'])
 }
 
 /// How often a (grantee, route) pair was seen, by whom, when, and on which paths.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Seen {
+pub(super) struct Seen {
     pub count: u64,
     pub users: BTreeSet<String>,
     pub first: Option<String>,
@@ -157,7 +157,7 @@ impl Seen {
     }
 
     /// Adds another count of the same route (several requested paths behind one `{id}` route).
-    pub fn merge(&mut self, other: &Seen) {
+    pub(super) fn merge(&mut self, other: &Seen) {
         self.count += other.count;
         self.users.extend(other.users.iter().cloned());
         for t in other.first.iter().chain(&other.last) {
@@ -172,7 +172,7 @@ impl Seen {
 
 /// Refusals left out before any route is considered, with a few examples.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Skipped {
+pub(super) struct Skipped {
     pub count: u64,
     /// Up to a few distinct examples.
     pub examples: Vec<String>,
@@ -189,7 +189,7 @@ impl Skipped {
 
 /// Every refusal, counted per (grantee, requested route).
 #[derive(Debug, Default)]
-pub struct Learner {
+pub(super) struct Learner {
     /// Keyed by the route as requested (method, tidy path); generalisation is decided in
     /// [`propose`], where the policy is known.
     pub pairs: BTreeMap<(Grantee, RouteKey), Seen>,
@@ -205,7 +205,7 @@ pub struct Learner {
 }
 
 impl Learner {
-    pub fn add(&mut self, r: &Refusal) {
+    pub(super) fn add(&mut self, r: &Refusal) {
         self.refusals += 1;
         self.listeners.insert(r.listener.clone());
         if !METHODS.contains(&r.method.as_str()) {
@@ -237,7 +237,7 @@ impl Learner {
 
 /// A permission to add: its name, its one route, and the traffic behind it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewPermission {
+pub(super) struct NewPermission {
     pub name: String,
     pub route: String,
     pub seen: Seen,
@@ -245,7 +245,7 @@ pub struct NewPermission {
 
 /// A permission to grant, with the routes (and their traffic) that made it needed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Grant {
+pub(super) struct Grant {
     pub grantee: Grantee,
     pub permission: String,
     /// Learned in this run (else it exists in the policy).
@@ -255,7 +255,7 @@ pub struct Grant {
 
 /// A generalised route proposed as the paths requested instead.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeptLiteral {
+pub(super) struct KeptLiteral {
     /// The `{id}` route that was not proposed.
     pub route: String,
     /// The existing permissions with a route it would have covered too.
@@ -264,7 +264,7 @@ pub struct KeptLiteral {
 
 /// How `learn` was asked to propose.
 #[derive(Clone, Copy, Debug)]
-pub struct Options {
+pub(super) struct Options {
     /// Leave out (grantee, route) pairs seen fewer times than this.
     pub min_count: u64,
     /// Also propose grants for requests without a certificate.
@@ -282,7 +282,7 @@ impl Default for Options {
 
 /// What `learn` proposes.
 #[derive(Debug, Default)]
-pub struct Proposal {
+pub(super) struct Proposal {
     pub permissions: Vec<NewPermission>,
     pub grants: Vec<Grant>,
     /// Pairs the policy allows by now (granted since the log was written).
@@ -335,7 +335,7 @@ fn specificity(r: &Route) -> (usize, bool, usize) {
 }
 
 /// `learned_<method>_<path words>`, made unique against `taken`.
-pub fn learned_name(route: &RouteKey, taken: &BTreeSet<String>) -> String {
+pub(super) fn learned_name(route: &RouteKey, taken: &BTreeSet<String>) -> String {
     let mut words = String::new();
     for c in route.path.chars() {
         let c = c.to_ascii_lowercase();
@@ -364,7 +364,7 @@ pub fn learned_name(route: &RouteKey, taken: &BTreeSet<String>) -> String {
 
 /// Whether some request matches both `learned` (one method; literal and `{id}` segments) and
 /// `other`.
-pub fn overlaps(learned: &Route, method: &str, other: &Route) -> bool {
+pub(super) fn overlaps(learned: &Route, method: &str, other: &Route) -> bool {
     if !other.methods().covers(method) {
         return false;
     }
@@ -427,7 +427,7 @@ fn too_wide(key: &RouteKey, route: &Route) -> Option<&'static str> {
 /// one) when the policy has one, else a new permission per route. A route is the requests'
 /// generalised form unless that form would also cover routes of existing permissions, then each
 /// requested path is a route of its own.
-pub fn propose(learner: &Learner, policy: Option<&Policy>, opts: &Options) -> Proposal {
+pub(super) fn propose(learner: &Learner, policy: Option<&Policy>, opts: &Options) -> Proposal {
     let mut out = Proposal::default();
     // Each requested route -> the route proposed for it.
     let mut target: BTreeMap<&RouteKey, RouteKey> = BTreeMap::new();

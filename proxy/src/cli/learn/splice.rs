@@ -223,7 +223,7 @@ fn merge_mapping(
 
 /// The policy text with the proposal spliced in, or None when its layout is not one this edit
 /// handles. The caller checks the result against [`super::yaml::expected`].
-pub fn merge_text(text: &str, p: &Proposal) -> Option<String> {
+pub(super) fn merge_text(text: &str, p: &Proposal) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let blocks = top_blocks(&lines)?;
     let find = |k: &str| blocks.iter().find(|b| b.key == k);

@@ -22,7 +22,7 @@ use super::propose::{Grant, Proposal, Seen};
 /// overrides and isolates, zero-width characters, the soft hyphen, the tag characters that can
 /// spell hidden text) are legal YAML, but they let a line read differently to the reviewer
 /// than to the parser.
-pub fn needs_escape(c: char) -> bool {
+pub(super) fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
@@ -63,7 +63,7 @@ fn push_escape(out: &mut String, c: char) {
 /// `\n` as a multi-line `|-` block, and keeps U+2028 raw (a line break) inside single quotes.
 /// Its parser checks the result instead: the unit tests over every character of the first two
 /// planes, and the command, which reads its whole output back before printing it.
-pub fn quote(s: &str) -> String {
+pub(super) fn quote(s: &str) -> String {
     let plain = s
         .chars()
         .next()
@@ -94,7 +94,7 @@ pub fn quote(s: &str) -> String {
 /// Text for a `#` comment: everything in one comes from the log or from certificates, so no
 /// character in it may end the comment ([`needs_escape`]). A backslash is doubled so that an
 /// escape written here cannot be confused with the same characters typed by a client.
-pub fn comment_safe(s: &str) -> String {
+pub(super) fn comment_safe(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -107,7 +107,7 @@ pub fn comment_safe(s: &str) -> String {
 }
 
 /// The traffic behind a route, for a comment (not yet [`comment_safe`]).
-pub fn seen_text(s: &Seen) -> String {
+pub(super) fn seen_text(s: &Seen) -> String {
     let mut out = format!("{} request{}", s.count, if s.count == 1 { "" } else { "s" });
     if !s.users.is_empty() {
         let names: Vec<&str> = s.users.iter().take(8).map(String::as_str).collect();
@@ -211,7 +211,7 @@ fn get<'m>(m: &'m Mapping, key: &str) -> Option<&'m Value> {
 }
 
 /// The parsed policy with the proposal merged: what the merged text must parse to.
-pub fn expected(original: &Mapping, p: &Proposal) -> Mapping {
+pub(super) fn expected(original: &Mapping, p: &Proposal) -> Mapping {
     let mut m = original.clone();
     let key = |k: &str| Value::String(k.into());
     if !p.permissions.is_empty() {
@@ -252,7 +252,7 @@ pub fn expected(original: &Mapping, p: &Proposal) -> Mapping {
 
 /// The whole policy written anew (original entries first, in the loader's key order), or, from
 /// an empty mapping, the fragment.
-pub fn canonical(original: &Mapping, p: &Proposal) -> String {
+pub(super) fn canonical(original: &Mapping, p: &Proposal) -> String {
     let mut out: Vec<String> = Vec::new();
     let secs = sections(p);
     let list_of = |k: &str| get(original, k).map(names).unwrap_or_default();
