@@ -3,6 +3,7 @@
 //! endpoint, so each of them reaches the others' data through here rather than through
 //! `server`.
 
+pub mod asker;
 pub mod connection;
 pub mod inventory;
 

@@ -94,7 +94,7 @@ pub(crate) fn explain(args: &ExplainArgs) -> ExitCode {
     };
     // The proxy's own verdict (explain has no root token to offer).
     let verdict = authorize(
-        identity.as_ref().map_err(|f| *f),
+        crate::state::asker::asker(identity.as_ref().map_err(|f| *f)),
         policy.as_ref().map(|(_, p)| p),
         false,
         &method,
@@ -112,7 +112,7 @@ pub(crate) fn explain(args: &ExplainArgs) -> ExitCode {
         Some((file, policy)) => {
             let principal = identity
                 .as_ref()
-                .map_or(Principal::Anonymous, Principal::from);
+                .map_or(Principal::Anonymous, crate::state::asker::principal);
             let e = policy.explain(&principal, &method, &path);
             print_explanation(file, &e, &method, &path);
             Some(e.rule)

@@ -5,8 +5,20 @@
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{Decision, Mode, Policy, Principal};
-use crate::tls::identity::Identity;
-use crate::tls::verify::AuthFailure;
+
+/// Why a request has no verified certificate, as far as the decision needs to know: the 401
+/// reason, and whether a certificate was presented at all (a refused certificate is not an
+/// anonymous request to `policy learn`). The TLS side says which; the policy only reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unauthenticated {
+    /// The 401 `reason`, one of the contract's strings.
+    pub reason: &'static str,
+    /// A certificate was presented and refused (rather than none sent).
+    pub presented: bool,
+}
+
+/// Who asks: a verified certificate's principal, or why there is none.
+pub type Asker<'a> = Result<Principal<'a>, Unauthenticated>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -52,39 +64,24 @@ impl RefusalKind {
 }
 
 impl Verdict {
-    /// The refusal this verdict is, given the `identity` it was decided for; None when allowed.
-    pub fn refusal(&self, identity: Result<&Identity, AuthFailure>) -> Option<RefusalKind> {
+    /// The refusal this verdict is, given who it was decided for; None when allowed.
+    pub fn refusal(&self, asker: &Asker<'_>) -> Option<RefusalKind> {
         match self {
             Verdict::Root | Verdict::Allow { .. } => None,
-            Verdict::AuditDeny { .. } | Verdict::Deny { .. } => Some(match identity {
+            Verdict::AuditDeny { .. } | Verdict::Deny { .. } => Some(match asker {
                 Ok(_) => RefusalKind::NotPermitted,
-                Err(AuthFailure::NoCertificate) => RefusalKind::NoCertificate,
-                Err(_) => RefusalKind::BadCertificate,
+                Err(u) if u.presented => RefusalKind::BadCertificate,
+                Err(_) => RefusalKind::NoCertificate,
             }),
         }
     }
 }
 
-impl<'a> From<&'a Identity> for Principal<'a> {
-    fn from(id: &'a Identity) -> Principal<'a> {
-        Principal::Certificate {
-            user: id.user.as_deref(),
-            organizations: &id.organizations,
-            org_units: &id.org_units,
-            sans: crate::policy::Sans {
-                dns: &id.dns_sans,
-                uri: &id.uri_sans,
-                email: &id.email_sans,
-            },
-        }
-    }
-}
-
 /// The root token first. Then, without a policy, every verified certificate is allowed and
-/// nothing else is; with one, the identity's permissions must cover `method path`. Denied: 401
-/// without a valid certificate (`identity` says why), 403 with one.
+/// nothing else is; with one, the asker's permissions must cover `method path`. Denied: 401
+/// without a valid certificate (`asker` says why), 403 with one.
 pub fn authorize(
-    identity: Result<&Identity, AuthFailure>,
+    asker: Asker<'_>,
     policy: Option<&Policy>,
     root: bool,
     method: &str,
@@ -93,17 +90,17 @@ pub fn authorize(
     if root {
         return Verdict::Root;
     }
-    let unauthenticated = |f: AuthFailure| (401, f.reason().to_string());
+    let unauthenticated = |u: Unauthenticated| (401, u.reason.to_string());
     let Some(policy) = policy else {
-        return match identity {
+        return match asker {
             Ok(_) => Verdict::Allow { permission: None },
-            Err(f) => {
-                let (status, reason) = unauthenticated(f);
+            Err(u) => {
+                let (status, reason) = unauthenticated(u);
                 Verdict::Deny { status, reason }
             }
         };
     };
-    let principal = identity.map_or(Principal::Anonymous, Principal::from);
+    let principal = asker.unwrap_or(Principal::Anonymous);
     let denial = match policy.decide(&principal, method, path) {
         Decision::Allow { permission } => {
             return Verdict::Allow {
@@ -112,9 +109,9 @@ pub fn authorize(
         }
         Decision::Deny(denial) => denial,
     };
-    let (status, reason) = match identity {
+    let (status, reason) = match asker {
         Ok(_) => (403, denial.reason(method, path)),
-        Err(f) => unauthenticated(f),
+        Err(u) => unauthenticated(u),
     };
     match policy.mode() {
         Mode::Audit => Verdict::AuditDeny { status, reason },
@@ -126,7 +123,26 @@ pub fn authorize(
 mod tests {
     use super::*;
     use crate::pki::{self, CertSpec};
+    use crate::tls::identity::Identity;
+    use crate::tls::verify::AuthFailure;
     use std::path::Path;
+
+    /// The proxy's call: a certificate's identity (or why there is none) through `state::asker`.
+    fn authorize(
+        identity: Result<&Identity, AuthFailure>,
+        policy: Option<&Policy>,
+        root: bool,
+        method: &str,
+        path: &str,
+    ) -> Verdict {
+        super::authorize(
+            crate::state::asker::asker(identity),
+            policy,
+            root,
+            method,
+            path,
+        )
+    }
 
     fn identity(cn: &str, o: &str) -> Identity {
         let mut ca = CertSpec::with_subject(&[("CN", "Authorize Test CA")]);

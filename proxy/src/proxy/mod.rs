@@ -374,14 +374,9 @@ impl ProxyHttp for CertgateProxy {
         };
         let policy = self.listener.policy.load_full();
         let (root, method) = (self.is_root(req), req.method.as_str());
-        let verdict = authorize(
-            ctx.identity(),
-            policy.as_deref(),
-            root,
-            method,
-            target.path(),
-        );
-        ctx.refusal = verdict.refusal(ctx.identity());
+        let asker = crate::state::asker::asker(ctx.identity());
+        let verdict = authorize(asker, policy.as_deref(), root, method, target.path());
+        ctx.refusal = verdict.refusal(&asker);
         ctx.target = Some(target);
         self.apply(session, ctx, policy, verdict).await
     }

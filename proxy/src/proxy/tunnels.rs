@@ -152,7 +152,13 @@ impl Tunnels {
             t.generation = trust.generation;
             t.policy = policy.clone();
             let identity = connection::identity(conn, &trust).map(|id| &**id);
-            let verdict = authorize(identity, policy.as_deref(), t.root, &t.method, &t.path);
+            let verdict = authorize(
+                crate::state::asker::asker(identity),
+                policy.as_deref(),
+                t.root,
+                &t.method,
+                &t.path,
+            );
             let Verdict::Deny { status, reason } = verdict else {
                 continue;
             };

@@ -188,6 +188,7 @@ fn the_typed_refusal_wins_over_the_reason_text() {
 fn the_typed_refusal_and_the_older_lines_reading_agree_on_what_the_proxy_refuses() {
     use crate::pki::{self, CertSpec};
     use crate::policy::{authorize, Policy, Verdict};
+    use crate::state::asker::asker;
     use crate::tls::identity::Identity;
     use crate::tls::verify::AuthFailure;
     let mut ca = CertSpec::with_subject(&[("CN", "Log Test CA")]);
@@ -216,17 +217,17 @@ fn the_typed_refusal_and_the_older_lines_reading_agree_on_what_the_proxy_refuses
         (Ok(&id), "/nowhere", Some(RefusalKind::NotPermitted)),
     ];
     for (who, path, want) in cases {
-        let verdict = authorize(who, Some(&policy), false, "GET", path);
+        let verdict = authorize(asker(who), Some(&policy), false, "GET", path);
         let Verdict::Deny { reason, .. } = &verdict else {
             panic!("{path} is not denied")
         };
-        assert_eq!(verdict.refusal(who), want, "{reason}");
+        assert_eq!(verdict.refusal(&asker(who)), want, "{reason}");
         // Without the field, the reason says the same, except that a refused certificate is
         // nothing learn grants (no kind at all).
         let old = refusal_kind("GET", path, reason);
         let learnable = want.filter(|k| *k != RefusalKind::BadCertificate);
         assert_eq!(old, learnable, "{reason}");
     }
-    let root = authorize(Ok(&id), Some(&policy), true, "GET", "/vm");
-    assert_eq!(root.refusal(Ok(&id)), None);
+    let root = authorize(asker(Ok(&id)), Some(&policy), true, "GET", "/vm");
+    assert_eq!(root.refusal(&asker(Ok(&id))), None);
 }

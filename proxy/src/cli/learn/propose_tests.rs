@@ -334,6 +334,7 @@ fn refused(method: &str, path: &str, user: &str, groups: &str) -> String {
 fn reasons_are_the_ones_the_proxy_writes() {
     use crate::pki::{self, CertSpec};
     use crate::policy::{authorize, Verdict};
+    use crate::state::asker::asker;
     use crate::tls::identity::Identity;
     let mut ca = CertSpec::with_subject(&[("CN", "Learn Test CA")]);
     ca.is_ca = true;
@@ -349,7 +350,8 @@ fn reasons_are_the_ones_the_proxy_writes() {
         (Ok(&id), "/nowhere", 403),
     ];
     for (who, path, want) in cases {
-        let Verdict::Deny { status, reason } = authorize(who, Some(&policy), false, "GET", path)
+        let Verdict::Deny { status, reason } =
+            authorize(asker(who), Some(&policy), false, "GET", path)
         else {
             panic!("{path} is not denied");
         };
@@ -366,7 +368,13 @@ fn reasons_are_the_ones_the_proxy_writes() {
         }
     }
     // The other 401 reasons are certificate failures: never learned.
-    let expired = authorize(Err(AuthFailure::Expired), Some(&policy), false, "GET", "/a");
+    let expired = authorize(
+        asker(Err(AuthFailure::Expired)),
+        Some(&policy),
+        false,
+        "GET",
+        "/a",
+    );
     let Verdict::Deny { reason, .. } = expired else {
         panic!("not denied")
     };
