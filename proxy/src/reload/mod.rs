@@ -171,7 +171,8 @@ fn reload(reloader: &Reloader, cause: Cause) -> Outcome {
     let mut candidates = Vec::new();
     for l in &shared.listeners {
         let old = l.trust.load();
-        let trust = match old.reload(&l.config.tls) {
+        let fetched = crate::tls::revocation::fetched_for(&l.config.tls);
+        let trust = match old.reload(&l.config.tls, &fetched) {
             Ok(t) => t,
             Err(e) => {
                 return fail(

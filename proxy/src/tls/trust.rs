@@ -38,6 +38,9 @@ fn terr(file: &Path, message: impl Into<String>) -> TrustError {
     }
 }
 
+/// A CRL fetched over HTTP(S): its URL and the body last fetched successfully.
+pub type FetchedCrl = (String, Arc<Vec<u8>>);
+
 /// A file as it was read, for `/status` and `check`.
 #[derive(Clone, Debug)]
 pub struct LoadedFile {
@@ -117,17 +120,29 @@ fn read(path: &Path, files: &mut Vec<LoadedFile>) -> Result<Vec<u8>, TrustError>
 
 impl TrustState {
     /// The first trust state of listener `listener`: every file of `tls` loaded and
-    /// cross-checked.
-    pub fn load(tls: &TlsConfig, listener: &str) -> Result<TrustState, TrustError> {
+    /// cross-checked, with the CRLs `fetched` for it (see
+    /// [`crate::tls::revocation::fetched_for`]; none for `check` and `explain`, which do not
+    /// fetch). They are an argument, not read here, so a build sees exactly the CRLs its caller
+    /// chose under the build lock.
+    pub fn load(
+        tls: &TlsConfig,
+        listener: &str,
+        fetched: &[FetchedCrl],
+    ) -> Result<TrustState, TrustError> {
         let ocsp_covers_leaf = tls.ocsp.mode != crate::config::OcspMode::Off;
         let seen = Arc::new(ChainsSeen::new(listener, tls.crl_check, ocsp_covers_leaf));
-        Self::build(tls, 1, seen)
+        Self::build(tls, fetched, 1, seen)
     }
 
-    /// The next generation after this one, from the files and fetched CRLs as they are now. It
-    /// shares no trust material with this state, only what the listener has seen of clients.
-    pub fn reload(&self, tls: &TlsConfig) -> Result<TrustState, TrustError> {
-        let mut next = Self::build(tls, self.generation + 1, self.seen.clone())?;
+    /// The next generation after this one, from the files as they are now and the CRLs
+    /// `fetched` for it. It shares no trust material with this state, only what the listener
+    /// has seen of clients.
+    pub fn reload(
+        &self,
+        tls: &TlsConfig,
+        fetched: &[FetchedCrl],
+    ) -> Result<TrustState, TrustError> {
+        let mut next = Self::build(tls, fetched, self.generation + 1, self.seen.clone())?;
         // Unchanged ticket keys stay the keys loaded before, so `/status` tells their age, not
         // the time of the last CRL reload.
         let hash = |files: &[LoadedFile], path: &Path| {
@@ -149,6 +164,7 @@ impl TrustState {
 
     fn build(
         tls: &TlsConfig,
+        fetched: &[FetchedCrl],
         generation: u64,
         seen: Arc<ChainsSeen>,
     ) -> Result<TrustState, TrustError> {
@@ -156,12 +172,7 @@ impl TrustState {
         let server = load_server(&tls.cert, &tls.key, &mut files)?;
         let client = match &tls.client_ca {
             None => None,
-            Some(ca) => Some(load_client_trust(
-                ca,
-                &tls.crl,
-                &crate::tls::revocation::fetched_for(tls),
-                &mut files,
-            )?),
+            Some(ca) => Some(load_client_trust(ca, &tls.crl, fetched, &mut files)?),
         };
         let ticket_keys = match &tls.session_ticket_keys {
             Some(path) if tls.session_lifetime.is_some() => {
@@ -348,7 +359,7 @@ fn load_server(
 fn load_client_trust(
     ca: &Path,
     crl_files: &[PathBuf],
-    fetched: &[(String, std::sync::Arc<Vec<u8>>)],
+    fetched: &[FetchedCrl],
     files: &mut Vec<LoadedFile>,
 ) -> Result<ClientTrust, TrustError> {
     let pem = read(ca, files)?;

@@ -20,7 +20,7 @@ pub mod store;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::config::TlsConfig;
-use crate::tls::trust::TrustState;
+use crate::tls::trust::{FetchedCrl, TrustState};
 pub use schedule::Target;
 
 /// Held while a trust state is built and swapped, by the reloader and the fetcher alike: two
@@ -32,7 +32,7 @@ pub fn build_lock() -> MutexGuard<'static, ()> {
 
 /// The fetched CRLs a trust state for `tls` includes: its configured URLs, and with
 /// `from_certificates` every discovered one, each as last fetched successfully.
-pub fn fetched_for(tls: &TlsConfig) -> Vec<(String, Arc<Vec<u8>>)> {
+pub fn fetched_for(tls: &TlsConfig) -> Vec<FetchedCrl> {
     let Some(f) = &tls.crl_fetch else {
         return Vec::new();
     };
@@ -99,7 +99,7 @@ pub fn prepare(tls_configs: &[&TlsConfig]) {
     for _ in 0..entries {
         let Some(bad) = tls_configs
             .iter()
-            .find_map(|tls| TrustState::load(tls, "start").err())
+            .find_map(|tls| TrustState::load(tls, "start", &fetched_for(tls)).err())
             .map(|e| e.file.display().to_string())
             .filter(|f| store::body(f).is_some())
         else {
