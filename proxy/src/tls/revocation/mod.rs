@@ -100,8 +100,8 @@ pub fn prepare(tls_configs: &[&TlsConfig]) {
         let Some(bad) = tls_configs
             .iter()
             .find_map(|tls| TrustState::load(tls, "start", &fetched_for(tls)).err())
-            .map(|e| e.file.display().to_string())
-            .filter(|f| store::body(f).is_some())
+            .and_then(|e| e.origin.url().map(str::to_string))
+            .filter(|url| store::body(url).is_some())
         else {
             break;
         };
