@@ -248,25 +248,23 @@ fn crl_summary(
     if expired {
         warnings.push(format!(
             "CRL of {} in {} is past its nextUpdate",
-            crl.issuer_dn,
-            crl.file.display()
+            crl.issuer_dn, crl.source
         ));
     } else if crl.next_update.is_some_and(|n| n - now < 86_400) {
         warnings.push(format!(
             "CRL of {} in {} reaches its nextUpdate within 24 hours",
-            crl.issuer_dn,
-            crl.file.display()
+            crl.issuer_dn, crl.source
         ));
     }
     if crl.signature.is_deferred() {
         notes.push(format!(
             "the CRL of {0} in {1} is not signed by a CA of client_ca: verified when a client presents {0}",
             crl.issuer_dn,
-            crl.file.display()
+            crl.source
         ));
     }
     CrlSummary {
-        file: crl.file.display().to_string(),
+        file: crl.source.to_string(),
         issuer: crl.issuer_dn.clone(),
         this_update: crl.this_update,
         next_update: crl.next_update,

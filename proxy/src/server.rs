@@ -54,7 +54,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     metrics::init();
     // Cached fetched CRLs are part of the first trust states, before anything accepts.
     crate::tls::revocation::prepare(&config.listeners.iter().map(|l| &l.tls).collect::<Vec<_>>());
-    let listeners = load_listeners(&config)?;
+    let listeners = load_listeners(&config, crate::tls::revocation::fetched_for)?;
     let shared = Arc::new(Shared::new(config, listeners));
     crate::reload::publish_gauges(&shared);
     for l in &shared.config.listeners {

@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, ListenerConfig, TlsConfig};
 use crate::policy::Policy;
-use crate::tls::trust::TrustState;
+use crate::tls::trust::{FetchedCrl, TrustState};
 
 /// What one listener serves with, shared by its connections. Trust and policy are swapped by
 /// the reloader; the rest needs a restart.
@@ -89,14 +89,23 @@ impl Drain {
     }
 }
 
-/// Loads the trust state and policy of every listener. Used at start and by `check`.
-pub fn load_listeners(config: &Config) -> anyhow::Result<Vec<Arc<Listener>>> {
-    config.listeners.iter().map(load_listener).collect()
+/// Loads the trust state and policy of every listener, each with the CRLs `fetched` gives
+/// for its `tls`. Used at start.
+pub fn load_listeners(
+    config: &Config,
+    fetched: impl Fn(&TlsConfig) -> Vec<FetchedCrl>,
+) -> anyhow::Result<Vec<Arc<Listener>>> {
+    config
+        .listeners
+        .iter()
+        .map(|l| load_listener(l, &fetched(&l.tls)))
+        .collect()
 }
 
-/// One listener's trust state and policy, with its name on any error.
-pub fn load_listener(l: &ListenerConfig) -> anyhow::Result<Arc<Listener>> {
-    let trust = TrustState::load(&l.tls, &l.name)
+/// One listener's trust state (with the CRLs `fetched` for it) and policy, with its name on
+/// any error.
+pub fn load_listener(l: &ListenerConfig, fetched: &[FetchedCrl]) -> anyhow::Result<Arc<Listener>> {
+    let trust = TrustState::load(&l.tls, &l.name, fetched)
         .map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
     let policy = match &l.policy {
         Some(p) => Some(Arc::new(

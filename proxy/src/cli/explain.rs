@@ -151,7 +151,8 @@ fn certificate(
             )))
         }
     };
-    let trust = TrustState::load(&listener.tls, &listener.name).map_err(fail)?;
+    // `explain` fetches nothing: the trust state of the files alone.
+    let trust = TrustState::load(&listener.tls, &listener.name, &[]).map_err(fail)?;
     let identity =
         Identity::from_x509(&chain[0]).map_err(|e| fail(format!("{}: {e}", file.display())))?;
     println!("certificate: {}", identity.subject_dn);

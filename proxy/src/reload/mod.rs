@@ -22,7 +22,7 @@ use crate::report::listener_report;
 use crate::state::Shared;
 use crate::time::{asn1_unix, now_rfc3339, now_unix};
 use crate::tls::dn::rfc2253;
-use crate::tls::trust::{LoadedFile, TrustState};
+use crate::tls::trust::{LoadedFile, Source, TrustState};
 pub use status::{Cause, Kind, ReloadStatus};
 
 /// Quiet time after the last file event before reloading (editors and `kubectl` write in bursts).
@@ -57,6 +57,15 @@ pub fn publish_gauges(shared: &Shared) {
 /// The reload kind a failing file belongs to, for `certgate_reloads_total{kind}`.
 fn kind_of(shared: &Shared, file: &Path) -> Kind {
     kind_in(shared.listeners.iter().map(|l| &l.config.tls), file)
+}
+
+/// The reload kind of a trust error's origin. A fetched CRL is no file of the config, so it
+/// counts as `policy`, as it did when its URL stood in for a path.
+fn kind_of_origin(shared: &Shared, origin: &Source) -> Kind {
+    match origin {
+        Source::File(file) => kind_of(shared, file),
+        Source::Url(_) => Kind::Policy,
+    }
 }
 
 /// The kind `file` has for these listeners' TLS settings; a file none of them names is a
@@ -171,14 +180,15 @@ fn reload(reloader: &Reloader, cause: Cause) -> Outcome {
     let mut candidates = Vec::new();
     for l in &shared.listeners {
         let old = l.trust.load();
-        let trust = match old.reload(&l.config.tls) {
+        let fetched = crate::tls::revocation::fetched_for(&l.config.tls);
+        let trust = match old.reload(&l.config.tls, &fetched) {
             Ok(t) => t,
             Err(e) => {
                 return fail(
                     reloader,
                     cause,
                     &l.config.name,
-                    kind_of(shared, &e.file),
+                    kind_of_origin(shared, &e.origin),
                     &e,
                 )
             }
@@ -440,9 +450,9 @@ fn warn_crl_freshness(shared: &Shared) {
             for crl in &client.crls {
                 if let Some(next) = crl.next_update {
                     if next < now {
-                        tracing::error!(listener = %l.config.name, issuer = %crl.issuer_dn, file = %crl.file.display(), "CRL is past its nextUpdate; publish a new one");
+                        tracing::error!(listener = %l.config.name, issuer = %crl.issuer_dn, file = %crl.source, "CRL is past its nextUpdate; publish a new one");
                     } else if next - now < 86_400 {
-                        tracing::warn!(listener = %l.config.name, issuer = %crl.issuer_dn, file = %crl.file.display(), hours_left = (next - now) / 3600, "CRL reaches its nextUpdate soon; publish a new one");
+                        tracing::warn!(listener = %l.config.name, issuer = %crl.issuer_dn, file = %crl.source, hours_left = (next - now) / 3600, "CRL reaches its nextUpdate soon; publish a new one");
                     }
                 }
             }

@@ -154,7 +154,7 @@ impl DeferredCrls {
             forged = true;
             if log {
                 tracing::error!(
-                    file = %loaded.file.display(),
+                    file = %loaded.source,
                     issuer = %rfc2253(issuer.subject_name()),
                     issuer_sha256 = %hex::encode(issuer_sha256),
                     "the CRL names this issuer but its signature does not verify against the issuer certificate a client presented; chains through that certificate fail with `bad certificate` until the CRL is replaced"
@@ -190,7 +190,7 @@ mod tests {
                     this_update: 0,
                     next_update: None,
                     revoked_count: 0,
-                    file: file.into(),
+                    source: crate::tls::trust::Source::File(file.into()),
                     signature: CrlSignature::Deferred(Default::default()),
                     crl,
                 }

@@ -23,20 +23,64 @@ use crate::tls::dn::rfc2253;
 use crate::tls::resumption::FileTicketKeys;
 use crate::tls::verify::AuthFailure;
 
-/// A trust-material problem: which file, and what is wrong with it.
+/// Where trust material came from: a file, or (a fetched CRL) the URL it was fetched from.
+/// Shown as the path or the URL, so `/status`, `check` and the logs name either as they would
+/// a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    Url(String),
+}
+
+impl Source {
+    /// The path, when this is a file.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Source::File(p) => Some(p),
+            Source::Url(_) => None,
+        }
+    }
+
+    /// The URL, when this is a fetched CRL.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            Source::File(_) => None,
+            Source::Url(u) => Some(u),
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(p) => p.display().fmt(f),
+            Source::Url(u) => f.write_str(u),
+        }
+    }
+}
+
+/// A trust-material problem: which file (or fetched CRL), and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {message}", file.display())]
+#[error("{origin}: {message}")]
 pub struct TrustError {
-    pub file: PathBuf,
+    // Not `source`: thiserror would take a field of that name for the underlying error.
+    pub origin: Source,
     pub message: String,
 }
 
 fn terr(file: &Path, message: impl Into<String>) -> TrustError {
+    terr_at(&Source::File(file.to_path_buf()), message)
+}
+
+fn terr_at(origin: &Source, message: impl Into<String>) -> TrustError {
     TrustError {
-        file: file.to_path_buf(),
+        origin: origin.clone(),
         message: message.into(),
     }
 }
+
+/// A CRL fetched over HTTP(S): its URL and the body last fetched successfully.
+pub type FetchedCrl = (String, Arc<Vec<u8>>);
 
 /// A file as it was read, for `/status` and `check`.
 #[derive(Clone, Debug)]
@@ -56,7 +100,8 @@ pub struct ServerCert {
 /// present in their chains (checked on first use, see [`crate::tls::crl_issuer`]).
 pub struct LoadedCrl {
     pub crl: X509Crl,
-    pub file: PathBuf,
+    /// `tls.crl` file or fetched URL.
+    pub source: Source,
     pub signature: CrlSignature,
     pub issuer_dn: String,
     pub this_update: i64,
@@ -117,17 +162,29 @@ fn read(path: &Path, files: &mut Vec<LoadedFile>) -> Result<Vec<u8>, TrustError>
 
 impl TrustState {
     /// The first trust state of listener `listener`: every file of `tls` loaded and
-    /// cross-checked.
-    pub fn load(tls: &TlsConfig, listener: &str) -> Result<TrustState, TrustError> {
+    /// cross-checked, with the CRLs `fetched` for it (see
+    /// [`crate::tls::revocation::fetched_for`]; none for `check` and `explain`, which do not
+    /// fetch). They are an argument, not read here, so a build sees exactly the CRLs its caller
+    /// chose under the build lock.
+    pub fn load(
+        tls: &TlsConfig,
+        listener: &str,
+        fetched: &[FetchedCrl],
+    ) -> Result<TrustState, TrustError> {
         let ocsp_covers_leaf = tls.ocsp.mode != crate::config::OcspMode::Off;
         let seen = Arc::new(ChainsSeen::new(listener, tls.crl_check, ocsp_covers_leaf));
-        Self::build(tls, 1, seen)
+        Self::build(tls, fetched, 1, seen)
     }
 
-    /// The next generation after this one, from the files and fetched CRLs as they are now. It
-    /// shares no trust material with this state, only what the listener has seen of clients.
-    pub fn reload(&self, tls: &TlsConfig) -> Result<TrustState, TrustError> {
-        let mut next = Self::build(tls, self.generation + 1, self.seen.clone())?;
+    /// The next generation after this one, from the files as they are now and the CRLs
+    /// `fetched` for it. It shares no trust material with this state, only what the listener
+    /// has seen of clients.
+    pub fn reload(
+        &self,
+        tls: &TlsConfig,
+        fetched: &[FetchedCrl],
+    ) -> Result<TrustState, TrustError> {
+        let mut next = Self::build(tls, fetched, self.generation + 1, self.seen.clone())?;
         // Unchanged ticket keys stay the keys loaded before, so `/status` tells their age, not
         // the time of the last CRL reload.
         let hash = |files: &[LoadedFile], path: &Path| {
@@ -149,6 +206,7 @@ impl TrustState {
 
     fn build(
         tls: &TlsConfig,
+        fetched: &[FetchedCrl],
         generation: u64,
         seen: Arc<ChainsSeen>,
     ) -> Result<TrustState, TrustError> {
@@ -156,12 +214,7 @@ impl TrustState {
         let server = load_server(&tls.cert, &tls.key, &mut files)?;
         let client = match &tls.client_ca {
             None => None,
-            Some(ca) => Some(load_client_trust(
-                ca,
-                &tls.crl,
-                &crate::tls::revocation::fetched_for(tls),
-                &mut files,
-            )?),
+            Some(ca) => Some(load_client_trust(ca, &tls.crl, fetched, &mut files)?),
         };
         let ticket_keys = match &tls.session_ticket_keys {
             Some(path) if tls.session_lifetime.is_some() => {
@@ -348,7 +401,7 @@ fn load_server(
 fn load_client_trust(
     ca: &Path,
     crl_files: &[PathBuf],
-    fetched: &[(String, std::sync::Arc<Vec<u8>>)],
+    fetched: &[FetchedCrl],
     files: &mut Vec<LoadedFile>,
 ) -> Result<ClientTrust, TrustError> {
     let pem = read(ca, files)?;
@@ -382,14 +435,14 @@ fn load_client_trust(
     let mut deferred = DeferredCrls::default();
     let mut sources = Vec::new();
     for file in crl_files {
-        sources.push((file.clone(), read(file, files)?));
+        sources.push((Source::File(file.clone()), read(file, files)?));
     }
-    // A fetched CRL goes through exactly what a file CRL does; its URL stands for the file.
+    // A fetched CRL goes through exactly what a file CRL does; only its source differs.
     for (url, bytes) in fetched {
-        sources.push((PathBuf::from(url), bytes.to_vec()));
+        sources.push((Source::Url(url.clone()), bytes.to_vec()));
     }
-    for (file, bytes) in &sources {
-        for crl in parse_crls(bytes).map_err(|m| terr(file, m))? {
+    for (source, bytes) in &sources {
+        for crl in parse_crls(bytes).map_err(|m| terr_at(source, m))? {
             let named: Vec<&X509> = ca_certs
                 .iter()
                 .filter(|c| {
@@ -402,8 +455,8 @@ fn load_client_trust(
                 .find(|c| c.public_key().and_then(|k| crl.verify(&k)).unwrap_or(false));
             // Its issuer is in the bundle, so its signature can be checked now, and must be.
             if signer.is_none() && !named.is_empty() {
-                return Err(terr(
-                    file,
+                return Err(terr_at(
+                    source,
                     format!(
                         "the CRL of {} is not signed by the key of that CA in {}; replace the CRL with one the CA signed",
                         rfc2253(crl.issuer_name()),
@@ -432,7 +485,7 @@ fn load_client_trust(
                 this_update: asn1_unix(crl.last_update()),
                 next_update: crl.next_update().map(asn1_unix),
                 revoked_count: crl.get_revoked().map(|r| r.len()).unwrap_or(0),
-                file: file.clone(),
+                source: source.clone(),
                 signature,
                 crl,
             });

@@ -20,7 +20,7 @@ pub mod store;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::config::TlsConfig;
-use crate::tls::trust::TrustState;
+use crate::tls::trust::{FetchedCrl, TrustState};
 pub use schedule::Target;
 
 /// Held while a trust state is built and swapped, by the reloader and the fetcher alike: two
@@ -32,7 +32,7 @@ pub fn build_lock() -> MutexGuard<'static, ()> {
 
 /// The fetched CRLs a trust state for `tls` includes: its configured URLs, and with
 /// `from_certificates` every discovered one, each as last fetched successfully.
-pub fn fetched_for(tls: &TlsConfig) -> Vec<(String, Arc<Vec<u8>>)> {
+pub fn fetched_for(tls: &TlsConfig) -> Vec<FetchedCrl> {
     let Some(f) = &tls.crl_fetch else {
         return Vec::new();
     };
@@ -99,9 +99,9 @@ pub fn prepare(tls_configs: &[&TlsConfig]) {
     for _ in 0..entries {
         let Some(bad) = tls_configs
             .iter()
-            .find_map(|tls| TrustState::load(tls, "start").err())
-            .map(|e| e.file.display().to_string())
-            .filter(|f| store::body(f).is_some())
+            .find_map(|tls| TrustState::load(tls, "start", &fetched_for(tls)).err())
+            .and_then(|e| e.origin.url().map(str::to_string))
+            .filter(|url| store::body(url).is_some())
         else {
             break;
         };

@@ -134,7 +134,7 @@ pub fn accept(
     store::table().entry(url.to_string()).or_default().body = Some(body.clone());
     let mut built = Vec::new();
     for t in targets.iter().filter(|t| t.tls.crl_fetch.is_some()) {
-        match t.trust.load().reload(&t.tls) {
+        match t.trust.load().reload(&t.tls, &super::fetched_for(&t.tls)) {
             Ok(state) => built.push((t, state)),
             Err(e) => {
                 store::table().entry(url.to_string()).or_default().body = previous;
