@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::listener::http2::Http;
 use crate::listener::ListenerApp;
 use crate::metrics;
-use crate::proxy::h1::Forwarder;
+use crate::proxy::forward::Forwarder;
 use crate::proxy::CertgateProxy;
 use crate::reload::Reloader;
 use crate::state::{load_listeners, Listener, Shared};

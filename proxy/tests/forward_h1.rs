@@ -1,4 +1,4 @@
-//! certgate's own forwarding of plain HTTP/1.1 requests (`proxy/src/proxy/h1.rs`): upstream
+//! certgate's own forwarding of plain HTTP/1.1 requests (`proxy/src/proxy/forward/`): upstream
 //! connections come from a pool and serve many requests, bodies of both framings reach the
 //! upstream whole, every response framing leaves the client connection usable, a response the
 //! upstream sends while the client is still uploading reaches the client at once, and requests
@@ -300,4 +300,59 @@ fn a_request_without_exactly_one_host_gets_400_and_is_never_forwarded() {
         9.0,
         "{m}"
     );
+}
+
+/// What `proxy/src/proxy/forward/pingora_mirror.rs` copies from pingora-proxy must stay what
+/// pingora-proxy does: the same request, with every hop-by-hop header, reaches the upstream with
+/// the same headers on both engines (a `Connection` header naming another header sends it to
+/// `HttpProxy`), and a body framed by the upstream closing reaches the client chunked on both.
+#[test]
+fn hop_by_hop_headers_and_close_delimited_bodies_alike_on_both_engines() {
+    let w = World::new();
+    let who = client(&[("O", "ci"), ("CN", "mirror")], &w.ca);
+    let engines = [
+        ("direct", "Connection: keep-alive\r\n"),
+        ("HttpProxy", "Connection: keep-alive, x-hop\r\nX-Hop: 1\r\n"),
+    ];
+    let hop = "Keep-Alive: timeout=5\r\nProxy-Connection: x\r\nProxy-Authorization: Basic eDp5\r\n\
+               Proxy-Authenticate: x\r\nTE: trailers\r\nTrailer: x-t\r\nX-Kept: yes\r\n";
+    let p = Proxy::start(&w, &ProxyConfig::new(upstream()));
+    let mut seen = Vec::new();
+    for (engine, connection) in engines {
+        let mut s = connect(&w, &p, &who);
+        s.write_all(format!("GET /hop HTTP/1.1\r\nHost: x\r\n{connection}{hop}\r\n").as_bytes())
+            .unwrap();
+        let resp = read_response(&mut s);
+        assert!(resp.starts_with("HTTP/1.1 200"), "{engine}: {resp}");
+        let (_, body) = resp.split_once("\r\n\r\n").unwrap();
+        let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+        let mut names: Vec<String> = echo["headers"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        assert!(names.contains(&"x-kept".to_string()), "{engine}: {names:?}");
+        seen.push(names);
+    }
+    assert_eq!(seen[0], seen[1], "direct vs HttpProxy");
+
+    let up = KeepAliveUpstream::start();
+    let p = Proxy::start(&w, &ProxyConfig::new(up.addr));
+    for (engine, connection) in engines {
+        let mut s = connect(&w, &p, &who);
+        s.write_all(
+            format!("GET /close-delimited HTTP/1.1\r\nHost: x\r\n{connection}\r\n").as_bytes(),
+        )
+        .unwrap();
+        let (head, body) = read_chunked(&mut s);
+        let head = head.to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{engine}: {head}");
+        assert!(
+            head.contains("transfer-encoding: chunked"),
+            "{engine}: {head}"
+        );
+        assert_eq!(body, "until the end", "{engine}");
+    }
 }

@@ -8,7 +8,7 @@ use openssl::x509::X509;
 
 use crate::cli::ConfigArg;
 use crate::config::{Config, ListenerConfig};
-use crate::policy::{authorize, parse_target, Explanation, Policy, Principal, Verdict};
+use crate::policy::{authorize, parse_target, Explanation, Policy, Principal};
 use crate::tls::identity::Identity;
 use crate::tls::trust::TrustState;
 use crate::tls::verify::AuthFailure;
@@ -118,14 +118,14 @@ pub(crate) fn explain(args: &ExplainArgs) -> ExitCode {
             Some(e.rule)
         }
     };
-    let allowed = match &verdict {
-        Verdict::Root | Verdict::Allow { .. } => {
+    // Audit mode forwards a denial, but the policy's decision is what explain reports.
+    let allowed = match verdict.refusal() {
+        None => {
             println!("decision: ALLOW");
             true
         }
-        // Audit mode forwards a denial, but the policy's decision is what explain reports.
-        Verdict::Deny { status, .. } | Verdict::AuditDeny { status, .. } => {
-            println!("decision: DENY ({status})");
+        Some(refusal) => {
+            println!("decision: DENY ({})", refusal.status());
             false
         }
     };

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use super::outgoing::Outgoing;
 use crate::proxy::access_log::{self, Early, RequestLine};
 use crate::proxy::errors;
 
@@ -103,7 +104,7 @@ impl Frames {
 enum State {
     Watching,
     /// Writing the 408, GOAWAY included; `usize` bytes of it written.
-    Refusing(usize),
+    Refusing,
     Done,
 }
 
@@ -120,7 +121,7 @@ pub(crate) struct HeaderClock<S> {
     since: Option<Instant>,
     deadline: Option<Pin<Box<Sleep>>>,
     state: State,
-    refusal: Vec<u8>,
+    refusal: Outgoing,
 }
 
 impl<S> std::fmt::Debug for HeaderClock<S> {
@@ -154,7 +155,7 @@ impl<S> HeaderClock<S> {
             since: None,
             deadline: None,
             state: State::Watching,
-            refusal: Vec::new(),
+            refusal: Outgoing::default(),
         }
     }
 
@@ -198,8 +199,8 @@ impl<S> HeaderClock<S> {
 
     fn refuse(&mut self, stream: u32) {
         let reason = "request header not received in time";
-        self.refusal = answer(stream, 408, reason, self.hsts.as_ref());
-        self.state = State::Refusing(0);
+        self.refusal = Outgoing::new(answer(stream, 408, reason, self.hsts.as_ref()));
+        self.state = State::Refusing;
         self.deadline = None;
         access_log::early(&Early {
             listener: &self.listener,
@@ -283,20 +284,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderClock<S> {
         loop {
             match this.state {
                 State::Done => return Poll::Ready(Ok(())),
-                State::Refusing(written) => {
-                    if written < this.refusal.len() {
-                        match Pin::new(&mut this.inner).poll_write(cx, &this.refusal[written..]) {
-                            Poll::Ready(Ok(n)) if n > 0 => {
-                                this.state = State::Refusing(written + n)
-                            }
-                            Poll::Ready(_) => this.state = State::Done,
-                            Poll::Pending => return Poll::Pending,
-                        }
-                        continue;
-                    }
-                    return match Pin::new(&mut this.inner).poll_flush(cx) {
+                State::Refusing => {
+                    return match this.refusal.poll_send(&mut this.inner, cx) {
                         Poll::Pending => Poll::Pending,
-                        Poll::Ready(_) => {
+                        Poll::Ready(()) => {
                             this.state = State::Done;
                             Poll::Ready(Ok(()))
                         }

@@ -28,6 +28,7 @@ use pingora::protocols::Ssl;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use super::outgoing::Outgoing;
 use crate::proxy::access_log::{self, Early, RequestLine};
 use crate::proxy::errors;
 use crate::state::HeaderGuardHandle;
@@ -45,8 +46,8 @@ enum Phase {
     Header,
     /// The header is complete; body and response bytes pass untouched.
     Body,
-    /// Writing our refusal; `usize` bytes of it already written.
-    Refusing(usize),
+    /// Writing our refusal.
+    Refusing,
     Done,
 }
 
@@ -68,7 +69,7 @@ pub struct HeaderGuard<S> {
     max: usize,
     limit: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
-    refusal: Vec<u8>,
+    refusal: Outgoing,
     /// For a refusal's answer and log line: the client address and the listener's HSTS value.
     client: Option<IpAddr>,
     hsts: Option<http::HeaderValue>,
@@ -114,7 +115,7 @@ impl<S> HeaderGuard<S> {
             limit,
             // The first request's clock starts with the connection.
             deadline: Some(Box::pin(tokio::time::sleep(limit))),
-            refusal: Vec::new(),
+            refusal: Outgoing::default(),
             client,
             hsts,
             line: Vec::new(),
@@ -130,8 +131,8 @@ impl<S> HeaderGuard<S> {
     }
 
     fn refuse(&mut self, code: u16, reason: &str, why: &str) {
-        self.refusal = errors::http1_bytes(code, reason, self.hsts.as_ref());
-        self.phase = Phase::Refusing(0);
+        self.refusal = Outgoing::new(errors::http1_bytes(code, reason, self.hsts.as_ref()));
+        self.phase = Phase::Refusing;
         self.deadline = None;
         tracing::debug!(listener = %self.listener, status = code, "request refused {why}");
         access_log::early(&Early {
@@ -217,20 +218,10 @@ impl<S: AsyncRead + AsyncWrite + Ssl + Unpin> AsyncRead for HeaderGuard<S> {
                     }
                     return poll;
                 }
-                Phase::Refusing(written) => {
-                    if written < this.refusal.len() {
-                        match Pin::new(&mut this.inner).poll_write(cx, &this.refusal[written..]) {
-                            Poll::Ready(Ok(n)) if n > 0 => {
-                                this.phase = Phase::Refusing(written + n)
-                            }
-                            Poll::Ready(Ok(_)) | Poll::Ready(Err(_)) => this.phase = Phase::Done,
-                            Poll::Pending => return Poll::Pending,
-                        }
-                        continue;
-                    }
-                    return match Pin::new(&mut this.inner).poll_flush(cx) {
+                Phase::Refusing => {
+                    return match this.refusal.poll_send(&mut this.inner, cx) {
                         Poll::Pending => Poll::Pending,
-                        Poll::Ready(_) => {
+                        Poll::Ready(()) => {
                             this.phase = Phase::Done;
                             // EOF to Pingora: the connection ends without another response.
                             Poll::Ready(Ok(()))

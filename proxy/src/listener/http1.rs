@@ -20,7 +20,7 @@ use pingora::proxy::Session;
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncReadExt;
 
-use crate::proxy::h1::{self, Forwarder};
+use crate::proxy::forward::{eligible, Forwarder};
 
 /// What Pingora reads a request header into first; the same size, so nothing changes for it.
 const HEADER_BUFFER: usize = 4096;
@@ -66,7 +66,7 @@ pub(crate) async fn serve<A: HttpServerApp + Send + Sync + 'static>(
             };
             // The path is decided on the whole header when it fits Pingora's first read,
             // however its bytes arrived: a header Pingora's parser would refuse is then
-            // answered here ([`h1::malformed`]), logged and counted, not by `HttpProxy`.
+            // answered here ([`eligible::malformed`]), logged and counted, not by `HttpProxy`.
             whole_header(&mut stream, bytes).await
         };
         let first = tokio::select! {
@@ -102,9 +102,9 @@ enum Turn {
 
 /// One request's session, set up as Pingora's own loop does (the first request of a connection
 /// gets Pingora's keep-alive, a later one what the previous request left), served by certgate's
-/// own forwarding when its first bytes show a plain request ([`h1::eligible`]), refused by
-/// certgate when they show a header Pingora would refuse ([`h1::malformed`],
-/// [`h1::authority_refused`]), and by Pingora's
+/// own forwarding when its first bytes show a plain request ([`eligible::http1`]), refused by
+/// certgate when they show a header Pingora would refuse ([`eligible::malformed`],
+/// [`eligible::authority_refused`]), and by Pingora's
 /// `HttpProxy` otherwise. Not async: the session moves into the boxed request future and never
 /// takes room in the caller's future, which a waiting connection keeps.
 fn request<'a, A: HttpServerApp + Send + Sync + 'static>(
@@ -115,7 +115,7 @@ fn request<'a, A: HttpServerApp + Send + Sync + 'static>(
     first: BytesMut,
     shutdown: &'a ShutdownWatch,
 ) -> RequestFuture<'a> {
-    if h1::eligible(&first) {
+    if eligible::http1(&first) {
         let mut session = Session::new_h1(stream);
         prepare(&mut session, app, turn, first, shutdown);
         return Box::pin(async move {
@@ -123,7 +123,7 @@ fn request<'a, A: HttpServerApp + Send + Sync + 'static>(
             Some((next.stream, Turn::Direct(next.settings, next.pipelined)))
         });
     }
-    if h1::malformed(&first) {
+    if eligible::malformed(&first) {
         let asked = crate::proxy::access_log::RequestLine::parse(&first);
         let session = Session::new_h1(stream);
         return Box::pin(async move {
@@ -131,7 +131,7 @@ fn request<'a, A: HttpServerApp + Send + Sync + 'static>(
             None
         });
     }
-    if h1::authority_refused(&first) {
+    if eligible::authority_refused(&first) {
         let mut session = Session::new_h1(stream);
         prepare(&mut session, app, turn, first, shutdown);
         return Box::pin(async move {
@@ -212,7 +212,7 @@ async fn first_bytes(stream: &mut Stream) -> Option<BytesMut> {
 /// `bytes` (the start of a request), read on until they hold its whole header or
 /// Pingora's first read would be full; `None` when the client closed or reading failed.
 async fn whole_header(stream: &mut Stream, mut bytes: BytesMut) -> Option<BytesMut> {
-    while bytes.len() < HEADER_BUFFER && h1::partial(&bytes) {
+    while bytes.len() < HEADER_BUFFER && eligible::partial(&bytes) {
         bytes.reserve(HEADER_BUFFER - bytes.len());
         match stream.read_buf(&mut bytes).await {
             Ok(0) | Err(_) => return None,

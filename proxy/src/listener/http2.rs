@@ -2,7 +2,7 @@
 //! side. An HTTP/2 connection runs Pingora's h2 accept loop (through the blanket `ServerApp` of
 //! an `HttpServerApp`), which hands each request stream to [`Http::process_new_http`] with its
 //! header already read: a plain request goes to certgate's forwarding
-//! ([`crate::proxy::h2::eligible`]), anything else to `HttpProxy`. Every HTTP/2 setting (window
+//! ([`crate::proxy::forward::eligible::http2`]), anything else to `HttpProxy`. Every HTTP/2 setting (window
 //! sizes, header limits, idle timeout) is `HttpProxy`'s, so nothing about the connection
 //! changes.
 
@@ -16,12 +16,12 @@ use pingora::protocols::Stream;
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
-use crate::proxy::h1::Forwarder;
-use crate::proxy::{h2, CertgateProxy};
+use crate::proxy::forward::{eligible, h2, Forwarder};
+use crate::proxy::CertgateProxy;
 
 pub struct Http {
     pub proxy: Arc<HttpProxy<CertgateProxy>>,
-    /// certgate's own forwarding (see [`crate::proxy::h1`]), for HTTP/1.1 and HTTP/2.
+    /// certgate's own forwarding (see [`crate::proxy::forward`]), for HTTP/1.1 and HTTP/2.
     pub direct: Forwarder,
 }
 
@@ -37,7 +37,7 @@ impl HttpServerApp for Http {
         } else {
             session
         };
-        if session.is_http2() && h2::eligible(session.req_header()) {
+        if session.is_http2() && eligible::http2(session.req_header()) {
             // Never `Some`: an HTTP/2 stream does not hand back its connection.
             return self
                 .direct

@@ -2,7 +2,7 @@
 //! client address's), PROXY protocol, TLS handshake (with its own timeout and failure reasons),
 //! then HTTP: HTTP/1.1 requests from our own keep-alive loop (`http1`), HTTP/2 streams from
 //! Pingora's h2 loop (`http2`). Plain requests of either are forwarded by certgate
-//! (`crate::proxy::h1`), the rest by Pingora's HTTP proxy. Doing the handshake here rather than
+//! (`crate::proxy::forward`), the rest by Pingora's HTTP proxy. Doing the handshake here rather than
 //! in Pingora's listener lets us count failed handshakes by reason and bound the handshake time
 //! per listener.
 
@@ -73,6 +73,7 @@ mod h2_clock;
 pub mod header_guard;
 mod http1;
 pub mod http2;
+mod outgoing;
 mod per_ip;
 pub mod proxy_protocol;
 

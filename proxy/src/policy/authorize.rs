@@ -20,23 +20,37 @@ pub struct Unauthenticated {
 /// Who asks: a verified certificate's principal, or why there is none.
 pub type Asker<'a> = Result<Principal<'a>, Unauthenticated>;
 
+/// What the policy decided for one request. A refusal says which (its status follows from
+/// it); the root token and audit mode are variants, never strings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// Forwarded.
+    Allow(AllowedBy),
+    /// A policy in audit mode would refuse this: logged and counted, then forwarded.
+    AuditDeny(Refusal),
+    /// Refused.
+    Deny(Refusal),
+}
+
+/// Why a request is allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllowedBy {
     /// The listener's root token: allowed whatever the certificate and policy say.
     Root,
-    /// Allowed; the permission when a policy allowed it.
-    Allow {
-        permission: Option<String>,
-    },
-    /// A policy in audit mode would deny this: logged and counted, then forwarded.
-    AuditDeny {
-        status: u16,
-        reason: String,
-    },
-    Deny {
-        status: u16,
-        reason: String,
-    },
+    /// A policy permission the asker holds (its name).
+    Permission(String),
+    /// No policy on the listener: every verified certificate is allowed.
+    Certificate,
+}
+
+/// Why a request is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// 401: no verified certificate (the asker says why), and no anonymous grant covers it.
+    Unauthenticated(Unauthenticated),
+    /// 403: a verified certificate whose permissions do not cover the request; the reason
+    /// names the request and what would cover it.
+    Forbidden { reason: String },
 }
 
 /// Which refusal a denying [`Verdict`] is, typed, for the access log's `refusal` field (and so
@@ -63,16 +77,72 @@ impl RefusalKind {
     }
 }
 
-impl Verdict {
-    /// The refusal this verdict is, given who it was decided for; None when allowed.
-    pub fn refusal(&self, asker: &Asker<'_>) -> Option<RefusalKind> {
+impl AllowedBy {
+    /// The `x-certgate-permission` value and the log's `permission`: none when no policy
+    /// permission was involved.
+    pub fn permission(&self) -> Option<&str> {
         match self {
-            Verdict::Root | Verdict::Allow { .. } => None,
-            Verdict::AuditDeny { .. } | Verdict::Deny { .. } => Some(match asker {
-                Ok(_) => RefusalKind::NotPermitted,
-                Err(u) if u.presented => RefusalKind::BadCertificate,
-                Err(_) => RefusalKind::NoCertificate,
-            }),
+            AllowedBy::Root => Some("root"),
+            AllowedBy::Permission(p) => Some(p),
+            AllowedBy::Certificate => None,
+        }
+    }
+}
+
+impl Refusal {
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::Unauthenticated(_) => 401,
+            Refusal::Forbidden { .. } => 403,
+        }
+    }
+
+    /// The error body's `reason`.
+    pub fn reason(&self) -> &str {
+        match self {
+            Refusal::Unauthenticated(u) => u.reason,
+            Refusal::Forbidden { reason } => reason,
+        }
+    }
+
+    pub fn kind(&self) -> RefusalKind {
+        match self {
+            Refusal::Unauthenticated(u) if u.presented => RefusalKind::BadCertificate,
+            Refusal::Unauthenticated(_) => RefusalKind::NoCertificate,
+            Refusal::Forbidden { .. } => RefusalKind::NotPermitted,
+        }
+    }
+}
+
+impl Verdict {
+    /// The refusal, whether enforced or only audited; None when allowed.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Verdict::Allow(_) => None,
+            Verdict::AuditDeny(r) | Verdict::Deny(r) => Some(r),
+        }
+    }
+
+    /// What allowed it, when allowed.
+    pub fn allowed_by(&self) -> Option<&AllowedBy> {
+        match self {
+            Verdict::Allow(g) => Some(g),
+            Verdict::AuditDeny(_) | Verdict::Deny(_) => None,
+        }
+    }
+
+    /// The request goes upstream (allowed, or refused in audit mode only).
+    pub fn forwards(&self) -> bool {
+        !matches!(self, Verdict::Deny(_))
+    }
+
+    /// The `decision` of the access log and of the metrics' labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Allow(_) => "allow",
+            Verdict::AuditDeny(_) => "audit_deny",
+            Verdict::Deny(_) => "deny",
         }
     }
 }
@@ -88,34 +158,30 @@ pub fn authorize(
     path: &str,
 ) -> Verdict {
     if root {
-        return Verdict::Root;
+        return Verdict::Allow(AllowedBy::Root);
     }
-    let unauthenticated = |u: Unauthenticated| (401, u.reason.to_string());
     let Some(policy) = policy else {
         return match asker {
-            Ok(_) => Verdict::Allow { permission: None },
-            Err(u) => {
-                let (status, reason) = unauthenticated(u);
-                Verdict::Deny { status, reason }
-            }
+            Ok(_) => Verdict::Allow(AllowedBy::Certificate),
+            Err(u) => Verdict::Deny(Refusal::Unauthenticated(u)),
         };
     };
     let principal = asker.unwrap_or(Principal::Anonymous);
     let denial = match policy.decide(&principal, method, path) {
         Decision::Allow { permission } => {
-            return Verdict::Allow {
-                permission: Some(permission.to_string()),
-            }
+            return Verdict::Allow(AllowedBy::Permission(permission.to_string()))
         }
         Decision::Deny(denial) => denial,
     };
-    let (status, reason) = match asker {
-        Ok(_) => (403, denial.reason(method, path)),
-        Err(u) => unauthenticated(u),
+    let refusal = match asker {
+        Ok(_) => Refusal::Forbidden {
+            reason: denial.reason(method, path),
+        },
+        Err(u) => Refusal::Unauthenticated(u),
     };
     match policy.mode() {
-        Mode::Audit => Verdict::AuditDeny { status, reason },
-        Mode::Enforce => Verdict::Deny { status, reason },
+        Mode::Audit => Verdict::AuditDeny(refusal),
+        Mode::Enforce => Verdict::Deny(refusal),
     }
 }
 
@@ -166,9 +232,12 @@ mod tests {
         let anonymous = Err(AuthFailure::NoCertificate);
         assert_eq!(
             authorize(anonymous, Some(&p), true, "DELETE", "/x"),
-            Verdict::Root
+            Verdict::Allow(AllowedBy::Root)
         );
-        assert_eq!(authorize(anonymous, None, true, "GET", "/"), Verdict::Root);
+        assert_eq!(
+            authorize(anonymous, None, true, "GET", "/"),
+            Verdict::Allow(AllowedBy::Root)
+        );
     }
 
     #[test]
@@ -176,16 +245,14 @@ mod tests {
         let id = identity("alice", "ops");
         assert_eq!(
             authorize(Ok(&id), None, false, "DELETE", "/anything"),
-            Verdict::Allow { permission: None }
+            Verdict::Allow(AllowedBy::Certificate)
         );
         let expired = authorize(Err(AuthFailure::Expired), None, false, "GET", "/");
-        assert_eq!(
-            expired,
-            Verdict::Deny {
-                status: 401,
-                reason: AuthFailure::Expired.reason().into()
-            }
-        );
+        let refusal = expired.refusal().expect("refused");
+        assert_eq!(expired.label(), "deny");
+        assert_eq!(refusal.status(), 401);
+        assert_eq!(refusal.reason(), AuthFailure::Expired.reason());
+        assert_eq!(refusal.kind(), RefusalKind::BadCertificate);
     }
 
     #[test]
@@ -195,44 +262,43 @@ mod tests {
         let other = identity("bob", "sales");
         assert_eq!(
             authorize(Ok(&ops), Some(&p), false, "GET", "/vms"),
-            Verdict::Allow {
-                permission: Some("list".into())
-            }
+            Verdict::Allow(AllowedBy::Permission("list".into()))
         );
         match authorize(Ok(&other), Some(&p), false, "GET", "/vms") {
-            Verdict::Deny {
-                status: 403,
-                reason,
-            } => assert!(reason.contains("/vms"), "{reason}"),
+            Verdict::Deny(r @ Refusal::Forbidden { .. }) => {
+                assert_eq!(r.status(), 403);
+                assert!(r.reason().contains("/vms"), "{}", r.reason());
+                assert_eq!(r.kind(), RefusalKind::NotPermitted);
+            }
             v => panic!("{v:?}"),
         }
         let anonymous = Err(AuthFailure::NoCertificate);
         assert_eq!(
             authorize(anonymous, Some(&p), false, "GET", "/health"),
-            Verdict::Allow {
-                permission: Some("open".into())
-            }
+            Verdict::Allow(AllowedBy::Permission("open".into()))
         );
-        assert_eq!(
-            authorize(anonymous, Some(&p), false, "GET", "/vms"),
-            Verdict::Deny {
-                status: 401,
-                reason: AuthFailure::NoCertificate.reason().into()
-            }
-        );
+        let refused = authorize(anonymous, Some(&p), false, "GET", "/vms");
+        let refusal = refused.refusal().expect("refused");
+        assert_eq!(refusal.status(), 401);
+        assert_eq!(refusal.reason(), AuthFailure::NoCertificate.reason());
+        assert_eq!(refusal.kind(), RefusalKind::NoCertificate);
     }
 
     #[test]
     fn audit_mode_turns_denials_into_audit_denials() {
         let p = policy("audit");
         let other = identity("bob", "sales");
+        let forbidden = authorize(Ok(&other), Some(&p), false, "GET", "/vms");
         assert!(matches!(
-            authorize(Ok(&other), Some(&p), false, "GET", "/vms"),
-            Verdict::AuditDeny { status: 403, .. }
+            &forbidden,
+            Verdict::AuditDeny(Refusal::Forbidden { .. })
         ));
+        assert!(forbidden.forwards());
+        assert_eq!(forbidden.label(), "audit_deny");
+        let revoked = authorize(Err(AuthFailure::Revoked), Some(&p), false, "GET", "/vms");
         assert!(matches!(
-            authorize(Err(AuthFailure::Revoked), Some(&p), false, "GET", "/vms"),
-            Verdict::AuditDeny { status: 401, .. }
+            &revoked,
+            Verdict::AuditDeny(Refusal::Unauthenticated(_))
         ));
     }
 }

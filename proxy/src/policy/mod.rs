@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use authorize::{authorize, Asker, RefusalKind, Unauthenticated, Verdict};
+pub use authorize::{authorize, AllowedBy, Asker, Refusal, RefusalKind, Unauthenticated, Verdict};
 pub use error::PolicyError;
 pub use explain::Explanation;
 pub use normalize::{normalize_path, PathError};

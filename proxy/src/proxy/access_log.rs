@@ -11,7 +11,10 @@ use pingora::proxy::Session;
 use pingora::Error;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{client_ip, conn_auth, forward, RequestCtx};
+use super::errors::Answer;
+use super::exchange::{Exchange, Outcome};
+use super::forward::headers as forward;
+use super::{client_ip, conn_auth};
 use crate::metrics;
 use crate::policy::{RefusalKind, RequestTarget};
 
@@ -148,43 +151,37 @@ fn lenient_refusal<'de, D: Deserializer<'de>>(
 }
 
 /// Counts the finished request and writes its access log line.
-pub(super) fn record(name: &str, session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+pub(super) fn record(name: &str, session: &Session, e: Option<&Error>, ex: &Exchange) {
     let code = session
         .response_written()
         .map(|r| r.status.as_u16())
         .unwrap_or(0);
-    let elapsed = ctx.start.elapsed();
-    let decision = ctx.decision.label();
-    let mut code_text = itoa::Buffer::new();
-    metrics::REQUESTS
-        .with_label_values(&[name, code_text.format(code), decision])
-        .inc();
-    metrics::REQUEST_DURATION
-        .with_label_values(&[name])
-        .observe(elapsed.as_secs_f64());
-    metrics::AUTHZ_DECISIONS
-        .with_label_values(&[name, decision, ctx.permission.as_deref().unwrap_or("")])
-        .inc();
+    let outcome = &ex.outcome;
+    let permission = outcome.permission().unwrap_or("");
+    let ended = count(name, code, outcome.label(), permission, ex.start);
     // The access log line is built only when something will write it.
-    if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+    let Some(duration_ms) = ended else {
         return;
-    }
+    };
     let vpce = conn_auth(session).and_then(|c| c.vpce_id.clone());
     let req = session.req_header();
+    let identity = ex.identity();
     // The groups the policy saw (its group_attribute), written as in x-certgate-groups, so
     // `certgate policy learn` can grant them back and a comma inside a value stays `\,`.
-    let groups = ctx
-        .identity
-        .as_ref()
+    let groups = identity
         .map(|id| {
-            forward::groups_rfc2253(id, ctx.policy.as_ref().map(|p| p.group_attribute())).join(",")
+            forward::groups_rfc2253(id, ex.policy.as_ref().map(|p| p.group_attribute())).join(",")
         })
         .unwrap_or_default();
-    let reason = ctx
-        .reason
-        .clone()
-        .or_else(|| e.map(|e| e.to_string()))
-        .unwrap_or_default();
+    let reason = match (outcome.reason(), e) {
+        (Some(r), _) => r.to_string(),
+        (None, Some(e)) => e.to_string(),
+        (None, None) => String::new(),
+    };
+    let refusal = match outcome {
+        Outcome::Decided(v) => v.refusal().map(|r| r.kind()),
+        Outcome::Undecided | Outcome::Unusable(_) => None,
+    };
     AccessRecord {
         timestamp: Cow::Borrowed(""),
         listener: name.into(),
@@ -194,33 +191,51 @@ pub(super) fn record(name: &str, session: &Session, e: Option<&Error>, ctx: &Req
             .into(),
         method: req.method.as_str().into(),
         // The path as matched and forwarded; the query stays out of the log (it may hold secrets).
-        path: logged_path(ctx.target.as_ref(), req.raw_path()).into(),
+        path: logged_path(ex.target.as_ref(), req.raw_path()).into(),
         status: code,
-        duration_ms: elapsed.as_secs_f64() * 1000.0,
-        user: if ctx.root {
+        duration_ms,
+        user: if outcome.root() {
             "root"
         } else {
-            ctx.identity
-                .as_ref()
-                .and_then(|i| i.user.as_deref())
-                .unwrap_or("")
+            identity.and_then(|i| i.user.as_deref()).unwrap_or("")
         }
         .into(),
         groups: groups.into(),
         // Workload certificates often have no CN: without this their lines would name no one.
-        spiffe_id: ctx
-            .identity
-            .as_ref()
+        spiffe_id: identity
             .and_then(|i| crate::policy::spiffe::svid_id(&i.uri_sans).ok())
             .map_or("", |s| s.id)
             .into(),
-        permission: ctx.permission.as_deref().unwrap_or("").into(),
-        decision: decision.into(),
+        permission: permission.into(),
+        decision: outcome.label().into(),
         reason: reason.into(),
         vpce: vpce.as_deref().unwrap_or("").into(),
-        refusal: Some(ctx.refusal),
+        refusal: Some(refusal),
     }
     .write();
+}
+
+/// Counts one finished request in the request metrics; its duration in milliseconds when an
+/// access-log line will be written (the line is built only then).
+fn count(
+    listener: &str,
+    status: u16,
+    decision: &str,
+    permission: &str,
+    start: Instant,
+) -> Option<f64> {
+    let elapsed = start.elapsed();
+    let mut code = itoa::Buffer::new();
+    metrics::REQUESTS
+        .with_label_values(&[listener, code.format(status), decision])
+        .inc();
+    metrics::REQUEST_DURATION
+        .with_label_values(&[listener])
+        .observe(elapsed.as_secs_f64());
+    metrics::AUTHZ_DECISIONS
+        .with_label_values(&[listener, decision, permission])
+        .inc();
+    tracing::enabled!(target: TARGET, tracing::Level::INFO).then(|| elapsed.as_secs_f64() * 1000.0)
 }
 
 /// The path for the access log: the decided one, or what the client wrote when it was refused
@@ -289,16 +304,16 @@ pub struct Early<'a> {
 /// Counts an [`Early`] answer and writes its access log line, with the fields of every other
 /// request's (no identity was looked at: user, groups and permission stay empty).
 pub fn early(answer: &Early<'_>) {
-    let elapsed = answer.start.elapsed();
-    let mut code = itoa::Buffer::new();
-    let decision = super::DecisionKind::Deny.label();
-    metrics::REQUESTS
-        .with_label_values(&[answer.listener, code.format(answer.status), decision])
-        .inc();
-    metrics::REQUEST_DURATION
-        .with_label_values(&[answer.listener])
-        .observe(elapsed.as_secs_f64());
-    // No identity was looked at: user, groups, spiffe_id and permission stay empty.
+    let outcome = Outcome::Unusable(Answer::new(answer.status, answer.reason.to_string()));
+    let Some(duration_ms) = count(
+        answer.listener,
+        answer.status,
+        outcome.label(),
+        "",
+        answer.start,
+    ) else {
+        return;
+    };
     AccessRecord {
         listener: answer.listener.into(),
         client: answer
@@ -309,8 +324,8 @@ pub fn early(answer: &Early<'_>) {
         method: answer.request.method.as_str().into(),
         path: answer.request.path.as_str().into(),
         status: answer.status,
-        duration_ms: elapsed.as_secs_f64() * 1000.0,
-        decision: decision.into(),
+        duration_ms,
+        decision: outcome.label().into(),
         reason: answer.reason.into(),
         refusal: Some(None),
         ..AccessRecord::default()

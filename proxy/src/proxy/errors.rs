@@ -1,5 +1,9 @@
 //! The JSON error answers (400, 401, 403, 408, 502, 503, 504), shaped like Anka's own envelope so its clients can
-//! read them: `{"status":"FAIL","message":M,"reason":R}`.
+//! read them: `{"status":"FAIL","message":M,"reason":R}`. Every answer certgate gives itself has
+//! the head [`head`] builds, whether written on a session ([`respond`]), as raw HTTP/1.1 bytes
+//! below the parser ([`http1_bytes`]) or on an HTTP/2 stream.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -99,11 +103,44 @@ pub fn http1_bytes(code: u16, reason: &str, hsts: Option<&http::HeaderValue>) ->
     out
 }
 
-/// Status, `reason` and upstream-error kind for a failed proxy attempt.
-pub fn classify_error(e: &Error) -> (u16, String, Option<UpstreamError>) {
+/// An answer certgate gives itself: its status and the error body's `reason`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub reason: Cow<'static, str>,
+}
+
+impl Answer {
+    pub fn new(status: u16, reason: impl Into<Cow<'static, str>>) -> Answer {
+        Answer {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a failed attempt to proxy comes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The answer owed to the client; none when the client is gone.
+    pub answer: Option<Answer>,
+    /// The upstream's part in it, for `certgate_upstream_errors_total`.
+    pub upstream: Option<UpstreamError>,
+}
+
+/// The answer and upstream-error kind for a failed proxy attempt.
+pub fn classify_error(e: &Error) -> Failure {
+    let (status, reason, upstream): (u16, Cow<'static, str>, _) = classify(e);
+    Failure {
+        answer: (status > 0).then(|| Answer::new(status, reason)),
+        upstream,
+    }
+}
+
+fn classify(e: &Error) -> (u16, Cow<'static, str>, Option<UpstreamError>) {
     use ErrorType::*;
     match e.etype() {
-        HTTPStatus(code) => (*code, message_reason(*code), None),
+        HTTPStatus(code) => (*code, message_reason(*code).into(), None),
         Custom(slots::BUSY) => (
             503,
             "too many concurrent requests".into(),
@@ -149,7 +186,7 @@ pub fn classify_error(e: &Error) -> (u16, String, Option<UpstreamError>) {
                 Some(UpstreamError::Protocol),
             ),
             pingora::ErrorSource::Downstream => match e.etype() {
-                WriteError | ReadError | ConnectionClosed => (0, String::new(), None),
+                WriteError | ReadError | ConnectionClosed => (0, "".into(), None),
                 _ => (400, "malformed request".into(), None),
             },
             _ => (500, "internal error".into(), None),
@@ -242,41 +279,47 @@ mod tests {
             (ErrorType::HTTPStatus(413), 413, None),
         ];
         for (etype, status, kind) in cases {
-            let (code, reason, got) = classify_error(&Error::new(etype.clone()));
-            assert_eq!((code, got), (status, kind), "{etype:?}");
-            assert!(!reason.is_empty(), "{etype:?}");
+            let failure = classify_error(&Error::new(etype.clone()));
+            let answer = failure.answer.expect("answered");
+            assert_eq!(
+                (answer.status, failure.upstream),
+                (status, kind),
+                "{etype:?}"
+            );
+            assert!(!answer.reason.is_empty(), "{etype:?}");
         }
-        let (code, reason, _) = classify_error(&Error::new(ErrorType::HTTPStatus(413)));
-        assert_eq!((code, reason.as_str()), (413, "payload too large"));
+        let failure = classify_error(&Error::new(ErrorType::HTTPStatus(413)));
+        assert_eq!(failure.answer, Some(Answer::new(413, "payload too large")));
     }
 
     #[test]
     fn classify_error_tells_upstream_from_client_failures() {
+        let answer = |answer: Option<Answer>, upstream| Failure { answer, upstream };
         let upstream = Error::new_up(ErrorType::InvalidHTTPHeader);
         assert_eq!(
             classify_error(&upstream),
-            (
-                502,
-                "upstream closed the connection".into(),
+            answer(
+                Some(Answer::new(502, "upstream closed the connection")),
                 Some(UpstreamError::Protocol)
             )
         );
         // The client went away: nothing to answer, nothing counted against the upstream.
         let gone = Error::new_down(ErrorType::ConnectionClosed);
-        assert_eq!(classify_error(&gone), (0, String::new(), None));
+        assert_eq!(classify_error(&gone), answer(None, None));
         let malformed = Error::new_down(ErrorType::InvalidHTTPHeader);
         assert_eq!(
             classify_error(&malformed),
-            (400, "malformed request".into(), None)
+            answer(Some(Answer::new(400, "malformed request")), None)
         );
         // A stalled request body is the client's: 408, not the upstream's 504.
         let stalled = Error::new_down(ErrorType::ReadTimedout);
         assert_eq!(
             classify_error(&stalled),
-            (408, "request body timeout".into(), None)
+            answer(Some(Answer::new(408, "request body timeout")), None)
         );
         let ours = Error::new_in(ErrorType::InternalError);
-        assert_eq!(classify_error(&ours).0, 500);
+        let status = classify_error(&ours).answer.map(|a| a.status);
+        assert_eq!(status, Some(500));
     }
 
     #[test]

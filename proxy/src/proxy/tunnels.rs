@@ -16,7 +16,7 @@ use pingora::protocols::tls::SslDigest;
 
 use crate::metrics;
 use crate::policy::Policy;
-use crate::policy::{authorize, Verdict};
+use crate::policy::{authorize, Refusal, Verdict};
 use crate::state::Listener;
 use crate::state::{connection, Connection, HeaderGuardHandle};
 use crate::tls::verify::AuthFailure;
@@ -159,19 +159,19 @@ impl Tunnels {
                 &t.method,
                 &t.path,
             );
-            let Verdict::Deny { status, reason } = verdict else {
+            let Verdict::Deny(refusal) = verdict else {
                 continue;
             };
-            let label = match identity {
-                Err(f) if status == 401 => f.label(),
+            let label = match (&refusal, identity) {
+                (Refusal::Unauthenticated(_), Err(f)) => f.label(),
                 _ => "policy",
             };
             close(
                 name,
                 t,
                 label,
-                status,
-                &reason,
+                refusal.status(),
+                refusal.reason(),
                 "a reload withdrew its access",
             );
         }

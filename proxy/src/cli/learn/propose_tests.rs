@@ -350,15 +350,15 @@ fn reasons_are_the_ones_the_proxy_writes() {
         (Ok(&id), "/nowhere", 403),
     ];
     for (who, path, want) in cases {
-        let Verdict::Deny { status, reason } =
-            authorize(asker(who), Some(&policy), false, "GET", path)
+        let Verdict::Deny(refused) = authorize(asker(who), Some(&policy), false, "GET", path)
         else {
             panic!("{path} is not denied");
         };
+        let (status, reason) = (refused.status(), refused.reason());
         assert_eq!(status, want);
-        let line = record("deny", status, &reason, "u", "g", path);
+        let line = record("deny", status, reason, "u", "g", path);
         let r = refusal(&line);
-        let kind = refusal_kind("GET", path, &reason);
+        let kind = refusal_kind("GET", path, reason);
         if status == 401 {
             assert_eq!(kind, Some(RefusalKind::NoCertificate), "{reason}");
             assert_eq!(r.grantees, vec![Grantee::Anonymous]);
@@ -375,10 +375,10 @@ fn reasons_are_the_ones_the_proxy_writes() {
         "GET",
         "/a",
     );
-    let Verdict::Deny { reason, .. } = expired else {
+    let Verdict::Deny(refused) = expired else {
         panic!("not denied")
     };
-    assert_eq!(refusal_kind("GET", "/a", &reason), None);
+    assert_eq!(refusal_kind("GET", "/a", refused.reason()), None);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The dialects against what each proxy sends, and against header injection.
 
-use super::super::forward::is_spoofable;
+use super::super::forward::headers::is_spoofable;
 use super::escape::b64;
 use super::*;
 use crate::pki::{self, CertSpec, Issued};

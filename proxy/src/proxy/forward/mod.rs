@@ -1,14 +1,19 @@
-//! certgate's own forwarding of a plain request to the HTTP/1.1 upstream, on pingora-core's
-//! HTTP sessions and HTTP/1 connection pool, in place of pingora-proxy's `HttpProxy` (which runs
-//! a request as two halves joined by channels, with its cache and module machinery around them).
-//! The client side is an HTTP/1.1 request or an HTTP/2 stream (see [`super::h2`]). The
-//! decisions are the same phases of [`CertgateProxy`], called in the order `HttpProxy` calls
-//! them, so both paths decide, forward, answer, count and log alike. Anything unusual (an
-//! upgrade, `Expect`, HTTP/1.0, a header not complete in the first bytes, CONNECT) stays on
-//! `HttpProxy`: see [`eligible`] and [`super::h2::eligible`].
+//! How a request reaches the upstream. Plain requests (HTTP/1.1, and HTTP/2 streams) take the
+//! direct path, [`Forwarder`]: certgate's own forwarding on pingora-core's HTTP sessions and
+//! HTTP/1 connection pool, in place of pingora-proxy's `HttpProxy` (which runs a request as two
+//! halves joined by channels, with its cache and module machinery around them). Anything
+//! unusual stays on `HttpProxy`; [`eligible`] is the one rule that chooses. Both engines take
+//! the same steps of [`crate::proxy::exchange`], and the head the upstream receives is
+//! [`headers`]' on both; what `HttpProxy` does to a plain exchange privately is mirrored in
+//! `pingora_mirror`.
+
+pub mod eligible;
+pub(crate) mod framing;
+pub mod h2;
+pub(crate) mod headers;
+mod pingora_mirror;
 
 use bytes::BytesMut;
-use http::header;
 use pingora::apps::{HttpPersistentSettings, ReusedHttpStream};
 use pingora::connectors::http::v1::Connector;
 use pingora::connectors::ConnectorOptions;
@@ -24,108 +29,8 @@ use pingora::upstreams::peer::Peer;
 use pingora::{Error, ErrorType};
 
 use super::access_log::{self, Early, RequestLine};
-use super::{client_ip, errors, CertgateProxy, RequestCtx};
-
-/// Header lines read from the first bytes; a request with more goes to `HttpProxy`.
-const MAX_HEADERS: usize = 64;
-
-/// Whether the request whose first bytes are `first` can take this path: an HTTP/1.1 request
-/// whose header is complete in `first`, in origin form with one Host, with no upgrade, no
-/// `Expect`, and a `Connection` header naming nothing but `keep-alive` or `close`. Those keep the
-/// hop-by-hop rewriting here as small as `HttpProxy`'s is for them.
-pub fn eligible(first: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    if !matches!(req.parse(first), Ok(httparse::Status::Complete(_))) {
-        return false;
-    }
-    if req.version != Some(1)
-        || req.method == Some("CONNECT")
-        || !req.path.is_some_and(|p| p.starts_with('/'))
-    {
-        return false;
-    }
-    let (mut hosts, mut length, mut chunked) = (0, false, false);
-    for h in req.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"host") {
-            hosts += 1;
-            if h.value.contains(&b'@') {
-                return false;
-            }
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            if !tokens(h.value)
-                .all(|t| t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close"))
-            {
-                return false;
-            }
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            length = true;
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            chunked = true;
-        } else if name.eq_ignore_ascii_case(b"upgrade")
-            || name.eq_ignore_ascii_case(b"expect")
-            || name.eq_ignore_ascii_case(b"http2-settings")
-        {
-            return false;
-        }
-    }
-    hosts == 1 && !(length && chunked)
-}
-
-/// Whether `first` holds the start of a request header and not yet its end.
-pub fn partial(first: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    matches!(req.parse(first), Ok(httparse::Status::Partial))
-}
-
-/// Whether Pingora's parser is certain to refuse the request whose first bytes are `first`:
-/// httparse refuses a header name, value or line ending in them. Pingora parses with the same
-/// httparse and retries only token and version errors (escaping the request line), and with
-/// more header lines than [`MAX_HEADERS`]: those stay Pingora's to decide.
-pub fn malformed(first: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    matches!(
-        req.parse(first),
-        Err(httparse::Error::HeaderName | httparse::Error::HeaderValue | httparse::Error::NewLine)
-    )
-}
-
-/// Whether Pingora's checks after parsing are certain to refuse the request whose complete
-/// header is in `first`, with the same function Pingora runs ([`validate_request_authority`]:
-/// two Host fields, userinfo in Host or target, a target authority Host disagrees with).
-/// Only asked of requests [`eligible`] turned away; an eligible one meets the same checks in
-/// [`Forwarder::serve`].
-pub fn authority_refused(first: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    if !matches!(req.parse(first), Ok(httparse::Status::Complete(_))) {
-        return false;
-    }
-    let (Some(method), Some(path)) = (req.method, req.path) else {
-        return false;
-    };
-    let Ok(mut header) = RequestHeader::build(method, path.as_bytes(), Some(req.headers.len()))
-    else {
-        // Pingora builds the same header and fails the same way.
-        return true;
-    };
-    for h in req.headers.iter() {
-        if header.append_header(h.name.to_string(), h.value).is_err() {
-            return false;
-        }
-    }
-    validate_request_authority(&header).is_err()
-}
-
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|b| *b == b',')
-        .map(|t| t.trim_ascii())
-        .filter(|t| !t.is_empty())
-}
+use super::errors::Answer;
+use super::{client_ip, CertgateProxy, Exchange};
 
 /// Forwards eligible requests (HTTP/1.1, and HTTP/2 streams); one per listener, sharing the
 /// proxy's state.
@@ -135,8 +40,13 @@ pub struct Forwarder {
     max_retries: usize,
 }
 
-/// Whether the client connection can carry another request, and the error that ended this one.
-type Outcome = (bool, Option<Box<Error>>);
+/// How one attempt at the upstream ended.
+struct Attempt {
+    /// The client connection can carry another request.
+    reuse: bool,
+    /// The error that ended the attempt, if one did.
+    error: Option<Box<Error>>,
+}
 
 /// A client connection ready for its next request: what this request left for it (keep-alive
 /// settings) and, apart, the bytes of the next request already read (a pipelining client's,
@@ -180,12 +90,7 @@ impl Forwarder {
                 // A header Pingora refuses (its framing checks, after the first bytes parsed)
                 // gets the JSON 400, logged and counted; a broken connection gets nothing.
                 if matches!(e.etype(), ErrorType::InvalidHTTPHeader) {
-                    // Pingora's summary: "METHOD path, Host: h", its method `-` when unparsed.
-                    let summary = session.downstream_session.request_summary();
-                    let line = summary.split(", Host:").next().unwrap_or_default();
-                    let request = RequestLine::parse(line.as_bytes());
-                    self.refuse_early(&mut session, 400, "malformed request", &request, start)
-                        .await;
+                    self.refuse_parsed_malformed(session, start).await;
                 } else {
                     session.downstream_session.shutdown().await;
                 }
@@ -195,13 +100,13 @@ impl Forwarder {
         if *shutdown.borrow() {
             session.set_keepalive(None);
         }
-        let mut ctx = p.new_ctx();
-        match p.request_filter(&mut session, &mut ctx).await {
-            Ok(true) => return self.finish(session, &mut ctx, true, None).await,
+        let mut ex = Exchange::new();
+        match p.decide(&mut session, &mut ex).await {
+            Ok(true) => return self.finish(session, &ex, true, None).await,
             Ok(false) => {}
             Err(e) => {
-                p.fail_to_proxy(&mut session, &e, &mut ctx).await;
-                p.logging(&mut session, Some(&e), &mut ctx).await;
+                p.refuse_failure(&mut session, &e).await;
+                p.finish(&session, Some(&e), &ex);
                 return None;
             }
         }
@@ -210,25 +115,29 @@ impl Forwarder {
             // the body again; beyond the bound the request is not retried.
             session.downstream_session.enable_retry_buffering();
         }
-        let (mut reuse, mut error) = (false, None);
+        let mut attempt = Attempt {
+            reuse: false,
+            error: None,
+        };
         for _ in 0..self.max_retries {
-            (reuse, error) = self.forward(&mut session, &mut ctx).await;
-            if !error.as_ref().is_some_and(|e| e.retry()) {
+            attempt = self.forward(&mut session, &mut ex).await;
+            if !attempt.error.as_ref().is_some_and(|e| e.retry()) {
                 break;
             }
         }
-        if let Some(e) = &error {
-            p.fail_to_proxy(&mut session, e, &mut ctx).await;
+        if let Some(e) = &attempt.error {
+            p.refuse_failure(&mut session, e).await;
         }
-        self.finish(session, &mut ctx, reuse, error).await
+        self.finish(session, &ex, attempt.reuse, attempt.error)
+            .await
     }
 
     /// An HTTP/2 stream whose header block is beyond `limits.max_header_bytes` (counted as on
-    /// HTTP/1.1, [`super::h2::header_bytes`]) is answered here with the JSON 431, logged and
+    /// HTTP/1.1, [`h2::header_bytes`]) is answered here with the JSON 431, logged and
     /// counted, and never forwarded; any other comes back to be served.
     pub async fn bound_h2_header(&self, session: ServerSession) -> Option<ServerSession> {
         let max = self.proxy.listener.config.limits.max_header_bytes;
-        let size = super::h2::header_bytes(session.req_header());
+        let size = h2::header_bytes(session.req_header());
         if size <= max {
             return Some(session);
         }
@@ -242,19 +151,14 @@ impl Forwarder {
                 .unwrap_or_default()
                 .to_string(),
         };
-        let mut session = super::h2::session(session);
-        self.refuse_early(
-            &mut session,
-            431,
-            "request header too large",
-            &request,
-            start,
-        )
-        .await;
+        let mut session = h2::session(session);
+        let answer = Answer::new(431, "request header too large");
+        self.refuse_early(&mut session, answer, &request, start)
+            .await;
         None
     }
 
-    /// A request whose header Pingora's checks refuse ([`authority_refused`]): its parser gives
+    /// A request whose header Pingora's checks refuse ([`eligible::authority_refused`]): its parser gives
     /// the error, answered with the logged JSON 400. Were the request accepted after all, it is
     /// refused the same and never forwarded: it did not take the forwarding path's checks.
     pub async fn refuse_unparsable(&self, mut session: Session) {
@@ -267,41 +171,48 @@ impl Forwarder {
             }
             _ => {}
         }
+        self.refuse_parsed_malformed(session, start).await;
+    }
+
+    /// The logged JSON 400 for a request whose header Pingora read and refused, named in the
+    /// log as Pingora's summary gives it ("METHOD path, Host: h", the method `-` when unparsed).
+    async fn refuse_parsed_malformed(&self, mut session: Session, start: std::time::Instant) {
         let summary = session.downstream_session.request_summary();
         let line = summary.split(", Host:").next().unwrap_or_default();
         let request = RequestLine::parse(line.as_bytes());
-        self.refuse_early(&mut session, 400, "malformed request", &request, start)
+        let answer = Answer::new(400, "malformed request");
+        self.refuse_early(&mut session, answer, &request, start)
             .await;
     }
 
     /// A request whose first bytes hold a header Pingora's parser would refuse (see
-    /// [`malformed`]): answered with the JSON 400 before anything parses it.
+    /// [`eligible::malformed`]): answered with the JSON 400 before anything parses it.
     pub async fn refuse_malformed(&self, mut session: Session, request: RequestLine) {
         let start = std::time::Instant::now();
-        self.refuse_early(&mut session, 400, "malformed request", &request, start)
+        let answer = Answer::new(400, "malformed request");
+        self.refuse_early(&mut session, answer, &request, start)
             .await;
     }
 
-    /// An answer before the proxy phases: the JSON error (the connection closes after it),
-    /// then the access log line and the request metrics.
+    /// An answer before a request could be decided: the JSON error (the connection closes
+    /// after it), then the access log line and the request metrics.
     async fn refuse_early(
         &self,
         session: &mut Session,
-        status: u16,
-        reason: &str,
+        answer: Answer,
         request: &RequestLine,
         start: std::time::Instant,
     ) {
         session.set_keepalive(None);
-        if let Err(e) = errors::respond(session, status, reason, self.proxy.hsts()).await {
+        if let Err(e) = self.proxy.refuse(session, &answer).await {
             tracing::debug!(error = %e, "could not send the error response");
         }
         access_log::early(&Early {
             listener: &self.proxy.listener.config.name,
             client: client_ip(session),
             request,
-            status,
-            reason,
+            status: answer.status,
+            reason: &answer.reason,
             start,
         });
         // An HTTP/2 stream ended with the answer; only the stream was refused, not its
@@ -311,17 +222,16 @@ impl Forwarder {
         }
     }
 
-    /// `logging`, then the connection for the next request if it can carry one.
+    /// The exchange's last step, then the connection for the next request if it can carry
+    /// one.
     async fn finish(
         &self,
-        mut session: Session,
-        ctx: &mut RequestCtx,
+        session: Session,
+        ex: &Exchange,
         reuse: bool,
         error: Option<Box<Error>>,
     ) -> Option<Next> {
-        self.proxy
-            .logging(&mut session, error.as_deref(), ctx)
-            .await;
+        self.proxy.finish(&session, error.as_deref(), ex);
         if !reuse {
             return None;
         }
@@ -342,26 +252,32 @@ impl Forwarder {
 
     /// One attempt: an upstream connection (pooled when one is idle), the exchange, and the
     /// connection back to the pool when it can carry another request.
-    async fn forward(&self, session: &mut Session, ctx: &mut RequestCtx) -> Outcome {
+    async fn forward(&self, session: &mut Session, ex: &mut Exchange) -> Attempt {
         let p = &self.proxy;
-        let peer = match p.upstream_peer(session, ctx).await {
+        let failed = |e| Attempt {
+            reuse: false,
+            error: Some(e),
+        };
+        let peer = match p.peer(session, ex).await {
             Ok(peer) => peer,
-            Err(e) => return (false, Some(e)),
+            Err(e) => return failed(e),
         };
         let (mut up, reused) = match self.connector.get_http_session(&*peer).await {
             Ok(s) => s,
-            Err(e) => return (false, Some(e.into_up())),
+            Err(e) => return failed(e.into_up()),
         };
         up.read_timeout = peer.options.read_timeout;
         up.write_timeout = peer.options.write_timeout;
-        let (reuse, up_reuse, error) = self.exchange(session, &mut up, ctx).await;
+        let (reuse, up_reuse, error) = self.exchange(session, &mut up, ex).await;
         if up_reuse {
             self.connector
                 .release_http_session(up, &*peer, peer.idle_timeout())
                 .await;
         }
-        let error = error.map(|e| p.error_while_proxy(&peer, session, e, ctx, reused));
-        (reuse, error)
+        // Pingora's own account of the failure (the peer named, retry only on a reused
+        // connection), as `HttpProxy` gives it.
+        let error = error.map(|e| p.error_while_proxy(&peer, session, e, ex, reused));
+        Attempt { reuse, error }
     }
 
     /// The request upstream and the response back: (client reusable, upstream reusable, error).
@@ -372,10 +288,10 @@ impl Forwarder {
         &self,
         session: &mut Session,
         up: &mut Upstream,
-        ctx: &mut RequestCtx,
+        ex: &mut Exchange,
     ) -> (bool, bool, Option<Box<Error>>) {
         let has_body = !session.is_body_empty();
-        let req = match self.upstream_request(session, ctx, has_body).await {
+        let req = match self.upstream_request(session, ex, has_body) {
             Ok(r) => r,
             // Nothing was written: the upstream connection is still clean.
             Err(e) => return (false, true, Some(e)),
@@ -419,7 +335,7 @@ impl Forwarder {
                         Ok(t) => t,
                         Err(e) => return (false, false, Some(body.send_error.unwrap_or(e).into_up())),
                     };
-                    match self.deliver(session, ctx, task).await {
+                    match self.deliver(session, ex, task).await {
                         Ok(done) => response_done = done,
                         Err(e) => return (false, false, Some(e)),
                     }
@@ -456,28 +372,16 @@ impl Forwarder {
     async fn deliver(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ex: &mut Exchange,
         task: HttpTask,
     ) -> pingora::Result<bool> {
         match task {
             HttpTask::Header(mut resp, end) => {
-                let h2 = session.downstream_session.is_http2();
-                let no_body = session.req_header().method == http::Method::HEAD
-                    || matches!(resp.status.as_u16(), 204 | 304);
-                // A response framed by the upstream closing is sent chunked, so the client
-                // connection survives it (as `HttpProxy` does). HTTP/2 frames every body
-                // itself.
-                if !h2
-                    && !no_body
-                    && !end
-                    && !resp.status.is_informational()
-                    && !resp.headers.contains_key(header::TRANSFER_ENCODING)
-                    && !resp.headers.contains_key(header::CONTENT_LENGTH)
-                {
-                    resp.set_version(http::Version::HTTP_11);
-                    resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+                if !session.downstream_session.is_http2() {
+                    let head = session.req_header().method == http::Method::HEAD;
+                    pingora_mirror::chunk_close_delimited(&mut resp, head, end)?;
                 }
-                self.proxy.response_filter(session, &mut resp, ctx).await?;
+                self.proxy.rewrite_response(session, &mut resp, ex)?;
                 match &mut *session.downstream_session {
                     // With `end`, the HEADERS frame itself ends the stream, as `HttpProxy`
                     // sends it: an empty DATA frame after it would contradict the
@@ -518,28 +422,21 @@ impl Forwarder {
     }
 
     /// The request header the upstream gets: the client's, less hop-by-hop headers (as
-    /// `HttpProxy` strips them), through `upstream_request_filter`, framed for its body.
-    async fn upstream_request(
+    /// `HttpProxy` strips them), rewritten by the exchange, framed for its body.
+    fn upstream_request(
         &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
+        session: &Session,
+        ex: &Exchange,
         has_body: bool,
     ) -> pingora::Result<Box<RequestHeader>> {
         let mut req = Box::new(session.req_header().clone());
         // The upstream speaks HTTP/1.1 whatever the client spoke; an HTTP/2 client's
-        // `:authority` becomes the Host header in the rewrite (`forward::rewrite_request`).
+        // `:authority` becomes the Host header in the rewrite (`headers::rewrite_request`).
         req.set_version(http::Version::HTTP_11);
-        strip_hop_by_hop(&mut req);
-        self.proxy
-            .upstream_request_filter(session, &mut req, ctx)
-            .await?;
+        pingora_mirror::strip_hop_by_hop(&mut req);
+        self.proxy.rewrite_request(session, &mut req, ex)?;
         validate_request_authority(&req).map_err(|e| e.into_in())?;
-        if has_body
-            && !req.headers.contains_key(header::CONTENT_LENGTH)
-            && !req.headers.contains_key(header::TRANSFER_ENCODING)
-        {
-            req.insert_header(header::TRANSFER_ENCODING, "chunked")?;
-        }
+        pingora_mirror::frame_request_body(&mut req, has_body)?;
         Ok(req)
     }
 }
@@ -575,39 +472,5 @@ impl BodyState {
                 self.sent = true;
             }
         }
-    }
-}
-
-/// The hop-by-hop headers `HttpProxy` removes before the request filters.
-const HOP_BY_HOP: [&str; 10] = [
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "http2-settings",
-];
-
-/// What `HttpProxy` removes before the request filters: the headers `Connection` names (only
-/// `keep-alive` and `close` on this path) and the hop-by-hop headers.
-fn strip_hop_by_hop(req: &mut RequestHeader) {
-    // Most requests carry none: one pass over their names costs less than ten removals.
-    if !req.headers.keys().any(|n| HOP_BY_HOP.contains(&n.as_str())) {
-        return;
-    }
-    let names_close = req
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close")));
-    if names_close {
-        req.remove_header("close");
-    }
-    for name in HOP_BY_HOP {
-        req.remove_header(name);
     }
 }
