@@ -2,6 +2,10 @@
 //! services. Data flows one way: connection ([`listener`]) → identity ([`tls`]) → decision
 //! ([`policy`]) → upstream ([`proxy`]); [`reload`] swaps trust and policy underneath, [`admin`]
 //! shows what is going on.
+//!
+//! Unit tests are the `#[cfg(test)] mod tests` of the module they test, written at the end of
+//! its file, or, for a directory module whose tests run long, in `tests.rs` beside its `mod.rs`
+//! (or `tests/`, one file per concern, each well under 500 lines).
 
 pub mod admin;
 pub mod cli;

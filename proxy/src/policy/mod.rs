@@ -24,8 +24,6 @@ pub mod spiffe;
 pub mod target;
 
 #[cfg(test)]
-mod sans_tests;
-#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
