@@ -20,11 +20,7 @@ mod splice;
 mod yaml;
 
 #[cfg(test)]
-mod log_tests;
-#[cfg(test)]
-mod propose_tests;
-#[cfg(test)]
-mod yaml_tests;
+mod tests;
 
 use crate::policy::Policy;
 use log::{parse_line, Line};
@@ -327,54 +323,5 @@ pub fn learn(args: &LearnArgs) -> ExitCode {
     match io::stdout().lock().write_all(out.as_bytes()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(format!("cannot write to stdout: {e}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    const LINE: &str = r#"{"timestamp":"2026-11-29T10:00:00Z","listener":"ctrl","method":"GET","path":"/livez","status":401,"user":"","groups":"","decision":"deny","reason":"no certificate","target":"certgate::access"}"#;
-
-    fn learn_from(bytes: &[u8], listener: Option<&str>) -> (Learner, Counts) {
-        let (mut l, mut c) = (Learner::default(), Counts::default());
-        read_log("test", bytes, listener, &mut l, &mut c).unwrap();
-        (l, c)
-    }
-
-    fn gzip(data: &[u8]) -> Vec<u8> {
-        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        z.write_all(data).unwrap();
-        z.finish().unwrap()
-    }
-
-    #[test]
-    fn plain_gzip_and_concatenated_gzip_read_the_same() {
-        let plain = format!("not json\n{LINE}\n{LINE}");
-        let (l, c) = learn_from(plain.as_bytes(), None);
-        assert_eq!((c.lines, c.records, l.refusals), (3, 2, 2));
-        let (l, c) = learn_from(&gzip(plain.as_bytes()), None);
-        assert_eq!((c.lines, c.records, l.refusals), (3, 2, 2));
-        // `cat a.gz b.gz` (rotated logs) is one stream of two gzip members.
-        let mut two = gzip(format!("{LINE}\n").as_bytes());
-        two.extend(gzip(format!("{LINE}\n").as_bytes()));
-        assert_eq!(learn_from(&two, None).0.refusals, 2);
-    }
-
-    #[test]
-    fn listener_filter_and_broken_gzip() {
-        let (l, c) = learn_from(format!("{LINE}\n").as_bytes(), Some("registry"));
-        assert_eq!((l.refusals, c.other_listener), (0, 1));
-        let mut broken = gzip(LINE.repeat(50).as_bytes());
-        broken.truncate(broken.len() / 2);
-        let err = read_log(
-            "x.gz",
-            &broken[..],
-            None,
-            &mut Learner::default(),
-            &mut Counts::default(),
-        );
-        assert!(err.is_err_and(|e| e.starts_with("x.gz: cannot read")));
     }
 }
