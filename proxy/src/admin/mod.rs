@@ -56,7 +56,7 @@ fn route(
             Ok(filter) => json(200, clients::clients(&shared.inventory, &filter)),
             Err(reason) => json(
                 400,
-                serde_json::json!({"status": "FAIL", "message": "Bad Request", "reason": reason}),
+                serde_json::json!({"status": "FAIL", "message": "Bad Request", "reason": reason.to_string()}),
             ),
         },
         "/metrics" => {
