@@ -11,6 +11,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::{anyhow, bail};
 use clap::Args;
 use serde_yaml_ng::{Mapping, Value};
 
@@ -84,14 +85,14 @@ fn read_log(
     listener: Option<&str>,
     learner: &mut Learner,
     counts: &mut Counts,
-) -> Result<(), String> {
-    let mut reader = decompressing(input).map_err(|e| format!("{name}: cannot read: {e}"))?;
+) -> anyhow::Result<()> {
+    let mut reader = decompressing(input).map_err(|e| anyhow!("{name}: cannot read: {e}"))?;
     let mut buf = Vec::new();
     loop {
         buf.clear();
         let n = reader
             .read_until(b'\n', &mut buf)
-            .map_err(|e| format!("{name}: cannot read after line {}: {e}", counts.lines))?;
+            .map_err(|e| anyhow!("{name}: cannot read after line {}: {e}", counts.lines))?;
         if n == 0 {
             return Ok(());
         }
@@ -222,12 +223,12 @@ fn header(args: &LearnArgs, counts: &Counts, learner: &Learner, p: &Proposal) ->
 
 /// The policy with the proposal merged, checked: it parses to exactly the expected document and
 /// loads as a policy.
-fn merged_policy(path: &Path, p: &Proposal) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn merged_policy(path: &Path, p: &Proposal) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let original = match serde_yaml_ng::from_str::<Value>(&text) {
         Ok(Value::Mapping(m)) => m,
         Ok(_) => Mapping::new(),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(e) => bail!("{}: {e}", path.display()),
     };
     let want = Value::Mapping(expected(&original, p));
     let parses_to_want = |t: &str| serde_yaml_ng::from_str::<Value>(t).is_ok_and(|v| v == want);
@@ -240,24 +241,22 @@ fn merged_policy(path: &Path, p: &Proposal) -> Result<String, String> {
             );
             let t = canonical(&original, p);
             if !parses_to_want(&t) {
-                return Err(
-                    "internal error: the merged policy does not read back as merged".into(),
-                );
+                bail!("internal error: the merged policy does not read back as merged");
             }
             t
         }
     };
-    Policy::from_yaml(&out, path).map_err(|e| format!("the merged policy does not load: {e}"))?;
+    Policy::from_yaml(&out, path).map_err(|e| anyhow!("the merged policy does not load: {e}"))?;
     Ok(out)
 }
 
 /// The proposal alone, checked to read back as exactly the proposal.
-fn fragment(p: &Proposal) -> Result<String, String> {
+fn fragment(p: &Proposal) -> anyhow::Result<String> {
     let text = canonical(&Mapping::new(), p);
     let want = Value::Mapping(expected(&Mapping::new(), p));
     match serde_yaml_ng::from_str::<Value>(&text) {
         Ok(v) if v == want => Ok(text),
-        _ => Err("internal error: the proposal does not read back as proposed".into()),
+        _ => bail!("internal error: the proposal does not read back as proposed"),
     }
 }
 
@@ -291,7 +290,7 @@ pub fn learn(args: &LearnArgs) -> ExitCode {
                     &mut learner,
                     &mut counts,
                 ),
-                Err(e) => Err(format!("{}: cannot open: {e}", log.display())),
+                Err(e) => Err(anyhow!("{}: cannot open: {e}", log.display())),
             }
         };
         if let Err(e) = result {

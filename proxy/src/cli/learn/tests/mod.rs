@@ -103,5 +103,5 @@ fn listener_filter_and_broken_gzip() {
         &mut Learner::default(),
         &mut Counts::default(),
     );
-    assert!(err.is_err_and(|e| e.starts_with("x.gz: cannot read")));
+    assert!(err.is_err_and(|e| e.to_string().starts_with("x.gz: cannot read")));
 }
