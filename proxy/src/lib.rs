@@ -7,19 +7,19 @@
 //! its file, or, for a directory module whose tests run long, in `tests.rs` beside its `mod.rs`
 //! (or `tests/`, one file per concern, each well under 500 lines).
 
-pub mod admin;
+mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod listener;
-pub mod metrics;
+mod metrics;
 pub mod pki;
 pub mod policy;
 pub mod proxy;
-pub mod reload;
-pub mod report;
-pub mod server;
-pub mod state;
-pub mod status;
+mod reload;
+mod report;
+mod server;
+mod state;
+mod status;
 pub mod time;
 pub mod tls;

@@ -12,7 +12,7 @@ use crate::time::{now_unix, unix_rfc3339};
 
 /// What a `/clients` query keeps.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Filter {
+pub(crate) struct Filter {
     /// Certificates whose notAfter is at most this far from now (already expired included).
     pub expiring_within: Option<Duration>,
     pub group: Option<String>,
@@ -20,7 +20,7 @@ pub struct Filter {
 
 /// Why a `/clients` query was refused; the text is the 400 answer's `reason`.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum FilterError {
+pub(crate) enum FilterError {
     #[error("{0}: the value is not UTF-8")]
     NotUtf8(String),
     #[error("expiring_within: `{value}` is not a duration ({reason}); write e.g. 7d, 36h or 30m")]
@@ -33,7 +33,7 @@ pub enum FilterError {
 
 impl Filter {
     /// Reads the query string; the error says which parameter is wrong and how to write it.
-    pub fn parse(query: Option<&str>) -> Result<Filter, FilterError> {
+    pub(crate) fn parse(query: Option<&str>) -> Result<Filter, FilterError> {
         let mut f = Filter::default();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -77,7 +77,7 @@ fn ms_rfc3339(ms: i64) -> String {
 }
 
 /// The `/clients` body for `filter`.
-pub fn clients(inventory: &Inventory, filter: &Filter) -> Value {
+pub(crate) fn clients(inventory: &Inventory, filter: &Filter) -> Value {
     let now = now_unix();
     let list: Vec<Value> = inventory
         .list()
