@@ -11,17 +11,17 @@
 //! `load` (YAML and includes), `error` (messages), [`spiffe`] (SPIFFE IDs and `spiffe:`
 //! patterns).
 
-pub mod authorize;
+pub(crate) mod authorize;
 mod compile;
 mod digest;
 mod error;
 mod explain;
 mod load;
 mod matcher;
-pub mod normalize;
+pub(crate) mod normalize;
 pub mod route;
-pub mod spiffe;
-pub mod target;
+pub(crate) mod spiffe;
+pub(crate) mod target;
 
 #[cfg(test)]
 mod tests;

@@ -59,7 +59,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 /// A reader that undoes gzip when the stream starts with its magic bytes (files and pipes alike).
-pub fn decompressing<'a>(r: impl Read + 'a) -> io::Result<Box<dyn BufRead + 'a>> {
+pub(crate) fn decompressing<'a>(r: impl Read + 'a) -> io::Result<Box<dyn BufRead + 'a>> {
     let mut br = BufReader::new(r);
     let head = br.fill_buf()?;
     if head.starts_with(&[0x1f, 0x8b]) {
@@ -260,7 +260,7 @@ fn fragment(p: &Proposal) -> anyhow::Result<String> {
     }
 }
 
-pub fn learn(args: &LearnArgs) -> ExitCode {
+pub(crate) fn learn(args: &LearnArgs) -> ExitCode {
     let policy = match args.policy.as_deref().map(Policy::load).transpose() {
         Ok(p) => p,
         Err(e) => return fail(e),
