@@ -104,7 +104,10 @@ pub(crate) fn load_listeners(
 
 /// One listener's trust state (with the CRLs `fetched` for it) and policy, with its name on
 /// any error.
-pub(crate) fn load_listener(l: &ListenerConfig, fetched: &[FetchedCrl]) -> anyhow::Result<Arc<Listener>> {
+pub(crate) fn load_listener(
+    l: &ListenerConfig,
+    fetched: &[FetchedCrl],
+) -> anyhow::Result<Arc<Listener>> {
     let trust = TrustState::load(&l.tls, &l.name, fetched)
         .map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
     let policy = match &l.policy {
