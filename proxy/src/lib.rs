@@ -1,21 +1,26 @@
 //! certgate: a reverse-proxy sidecar on Pingora that puts mutual TLS in front of plain-HTTP
 //! services. Data flows one way: connection ([`listener`]) → identity ([`tls`]) → decision
-//! ([`policy`]) → upstream ([`proxy`]); [`reload`] swaps trust and policy underneath, [`admin`]
-//! shows what is going on.
+//! ([`policy`]) → upstream ([`proxy`]); `reload` swaps trust and policy underneath, `admin`
+//! shows what is going on. Modules that the binary, the integration tests, the benches and the
+//! fuzz targets do not use are private.
+//!
+//! Unit tests are the `#[cfg(test)] mod tests` of the module they test, written at the end of
+//! its file, or, for a directory module whose tests run long, in `tests.rs` beside its `mod.rs`
+//! (or `tests/`, one file per concern, each well under 500 lines).
 
-pub mod admin;
+mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod listener;
-pub mod metrics;
+mod metrics;
 pub mod pki;
 pub mod policy;
 pub mod proxy;
-pub mod reload;
-pub mod report;
-pub mod server;
-pub mod state;
-pub mod status;
+mod reload;
+mod report;
+mod server;
+mod state;
+mod status;
 pub mod time;
 pub mod tls;

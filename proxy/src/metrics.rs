@@ -7,7 +7,7 @@ use prometheus::{
     TextEncoder,
 };
 
-pub static REGISTRY: Lazy<Registry> = Lazy::new(Registry::new);
+pub(crate) static REGISTRY: Lazy<Registry> = Lazy::new(Registry::new);
 
 pub(crate) fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
@@ -25,7 +25,7 @@ fn gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     g
 }
 
-pub static REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
+pub(crate) static REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
     counter(
         "certgate_requests_total",
         "Requests answered, by listener, status code and authorization decision.",
@@ -33,7 +33,7 @@ pub static REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
     )
 });
 
-pub static REQUEST_DURATION: Lazy<HistogramVec> = Lazy::new(|| {
+pub(crate) static REQUEST_DURATION: Lazy<HistogramVec> = Lazy::new(|| {
     let h = HistogramVec::new(
         HistogramOpts::new(
             "certgate_request_duration_seconds",
@@ -52,7 +52,7 @@ pub static REQUEST_DURATION: Lazy<HistogramVec> = Lazy::new(|| {
     h
 });
 
-pub static HANDSHAKES: Lazy<IntCounterVec> = Lazy::new(|| {
+pub(crate) static HANDSHAKES: Lazy<IntCounterVec> = Lazy::new(|| {
     counter(
         "certgate_handshakes_total",
         "TLS handshakes by result (ok/fail) and client-certificate reason.",
@@ -60,7 +60,7 @@ pub static HANDSHAKES: Lazy<IntCounterVec> = Lazy::new(|| {
     )
 });
 
-pub static RESUMPTIONS: Lazy<IntCounterVec> = Lazy::new(|| {
+pub(crate) static RESUMPTIONS: Lazy<IntCounterVec> = Lazy::new(|| {
     counter(
         "certgate_tls_resumptions_total",
         "TLS session resumptions offered by clients: resumed, or refused by the trust re-check (full handshake).",
@@ -68,7 +68,7 @@ pub static RESUMPTIONS: Lazy<IntCounterVec> = Lazy::new(|| {
     )
 });
 
-pub static AUTHZ_DECISIONS: Lazy<IntCounterVec> = Lazy::new(|| {
+pub(crate) static AUTHZ_DECISIONS: Lazy<IntCounterVec> = Lazy::new(|| {
     counter(
         "certgate_authz_decisions_total",
         "Policy decisions by decision and the permission that made it.",
@@ -76,7 +76,7 @@ pub static AUTHZ_DECISIONS: Lazy<IntCounterVec> = Lazy::new(|| {
     )
 });
 
-pub static RELOADS: Lazy<IntCounterVec> = Lazy::new(|| {
+pub(crate) static RELOADS: Lazy<IntCounterVec> = Lazy::new(|| {
     counter(
         "certgate_reloads_total",
         "Reloads of trust material and policy, by kind and result.",
@@ -84,7 +84,7 @@ pub static RELOADS: Lazy<IntCounterVec> = Lazy::new(|| {
     )
 });
 
-pub static CERT_NOT_AFTER: Lazy<GaugeVec> = Lazy::new(|| {
+pub(crate) static CERT_NOT_AFTER: Lazy<GaugeVec> = Lazy::new(|| {
     gauge(
         "certgate_certificate_not_after_seconds",
         "notAfter of the server certificates and client CAs, unix seconds.",
@@ -92,7 +92,7 @@ pub static CERT_NOT_AFTER: Lazy<GaugeVec> = Lazy::new(|| {
     )
 });
 
-pub static CRL_NEXT_UPDATE: Lazy<GaugeVec> = Lazy::new(|| {
+pub(crate) static CRL_NEXT_UPDATE: Lazy<GaugeVec> = Lazy::new(|| {
     gauge(
         "certgate_crl_next_update_seconds",
         "nextUpdate of each loaded CRL, unix seconds.",
@@ -100,7 +100,7 @@ pub static CRL_NEXT_UPDATE: Lazy<GaugeVec> = Lazy::new(|| {
     )
 });
 
-pub static CLIENT_CERT_EXPIRY: Lazy<GaugeVec> = Lazy::new(|| {
+pub(crate) static CLIENT_CERT_EXPIRY: Lazy<GaugeVec> = Lazy::new(|| {
     gauge(
         "certgate_client_cert_expiry_seconds",
         "Earliest notAfter (unix seconds) of the client certificates of a group seen on a listener in the last 24 h.",
@@ -108,7 +108,7 @@ pub static CLIENT_CERT_EXPIRY: Lazy<GaugeVec> = Lazy::new(|| {
     )
 });
 
-pub static UPSTREAM_ERRORS: Lazy<IntCounterVec> = Lazy::new(|| {
+pub(crate) static UPSTREAM_ERRORS: Lazy<IntCounterVec> = Lazy::new(|| {
     counter(
         "certgate_upstream_errors_total",
         "Failures talking to the upstream, by kind.",
@@ -116,7 +116,7 @@ pub static UPSTREAM_ERRORS: Lazy<IntCounterVec> = Lazy::new(|| {
     )
 });
 
-pub static CONNECTIONS_ACTIVE: Lazy<IntGaugeVec> = Lazy::new(|| {
+pub(crate) static CONNECTIONS_ACTIVE: Lazy<IntGaugeVec> = Lazy::new(|| {
     let g = IntGaugeVec::new(
         Opts::new(
             "certgate_connections_active",
@@ -131,7 +131,7 @@ pub static CONNECTIONS_ACTIVE: Lazy<IntGaugeVec> = Lazy::new(|| {
     g
 });
 
-pub static CONNECTIONS_REFUSED: Lazy<IntCounterVec> = Lazy::new(|| {
+pub(crate) static CONNECTIONS_REFUSED: Lazy<IntCounterVec> = Lazy::new(|| {
     counter(
         "certgate_connections_refused_total",
         "Connections closed before TLS: limits and PROXY protocol.",
@@ -139,7 +139,7 @@ pub static CONNECTIONS_REFUSED: Lazy<IntCounterVec> = Lazy::new(|| {
     )
 });
 
-pub static READY: Lazy<prometheus::IntGauge> = Lazy::new(|| {
+pub(crate) static READY: Lazy<prometheus::IntGauge> = Lazy::new(|| {
     let g = prometheus::IntGauge::new(
         "certgate_ready",
         "1 when /readyz answers 200, else 0 (set at each scrape).",
@@ -151,7 +151,7 @@ pub static READY: Lazy<prometheus::IntGauge> = Lazy::new(|| {
     g
 });
 
-pub static TUNNELS_CLOSED: Lazy<IntCounterVec> = Lazy::new(|| {
+pub(crate) static TUNNELS_CLOSED: Lazy<IntCounterVec> = Lazy::new(|| {
     counter(
         "certgate_tunnels_closed_total",
         "Upgraded connections (WebSocket) closed because a reload withdrew their access.",
@@ -161,7 +161,7 @@ pub static TUNNELS_CLOSED: Lazy<IntCounterVec> = Lazy::new(|| {
 
 /// Touches every family so a scrape shows them all from the start (dashboards and alerts can
 /// tell "zero" from "missing").
-pub fn init() {
+pub(crate) fn init() {
     Lazy::force(&REQUESTS);
     Lazy::force(&REQUEST_DURATION);
     Lazy::force(&HANDSHAKES);
@@ -183,7 +183,7 @@ pub fn init() {
 }
 
 /// Zero series for a listener, so every family is present from the first scrape.
-pub fn init_listener(name: &str) {
+pub(crate) fn init_listener(name: &str) {
     for kind in UpstreamError::ALL {
         UPSTREAM_ERRORS.with_label_values(&[name, kind.label()]);
     }
@@ -235,7 +235,7 @@ impl UpstreamError {
 /// The kinds of file a reload counts, `certgate_reloads_total{kind}`. Ordered as their labels
 /// sort, so a set of kinds lists them alphabetically.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ReloadKind {
+pub(crate) enum ReloadKind {
     Ca,
     Cert,
     Crl,
@@ -245,7 +245,7 @@ pub enum ReloadKind {
 }
 
 impl ReloadKind {
-    pub const ALL: [ReloadKind; 5] = [
+    pub(crate) const ALL: [ReloadKind; 5] = [
         ReloadKind::Ca,
         ReloadKind::Cert,
         ReloadKind::Crl,
@@ -253,7 +253,7 @@ impl ReloadKind {
         ReloadKind::TicketKeys,
     ];
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             ReloadKind::Ca => "ca",
             ReloadKind::Cert => "cert",
@@ -271,7 +271,7 @@ impl serde::Serialize for ReloadKind {
 }
 
 /// The text exposition of every family.
-pub fn render() -> Vec<u8> {
+pub(crate) fn render() -> Vec<u8> {
     let mut out = Vec::new();
     // Encoding our own well-formed families into a Vec cannot fail.
     let _ = TextEncoder::new().encode(&REGISTRY.gather(), &mut out);

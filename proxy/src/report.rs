@@ -11,10 +11,10 @@ use crate::tls::dn::rfc2253;
 use crate::tls::trust::{LoadedCrl, TrustState};
 
 /// Certificates expiring sooner than this are warned about.
-pub const EXPIRY_WARNING_DAYS: i64 = 30;
+pub(crate) const EXPIRY_WARNING_DAYS: i64 = 30;
 
 #[derive(Serialize, Debug, Clone)]
-pub struct CertSummary {
+pub(crate) struct CertSummary {
     pub subject: String,
     pub sans: Vec<String>,
     pub not_after: i64,
@@ -23,7 +23,7 @@ pub struct CertSummary {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct CrlSummary {
+pub(crate) struct CrlSummary {
     pub file: String,
     pub issuer: String,
     pub this_update: i64,
@@ -38,7 +38,7 @@ pub struct CrlSummary {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct FileSummary {
+pub(crate) struct FileSummary {
     pub path: String,
     /// Absent for private keys: a key's hash helps nobody who may read `/status` and tells an
     /// attacker holding a candidate key whether it is the one in use.
@@ -47,7 +47,7 @@ pub struct FileSummary {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct TicketKeysSummary {
+pub(crate) struct TicketKeysSummary {
     pub file: String,
     pub keys: usize,
     pub loaded_at: String,
@@ -55,7 +55,7 @@ pub struct TicketKeysSummary {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct PolicySummary {
+pub(crate) struct PolicySummary {
     pub files: Vec<String>,
     pub sha256: String,
     pub mode: &'static str,
@@ -70,7 +70,7 @@ pub struct PolicySummary {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct ListenerReport {
+pub(crate) struct ListenerReport {
     pub name: String,
     pub listen: Vec<String>,
     pub upstream: String,
@@ -131,7 +131,7 @@ fn cert_summary(cert: &openssl::x509::X509Ref) -> CertSummary {
 }
 
 /// Group or other read/write permission on a private key file.
-pub fn key_mode_warning(path: &std::path::Path) -> Option<String> {
+pub(crate) fn key_mode_warning(path: &std::path::Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
     (mode & 0o077 != 0).then(|| {
@@ -143,7 +143,7 @@ pub fn key_mode_warning(path: &std::path::Path) -> Option<String> {
     })
 }
 
-pub fn listener_report(
+pub(crate) fn listener_report(
     cfg: &ListenerConfig,
     trust: &TrustState,
     policy: Option<&Policy>,

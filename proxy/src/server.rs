@@ -49,7 +49,7 @@ fn keep_freed_heap_pages() {
 }
 
 /// Builds everything, then serves until SIGTERM/SIGINT. Returns after the drain.
-pub fn run(config: Config) -> anyhow::Result<()> {
+pub(crate) fn run(config: Config) -> anyhow::Result<()> {
     keep_freed_heap_pages();
     metrics::init();
     // Cached fetched CRLs are part of the first trust states, before anything accepts.

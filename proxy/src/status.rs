@@ -10,7 +10,7 @@ use crate::state::Shared;
 
 /// Where `/status` reads the last reload from: the [`Reloader`], named here so the admin endpoint
 /// (which only serves what this module reports) does not depend on the reload machinery.
-pub trait LastReload: Send + Sync {
+pub(crate) trait LastReload: Send + Sync {
     fn last(&self) -> ReloadStatus;
 }
 
@@ -21,7 +21,7 @@ impl LastReload for Reloader {
 }
 
 /// Why the process is not ready, or None.
-pub fn not_ready_reason(shared: &Shared) -> Option<String> {
+pub(crate) fn not_ready_reason(shared: &Shared) -> Option<String> {
     if shared.drain.is_draining() {
         return Some("draining".into());
     }
@@ -61,7 +61,7 @@ fn is_bound(addr: &SocketAddr) -> bool {
 }
 
 /// The `/status` document: the process, each listener's report and the last reload.
-pub fn status(shared: &Shared, last_reload: &ReloadStatus) -> serde_json::Value {
+pub(crate) fn status(shared: &Shared, last_reload: &ReloadStatus) -> serde_json::Value {
     let listeners: Vec<_> = shared
         .listeners
         .iter()

@@ -12,38 +12,48 @@ use crate::time::{now_unix, unix_rfc3339};
 
 /// What a `/clients` query keeps.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Filter {
+pub(crate) struct Filter {
     /// Certificates whose notAfter is at most this far from now (already expired included).
     pub expiring_within: Option<Duration>,
     pub group: Option<String>,
 }
 
+/// Why a `/clients` query was refused; the text is the 400 answer's `reason`.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum FilterError {
+    #[error("{0}: the value is not UTF-8")]
+    NotUtf8(String),
+    #[error("expiring_within: `{value}` is not a duration ({reason}); write e.g. 7d, 36h or 30m")]
+    NotADuration { value: String, reason: String },
+    #[error("group: give a group name, e.g. group=DevOps")]
+    EmptyGroup,
+    #[error("unknown parameter `{0}`; use expiring_within=<duration> and/or group=<name>")]
+    UnknownParameter(String),
+}
+
 impl Filter {
     /// Reads the query string; the error says which parameter is wrong and how to write it.
-    pub fn parse(query: Option<&str>) -> Result<Filter, String> {
+    pub(crate) fn parse(query: Option<&str>) -> Result<Filter, FilterError> {
         let mut f = Filter::default();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let value = percent_decode_str(&value.replace('+', " "))
                 .decode_utf8()
-                .map_err(|_| format!("{key}: the value is not UTF-8"))?
+                .map_err(|_| FilterError::NotUtf8(key.to_string()))?
                 .into_owned();
             match key {
                 "expiring_within" => {
                     let d = humantime::parse_duration(value.trim()).map_err(|e| {
-                        format!("expiring_within: `{value}` is not a duration ({e}); write e.g. 7d, 36h or 30m")
+                        FilterError::NotADuration {
+                            reason: e.to_string(),
+                            value: value.clone(),
+                        }
                     })?;
                     f.expiring_within = Some(d);
                 }
-                "group" if value.is_empty() => {
-                    return Err("group: give a group name, e.g. group=DevOps".into())
-                }
+                "group" if value.is_empty() => return Err(FilterError::EmptyGroup),
                 "group" => f.group = Some(value),
-                other => {
-                    return Err(format!(
-                        "unknown parameter `{other}`; use expiring_within=<duration> and/or group=<name>"
-                    ))
-                }
+                other => return Err(FilterError::UnknownParameter(other.to_string())),
             }
         }
         Ok(f)
@@ -67,7 +77,7 @@ fn ms_rfc3339(ms: i64) -> String {
 }
 
 /// The `/clients` body for `filter`.
-pub fn clients(inventory: &Inventory, filter: &Filter) -> Value {
+pub(crate) fn clients(inventory: &Inventory, filter: &Filter) -> Value {
     let now = now_unix();
     let list: Vec<Value> = inventory
         .list()
@@ -103,10 +113,23 @@ mod tests {
         assert_eq!(f.expiring_within, Some(Duration::from_secs(7 * 86_400)));
         assert_eq!(f.group.as_deref(), Some("Dev Ops"));
         assert_eq!(Filter::parse(None).unwrap(), Filter::default());
-        assert!(Filter::parse(Some("expiring_within=soon"))
-            .unwrap_err()
-            .contains("7d"));
-        assert!(Filter::parse(Some("user=x")).unwrap_err().contains("user"));
-        assert!(Filter::parse(Some("group=")).is_err());
+        let soon = Filter::parse(Some("expiring_within=soon")).unwrap_err();
+        assert!(matches!(soon, FilterError::NotADuration { .. }));
+        assert!(soon
+            .to_string()
+            .starts_with("expiring_within: `soon` is not a duration ("));
+        assert!(soon.to_string().ends_with("); write e.g. 7d, 36h or 30m"));
+        assert_eq!(
+            Filter::parse(Some("user=x")).unwrap_err().to_string(),
+            "unknown parameter `user`; use expiring_within=<duration> and/or group=<name>"
+        );
+        assert_eq!(
+            Filter::parse(Some("group=")).unwrap_err().to_string(),
+            "group: give a group name, e.g. group=DevOps"
+        );
+        assert_eq!(
+            Filter::parse(Some("group=%FF")).unwrap_err().to_string(),
+            "group: the value is not UTF-8"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The admin endpoint: plain HTTP on its own port and its own thread, so it keeps answering
 //! (`/readyz` 503) while the proxy listeners drain.
 
-pub mod clients;
+pub(crate) mod clients;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -56,7 +56,7 @@ fn route(
             Ok(filter) => json(200, clients::clients(&shared.inventory, &filter)),
             Err(reason) => json(
                 400,
-                serde_json::json!({"status": "FAIL", "message": "Bad Request", "reason": reason}),
+                serde_json::json!({"status": "FAIL", "message": "Bad Request", "reason": reason.to_string()}),
             ),
         },
         "/metrics" => {
@@ -77,7 +77,7 @@ fn route(
 }
 
 /// Binds now (so a taken port is a start-up error) and serves on a thread of its own.
-pub fn spawn(
+pub(crate) fn spawn(
     addr: SocketAddr,
     shared: Arc<Shared>,
     reloader: Arc<dyn LastReload>,

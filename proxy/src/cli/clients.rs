@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::{anyhow, bail};
 use clap::Args;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
@@ -40,19 +41,19 @@ pub(crate) fn clients(args: &ClientsArgs) -> ExitCode {
     }
 }
 
-fn fetch_and_format(args: &ClientsArgs) -> Result<String, String> {
+fn fetch_and_format(args: &ClientsArgs) -> anyhow::Result<String> {
     let path = args.config.path();
-    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    let config = Config::load(&path)?;
     let Some(admin) = config.admin else {
-        return Err(format!(
+        bail!(
             "{}: admin: the admin endpoint is disabled, and `clients` reads it; add `admin: {{listen: 127.0.0.1:9901}}` and restart certgate",
             config.path.display()
-        ));
+        );
     };
     let mut query = Vec::new();
     if let Some(d) = &args.expiring_within {
         humantime::parse_duration(d.trim()).map_err(|e| {
-            format!("--expiring-within: `{d}` is not a duration ({e}); write e.g. 14d or 36h")
+            anyhow!("--expiring-within: `{d}` is not a duration ({e}); write e.g. 14d or 36h")
         })?;
         query.push(format!("expiring_within={}", enc(d.trim())));
     }
@@ -66,16 +67,16 @@ fn fetch_and_format(args: &ClientsArgs) -> Result<String, String> {
     };
     let addr = reachable(admin);
     let (status, body) = get(addr, &target).map_err(|e| {
-        format!(
+        anyhow!(
             "admin endpoint http://{addr} (admin.listen in {}) is unreachable: {e}; is certgate running with this config?",
             config.path.display()
         )
     })?;
     let json: serde_json::Value = serde_json::from_str(&body)
-        .map_err(|e| format!("http://{addr}{target} answered {status} with no JSON ({e})"))?;
+        .map_err(|e| anyhow!("http://{addr}{target} answered {status} with no JSON ({e})"))?;
     if status != 200 {
         let reason = json["reason"].as_str().unwrap_or("no reason given");
-        return Err(format!("http://{addr}{target} answered {status}: {reason}"));
+        bail!("http://{addr}{target} answered {status}: {reason}");
     }
     Ok(table(&json))
 }

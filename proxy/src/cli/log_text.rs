@@ -12,7 +12,7 @@ use tracing_subscriber::fmt::format::{FormatFields, Writer};
 
 /// `FormatFields` for `log.format: text`: `message key="value" key="value"`.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct QuotedFields;
+pub(crate) struct QuotedFields;
 
 impl<'writer> FormatFields<'writer> for QuotedFields {
     fn format_fields<R: RecordFields>(
@@ -72,7 +72,7 @@ impl Visit for Visitor<'_, '_> {
 }
 
 /// Writes `value` with `\` `"` and every control or line-breaking character escaped.
-pub fn escape_into(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
+pub(crate) fn escape_into(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
     for c in value.chars() {
         match c {
             '\\' => out.write_str("\\\\")?,

@@ -4,8 +4,8 @@
 mod check;
 mod clients;
 mod explain;
-pub mod learn;
-pub mod log_text;
+pub(crate) mod learn;
+pub(crate) mod log_text;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -5,7 +5,7 @@ use std::fmt;
 
 /// A `${...}` reference that could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InterpolationError {
+pub(crate) struct InterpolationError {
     pub line: usize,
     pub message: String,
 }
@@ -18,7 +18,7 @@ impl fmt::Display for InterpolationError {
 
 /// Replaces every `${NAME}` and `${NAME:-default}` using `lookup`. `$${` stays a literal `${`.
 /// Lines that are YAML comments are copied as they are, so a commented example never fails.
-pub fn interpolate(
+pub(crate) fn interpolate(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<String, InterpolationError> {

@@ -5,10 +5,10 @@
 //! Errors name the file, the YAML line where known, the key and the fix, because the operator
 //! reading them is usually in the middle of a deployment.
 
-pub mod env;
+pub(crate) mod env;
 mod headers;
 mod raw;
-pub mod revocation;
+pub(crate) mod revocation;
 mod root_token;
 mod validate;
 

@@ -11,7 +11,7 @@ use super::{ConfigError, Validator};
 
 #[derive(Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct RawCrlFetch {
+pub(crate) struct RawCrlFetch {
     pub urls: Option<Vec<String>>,
     pub from_certificates: Option<bool>,
     pub refresh: Option<String>,
@@ -23,7 +23,7 @@ pub struct RawCrlFetch {
 
 #[derive(Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct RawOcsp {
+pub(crate) struct RawOcsp {
     pub mode: Option<OcspMode>,
     pub responder: Option<String>,
     pub timeout: Option<String>,
@@ -43,9 +43,9 @@ pub struct CrlFetchConfig {
     pub cache_dir: Option<PathBuf>,
 }
 
-pub const DEFAULT_REFRESH: Duration = Duration::from_secs(3600);
-pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+pub(crate) const DEFAULT_REFRESH: Duration = Duration::from_secs(3600);
+pub(crate) const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_MAX_BYTES: u64 = 64 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -78,7 +78,7 @@ impl Default for OcspConfig {
 }
 
 /// `64MiB`, `512KiB`, `1048576`: a byte count.
-pub fn parse_size(text: &str) -> Option<u64> {
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim();
     let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => t.split_at(i),
@@ -97,7 +97,7 @@ pub fn parse_size(text: &str) -> Option<u64> {
 
 /// Why a CRL or OCSP URL cannot be fetched from.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum UrlError {
+pub(crate) enum UrlError {
     #[error("`{url}` is not a URL ({reason})")]
     NotAUrl { url: String, reason: String },
     #[error("`{0}` must start with http:// or https://")]
@@ -107,7 +107,7 @@ pub enum UrlError {
 }
 
 /// An http:// or https:// URL with a host, or why not.
-pub fn check_url(url: &str) -> Result<(), UrlError> {
+pub(crate) fn check_url(url: &str) -> Result<(), UrlError> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e: http::uri::InvalidUri| UrlError::NotAUrl {

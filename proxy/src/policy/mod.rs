@@ -2,29 +2,27 @@
 //! (`METHODS PATH` routes); groups, users, SPIFFE ID patterns, `authenticated` and `anonymous`
 //! hold permissions; a request is allowed when the identity holds a permission that covers it.
 //!
-//! Loading compiles every route into one segment trie ([`matcher`]) whose nodes carry a bitset
+//! Loading compiles every route into one segment trie (`matcher`) whose nodes carry a bitset
 //! of permissions per method, and every grant into a bitset, so [`Policy::decide`] is a trie walk
 //! plus a few word-wise ANDs whatever the number of permissions, and allocates nothing for
 //! policies of up to 1,024 permissions unless it denies a covered route.
 //!
-//! Files: [`normalize`] (request paths), [`route`] (the route grammar), `matcher` (the trie),
-//! `load` (YAML and includes), `error` (messages), [`spiffe`] (SPIFFE IDs and `spiffe:`
+//! Files: `normalize` (request paths), [`route`] (the route grammar), `matcher` (the trie),
+//! `load` (YAML and includes), `error` (messages), `spiffe` (SPIFFE IDs and `spiffe:`
 //! patterns).
 
-pub mod authorize;
+pub(crate) mod authorize;
 mod compile;
 mod digest;
 mod error;
 mod explain;
 mod load;
 mod matcher;
-pub mod normalize;
+pub(crate) mod normalize;
 pub mod route;
-pub mod spiffe;
-pub mod target;
+pub(crate) mod spiffe;
+pub(crate) mod target;
 
-#[cfg(test)]
-mod sans_tests;
 #[cfg(test)]
 mod tests;
 

@@ -16,7 +16,7 @@ const SCHEME: &str = "spiffe://";
 
 /// A valid SPIFFE ID borrowed from a certificate's URI SAN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SpiffeId<'a> {
+pub(crate) struct SpiffeId<'a> {
     /// The whole ID as written in the certificate.
     pub id: &'a str,
     /// The trust domain (lower-case by construction).
@@ -35,7 +35,7 @@ impl<'a> SpiffeId<'a> {
 
 /// Why a certificate has no SPIFFE ID that grants anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NoSpiffeId<'a> {
+pub(crate) enum NoSpiffeId<'a> {
     /// No URI SAN with the `spiffe` scheme.
     Absent,
     /// More than one URI SAN with the `spiffe` scheme (an X.509-SVID carries exactly one).
@@ -71,7 +71,7 @@ fn has_spiffe_scheme(uri: &str) -> bool {
 
 /// The certificate's SPIFFE ID: its only URI SAN with the `spiffe` scheme, if that one is valid.
 /// URI SANs with other schemes are ignored.
-pub fn svid_id(uri_sans: &[String]) -> Result<SpiffeId<'_>, NoSpiffeId<'_>> {
+pub(crate) fn svid_id(uri_sans: &[String]) -> Result<SpiffeId<'_>, NoSpiffeId<'_>> {
     let mut spiffe = uri_sans
         .iter()
         .map(String::as_str)
@@ -98,7 +98,7 @@ fn path_char(b: u8) -> bool {
 /// non-empty trust domain of `a-z 0-9 . - _` (so no upper case, port, userinfo), and path
 /// segments that are non-empty, not `.` or `..`, of `A-Z a-z 0-9 . - _` only (so no
 /// percent-encoding, query or fragment), and no trailing `/`.
-pub fn parse_id(id: &str) -> Result<SpiffeId<'_>, &'static str> {
+pub(crate) fn parse_id(id: &str) -> Result<SpiffeId<'_>, &'static str> {
     if id.len() > MAX_ID_BYTES {
         return Err("longer than 2048 bytes");
     }
@@ -161,7 +161,7 @@ enum Seg {
 /// A `spiffe:` key: `spiffe://trust-domain` then literal segments, `*` (exactly one segment)
 /// and, last only, `**` (zero or more segments).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SpiffePattern {
+pub(crate) struct SpiffePattern {
     text: String,
     trust_domain: String,
     segments: Vec<Seg>,
@@ -171,7 +171,7 @@ pub struct SpiffePattern {
 
 /// Why a `spiffe:` key is refused: (what is wrong, how to fix it).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PatternError {
+pub(crate) struct PatternError {
     pub problem: String,
     pub fix: &'static str,
 }
@@ -184,7 +184,7 @@ fn pattern_error(problem: impl Into<String>, fix: &'static str) -> PatternError 
 }
 
 impl SpiffePattern {
-    pub fn parse(text: &str) -> Result<SpiffePattern, PatternError> {
+    pub(crate) fn parse(text: &str) -> Result<SpiffePattern, PatternError> {
         const SHAPE: &str = "write spiffe://trust-domain/segment/..., where a segment is a literal, * (one segment) or, last, ** (the rest)";
         let Some(rest) = text.strip_prefix(SCHEME) else {
             return Err(pattern_error(
@@ -256,12 +256,12 @@ impl SpiffePattern {
     }
 
     /// The pattern as written.
-    pub fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         &self.text
     }
 
     /// Trust domain exactly equal, then segment by segment; `**` takes whatever is left.
-    pub fn matches(&self, id: &SpiffeId<'_>) -> bool {
+    pub(crate) fn matches(&self, id: &SpiffeId<'_>) -> bool {
         if id.trust_domain != self.trust_domain {
             return false;
         }

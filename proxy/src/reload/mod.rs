@@ -23,7 +23,7 @@ use crate::state::Shared;
 use crate::time::{asn1_unix, now_rfc3339, now_unix};
 use crate::tls::dn::rfc2253;
 use crate::tls::trust::{LoadedFile, Source, TrustState};
-pub use status::{Cause, Kind, ReloadStatus};
+pub(crate) use status::{Cause, Kind, ReloadStatus};
 
 /// Quiet time after the last file event before reloading (editors and `kubectl` write in bursts).
 const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -31,7 +31,7 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 const MAX_DELAY: Duration = Duration::from_millis(1000);
 
 /// Sets the expiry gauges from what is loaded now.
-pub fn publish_gauges(shared: &Shared) {
+pub(crate) fn publish_gauges(shared: &Shared) {
     for l in &shared.listeners {
         let trust = l.trust.load();
         metrics::CERT_NOT_AFTER
@@ -114,7 +114,7 @@ fn changed_kinds(
 
 /// What a reload did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Changed,
     Unchanged,
     Failed,
@@ -142,13 +142,13 @@ fn configured_kinds(shared: &Shared) -> BTreeSet<Kind> {
 }
 
 /// The reloads of one process: its shared state and what the last reload did.
-pub struct Reloader {
+pub(crate) struct Reloader {
     shared: Arc<Shared>,
     last: Mutex<ReloadStatus>,
 }
 
 impl Reloader {
-    pub fn new(shared: Arc<Shared>) -> Arc<Reloader> {
+    pub(crate) fn new(shared: Arc<Shared>) -> Arc<Reloader> {
         Arc::new(Reloader {
             shared,
             last: Mutex::new(ReloadStatus::Never),
@@ -156,7 +156,7 @@ impl Reloader {
     }
 
     /// The outcome of the last reload, for `/status`.
-    pub fn last(&self) -> ReloadStatus {
+    pub(crate) fn last(&self) -> ReloadStatus {
         self.last
             .lock()
             .map(|s| s.clone())
@@ -168,7 +168,7 @@ impl Reloader {
     }
 
     /// Builds everything new, then swaps all of it or none. Each kind reloaded counts once.
-    pub fn reload(&self, cause: Cause) -> Outcome {
+    pub(crate) fn reload(&self, cause: Cause) -> Outcome {
         reload(self, cause)
     }
 }
@@ -330,7 +330,7 @@ impl WatchSet {
 
 /// Logs what an operator should act on: expiring certificates, CRLs near nextUpdate, loose
 /// key permissions. Run at start, daily, and after each reload.
-pub fn log_warnings(shared: &Shared) {
+pub(crate) fn log_warnings(shared: &Shared) {
     for l in &shared.listeners {
         let policy = l.policy.load_full();
         for w in listener_report(&l.config, &l.trust.load(), policy.as_deref()).warnings {
@@ -340,7 +340,7 @@ pub fn log_warnings(shared: &Shared) {
 }
 
 /// Starts the watcher and the SIGHUP handler on a thread of their own.
-pub fn spawn(reloader: Arc<Reloader>) -> anyhow::Result<()> {
+pub(crate) fn spawn(reloader: Arc<Reloader>) -> anyhow::Result<()> {
     let shared = reloader.shared.clone();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Cause>();
     let fs_tx = tx.clone();

@@ -5,7 +5,7 @@ use serde::{Serialize, Serializer};
 
 /// What set a reload off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
+pub(crate) enum Cause {
     FileChange,
     /// The operator asked: every kind counts as reloaded, changed or not, so the metric and
     /// `/status` show that the signal arrived.
@@ -13,7 +13,7 @@ pub enum Cause {
 }
 
 impl Cause {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Cause::FileChange => "file change",
             Cause::Sighup => "SIGHUP",
@@ -28,11 +28,11 @@ impl Serialize for Cause {
 }
 
 /// The kinds of file a reload counts; the metric's label vocabulary.
-pub use crate::metrics::ReloadKind as Kind;
+pub(crate) use crate::metrics::ReloadKind as Kind;
 
 /// The outcome of the last reload.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum ReloadStatus {
+pub(crate) enum ReloadStatus {
     /// None since the start.
     #[default]
     Never,
@@ -51,7 +51,7 @@ pub enum ReloadStatus {
 }
 
 impl ReloadStatus {
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         matches!(self, ReloadStatus::Failed { .. })
     }
 }

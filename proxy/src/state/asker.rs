@@ -7,7 +7,7 @@ use crate::tls::identity::Identity;
 use crate::tls::verify::AuthFailure;
 
 /// Who asks, for [`crate::policy::authorize`]: the identity's principal, or the 401 reason.
-pub fn asker(identity: Result<&Identity, AuthFailure>) -> Asker<'_> {
+pub(crate) fn asker(identity: Result<&Identity, AuthFailure>) -> Asker<'_> {
     identity.map(principal).map_err(|f| Unauthenticated {
         reason: f.reason(),
         presented: f != AuthFailure::NoCertificate,
@@ -15,7 +15,7 @@ pub fn asker(identity: Result<&Identity, AuthFailure>) -> Asker<'_> {
 }
 
 /// The policy's view of a verified certificate.
-pub fn principal(id: &Identity) -> Principal<'_> {
+pub(crate) fn principal(id: &Identity) -> Principal<'_> {
     Principal::Certificate {
         user: id.user.as_deref(),
         organizations: &id.organizations,

@@ -19,7 +19,7 @@ use crate::tls::verify::AuthFailure;
 /// What a connection's handshake established ([`ConnAuth`]) and what the listener adds to it.
 /// Stored in the TLS digest, so every request of the connection (HTTP/1.1 keep-alive or
 /// HTTP/2 streams) finds it.
-pub struct Connection {
+pub(crate) struct Connection {
     pub auth: ConnAuth,
     /// Re-armed by the proxy after each response (HTTP/1.1 header limits).
     pub header_guard: Arc<HeaderGuardHandle>,
@@ -35,7 +35,7 @@ pub struct Connection {
 
 /// The identity of a connection's client as of `trust` (the state current now), or why there
 /// is none: a connection without [`Connection`] state presented no certificate.
-pub fn identity<'a>(
+pub(crate) fn identity<'a>(
     conn: Option<&'a Connection>,
     trust: &TrustState,
 ) -> Result<&'a Arc<Identity>, AuthFailure> {
@@ -43,10 +43,10 @@ pub fn identity<'a>(
 }
 
 /// Header names and values, ready to insert into every upstream request of a connection.
-pub type IdentityHeaders = Arc<[(http::HeaderName, http::HeaderValue)]>;
+pub(crate) type IdentityHeaders = Arc<[(http::HeaderName, http::HeaderValue)]>;
 
 impl Connection {
-    pub fn new(auth: ConnAuth, vpce_id: Option<Arc<str>>) -> Connection {
+    pub(crate) fn new(auth: ConnAuth, vpce_id: Option<Arc<str>>) -> Connection {
         Connection {
             auth,
             header_guard: Arc::default(),
@@ -57,13 +57,13 @@ impl Connection {
     }
 
     /// The connection a TLS digest belongs to.
-    pub fn of(digest: &SslDigest) -> Option<&Connection> {
+    pub(crate) fn of(digest: &SslDigest) -> Option<&Connection> {
         digest.extension.get::<Connection>()
     }
 
     /// The identity headers cached for `group_attribute`, else those `build` makes (then
     /// cached): rebuilt only if a policy reload changed which attribute names the groups.
-    pub fn identity_headers<E>(
+    pub(crate) fn identity_headers<E>(
         &self,
         group_attribute: Option<GroupAttribute>,
         build: impl FnOnce() -> Result<IdentityHeaders, E>,
@@ -97,9 +97,9 @@ pub struct HeaderGuardHandle {
 }
 
 /// The response of the current request is complete; the next bytes start a new header.
-pub const REARM: u8 = 1;
+pub(crate) const REARM: u8 = 1;
 /// A request's header was parsed: the bytes that follow are its body.
-pub const RECEIVED: u8 = 2;
+pub(crate) const RECEIVED: u8 = 2;
 
 impl HeaderGuardHandle {
     /// The response of the current request is complete; the next bytes start a new header.

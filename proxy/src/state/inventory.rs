@@ -15,7 +15,7 @@ use crate::tls::identity::Identity;
 
 /// How far back a certificate counts for `certgate_client_cert_expiry_seconds`: a node that
 /// stopped connecting a day ago no longer holds its group's alert.
-pub const METRIC_WINDOW: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const METRIC_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// Every client certificate seen, at most `max`, keyed by SHA-256 fingerprint.
 pub struct Inventory {

@@ -11,6 +11,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::{anyhow, bail};
 use clap::Args;
 use serde_yaml_ng::{Mapping, Value};
 
@@ -20,11 +21,7 @@ mod splice;
 mod yaml;
 
 #[cfg(test)]
-mod log_tests;
-#[cfg(test)]
-mod propose_tests;
-#[cfg(test)]
-mod yaml_tests;
+mod tests;
 
 use crate::policy::Policy;
 use log::{parse_line, Line};
@@ -62,7 +59,7 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 /// A reader that undoes gzip when the stream starts with its magic bytes (files and pipes alike).
-pub fn decompressing<'a>(r: impl Read + 'a) -> io::Result<Box<dyn BufRead + 'a>> {
+pub(crate) fn decompressing<'a>(r: impl Read + 'a) -> io::Result<Box<dyn BufRead + 'a>> {
     let mut br = BufReader::new(r);
     let head = br.fill_buf()?;
     if head.starts_with(&[0x1f, 0x8b]) {
@@ -88,14 +85,14 @@ fn read_log(
     listener: Option<&str>,
     learner: &mut Learner,
     counts: &mut Counts,
-) -> Result<(), String> {
-    let mut reader = decompressing(input).map_err(|e| format!("{name}: cannot read: {e}"))?;
+) -> anyhow::Result<()> {
+    let mut reader = decompressing(input).map_err(|e| anyhow!("{name}: cannot read: {e}"))?;
     let mut buf = Vec::new();
     loop {
         buf.clear();
         let n = reader
             .read_until(b'\n', &mut buf)
-            .map_err(|e| format!("{name}: cannot read after line {}: {e}", counts.lines))?;
+            .map_err(|e| anyhow!("{name}: cannot read after line {}: {e}", counts.lines))?;
         if n == 0 {
             return Ok(());
         }
@@ -226,12 +223,12 @@ fn header(args: &LearnArgs, counts: &Counts, learner: &Learner, p: &Proposal) ->
 
 /// The policy with the proposal merged, checked: it parses to exactly the expected document and
 /// loads as a policy.
-fn merged_policy(path: &Path, p: &Proposal) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn merged_policy(path: &Path, p: &Proposal) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let original = match serde_yaml_ng::from_str::<Value>(&text) {
         Ok(Value::Mapping(m)) => m,
         Ok(_) => Mapping::new(),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(e) => bail!("{}: {e}", path.display()),
     };
     let want = Value::Mapping(expected(&original, p));
     let parses_to_want = |t: &str| serde_yaml_ng::from_str::<Value>(t).is_ok_and(|v| v == want);
@@ -244,28 +241,26 @@ fn merged_policy(path: &Path, p: &Proposal) -> Result<String, String> {
             );
             let t = canonical(&original, p);
             if !parses_to_want(&t) {
-                return Err(
-                    "internal error: the merged policy does not read back as merged".into(),
-                );
+                bail!("internal error: the merged policy does not read back as merged");
             }
             t
         }
     };
-    Policy::from_yaml(&out, path).map_err(|e| format!("the merged policy does not load: {e}"))?;
+    Policy::from_yaml(&out, path).map_err(|e| anyhow!("the merged policy does not load: {e}"))?;
     Ok(out)
 }
 
 /// The proposal alone, checked to read back as exactly the proposal.
-fn fragment(p: &Proposal) -> Result<String, String> {
+fn fragment(p: &Proposal) -> anyhow::Result<String> {
     let text = canonical(&Mapping::new(), p);
     let want = Value::Mapping(expected(&Mapping::new(), p));
     match serde_yaml_ng::from_str::<Value>(&text) {
         Ok(v) if v == want => Ok(text),
-        _ => Err("internal error: the proposal does not read back as proposed".into()),
+        _ => bail!("internal error: the proposal does not read back as proposed"),
     }
 }
 
-pub fn learn(args: &LearnArgs) -> ExitCode {
+pub(crate) fn learn(args: &LearnArgs) -> ExitCode {
     let policy = match args.policy.as_deref().map(Policy::load).transpose() {
         Ok(p) => p,
         Err(e) => return fail(e),
@@ -295,7 +290,7 @@ pub fn learn(args: &LearnArgs) -> ExitCode {
                     &mut learner,
                     &mut counts,
                 ),
-                Err(e) => Err(format!("{}: cannot open: {e}", log.display())),
+                Err(e) => Err(anyhow!("{}: cannot open: {e}", log.display())),
             }
         };
         if let Err(e) = result {
@@ -327,54 +322,5 @@ pub fn learn(args: &LearnArgs) -> ExitCode {
     match io::stdout().lock().write_all(out.as_bytes()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(format!("cannot write to stdout: {e}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    const LINE: &str = r#"{"timestamp":"2026-11-29T10:00:00Z","listener":"ctrl","method":"GET","path":"/livez","status":401,"user":"","groups":"","decision":"deny","reason":"no certificate","target":"certgate::access"}"#;
-
-    fn learn_from(bytes: &[u8], listener: Option<&str>) -> (Learner, Counts) {
-        let (mut l, mut c) = (Learner::default(), Counts::default());
-        read_log("test", bytes, listener, &mut l, &mut c).unwrap();
-        (l, c)
-    }
-
-    fn gzip(data: &[u8]) -> Vec<u8> {
-        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        z.write_all(data).unwrap();
-        z.finish().unwrap()
-    }
-
-    #[test]
-    fn plain_gzip_and_concatenated_gzip_read_the_same() {
-        let plain = format!("not json\n{LINE}\n{LINE}");
-        let (l, c) = learn_from(plain.as_bytes(), None);
-        assert_eq!((c.lines, c.records, l.refusals), (3, 2, 2));
-        let (l, c) = learn_from(&gzip(plain.as_bytes()), None);
-        assert_eq!((c.lines, c.records, l.refusals), (3, 2, 2));
-        // `cat a.gz b.gz` (rotated logs) is one stream of two gzip members.
-        let mut two = gzip(format!("{LINE}\n").as_bytes());
-        two.extend(gzip(format!("{LINE}\n").as_bytes()));
-        assert_eq!(learn_from(&two, None).0.refusals, 2);
-    }
-
-    #[test]
-    fn listener_filter_and_broken_gzip() {
-        let (l, c) = learn_from(format!("{LINE}\n").as_bytes(), Some("registry"));
-        assert_eq!((l.refusals, c.other_listener), (0, 1));
-        let mut broken = gzip(LINE.repeat(50).as_bytes());
-        broken.truncate(broken.len() / 2);
-        let err = read_log(
-            "x.gz",
-            &broken[..],
-            None,
-            &mut Learner::default(),
-            &mut Counts::default(),
-        );
-        assert!(err.is_err_and(|e| e.starts_with("x.gz: cannot read")));
     }
 }

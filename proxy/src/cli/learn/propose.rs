@@ -8,6 +8,7 @@
 //! anonymous grants, a route is never wider than the paths requested except through the `{id}`
 //! rule, and that rule never reaches into routes of permissions the policy already has.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
@@ -319,8 +320,9 @@ fn principal<'a>(g: &'a Grantee, attr: GroupAttribute, one: &'a [String]) -> Pri
     }
 }
 
-/// How narrowly a route covers: the most literal segments, no `**`, the fewest methods.
-fn specificity(r: &Route) -> (usize, bool, usize) {
+/// How narrowly a route covers: the most literal segments, no `**`, the fewest methods (any
+/// method is the widest, hence None).
+fn specificity(r: &Route) -> (usize, bool, Option<Reverse<usize>>) {
     let literals = r
         .segments()
         .iter()
@@ -328,8 +330,8 @@ fn specificity(r: &Route) -> (usize, bool, usize) {
         .count();
     let no_rest = !r.segments().iter().any(|s| matches!(s, Segment::Rest));
     let methods = match r.methods() {
-        Methods::Any => 0,
-        Methods::List(l) => usize::MAX - l.len(),
+        Methods::Any => None,
+        Methods::List(l) => Some(Reverse(l.len())),
     };
     (literals, no_rest, methods)
 }
@@ -423,6 +425,32 @@ fn too_wide(key: &RouteKey, route: &Route) -> Option<&'static str> {
     (!literal).then_some("a path segment would read as a wildcard in a route")
 }
 
+/// What the policy already has for a (grantee, route) pair.
+#[derive(Debug, PartialEq, Eq)]
+enum Existing {
+    /// The grantee holds a permission that covers the route (granted since the log was written).
+    Allows,
+    /// The narrowest permission that covers the route, first in file order among equals.
+    Covers(String),
+    /// No permission covers the route (or there is no policy).
+    Nothing,
+}
+
+fn existing(policy: &Policy, who: &Principal<'_>, route: &RouteKey) -> Existing {
+    if policy.decide(who, &route.method, &route.path).is_allowed() {
+        return Existing::Allows;
+    }
+    // max_by_key keeps the last of equals: reversed, that is the first in file order.
+    policy
+        .covering(&route.method, &route.path)
+        .iter()
+        .rev()
+        .max_by_key(|(_, r)| specificity(r))
+        .map_or(Existing::Nothing, |(name, _)| {
+            Existing::Covers(name.to_string())
+        })
+}
+
 /// Turns what was seen into grants: an existing permission that covers a route (the narrowest
 /// one) when the policy has one, else a new permission per route. A route is the requests'
 /// generalised form unless that form would also cover routes of existing permissions, then each
@@ -492,21 +520,11 @@ pub(super) fn propose(learner: &Learner, policy: Option<&Policy>, opts: &Options
             Grantee::Group(g) => vec![g.clone()],
             _ => Vec::new(),
         };
-        let existing = policy.and_then(|p| {
-            if p.decide(&principal(grantee, attr, &one), &route.method, &route.path)
-                .is_allowed()
-            {
-                return Some(None);
-            }
-            let covering = p.covering(&route.method, &route.path);
-            let best = covering
-                .iter()
-                .enumerate()
-                .max_by_key(|(i, (_, r))| (specificity(r), usize::MAX - i))
-                .map(|(_, (name, _))| name.to_string());
-            best.map(Some)
-        });
-        if matches!(existing, Some(None)) {
+        let existing = match policy {
+            None => Existing::Nothing,
+            Some(p) => existing(p, &principal(grantee, attr, &one), route),
+        };
+        if existing == Existing::Allows {
             out.already_allowed += 1;
             continue;
         }
@@ -517,8 +535,8 @@ pub(super) fn propose(learner: &Learner, policy: Option<&Policy>, opts: &Options
             continue;
         }
         let (permission, is_learned) = match existing {
-            Some(Some(name)) => (name, false),
-            _ => {
+            Existing::Covers(name) => (name, false),
+            Existing::Allows | Existing::Nothing => {
                 let i = match learned.get(route) {
                     Some(&i) => i,
                     None => {

@@ -83,42 +83,45 @@ pub(super) fn install(
         b.set_get_session_callback(move |ssl, id| cache.lookup(ssl, id));
     }
     let ctx = b.as_ptr();
-    // SAFETY: `ctx` is the builder's live SSL_CTX; the callbacks are plain functions that find
-    // their state through the context's ex_data, which lives as long as the context.
-    unsafe {
-        SSL_CTX_set_timeout(ctx, lifetime.as_secs() as c_long);
-        if SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, Some(ticket_key_cb)) != 1
-            || SSL_CTX_set_session_ticket_cb(
-                ctx,
-                Some(ticket_generate_cb),
-                Some(ticket_decrypt_cb),
-                std::ptr::null_mut(),
-            ) != 1
-        {
-            return Err(AcceptorError::TicketCallbacks);
-        }
+    let timeout = c_long::try_from(lifetime.as_secs()).unwrap_or(c_long::MAX);
+    // SAFETY: `ctx` is the builder's live SSL_CTX, borrowed mutably through `b`.
+    unsafe { SSL_CTX_set_timeout(ctx, timeout) };
+    // SAFETY: as above; the callback is a plain function that finds its state through the
+    // connection's context's ex_data, which lives as long as the context.
+    let key_cb = unsafe { SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, Some(ticket_key_cb)) };
+    // SAFETY: as above, for both callbacks; they take no argument of ours (NULL).
+    let session_cb = unsafe {
+        SSL_CTX_set_session_ticket_cb(
+            ctx,
+            Some(ticket_generate_cb),
+            Some(ticket_decrypt_cb),
+            std::ptr::null_mut(),
+        )
+    };
+    if key_cb != 1 || session_cb != 1 {
+        return Err(AcceptorError::TicketCallbacks);
     }
     Ok(())
 }
 
 /// The client certificate a session was established with.
 pub(super) fn session_peer(session: &SslSession) -> Option<&X509Ref> {
-    // SAFETY: the session is alive (we hold a reference); get0 borrows its peer for as long.
-    unsafe {
-        let p = SSL_SESSION_get0_peer(session.as_ptr());
-        (!p.is_null()).then(|| X509Ref::from_ptr(p))
-    }
+    // SAFETY: the session is alive (we hold a reference); get0 returns its peer (or NULL)
+    // without a reference of ours.
+    let p = unsafe { SSL_SESSION_get0_peer(session.as_ptr()) };
+    // SAFETY: a non-NULL peer is owned by the session, so it lives as long as the borrow of
+    // `session` the result is tied to, and is only read through it.
+    (!p.is_null()).then(|| unsafe { X509Ref::from_ptr(p) })
 }
 
 /// A copy of `session` that no connection holds. OpenSSL marks a connection's session as not
 /// resumable when the connection is freed without a close_notify sent (`ssl_clear_bad_session`),
 /// which is how most HTTP connections end; the cache therefore keeps, and hands out, copies.
 pub(super) fn detached(session: &SslSession) -> Option<SslSession> {
-    // SAFETY: `session` is alive; SSL_SESSION_dup returns a new owned session or NULL.
-    unsafe {
-        let copy = SSL_SESSION_dup(session.as_ptr());
-        (!copy.is_null()).then(|| SslSession::from_ptr(copy))
-    }
+    // SAFETY: `session` is alive; SSL_SESSION_dup only reads it.
+    let copy = unsafe { SSL_SESSION_dup(session.as_ptr()) };
+    // SAFETY: a non-NULL `copy` is a new session whose one reference is ours to hand over.
+    (!copy.is_null()).then(|| unsafe { SslSession::from_ptr(copy) })
 }
 
 /// OpenSSL's ticket key callback: AES-256-CBC with HMAC-SHA256, keys from the listener's ring.
@@ -178,24 +181,23 @@ unsafe extern "C" fn ticket_key_cb(
         name.copy_from_slice(&key.name);
     }
     let mut digest = *b"SHA256\0";
-    // SAFETY: the constructors only record the pointers and lengths given; `key` and `digest`
-    // outlive `params`, which is used (by EVP_MAC_CTX_set_params below) only within this call.
-    // OpenSSL reads the octet string and never writes through the key pointer.
-    let params = unsafe {
-        [
-            ffi::OSSL_PARAM_construct_octet_string(
-                c"key".as_ptr(),
-                key.hmac.as_ptr() as *mut c_void,
-                key.hmac.len(),
-            ),
-            OSSL_PARAM_construct_utf8_string(
-                c"digest".as_ptr(),
-                digest.as_mut_ptr() as *mut c_char,
-                0,
-            ),
-            ffi::OSSL_PARAM_construct_end(),
-        ]
+    // SAFETY: the constructor only records the pointer and length given; `key` outlives
+    // `params`, which is used (by EVP_MAC_CTX_set_params below) only within this call, and
+    // OpenSSL reads the octet string, never writing through the pointer.
+    let key_param = unsafe {
+        ffi::OSSL_PARAM_construct_octet_string(
+            c"key".as_ptr(),
+            key.hmac.as_ptr() as *mut c_void,
+            key.hmac.len(),
+        )
     };
+    // SAFETY: as for `key_param`; `digest` is NUL-terminated (size 0: OpenSSL measures it).
+    let digest_param = unsafe {
+        OSSL_PARAM_construct_utf8_string(c"digest".as_ptr(), digest.as_mut_ptr() as *mut c_char, 0)
+    };
+    // SAFETY: builds the terminator from nothing.
+    let end = unsafe { ffi::OSSL_PARAM_construct_end() };
+    let params = [key_param, digest_param, end];
     // SAFETY: `mac` is the live MAC context OpenSSL passed; `params` is end-terminated and its
     // buffers are alive (see above).
     if unsafe { ffi::EVP_MAC_CTX_set_params(mac, params.as_ptr()) } != 1 {

@@ -2,32 +2,17 @@
 
 use super::*;
 
-fn policy(yaml: &str) -> Policy {
-    Policy::from_yaml(yaml, Path::new("test.yaml")).unwrap_or_else(|e| panic!("refused: {e}"))
-}
-
-fn policy_err(yaml: &str) -> PolicyError {
-    match Policy::from_yaml(yaml, Path::new("policies/x.yaml")) {
-        Ok(_) => panic!("policy accepted:\n{yaml}"),
-        Err(e) => e,
-    }
-}
-
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
-/// A certificate with a CN and SANs, no O/OU.
-struct Cert {
+/// A certificate with a CN and SANs, no O/OU (the shared `Cert` has no SANs).
+struct SanCert {
     cn: Option<String>,
     dns: Vec<String>,
     uri: Vec<String>,
     email: Vec<String>,
 }
 
-impl Cert {
-    fn uris(uri: &[&str]) -> Cert {
-        Cert {
+impl SanCert {
+    fn uris(uri: &[&str]) -> SanCert {
+        SanCert {
             cn: None,
             dns: Vec::new(),
             uri: strings(uri),
@@ -59,7 +44,7 @@ spiffe:
   spiffe://example.org: [status]
 "#;
 
-fn permission(p: &Policy, who: &Cert, method: &str, path: &str) -> Option<String> {
+fn permission(p: &Policy, who: &SanCert, method: &str, path: &str) -> Option<String> {
     p.decide(&who.p(), method, path)
         .permission()
         .map(str::to_string)
@@ -69,30 +54,30 @@ fn permission(p: &Policy, who: &Cert, method: &str, path: &str) -> Option<String
 fn spiffe_grants_follow_the_pattern() {
     let p = policy(SPIFFE);
     assert_eq!(p.spiffe_count(), 3);
-    let ci = Cert::uris(&["spiffe://example.org/ns/ci/sa/builder"]);
+    let ci = SanCert::uris(&["spiffe://example.org/ns/ci/sa/builder"]);
     assert_eq!(
         permission(&p, &ci, "GET", "/vms").as_deref(),
         Some("list_vms")
     );
     assert_eq!(permission(&p, &ci, "POST", "/vms"), None);
-    let ops = Cert::uris(&["spiffe://example.org/ns/ops/sa/admin/extra"]);
+    let ops = SanCert::uris(&["spiffe://example.org/ns/ops/sa/admin/extra"]);
     assert_eq!(
         permission(&p, &ops, "POST", "/vms").as_deref(),
         Some("start_vm")
     );
-    let td = Cert::uris(&["spiffe://example.org"]);
+    let td = SanCert::uris(&["spiffe://example.org"]);
     assert_eq!(p.held_by(&td.p()), vec!["status"]);
-    let other_td = Cert::uris(&["spiffe://example.com/ns/ci/sa/builder"]);
+    let other_td = SanCert::uris(&["spiffe://example.com/ns/ci/sa/builder"]);
     assert!(p.held_by(&other_td.p()).is_empty());
     // A non-spiffe URI SAN beside the SPIFFE ID changes nothing.
-    let mixed = Cert::uris(&["https://ci.example.org/", "spiffe://example.org/ns/ci/sa/b"]);
+    let mixed = SanCert::uris(&["https://ci.example.org/", "spiffe://example.org/ns/ci/sa/b"]);
     assert_eq!(p.held_by(&mixed.p()), vec!["list_vms"]);
 }
 
 #[test]
 fn several_or_invalid_spiffe_ids_get_no_spiffe_grant() {
     let p = policy(&format!("{SPIFFE}authenticated: [status]\n"));
-    let two = Cert::uris(&[
+    let two = SanCert::uris(&[
         "spiffe://example.org/ns/ci/sa/builder",
         "spiffe://example.org/ns/ops/sa/admin",
     ]);
@@ -109,7 +94,7 @@ fn several_or_invalid_spiffe_ids_get_no_spiffe_grant() {
         "spiffe://example.org/ns/ci/sa/b?x=1",
         "spiffe://EXAMPLE.org/ns/ci/sa/b",
     ] {
-        let c = Cert::uris(&[bad]);
+        let c = SanCert::uris(&[bad]);
         assert_eq!(p.held_by(&c.p()), vec!["status"], "{bad}");
         let note = p.explain(&c.p(), "GET", "/vms").spiffe_note;
         assert!(
@@ -127,7 +112,7 @@ fn users_from_picks_the_field_and_any_san_of_that_kind_grants() {
             "permissions:\n  list_vms: [\"GET /vms\"]\n  start_vm: [\"POST /vms\"]\nusers_from: {from}\nusers:\n  jenkins: [list_vms]\n  \"spiffe://example.org/ci\": [list_vms]\n  ci.example.org: [start_vm]\n  ci@example.org: [start_vm]\n"
         )
     };
-    let cert = Cert {
+    let cert = SanCert {
         cn: Some("jenkins".into()),
         dns: strings(&["other.example.org", "ci.example.org"]),
         uri: strings(&["https://nope", "spiffe://example.org/ci"]),
@@ -143,7 +128,7 @@ fn users_from_picks_the_field_and_any_san_of_that_kind_grants() {
     let email = policy(&yaml("email"));
     assert_eq!(email.held_by(&cert.p()), vec!["start_vm"]);
     // With a SAN kind the CN no longer names the user.
-    let cn_only = Cert {
+    let cn_only = SanCert {
         cn: Some("jenkins".into()),
         dns: Vec::new(),
         uri: Vec::new(),
@@ -151,7 +136,7 @@ fn users_from_picks_the_field_and_any_san_of_that_kind_grants() {
     };
     assert!(uri.held_by(&cn_only.p()).is_empty());
     // Matching is exact: DNS names are not case-folded.
-    let upper = Cert {
+    let upper = SanCert {
         dns: strings(&["CI.example.org"]),
         ..cn_only
     };
@@ -171,7 +156,7 @@ fn users_from_picks_the_field_and_any_san_of_that_kind_grants() {
 #[test]
 fn explain_names_the_spiffe_pattern() {
     let p = policy(SPIFFE);
-    let ci = Cert::uris(&["spiffe://example.org/ns/ci/sa/builder"]);
+    let ci = SanCert::uris(&["spiffe://example.org/ns/ci/sa/builder"]);
     let e = p.explain(&ci.p(), "GET", "/vms");
     assert!(e.allowed);
     assert_eq!(

@@ -1,12 +1,15 @@
+//! The YAML `learn` writes: the fragment, the canonical policy, `--merged` keeping the
+//! policy's comments, quoting of hostile names.
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::{Mapping, Value};
 
-use super::log::Grantee;
-use super::propose::{Grant, NewPermission, Proposal, Seen};
-use super::splice::merge_text;
-use super::yaml::*;
+use crate::cli::learn::log::Grantee;
+use crate::cli::learn::propose::{Grant, NewPermission, Proposal, Seen};
+use crate::cli::learn::splice::merge_text;
+use crate::cli::learn::yaml::*;
 use crate::policy::Policy;
 
 fn seen(n: u64, users: &[&str]) -> Seen {

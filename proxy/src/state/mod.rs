@@ -3,12 +3,12 @@
 //! endpoint, so each of them reaches the others' data through here rather than through
 //! `server`.
 
-pub mod asker;
-pub mod connection;
-pub mod inventory;
+pub(crate) mod asker;
+pub(crate) mod connection;
+pub(crate) mod inventory;
 
-pub use connection::{Connection, HeaderGuardHandle, IdentityHeaders};
-pub use inventory::Inventory;
+pub(crate) use connection::{Connection, HeaderGuardHandle, IdentityHeaders};
+pub(crate) use inventory::Inventory;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,7 +28,7 @@ pub struct Listener {
 }
 
 /// What the running process shares between its proxy, admin endpoint and reloader.
-pub struct Shared {
+pub(crate) struct Shared {
     pub config: Config,
     pub listeners: Vec<Arc<Listener>>,
     pub started: AtomicBool,
@@ -40,7 +40,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config, listeners: Vec<Arc<Listener>>) -> Shared {
+    pub(crate) fn new(config: Config, listeners: Vec<Arc<Listener>>) -> Shared {
         let names = listeners
             .iter()
             .map(|l| Arc::from(l.config.name.as_str()))
@@ -91,7 +91,7 @@ impl Drain {
 
 /// Loads the trust state and policy of every listener, each with the CRLs `fetched` gives
 /// for its `tls`. Used at start.
-pub fn load_listeners(
+pub(crate) fn load_listeners(
     config: &Config,
     fetched: impl Fn(&TlsConfig) -> Vec<FetchedCrl>,
 ) -> anyhow::Result<Vec<Arc<Listener>>> {
@@ -104,7 +104,10 @@ pub fn load_listeners(
 
 /// One listener's trust state (with the CRLs `fetched` for it) and policy, with its name on
 /// any error.
-pub fn load_listener(l: &ListenerConfig, fetched: &[FetchedCrl]) -> anyhow::Result<Arc<Listener>> {
+pub(crate) fn load_listener(
+    l: &ListenerConfig,
+    fetched: &[FetchedCrl],
+) -> anyhow::Result<Arc<Listener>> {
     let trust = TrustState::load(&l.tls, &l.name, fetched)
         .map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
     let policy = match &l.policy {

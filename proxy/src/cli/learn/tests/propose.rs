@@ -1,35 +1,14 @@
+//! What `learn` proposes: generalised routes, reused and learned permissions, names, counts
+//! and times, anonymous refusals, users named by SAN.
+
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::log::*;
-use super::propose::*;
+use super::{record, refused, POLICY};
+use crate::cli::learn::log::*;
+use crate::cli::learn::propose::*;
 use crate::policy::route::Methods;
 use crate::policy::{Policy, Route};
-use crate::tls::verify::AuthFailure;
-
-fn record(
-    decision: &str,
-    status: u16,
-    reason: &str,
-    user: &str,
-    groups: &str,
-    path: &str,
-) -> String {
-    serde_json::json!({
-        "timestamp": "2026-11-29T10:00:00.000001Z", "level": "INFO", "listener": "ctrl",
-        "client": "127.0.0.1", "method": "GET", "path": path, "status": status,
-        "duration_ms": 1.5, "user": user, "groups": groups, "permission": "",
-        "decision": decision, "reason": reason, "vpce": "", "target": "certgate::access"
-    })
-    .to_string()
-}
-
-fn refusal(line: &str) -> Refusal {
-    match parse_line(line) {
-        Line::Refusal(r) => r,
-        other => panic!("not a refusal: {other:?} for {line}"),
-    }
-}
 
 #[test]
 fn ids_are_generalised() {
@@ -68,112 +47,6 @@ fn ids_are_generalised() {
         assert!(!is_id_like(keep), "{keep}");
     }
 }
-
-#[test]
-fn only_policy_refusals_are_taken() {
-    let r = refusal(&record(
-        "deny",
-        403,
-        "GET /api/v1/vm requires one of: list_vms",
-        "jenkins",
-        "ci,build",
-        "/api/v1/vm",
-    ));
-    assert_eq!(
-        r.grantees,
-        vec![Grantee::Group("ci".into()), Grantee::Group("build".into())]
-    );
-    assert_eq!(r.user.as_deref(), Some("jenkins"));
-    let r = refusal(&record(
-        "audit_deny",
-        200,
-        "GET /x/7 is covered by no permission",
-        "bot",
-        "",
-        "/x/7",
-    ));
-    assert_eq!(r.grantees, vec![Grantee::User("bot".into())]);
-    assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", "/x/7"));
-    let r = refusal(&record("deny", 401, "no certificate", "", "", "/livez"));
-    assert_eq!(r.grantees, vec![Grantee::Anonymous]);
-    let r = refusal(&record(
-        "audit_deny",
-        204,
-        "no certificate",
-        "",
-        "",
-        "/livez",
-    ));
-    assert_eq!(r.grantees, vec![Grantee::Anonymous]);
-
-    for ignored in [
-        record("allow", 200, "", "jenkins", "ci", "/api/v1/vm"),
-        record("deny", 400, "encoded slash in path", "", "", "/a"),
-        record("deny", 401, "certificate revoked", "", "", "/a"),
-        record("audit_deny", 200, "unknown CA", "", "", "/a"),
-        record("deny", 502, "connection refused", "jenkins", "ci", "/a"),
-        // A certificate with neither group nor CN cannot be granted anything.
-        record(
-            "deny",
-            403,
-            "GET /a is covered by no permission",
-            "",
-            "",
-            "/a",
-        ),
-        // A reason about another request than the record's.
-        record(
-            "deny",
-            403,
-            "GET /b is covered by no permission",
-            "u",
-            "g",
-            "/a",
-        ),
-    ] {
-        assert_eq!(parse_line(&ignored), Line::Ignored, "{ignored}");
-    }
-    for other in [
-        "plain text line",
-        "",
-        r#"{"timestamp":"x","level":"WARN","fields":{"message":"audit"},"target":"certgate::proxy"}"#,
-        r#"{"level":"INFO","message":"reloaded","target":"certgate::reload"}"#,
-        "{not json",
-    ] {
-        assert_eq!(parse_line(other), Line::NotAccess, "{other}");
-    }
-}
-
-#[test]
-fn container_log_wrappers_are_unwrapped() {
-    let inner = record("deny", 401, "no certificate", "", "", "/livez");
-    let cri = format!("2026-11-29T10:00:00.1Z stdout F {inner}");
-    assert!(matches!(parse_line(&cri), Line::Refusal(_)));
-    let docker = serde_json::json!({"log": format!("{inner}\n"), "stream": "stderr"}).to_string();
-    assert!(matches!(parse_line(&docker), Line::Refusal(_)));
-}
-
-#[test]
-fn groups_field_splits_on_unescaped_commas() {
-    assert_eq!(
-        split_groups("ci,Acme\\, Inc.,caf\\C3\\A9"),
-        ["ci", "Acme, Inc.", "café"]
-    );
-    assert_eq!(split_groups(""), Vec::<String>::new());
-    assert_eq!(split_groups("a\\\\b"), ["a\\b"]);
-}
-
-const POLICY: &str = r#"
-permissions:
-  everything: ["* /api/**"]
-  list_vms: ["GET /api/v1/vm"]
-  node: ["GET /api/v1/node/{id}"]
-  health: ["GET /livez"]
-groups:
-  admins: [everything]
-  readers: [list_vms]
-anonymous: []
-"#;
 
 fn learner(lines: &[String]) -> Learner {
     let mut l = Learner::default();
@@ -318,68 +191,6 @@ fn learned_names_are_valid_and_unique() {
 }
 
 /// A refusal of `method path` as the proxy logs it, by `user` of `groups` (anonymous when empty).
-fn refused(method: &str, path: &str, user: &str, groups: &str) -> String {
-    let (status, reason) = if user.is_empty() {
-        (401, "no certificate".to_string())
-    } else {
-        (403, format!("{method} {path} is covered by no permission"))
-    };
-    let mut v: serde_json::Value =
-        serde_json::from_str(&record("audit_deny", status, &reason, user, groups, path)).unwrap();
-    v["method"] = method.into();
-    v.to_string()
-}
-
-#[test]
-fn reasons_are_the_ones_the_proxy_writes() {
-    use crate::pki::{self, CertSpec};
-    use crate::policy::{authorize, Verdict};
-    use crate::state::asker::asker;
-    use crate::tls::identity::Identity;
-    let mut ca = CertSpec::with_subject(&[("CN", "Learn Test CA")]);
-    ca.is_ca = true;
-    ca.eku = false;
-    let ca = pki::self_signed_ca(&ca).unwrap();
-    let leaf = pki::issue(&CertSpec::with_subject(&[("O", "g"), ("CN", "u")]), &ca).unwrap();
-    let id = Identity::from_x509(&leaf.cert).unwrap();
-    let policy = Policy::from_yaml(POLICY, Path::new("p.yaml")).unwrap();
-    // Anonymous (401), covered but not held (403 "requires one of"), covered by none (403).
-    let cases = [
-        (Err(AuthFailure::NoCertificate), "/api/v1/vm", 401),
-        (Ok(&id), "/api/v1/vm", 403),
-        (Ok(&id), "/nowhere", 403),
-    ];
-    for (who, path, want) in cases {
-        let Verdict::Deny(refused) = authorize(asker(who), Some(&policy), false, "GET", path)
-        else {
-            panic!("{path} is not denied");
-        };
-        let (status, reason) = (refused.status(), refused.reason());
-        assert_eq!(status, want);
-        let line = record("deny", status, reason, "u", "g", path);
-        let r = refusal(&line);
-        let kind = refusal_kind("GET", path, reason);
-        if status == 401 {
-            assert_eq!(kind, Some(RefusalKind::NoCertificate), "{reason}");
-            assert_eq!(r.grantees, vec![Grantee::Anonymous]);
-        } else {
-            assert_eq!(kind, Some(RefusalKind::NotPermitted), "{reason}");
-            assert_eq!(r.grantees, vec![Grantee::Group("g".into())]);
-        }
-    }
-    // The other 401 reasons are certificate failures: never learned.
-    let expired = authorize(
-        asker(Err(AuthFailure::Expired)),
-        Some(&policy),
-        false,
-        "GET",
-        "/a",
-    );
-    let Verdict::Deny(refused) = expired else {
-        panic!("not denied")
-    };
-    assert_eq!(refusal_kind("GET", "/a", refused.reason()), None);
-}
 
 #[test]
 fn odd_methods_and_route_syntax_in_paths_are_skipped() {

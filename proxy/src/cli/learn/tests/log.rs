@@ -1,9 +1,13 @@
+//! Which access-log records are policy refusals, and what `learn` reads from them: the lines
+//! the proxy writes, the older lines without the typed refusal, container log wrappers.
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 
-use super::log::*;
+use super::{record, refusal, POLICY};
+use crate::cli::learn::log::*;
 use crate::proxy::access_log::AccessRecord;
 
 #[derive(Clone, Default)]
@@ -231,4 +235,150 @@ fn the_typed_refusal_and_the_older_lines_reading_agree_on_what_the_proxy_refuses
     }
     let root = authorize(asker(Ok(&id)), Some(&policy), true, "GET", "/vm");
     assert_eq!(root.refusal(), None);
+}
+
+#[test]
+fn only_policy_refusals_are_taken() {
+    let r = refusal(&record(
+        "deny",
+        403,
+        "GET /api/v1/vm requires one of: list_vms",
+        "jenkins",
+        "ci,build",
+        "/api/v1/vm",
+    ));
+    assert_eq!(
+        r.grantees,
+        vec![Grantee::Group("ci".into()), Grantee::Group("build".into())]
+    );
+    assert_eq!(r.user.as_deref(), Some("jenkins"));
+    let r = refusal(&record(
+        "audit_deny",
+        200,
+        "GET /x/7 is covered by no permission",
+        "bot",
+        "",
+        "/x/7",
+    ));
+    assert_eq!(r.grantees, vec![Grantee::User("bot".into())]);
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", "/x/7"));
+    let r = refusal(&record("deny", 401, "no certificate", "", "", "/livez"));
+    assert_eq!(r.grantees, vec![Grantee::Anonymous]);
+    let r = refusal(&record(
+        "audit_deny",
+        204,
+        "no certificate",
+        "",
+        "",
+        "/livez",
+    ));
+    assert_eq!(r.grantees, vec![Grantee::Anonymous]);
+
+    for ignored in [
+        record("allow", 200, "", "jenkins", "ci", "/api/v1/vm"),
+        record("deny", 400, "encoded slash in path", "", "", "/a"),
+        record("deny", 401, "certificate revoked", "", "", "/a"),
+        record("audit_deny", 200, "unknown CA", "", "", "/a"),
+        record("deny", 502, "connection refused", "jenkins", "ci", "/a"),
+        // A certificate with neither group nor CN cannot be granted anything.
+        record(
+            "deny",
+            403,
+            "GET /a is covered by no permission",
+            "",
+            "",
+            "/a",
+        ),
+        // A reason about another request than the record's.
+        record(
+            "deny",
+            403,
+            "GET /b is covered by no permission",
+            "u",
+            "g",
+            "/a",
+        ),
+    ] {
+        assert_eq!(parse_line(&ignored), Line::Ignored, "{ignored}");
+    }
+    for other in [
+        "plain text line",
+        "",
+        r#"{"timestamp":"x","level":"WARN","fields":{"message":"audit"},"target":"certgate::proxy"}"#,
+        r#"{"level":"INFO","message":"reloaded","target":"certgate::reload"}"#,
+        "{not json",
+    ] {
+        assert_eq!(parse_line(other), Line::NotAccess, "{other}");
+    }
+}
+
+#[test]
+fn container_log_wrappers_are_unwrapped() {
+    let inner = record("deny", 401, "no certificate", "", "", "/livez");
+    let cri = format!("2026-11-29T10:00:00.1Z stdout F {inner}");
+    assert!(matches!(parse_line(&cri), Line::Refusal(_)));
+    let docker = serde_json::json!({"log": format!("{inner}\n"), "stream": "stderr"}).to_string();
+    assert!(matches!(parse_line(&docker), Line::Refusal(_)));
+}
+
+#[test]
+fn groups_field_splits_on_unescaped_commas() {
+    assert_eq!(
+        split_groups("ci,Acme\\, Inc.,caf\\C3\\A9"),
+        ["ci", "Acme, Inc.", "café"]
+    );
+    assert_eq!(split_groups(""), Vec::<String>::new());
+    assert_eq!(split_groups("a\\\\b"), ["a\\b"]);
+}
+
+#[test]
+fn reasons_are_the_ones_the_proxy_writes() {
+    use crate::pki::{self, CertSpec};
+    use crate::policy::{authorize, Policy, Verdict};
+    use crate::state::asker::asker;
+    use crate::tls::identity::Identity;
+    use crate::tls::verify::AuthFailure;
+    let mut ca = CertSpec::with_subject(&[("CN", "Learn Test CA")]);
+    ca.is_ca = true;
+    ca.eku = false;
+    let ca = pki::self_signed_ca(&ca).unwrap();
+    let leaf = pki::issue(&CertSpec::with_subject(&[("O", "g"), ("CN", "u")]), &ca).unwrap();
+    let id = Identity::from_x509(&leaf.cert).unwrap();
+    let policy = Policy::from_yaml(POLICY, std::path::Path::new("p.yaml")).unwrap();
+    // Anonymous (401), covered but not held (403 "requires one of"), covered by none (403).
+    let cases = [
+        (Err(AuthFailure::NoCertificate), "/api/v1/vm", 401),
+        (Ok(&id), "/api/v1/vm", 403),
+        (Ok(&id), "/nowhere", 403),
+    ];
+    for (who, path, want) in cases {
+        let Verdict::Deny(refused) = authorize(asker(who), Some(&policy), false, "GET", path)
+        else {
+            panic!("{path} is not denied");
+        };
+        let (status, reason) = (refused.status(), refused.reason());
+        assert_eq!(status, want);
+        let line = record("deny", status, reason, "u", "g", path);
+        let r = refusal(&line);
+        let kind = refusal_kind("GET", path, reason);
+        if status == 401 {
+            assert_eq!(kind, Some(RefusalKind::NoCertificate), "{reason}");
+            assert_eq!(r.grantees, vec![Grantee::Anonymous]);
+        } else {
+            assert_eq!(kind, Some(RefusalKind::NotPermitted), "{reason}");
+            assert_eq!(r.grantees, vec![Grantee::Group("g".into())]);
+        }
+    }
+    // The other 401 reasons are certificate failures: never learned.
+    let expired = authorize(
+        asker(Err(AuthFailure::Expired)),
+        Some(&policy),
+        false,
+        "GET",
+        "/a",
+    );
+    let Verdict::Deny(refused) = expired else {
+        panic!("not denied")
+    };
+    assert_eq!(refusal_kind("GET", "/a", refused.reason()), None);
 }
