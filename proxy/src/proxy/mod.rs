@@ -1,5 +1,5 @@
 //! The HTTP side of a listener: what happens to a request once its connection's TLS handshake
-//! (in [`crate::listener`]) is done. [`exchange`] is a request's life in five steps (decide,
+//! (in [`crate::listener`]) is done. `exchange` is a request's life in five steps (decide,
 //! peer, rewrite, refuse, finish); [`forward`] carries plain requests directly (HTTP/1.1 and
 //! HTTP/2 streams to the HTTP/1.1 upstream), and Pingora's `HttpProxy` carries the rest through
 //! the thin `ProxyHttp` adapter below, which only calls the same steps.
@@ -82,7 +82,7 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
-/// The adapter: each phase `HttpProxy` calls is one step of [`exchange`], and no phase does
+/// The adapter: each phase `HttpProxy` calls is one step of `exchange`, and no phase does
 /// anything else, so the direct path, which calls the steps itself, cannot miss one. A phase
 /// overridden here without a step behind it would exist on one engine only.
 #[async_trait]

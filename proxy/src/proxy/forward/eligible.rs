@@ -1,7 +1,7 @@
 //! Which engine serves a request: certgate's direct forwarding ([`super::Forwarder`]) for a
 //! plain exchange, Pingora's `HttpProxy` for anything unusual (an upgrade, `Expect`, HTTP/1.0,
 //! CONNECT, a target not in origin form, connection-specific headers), or a refusal before
-//! either parses it. The one rule, [`plain`], judges both HTTP versions; each version only
+//! either parses it. The one rule, `plain`, judges both HTTP versions; each version only
 //! reads its request head into the same shape first.
 
 use pingora::http::RequestHeader;
@@ -65,7 +65,7 @@ fn plain<'h>(
 }
 
 /// Whether the HTTP/1.1 request whose first bytes are `first` can take the direct path: its
-/// header complete in `first`, HTTP/1.1, and [`plain`].
+/// header complete in `first`, HTTP/1.1, and `plain`.
 pub fn http1(first: &[u8]) -> bool {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
@@ -84,7 +84,7 @@ pub fn http1(first: &[u8]) -> bool {
 }
 
 /// Whether an HTTP/2 stream's request (its header read by Pingora's h2 loop) can take the
-/// direct path: [`plain`].
+/// direct path: `plain`.
 pub fn http2(req: &RequestHeader) -> bool {
     plain(
         Version::Http2,
@@ -106,7 +106,7 @@ pub fn partial(first: &[u8]) -> bool {
 /// Whether Pingora's parser is certain to refuse the request whose first bytes are `first`:
 /// httparse refuses a header name, value or line ending in them. Pingora parses with the same
 /// httparse and retries only token and version errors (escaping the request line), and with
-/// more header lines than [`MAX_HEADERS`]: those stay Pingora's to decide.
+/// more header lines than `MAX_HEADERS`: those stay Pingora's to decide.
 pub fn malformed(first: &[u8]) -> bool {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);

@@ -3,8 +3,8 @@
 //! HTTP/1 connection pool, in place of pingora-proxy's `HttpProxy` (which runs a request as two
 //! halves joined by channels, with its cache and module machinery around them). Anything
 //! unusual stays on `HttpProxy`; [`eligible`] is the one rule that chooses. Both engines take
-//! the same steps of [`crate::proxy::exchange`], and the head the upstream receives is
-//! [`headers`]' on both; what `HttpProxy` does to a plain exchange privately is mirrored in
+//! the same steps of `proxy/exchange.rs`, and the head the upstream receives is
+//! `headers`' on both; what `HttpProxy` does to a plain exchange privately is mirrored in
 //! `pingora_mirror`.
 
 pub mod eligible;
