@@ -69,6 +69,14 @@ pub async fn respond(
     reason: &str,
     hsts: Option<&http::HeaderValue>,
 ) -> pingora::Result<()> {
+    // A response already under way (its header sent, and not an interim one) cannot become
+    // another: writing this one would append its bytes to that body. As in Pingora's
+    // `write_error_response`, nothing is written; the connection ends instead.
+    if let Some(written) = session.response_written() {
+        if !written.status.is_informational() || written.status == 101 {
+            return Ok(());
+        }
+    }
     let body = body(code, reason);
     let resp = head(code, body.len(), hsts)?;
     session.write_response_header(Box::new(resp), false).await?;

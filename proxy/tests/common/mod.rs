@@ -8,6 +8,7 @@
 pub mod crl_server;
 pub mod h1_upstream;
 pub mod ocsp_responder;
+pub mod recording_upstream;
 pub mod tunnel;
 
 use std::net::SocketAddr;
