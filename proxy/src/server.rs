@@ -55,7 +55,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // Cached fetched CRLs are part of the first trust states, before anything accepts.
     crate::tls::revocation::prepare(&config.listeners.iter().map(|l| &l.tls).collect::<Vec<_>>());
     let listeners = load_listeners(&config, crate::tls::revocation::fetched_for)?;
-    let shared = Arc::new(Shared::new(config, listeners));
+    // The OCSP answers every listener's handshakes and requests share.
+    let ocsp = Arc::new(crate::tls::revocation::ocsp::Ocsp::default());
+    let shared = Arc::new(Shared::new(config, listeners, ocsp));
     crate::reload::publish_gauges(&shared);
     for l in &shared.config.listeners {
         metrics::init_listener(&l.name);
@@ -83,6 +85,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 trust: l.trust.clone(),
             })
             .collect(),
+        &shared.ocsp,
     )?;
     shared.started.store(true, Ordering::Release);
     tracing::info!(
@@ -125,6 +128,7 @@ fn listener_service(
         &cfg.tls,
         cfg.timeouts.handshake,
         listener.trust.clone(),
+        shared.ocsp.clone(),
     )
     .map_err(|e| {
         anyhow::anyhow!(
@@ -142,6 +146,7 @@ fn listener_service(
         listener.clone(),
         shared.drain.clone(),
         shared.inventory.clone(),
+        shared.ocsp.clone(),
         index,
     );
     let direct = Forwarder::new(proxy.clone(), conf);

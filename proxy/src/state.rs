@@ -17,6 +17,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::config::{Config, ListenerConfig, TlsConfig};
 use crate::policy::Policy;
+use crate::tls::revocation::ocsp::Ocsp;
 use crate::tls::trust::{FetchedCrl, TrustState};
 
 /// What one listener serves with, shared by its connections. Trust and policy are swapped by
@@ -37,10 +38,13 @@ pub struct Shared {
     pub drain: Arc<Drain>,
     /// The client certificates seen, for `/clients` and the expiry metric.
     pub inventory: Arc<Inventory>,
+    /// The OCSP answers cached and in flight, for every listener (see
+    /// [`crate::tls::revocation::ocsp`]).
+    pub ocsp: Arc<Ocsp>,
 }
 
 impl Shared {
-    pub fn new(config: Config, listeners: Vec<Arc<Listener>>) -> Shared {
+    pub fn new(config: Config, listeners: Vec<Arc<Listener>>, ocsp: Arc<Ocsp>) -> Shared {
         let names = listeners
             .iter()
             .map(|l| Arc::from(l.config.name.as_str()))
@@ -53,6 +57,7 @@ impl Shared {
             started: AtomicBool::new(false),
             listening: AtomicBool::new(false),
             drain: Arc::default(),
+            ocsp,
         }
     }
 }

@@ -84,6 +84,6 @@ pub fn status(shared: &Shared, last_reload: &ReloadStatus) -> serde_json::Value 
             .iter()
             .flat_map(|l| l.trust.load().seen.status_json())
             .collect::<Vec<_>>(),
-        "ocsp": crate::tls::revocation::ocsp_status_json(),
+        "ocsp": shared.ocsp.status_json(),
     })
 }

@@ -37,6 +37,8 @@ pub(crate) fn check(path: &Path) -> ExitCode {
             &l.tls,
             l.timeouts.handshake,
             listener.trust.clone(),
+            // `check` never handshakes: no OCSP answer is ever asked or cached.
+            Default::default(),
         ) {
             eprintln!("error: {}: listener {}: {e}", config.path.display(), l.name);
             failed = true;

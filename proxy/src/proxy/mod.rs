@@ -34,6 +34,7 @@ use crate::policy::{
 };
 use crate::state::{connection, Connection, Drain, IdentityHeaders, Inventory, Listener};
 use crate::tls::identity::Identity;
+use crate::tls::revocation::ocsp::Ocsp;
 use crate::tls::verify::AuthFailure;
 
 /// How the request was authorized, for headers, logs and metrics.
@@ -99,6 +100,8 @@ pub struct CertgateProxy {
     slots: slots::UpstreamSlots,
     tunnels: Arc<tunnels::Tunnels>,
     inventory: Arc<Inventory>,
+    /// The OCSP answers shared by every listener.
+    ocsp: Arc<Ocsp>,
     /// This listener's index among the inventory's listener names.
     listener_index: usize,
 }
@@ -109,11 +112,12 @@ impl CertgateProxy {
         listener: Arc<Listener>,
         drain: Arc<Drain>,
         inventory: Arc<Inventory>,
+        ocsp: Arc<Ocsp>,
         listener_index: usize,
     ) -> Self {
         let upstream = Arc::new(upstream::Upstream::new(&listener.config));
         let slots = slots::UpstreamSlots::new(&listener.config);
-        let tunnels = tunnels::Tunnels::new(listener.clone());
+        let tunnels = tunnels::Tunnels::new(listener.clone(), ocsp.clone());
         CertgateProxy {
             listener,
             drain,
@@ -121,6 +125,7 @@ impl CertgateProxy {
             slots,
             tunnels,
             inventory,
+            ocsp,
             listener_index,
         }
     }
@@ -191,9 +196,10 @@ impl CertgateProxy {
         // cached answer, or one asked now without blocking the event loop).
         if let (Some(conn), Some(_)) = (conn_auth(session), &ctx.identity) {
             let cfg = &self.listener.config;
-            if let Err(f) =
-                crate::tls::revocation::ocsp::check(&cfg.name, &cfg.tls.ocsp, conn.auth.chain())
-                    .await
+            if let Err(f) = self
+                .ocsp
+                .check(&cfg.name, &cfg.tls.ocsp, conn.auth.chain())
+                .await
             {
                 ctx.identity = None;
                 ctx.failure = Some(f);

@@ -31,6 +31,7 @@ use pingora::tls::ssl::SslRef;
 use crate::config::{Alpn, ClientAuth, TlsConfig, TlsVersion};
 use crate::tls::identity::Identity;
 use crate::tls::resumption;
+use crate::tls::revocation::ocsp::Ocsp;
 use crate::tls::trust::TrustState;
 use crate::tls::verify::AuthFailure;
 
@@ -139,8 +140,15 @@ pub struct ListenerTls {
     client_auth: ClientAuth,
     handshake_timeout: Duration,
     pub state: Arc<ArcSwap<TrustState>>,
-    /// (listener name, settings) when OCSP is on: a cached answer is applied in the handshake.
-    ocsp: Option<Arc<(Arc<str>, crate::config::OcspConfig)>>,
+    /// When OCSP is on: a cached answer is applied in the handshake.
+    ocsp: Option<Arc<HandshakeOcsp>>,
+}
+
+/// What the verify callback needs of OCSP: the listener's name and settings, and the answers.
+struct HandshakeOcsp {
+    listener: Arc<str>,
+    cfg: crate::config::OcspConfig,
+    answers: Arc<Ocsp>,
 }
 
 impl ListenerTls {
@@ -149,6 +157,7 @@ impl ListenerTls {
         tls: &TlsConfig,
         handshake_timeout: Duration,
         state: Arc<ArcSwap<TrustState>>,
+        ocsp: Arc<Ocsp>,
     ) -> Result<ListenerTls, AcceptorError> {
         let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
             .map_err(AcceptorError::Create)?;
@@ -213,8 +222,13 @@ impl ListenerTls {
             client_auth: tls.client_auth,
             handshake_timeout,
             state,
-            ocsp: (tls.ocsp.mode != crate::config::OcspMode::Off)
-                .then(|| Arc::new((Arc::from(listener), tls.ocsp.clone()))),
+            ocsp: (tls.ocsp.mode != crate::config::OcspMode::Off).then(|| {
+                Arc::new(HandshakeOcsp {
+                    listener: Arc::from(listener),
+                    cfg: tls.ocsp.clone(),
+                    answers: ocsp,
+                })
+            }),
         })
     }
 
@@ -353,8 +367,10 @@ impl TlsAccept for HandshakeCallbacks<'_> {
                 if let Some(chain) = ctx.chain() {
                     if let (Some(o), Some(leaf), Some(issuer)) = (&ocsp, chain.get(0), chain.get(1))
                     {
-                        use crate::tls::revocation::ocsp::handshake_verdict;
-                        if let Some(Err(f)) = handshake_verdict(&o.0, &o.1, leaf, issuer) {
+                        if let Some(Err(f)) =
+                            o.answers
+                                .handshake_verdict(&o.listener, &o.cfg, leaf, issuer)
+                        {
                             ctx.set_error(f.verify_result());
                             *slot = Some(f);
                             return optional;

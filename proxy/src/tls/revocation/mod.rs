@@ -7,6 +7,11 @@
 //! the per-request re-check of open connections and the re-check of resumed sessions are the
 //! ones file CRLs get. Fetches run on a runtime of their own, so a hanging server never delays
 //! a handshake or a request.
+//!
+//! The OCSP answers and the runtime handle are one value ([`ocsp::Ocsp`]) that `server` makes
+//! and hands to the acceptors, the proxies and `/status`; trust states get the fetched CRLs as
+//! an argument ([`fetched_for`]). The URL table ([`store`]), the build lock and discovery are
+//! still process-wide.
 
 pub mod admit;
 pub mod cache_dir;
@@ -121,27 +126,14 @@ pub fn issuer_seen(issuer: &str) {
     store::issuer_seen(issuer);
 }
 
-static RUNTIME: once_cell::sync::OnceCell<tokio::runtime::Handle> =
-    once_cell::sync::OnceCell::new();
-
-/// The runtime fetches and OCSP queries run on, once [`spawn`] started it.
-pub fn runtime() -> Option<&'static tokio::runtime::Handle> {
-    RUNTIME.get()
-}
-
-/// `/status` → `ocsp`.
-pub fn ocsp_status_json() -> serde_json::Value {
-    ocsp::status_json()
-}
-
 /// Starts the revocation runtime on a thread of its own, and on it the fetch loops (configured
-/// URLs now, discovered ones as they appear). Does nothing when no listener fetches CRLs or
-/// asks OCSP.
-pub fn spawn(targets: Vec<Target>) -> anyhow::Result<()> {
-    let ocsp = targets
+/// URLs now, discovered ones as they appear); `ocsp` queries run on it from then on. Does
+/// nothing when no listener fetches CRLs or asks OCSP.
+pub fn spawn(targets: Vec<Target>, ocsp: &ocsp::Ocsp) -> anyhow::Result<()> {
+    let asks_ocsp = targets
         .iter()
         .any(|t| t.tls.ocsp.mode != crate::config::OcspMode::Off);
-    if targets.iter().all(|t| t.tls.crl_fetch.is_none()) && !ocsp {
+    if targets.iter().all(|t| t.tls.crl_fetch.is_none()) && !asks_ocsp {
         return Ok(());
     }
     let targets = Arc::new(targets);
@@ -150,7 +142,7 @@ pub fn spawn(targets: Vec<Target>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let _ = RUNTIME.set(rt.handle().clone());
+    ocsp.set_runtime(rt.handle().clone());
     let client = fetch::client().map_err(|e| anyhow::anyhow!(e))?;
     std::thread::Builder::new()
         .name("certgate-crl-fetch".into())
