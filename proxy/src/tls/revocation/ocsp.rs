@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use foreign_types::ForeignTypeRef;
-use once_cell::sync::{Lazy, OnceCell};
+use once_cell::sync::OnceCell;
 use openssl::asn1::{Asn1GeneralizedTimeRef, Asn1TimeRef};
 use openssl::hash::MessageDigest;
 use openssl::ocsp::{
@@ -25,8 +25,8 @@ use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509Ref, X509};
 
-use super::store::OCSP_REQUESTS;
-use crate::config::{OcspConfig, OcspMode};
+use crate::config::{HttpUrl, OcspConfig, OcspMode};
+use crate::metrics::OCSP_REQUESTS;
 use crate::time::{asn1_unix, now_unix};
 use crate::tls::trust::sha256_der;
 use crate::tls::verify::AuthFailure;
@@ -81,12 +81,15 @@ struct Cache {
 
 /// What OCSP keeps between handshakes and requests: the cached answers and queries in flight,
 /// shared by every listener (a certificate is asked about once however many connections or
-/// listeners see it), and the runtime queries run on once [`super::spawn`] started it. One
-/// value, made by `server` and handed to the acceptors, the proxies and `/status`.
+/// listeners see it), the HTTP client that asks, and the runtime queries run on once
+/// [`super::Revocation::spawn`] started it. Part of the process's [`super::Revocation`], which
+/// hands it to the acceptors, the proxies and `/status`.
 #[derive(Default)]
 pub struct Ocsp {
     cache: Mutex<Cache>,
     runtime: OnceCell<tokio::runtime::Handle>,
+    /// Built on the first query (or the reason it could not be, given to every query).
+    client: OnceCell<Result<reqwest::Client, String>>,
 }
 
 impl Ocsp {
@@ -174,6 +177,13 @@ fn serial_of(cert: &X509Ref) -> Vec<u8> {
 }
 
 impl Ocsp {
+    /// The HTTP client queries use, built once.
+    fn client(&self) -> Result<reqwest::Client, String> {
+        self.client
+            .get_or_init(|| super::fetch::client().map_err(|e| e.to_string()))
+            .clone()
+    }
+
     async fn status_of(
         &self,
         listener: &str,
@@ -202,8 +212,12 @@ impl Ocsp {
             let (cfg, leaf, issuer) = (cfg.clone(), leaf.clone(), issuer.clone());
             let listener = listener.to_string();
             async move {
+                let client = self.client();
                 let run = async move {
-                    let status = query(&cfg, &leaf, &issuer).await;
+                    let status = match client {
+                        Ok(client) => query(&client, &cfg, &leaf, &issuer).await,
+                        Err(e) => Err(QueryError::Client(e)),
+                    };
                     let (status, ttl) = match status {
                         Ok((s, ttl)) => (s, ttl),
                         Err(e) => {
@@ -256,13 +270,12 @@ impl Ocsp {
 }
 
 /// The responder to ask: the configured one, else the leaf's AIA OCSP URL.
-fn responder(cfg: &OcspConfig, leaf: &X509Ref) -> Option<String> {
+fn responder(cfg: &OcspConfig, leaf: &X509Ref) -> Option<HttpUrl> {
     cfg.responder.clone().or_else(|| {
         leaf.ocsp_responders()
             .ok()?
             .iter()
-            .map(|s| s.to_string())
-            .find(|u| crate::config::revocation::check_url(u).is_ok())
+            .find_map(|s| HttpUrl::parse(s).ok())
     })
 }
 
@@ -287,14 +300,14 @@ pub enum QueryError {
     #[error("{0}")]
     Client(String),
     #[error("{url}: no answer within {timeout:?}")]
-    Timeout { url: String, timeout: Duration },
+    Timeout { url: HttpUrl, timeout: Duration },
     #[error("{url}: {source}")]
     Fetch {
-        url: String,
+        url: HttpUrl,
         source: super::fetch::FetchError,
     },
     #[error("{url}: {source}")]
-    Answer { url: String, source: AnswerError },
+    Answer { url: HttpUrl, source: AnswerError },
 }
 
 /// Why a response is not taken as an answer.
@@ -324,8 +337,10 @@ pub enum AnswerError {
     Stale { this_update: i64, max_age: Duration },
 }
 
-/// Asks the responder about `leaf` and verifies the answer: (status, how long to keep it).
+/// Asks the responder about `leaf` with `client` and verifies the answer: (status, how long to
+/// keep it).
 async fn query(
+    client: &reqwest::Client,
     cfg: &OcspConfig,
     leaf: &X509,
     issuer: &X509,
@@ -336,9 +351,6 @@ async fn query(
     req.add_id(id()?)?;
     nonce::add(&mut req).map_err(QueryError::Nonce)?;
     let body = req.to_der()?;
-    static CLIENT: Lazy<Result<reqwest::Client, String>> =
-        Lazy::new(|| super::fetch::client().map_err(|e| e.to_string()));
-    let client = CLIENT.as_ref().map_err(|e| QueryError::Client(e.clone()))?;
     let resp = match tokio::time::timeout(
         cfg.timeout,
         super::fetch::post(client, &url, "application/ocsp-request", body, MAX_RESPONSE),
