@@ -9,7 +9,7 @@ use prometheus::{
 
 pub(crate) static REGISTRY: Lazy<Registry> = Lazy::new(Registry::new);
 
-pub(crate) fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
     REGISTRY
         .register(Box::new(c.clone()))
@@ -97,6 +97,34 @@ pub(crate) static CRL_NEXT_UPDATE: Lazy<GaugeVec> = Lazy::new(|| {
         "certgate_crl_next_update_seconds",
         "nextUpdate of each loaded CRL, unix seconds.",
         &["issuer"],
+    )
+});
+
+/// `certgate_crl_uncovered_total{issuer}`: certificates checked whose issuer had no CRL.
+pub(crate) static CRL_UNCOVERED: Lazy<IntCounterVec> = Lazy::new(|| {
+    counter(
+        "certgate_crl_uncovered_total",
+        "Client certificates checked whose issuer had no loaded CRL (refused under tls.crl_check chain or leaf).",
+        &["issuer"],
+    )
+});
+
+/// `certgate_crl_fetches_total{url,result}`: `ok`, `not_modified` or `error`.
+pub(crate) static CRL_FETCHES: Lazy<IntCounterVec> = Lazy::new(|| {
+    counter(
+        "certgate_crl_fetches_total",
+        "CRL fetches by URL and result (ok, not_modified, error).",
+        &["url", "result"],
+    )
+});
+
+/// `certgate_ocsp_requests_total{listener,result}`: `good`, `revoked`, `unknown`, `error`,
+/// `cached`.
+pub(crate) static OCSP_REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
+    counter(
+        "certgate_ocsp_requests_total",
+        "OCSP answers for client certificates by listener and result (good, revoked, unknown, error, cached).",
+        &["listener", "result"],
     )
 });
 

@@ -22,6 +22,7 @@ use crate::proxy::CertgateProxy;
 use crate::reload::Reloader;
 use crate::state::{load_listeners, Listener, Shared};
 use crate::tls::acceptor::ListenerTls;
+use crate::tls::revocation::{Revocation, Target};
 
 /// No read buffer under each client connection's TLS layer: Pingora's default is 64 KiB, which
 /// an idle keep-alive connection would keep for its lifetime. OpenSSL reads ahead into its own
@@ -52,10 +53,12 @@ fn keep_freed_heap_pages() {
 pub(crate) fn run(config: Config) -> anyhow::Result<()> {
     keep_freed_heap_pages();
     metrics::init();
+    // Fetched CRLs, discovery and OCSP answers: one value every listener shares.
+    let revocation = Revocation::new();
     // Cached fetched CRLs are part of the first trust states, before anything accepts.
-    crate::tls::revocation::prepare(&config.listeners.iter().map(|l| &l.tls).collect::<Vec<_>>());
-    let listeners = load_listeners(&config, crate::tls::revocation::fetched_for)?;
-    let shared = Arc::new(Shared::new(config, listeners));
+    revocation.prepare(&config.listeners.iter().map(|l| &l.tls).collect::<Vec<_>>());
+    let listeners = load_listeners(&config, &revocation)?;
+    let shared = Arc::new(Shared::new(config, listeners, revocation));
     crate::reload::publish_gauges(&shared);
     for l in &shared.config.listeners {
         metrics::init_listener(&l.name);
@@ -73,11 +76,11 @@ pub(crate) fn run(config: Config) -> anyhow::Result<()> {
         admin::spawn(addr, shared.clone(), reloader.clone())?;
     }
     crate::reload::spawn(reloader)?;
-    crate::tls::revocation::spawn(
+    shared.revocation.spawn(
         shared
             .listeners
             .iter()
-            .map(|l| crate::tls::revocation::Target {
+            .map(|l| Target {
                 name: l.config.name.clone(),
                 tls: l.config.tls.clone(),
                 trust: l.trust.clone(),
@@ -125,6 +128,7 @@ fn listener_service(
         &cfg.tls,
         cfg.timeouts.handshake,
         listener.trust.clone(),
+        shared.revocation.clone(),
     )
     .map_err(|e| {
         anyhow::anyhow!(
@@ -142,6 +146,7 @@ fn listener_service(
         listener.clone(),
         shared.drain.clone(),
         shared.inventory.clone(),
+        shared.revocation.ocsp().clone(),
         index,
     );
     let direct = Forwarder::new(proxy.clone(), conf);

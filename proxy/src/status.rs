@@ -40,7 +40,7 @@ pub(crate) fn not_ready_reason(shared: &Shared) -> Option<String> {
             None => shared.listening.store(true, Ordering::Release),
         }
     }
-    if let Some(reason) = crate::tls::revocation::not_ready_reason() {
+    if let Some(reason) = shared.revocation.not_ready_reason() {
         return Some(reason);
     }
     for l in &shared.listeners {
@@ -78,12 +78,12 @@ pub(crate) fn status(shared: &Shared, last_reload: &ReloadStatus) -> serde_json:
         "draining": shared.drain.is_draining(),
         "listeners": listeners,
         "last_reload": last_reload,
-        "crl_fetch": crate::tls::revocation::status_json(),
+        "crl_fetch": shared.revocation.status_json(),
         "uncovered_issuers": shared
             .listeners
             .iter()
             .flat_map(|l| l.trust.load().seen.status_json())
             .collect::<Vec<_>>(),
-        "ocsp": crate::tls::revocation::ocsp_status_json(),
+        "ocsp": shared.revocation.ocsp().status_json(),
     })
 }

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::report::{listener_report, ListenerReport};
 use crate::state::load_listener;
 use crate::tls::acceptor::ListenerTls;
+use crate::tls::revocation::Revocation;
 
 pub(crate) fn check(path: &Path) -> ExitCode {
     let config = match Config::load(path) {
@@ -21,10 +22,12 @@ pub(crate) fn check(path: &Path) -> ExitCode {
         println!("admin http://{admin} (/healthz /readyz /status /metrics /clients)");
     }
     let mut failed = false;
+    // `check` fetches nothing and never handshakes: revocation state of its own, never used.
+    let revocation = Revocation::new();
     for l in &config.listeners {
         // What `run` loads, loaded once: the report reads the same trust state the acceptor
         // was built on. `check` fetches nothing, so no fetched CRL is part of it.
-        let listener = match load_listener(l, &[]) {
+        let listener = match load_listener(l, &[], &revocation) {
             Ok(listener) => listener,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -37,6 +40,7 @@ pub(crate) fn check(path: &Path) -> ExitCode {
             &l.tls,
             l.timeouts.handshake,
             listener.trust.clone(),
+            revocation.clone(),
         ) {
             eprintln!("error: {}: listener {}: {e}", config.path.display(), l.name);
             failed = true;

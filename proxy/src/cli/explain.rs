@@ -10,6 +10,7 @@ use crate::cli::ConfigArg;
 use crate::config::{Config, ListenerConfig};
 use crate::policy::{authorize, parse_target, Explanation, Policy, Principal};
 use crate::tls::identity::Identity;
+use crate::tls::revocation::Revocation;
 use crate::tls::trust::TrustState;
 use crate::tls::verify::AuthFailure;
 
@@ -151,8 +152,10 @@ fn certificate(
             )))
         }
     };
-    // `explain` fetches nothing: the trust state of the files alone.
-    let trust = TrustState::load(&listener.tls, &listener.name, &[]).map_err(fail)?;
+    // `explain` fetches nothing: the trust state of the files alone, with revocation state of
+    // its own that is never used.
+    let trust =
+        TrustState::load(&listener.tls, &listener.name, &[], &Revocation::new()).map_err(fail)?;
     let identity =
         Identity::from_x509(&chain[0]).map_err(|e| fail(format!("{}: {e}", file.display())))?;
     println!("certificate: {}", identity.subject_dn);

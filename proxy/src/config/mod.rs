@@ -21,7 +21,7 @@ use ipnet::IpNet;
 pub(crate) use headers::same_name;
 pub use headers::{hardening_entry, is_passed, passable_header, Dialect, HARDENING_STRIPPED};
 use raw::RawConfig;
-pub use revocation::{CrlFetchConfig, OcspConfig, OcspMode};
+pub use revocation::{CrlFetchConfig, HttpUrl, OcspConfig, OcspMode, UrlError};
 pub use root_token::RootToken;
 use validate::{absolute, yaml_message, Validator};
 pub use validate::{parse_cidr, NotACidr};

@@ -34,7 +34,7 @@ pub(crate) struct RawOcsp {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CrlFetchConfig {
     /// Fetched at start and on every refresh; each must load once before `/readyz` is 200.
-    pub urls: Vec<String>,
+    pub urls: Vec<HttpUrl>,
     /// Also fetch the CRL Distribution Points named by the CAs and by verified chains.
     pub from_certificates: bool,
     pub refresh: Duration,
@@ -61,7 +61,7 @@ pub enum OcspMode {
 pub struct OcspConfig {
     pub mode: OcspMode,
     /// Asked instead of each certificate's AIA OCSP URL.
-    pub responder: Option<String>,
+    pub responder: Option<HttpUrl>,
     pub timeout: Duration,
     pub max_age: Duration,
 }
@@ -97,7 +97,7 @@ pub(crate) fn parse_size(text: &str) -> Option<u64> {
 
 /// Why a CRL or OCSP URL cannot be fetched from.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum UrlError {
+pub enum UrlError {
     #[error("`{url}` is not a URL ({reason})")]
     NotAUrl { url: String, reason: String },
     #[error("`{0}` must start with http:// or https://")]
@@ -106,22 +106,74 @@ pub(crate) enum UrlError {
     NoHost(String),
 }
 
-/// An http:// or https:// URL with a host, or why not.
-pub(crate) fn check_url(url: &str) -> Result<(), UrlError> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| UrlError::NotAUrl {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
-    match uri.scheme_str() {
-        Some("http") | Some("https") => {}
-        _ => return Err(UrlError::Scheme(url.to_string())),
+/// An http:// or https:// URL with a host: a CRL or OCSP URL from the config, a certificate's
+/// CRL Distribution Points or AIA, or a CRL cache's index. Kept as written (no normalisation):
+/// `/status`, the logs and the metric labels show it as the operator wrote it, and the CRL
+/// cache names its files by the hash of this text.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HttpUrl(String);
+
+impl HttpUrl {
+    /// `text` if it is an http:// or https:// URL with a host, or why not.
+    pub fn parse(text: &str) -> Result<HttpUrl, UrlError> {
+        let uri: http::Uri =
+            text.parse()
+                .map_err(|e: http::uri::InvalidUri| UrlError::NotAUrl {
+                    url: text.to_string(),
+                    reason: e.to_string(),
+                })?;
+        match uri.scheme_str() {
+            Some("http") | Some("https") => {}
+            _ => return Err(UrlError::Scheme(text.to_string())),
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(UrlError::NoHost(text.to_string()));
+        }
+        Ok(HttpUrl(text.to_string()))
     }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(UrlError::NoHost(url.to_string()));
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
-    Ok(())
+}
+
+impl std::fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for HttpUrl {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// So a table keyed by URL is looked up with the text of one.
+impl std::borrow::Borrow<str> for HttpUrl {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for HttpUrl {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for HttpUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl std::str::FromStr for HttpUrl {
+    type Err = UrlError;
+
+    fn from_str(text: &str) -> Result<HttpUrl, UrlError> {
+        HttpUrl::parse(text)
+    }
 }
 
 impl Validator<'_> {
@@ -140,15 +192,20 @@ impl Validator<'_> {
                 "fetched CRLs need tls.client_ca (the CAs whose certificates they revoke); set client_ca or remove crl_fetch",
             ));
         }
-        let urls = raw.urls.unwrap_or_default();
-        for (i, url) in urls.iter().enumerate() {
-            check_url(url).map_err(|m| {
-                self.err(
-                    &format!("{key}.urls[{i}]"),
-                    format!("{m}; write e.g. http://pki.example.com/issuing.crl"),
-                )
-            })?;
-        }
+        let urls = raw
+            .urls
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                HttpUrl::parse(url).map_err(|m| {
+                    self.err(
+                        &format!("{key}.urls[{i}]"),
+                        format!("{m}; write e.g. http://pki.example.com/issuing.crl"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let refresh = self.duration(&k("refresh"), raw.refresh.as_deref(), DEFAULT_REFRESH)?;
         if refresh < Duration::from_secs(1) {
             return Err(self.err(&k("refresh"), "must be at least 1s; 1h is the usual choice"));
@@ -211,14 +268,18 @@ impl Validator<'_> {
                 "OCSP checks client certificates and needs tls.client_ca; set client_ca or use mode: off",
             ));
         }
-        if let Some(url) = &raw.responder {
-            check_url(url).map_err(|m| {
-                self.err(
-                    &k("responder"),
-                    format!("{m}; write e.g. http://ocsp.example.com, or omit it to use each certificate's AIA"),
-                )
-            })?;
-        }
+        let responder = raw
+            .responder
+            .as_deref()
+            .map(|url| {
+                HttpUrl::parse(url).map_err(|m| {
+                    self.err(
+                        &k("responder"),
+                        format!("{m}; write e.g. http://ocsp.example.com, or omit it to use each certificate's AIA"),
+                    )
+                })
+            })
+            .transpose()?;
         let timeout = self.duration(&k("timeout"), raw.timeout.as_deref(), d.timeout)?;
         if timeout.is_zero() {
             return Err(self.err(&k("timeout"), "must be above 0; 2s is the usual choice"));
@@ -229,7 +290,7 @@ impl Validator<'_> {
         }
         Ok(OcspConfig {
             mode,
-            responder: raw.responder,
+            responder,
             timeout,
             max_age,
         })
@@ -250,6 +311,38 @@ mod tests {
     }
 
     #[test]
+    fn a_url_is_kept_as_written_once_it_is_http_with_a_host() {
+        // No normalisation: /status, the metric labels and the cache file names use this text.
+        for text in [
+            "http://PKI.example.com:80/a.crl",
+            "https://pki.example.com",
+            "http://h/x?y=1",
+        ] {
+            assert_eq!(HttpUrl::parse(text).unwrap().as_str(), text);
+        }
+        assert!(matches!(
+            HttpUrl::parse("ftp://x/a.crl"),
+            Err(UrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            HttpUrl::parse("http:///a.crl"),
+            Err(UrlError::NotAUrl { .. } | UrlError::NoHost(_))
+        ));
+        assert!(matches!(
+            HttpUrl::parse("not a url"),
+            Err(UrlError::NotAUrl { .. })
+        ));
+        assert!(matches!(HttpUrl::parse("/a.crl"), Err(UrlError::Scheme(_))));
+        let mut table = std::collections::BTreeMap::new();
+        table.insert(HttpUrl::parse("http://h/a.crl").unwrap(), 1);
+        assert_eq!(
+            table.get("http://h/a.crl"),
+            Some(&1),
+            "looked up by its text"
+        );
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("64MiB"), Some(64 << 20));
         assert_eq!(parse_size("512KiB"), Some(512 << 10));
@@ -266,7 +359,7 @@ mod tests {
             load("  crl_fetch:\n    urls: [http://pki.example.com/a.crl]\n    cache_dir: cache\n")
                 .unwrap();
         let f = c.listeners[0].tls.crl_fetch.clone().unwrap();
-        assert_eq!(f.urls, vec!["http://pki.example.com/a.crl".to_string()]);
+        assert_eq!(f.urls, vec!["http://pki.example.com/a.crl"]);
         assert_eq!(f.refresh, DEFAULT_REFRESH);
         assert_eq!(f.timeout, DEFAULT_FETCH_TIMEOUT);
         assert_eq!(f.max_bytes, DEFAULT_MAX_BYTES);

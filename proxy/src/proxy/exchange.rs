@@ -324,9 +324,10 @@ impl CertgateProxy {
         // cached answer, or one asked now without blocking the event loop).
         if let (Some(conn), Ok(_)) = (conn_auth(session), &ex.asker) {
             let cfg = &self.listener.config;
-            if let Err(f) =
-                crate::tls::revocation::ocsp::check(&cfg.name, &cfg.tls.ocsp, conn.auth.chain())
-                    .await
+            if let Err(f) = self
+                .ocsp
+                .check(&cfg.name, &cfg.tls.ocsp, conn.auth.chain())
+                .await
             {
                 ex.asker = Err(f);
             }

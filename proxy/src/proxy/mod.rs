@@ -25,6 +25,7 @@ use pingora::Error;
 pub use exchange::{Exchange, Outcome};
 
 use crate::state::{Connection, Drain, Inventory, Listener};
+use crate::tls::revocation::ocsp::Ocsp;
 
 /// Cheap to clone: the clones share the upstream, its slots and the tunnels, so Pingora's
 /// `HttpProxy` and the direct path ([`forward::Forwarder`]) decide and count as one.
@@ -36,6 +37,8 @@ pub struct CertgateProxy {
     slots: slots::UpstreamSlots,
     tunnels: Arc<tunnels::Tunnels>,
     inventory: Arc<Inventory>,
+    /// The OCSP answers shared by every listener.
+    ocsp: Arc<Ocsp>,
     /// This listener's index among the inventory's listener names.
     listener_index: usize,
 }
@@ -46,11 +49,12 @@ impl CertgateProxy {
         listener: Arc<Listener>,
         drain: Arc<Drain>,
         inventory: Arc<Inventory>,
+        ocsp: Arc<Ocsp>,
         listener_index: usize,
     ) -> Self {
         let upstream = Arc::new(upstream::Upstream::new(&listener.config));
         let slots = slots::UpstreamSlots::new(&listener.config);
-        let tunnels = tunnels::Tunnels::new(listener.clone());
+        let tunnels = tunnels::Tunnels::new(listener.clone(), ocsp.clone());
         CertgateProxy {
             listener,
             drain,
@@ -58,6 +62,7 @@ impl CertgateProxy {
             slots,
             tunnels,
             inventory,
+            ocsp,
             listener_index,
         }
     }

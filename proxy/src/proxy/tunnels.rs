@@ -19,6 +19,7 @@ use crate::policy::Policy;
 use crate::policy::{authorize, Refusal, Verdict};
 use crate::state::Listener;
 use crate::state::{connection, Connection, HeaderGuardHandle};
+use crate::tls::revocation::ocsp::Ocsp;
 use crate::tls::verify::AuthFailure;
 
 /// How often the watcher looks for a reload: well inside the 2 s a reload may take to reach
@@ -50,6 +51,7 @@ struct Open {
 
 pub(crate) struct Tunnels {
     listener: Arc<Listener>,
+    ocsp: Arc<Ocsp>,
     open: Mutex<Open>,
 }
 
@@ -66,9 +68,10 @@ impl Drop for Registration {
 }
 
 impl Tunnels {
-    pub(crate) fn new(listener: Arc<Listener>) -> Arc<Tunnels> {
+    pub(crate) fn new(listener: Arc<Listener>, ocsp: Arc<Ocsp>) -> Arc<Tunnels> {
         Arc::new(Tunnels {
             listener,
+            ocsp,
             open: Mutex::new(Open::default()),
         })
     }
@@ -126,8 +129,7 @@ impl Tunnels {
             let conn = t.digest.as_deref().and_then(Connection::of);
             if let (Some(listener), Some(conn)) = (&ocsp_name, conn) {
                 if let [leaf, issuer, ..] = conn.auth.chain() {
-                    use crate::tls::revocation::ocsp::handshake_verdict;
-                    let verdict = handshake_verdict(listener, ocsp, leaf, issuer);
+                    let verdict = self.ocsp.handshake_verdict(listener, ocsp, leaf, issuer);
                     if verdict == Some(Err(AuthFailure::Revoked)) {
                         close(
                             name,

@@ -176,11 +176,11 @@ impl Reloader {
 fn reload(reloader: &Reloader, cause: Cause) -> Outcome {
     let shared = &*reloader.shared;
     // Fetched CRLs build trust states too: one builder at a time sees one consistent view.
-    let _build = crate::tls::revocation::build_lock();
+    let _build = shared.revocation.build_lock();
     let mut candidates = Vec::new();
     for l in &shared.listeners {
         let old = l.trust.load();
-        let fetched = crate::tls::revocation::fetched_for(&l.config.tls);
+        let fetched = shared.revocation.fetched_for(&l.config.tls);
         let trust = match old.reload(&l.config.tls, &fetched) {
             Ok(t) => t,
             Err(e) => {

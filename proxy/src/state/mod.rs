@@ -15,8 +15,9 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-use crate::config::{Config, ListenerConfig, TlsConfig};
+use crate::config::{Config, ListenerConfig};
 use crate::policy::Policy;
+use crate::tls::revocation::Revocation;
 use crate::tls::trust::{FetchedCrl, TrustState};
 
 /// What one listener serves with, shared by its connections. Trust and policy are swapped by
@@ -37,10 +38,17 @@ pub(crate) struct Shared {
     pub drain: Arc<Drain>,
     /// The client certificates seen, for `/clients` and the expiry metric.
     pub inventory: Arc<Inventory>,
+    /// Fetched CRLs, discovery and OCSP answers, for every listener (see
+    /// [`crate::tls::revocation`]); the listeners' trust states hold the same value.
+    pub revocation: Arc<Revocation>,
 }
 
 impl Shared {
-    pub(crate) fn new(config: Config, listeners: Vec<Arc<Listener>>) -> Shared {
+    pub(crate) fn new(
+        config: Config,
+        listeners: Vec<Arc<Listener>>,
+        revocation: Arc<Revocation>,
+    ) -> Shared {
         let names = listeners
             .iter()
             .map(|l| Arc::from(l.config.name.as_str()))
@@ -53,6 +61,7 @@ impl Shared {
             started: AtomicBool::new(false),
             listening: AtomicBool::new(false),
             drain: Arc::default(),
+            revocation,
         }
     }
 }
@@ -89,26 +98,27 @@ impl Drain {
     }
 }
 
-/// Loads the trust state and policy of every listener, each with the CRLs `fetched` gives
-/// for its `tls`. Used at start.
+/// Loads the trust state and policy of every listener, each with the CRLs `revocation` has
+/// fetched for its `tls`. Used at start.
 pub(crate) fn load_listeners(
     config: &Config,
-    fetched: impl Fn(&TlsConfig) -> Vec<FetchedCrl>,
+    revocation: &Arc<Revocation>,
 ) -> anyhow::Result<Vec<Arc<Listener>>> {
     config
         .listeners
         .iter()
-        .map(|l| load_listener(l, &fetched(&l.tls)))
+        .map(|l| load_listener(l, &revocation.fetched_for(&l.tls), revocation))
         .collect()
 }
 
-/// One listener's trust state (with the CRLs `fetched` for it) and policy, with its name on
-/// any error.
+/// One listener's trust state (with the CRLs `fetched` for it, telling `revocation` of the
+/// issuers it sees) and policy, with its name on any error.
 pub(crate) fn load_listener(
     l: &ListenerConfig,
     fetched: &[FetchedCrl],
+    revocation: &Arc<Revocation>,
 ) -> anyhow::Result<Arc<Listener>> {
-    let trust = TrustState::load(&l.tls, &l.name, fetched)
+    let trust = TrustState::load(&l.tls, &l.name, fetched, revocation)
         .map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
     let policy = match &l.policy {
         Some(p) => Some(Arc::new(

@@ -31,6 +31,7 @@ use pingora::tls::ssl::SslRef;
 use crate::config::{Alpn, ClientAuth, TlsConfig, TlsVersion};
 use crate::tls::identity::Identity;
 use crate::tls::resumption;
+use crate::tls::revocation::Revocation;
 use crate::tls::trust::TrustState;
 use crate::tls::verify::AuthFailure;
 
@@ -139,8 +140,17 @@ pub struct ListenerTls {
     client_auth: ClientAuth,
     handshake_timeout: Duration,
     pub state: Arc<ArcSwap<TrustState>>,
-    /// (listener name, settings) when OCSP is on: a cached answer is applied in the handshake.
-    ocsp: Option<Arc<(Arc<str>, crate::config::OcspConfig)>>,
+    /// Told of each verified chain (CRL discovery); its OCSP answers are applied in the
+    /// handshake when OCSP is on.
+    revocation: Arc<Revocation>,
+    /// When OCSP is on: the listener's name and settings, for the verify callback.
+    ocsp: Option<Arc<HandshakeOcsp>>,
+}
+
+/// What the verify callback needs of OCSP besides the answers: the listener's name and settings.
+struct HandshakeOcsp {
+    listener: Arc<str>,
+    cfg: crate::config::OcspConfig,
 }
 
 impl ListenerTls {
@@ -149,6 +159,7 @@ impl ListenerTls {
         tls: &TlsConfig,
         handshake_timeout: Duration,
         state: Arc<ArcSwap<TrustState>>,
+        revocation: Arc<Revocation>,
     ) -> Result<ListenerTls, AcceptorError> {
         let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
             .map_err(AcceptorError::Create)?;
@@ -213,8 +224,13 @@ impl ListenerTls {
             client_auth: tls.client_auth,
             handshake_timeout,
             state,
-            ocsp: (tls.ocsp.mode != crate::config::OcspMode::Off)
-                .then(|| Arc::new((Arc::from(listener), tls.ocsp.clone()))),
+            revocation,
+            ocsp: (tls.ocsp.mode != crate::config::OcspMode::Off).then(|| {
+                Arc::new(HandshakeOcsp {
+                    listener: Arc::from(listener),
+                    cfg: tls.ocsp.clone(),
+                })
+            }),
         })
     }
 
@@ -323,6 +339,7 @@ impl TlsAccept for HandshakeCallbacks<'_> {
         };
         let refused = self.refused.clone();
         let ocsp = self.tls.ocsp.clone();
+        let revocation = self.tls.revocation.clone();
         ssl.set_verify_callback(mode, move |ok, ctx| {
             // Per connection: never contended.
             let mut slot = refused.lock().unwrap_or_else(|p| p.into_inner());
@@ -339,7 +356,7 @@ impl TlsAccept for HandshakeCallbacks<'_> {
                 // CA's word: queued before the revocation check, so that an issuer without a
                 // CRL yet (refused below under crl_check) gets one fetched.
                 if let Some(chain) = ctx.chain() {
-                    crate::tls::revocation::discover::on_chain(chain.iter());
+                    revocation.chain_verified(chain.iter());
                 }
                 let verdict = match ctx.chain() {
                     Some(chain) => state.check_revocation(chain.iter()),
@@ -353,8 +370,11 @@ impl TlsAccept for HandshakeCallbacks<'_> {
                 if let Some(chain) = ctx.chain() {
                     if let (Some(o), Some(leaf), Some(issuer)) = (&ocsp, chain.get(0), chain.get(1))
                     {
-                        use crate::tls::revocation::ocsp::handshake_verdict;
-                        if let Some(Err(f)) = handshake_verdict(&o.0, &o.1, leaf, issuer) {
+                        if let Some(Err(f)) =
+                            revocation
+                                .ocsp()
+                                .handshake_verdict(&o.listener, &o.cfg, leaf, issuer)
+                        {
                             ctx.set_error(f.verify_result());
                             *slot = Some(f);
                             return optional;

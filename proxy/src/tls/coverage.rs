@@ -11,12 +11,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use once_cell::sync::Lazy;
 use openssl::x509::{X509NameRef, X509Ref, X509};
-use prometheus::IntCounterVec;
 
 use crate::config::CrlCheck;
-use crate::time::now_rfc3339;
+use crate::metrics::CRL_UNCOVERED;
+use crate::time::{now_unix, unix_rfc3339};
 use crate::tls::dn::rfc2253;
 
 /// Issuer certificates remembered per listener. Only certificates of chains that verified
@@ -28,15 +27,6 @@ const MAX_UNCOVERED: usize = 256;
 /// an uncovered branch does not flood the log while the gap stays visible.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// `certgate_crl_uncovered_total{issuer}`: certificates checked whose issuer had no CRL.
-pub static CRL_UNCOVERED: Lazy<IntCounterVec> = Lazy::new(|| {
-    crate::metrics::counter(
-        "certgate_crl_uncovered_total",
-        "Client certificates checked whose issuer had no loaded CRL (refused under tls.crl_check chain or leaf).",
-        &["issuer"],
-    )
-});
-
 /// Which certificate of a chain is being checked, for the coverage rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Position {
@@ -44,11 +34,11 @@ pub enum Position {
     Intermediate,
 }
 
-/// One issuer without a CRL, as `/status` lists it.
+/// One issuer without a CRL, as `/status` lists it (times in Unix seconds).
 #[derive(Clone, Debug)]
 struct Uncovered {
-    first_seen: String,
-    last_seen: String,
+    first_seen: i64,
+    last_seen: i64,
     count: u64,
     refused: bool,
     logged: Instant,
@@ -125,11 +115,11 @@ impl ChainsSeen {
         if !map.contains_key(&dn) && map.len() >= MAX_UNCOVERED {
             return refuse;
         }
-        let now = now_rfc3339();
+        let now = now_unix();
         let fresh = !map.contains_key(&dn);
         let entry = map.entry(dn.clone()).or_insert_with(|| Uncovered {
-            first_seen: now.clone(),
-            last_seen: now.clone(),
+            first_seen: now,
+            last_seen: now,
             count: 0,
             refused: false,
             logged: Instant::now(),
@@ -161,8 +151,8 @@ impl ChainsSeen {
                 serde_json::json!({
                     "listener": self.listener,
                     "issuer": dn,
-                    "first_seen": u.first_seen,
-                    "last_seen": u.last_seen,
+                    "first_seen": unix_rfc3339(u.first_seen),
+                    "last_seen": unix_rfc3339(u.last_seen),
                     "count": u.count,
                     "refused": u.refused,
                 })

@@ -3,7 +3,6 @@
 
 pub mod acceptor;
 pub mod coverage;
-pub mod crl_issuer;
 pub mod dn;
 pub mod identity;
 pub mod read_buffer;

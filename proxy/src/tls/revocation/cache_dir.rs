@@ -11,22 +11,25 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::config::HttpUrl;
+
 /// The cache file of `url`: the SHA-256 of the URL, so any URL maps to a safe file name.
-pub fn file_for(dir: &Path, url: &str) -> PathBuf {
+pub fn file_for(dir: &Path, url: &HttpUrl) -> PathBuf {
     dir.join(format!(
         "{}.crl",
-        hex::encode(openssl::sha::sha256(url.as_bytes()))
+        hex::encode(openssl::sha::sha256(url.as_str().as_bytes()))
     ))
 }
 
 /// Writes `bytes` as the cached CRL of `url`, atomically (the URL first, so a `.crl` found
 /// at start always has its URL).
-pub fn store(dir: &Path, url: &str, bytes: &[u8]) -> std::io::Result<()> {
+pub fn store(dir: &Path, url: &HttpUrl, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let crl = file_for(dir, url);
     let name = crl.with_extension("url");
-    if std::fs::read(&name).ok().as_deref() != Some(url.as_bytes()) {
-        write_atomically(dir, &name, url.as_bytes())?;
+    let text = url.as_str().as_bytes();
+    if std::fs::read(&name).ok().as_deref() != Some(text) {
+        write_atomically(dir, &name, text)?;
     }
     write_atomically(dir, &crl, bytes)
 }
@@ -44,22 +47,22 @@ fn write_atomically(dir: &Path, target: &Path, bytes: &[u8]) -> std::io::Result<
 }
 
 /// The cached CRL of `url`, if there is one.
-pub fn load(dir: &Path, url: &str) -> Option<Vec<u8>> {
+pub fn load(dir: &Path, url: &HttpUrl) -> Option<Vec<u8>> {
     std::fs::read(file_for(dir, url)).ok()
 }
 
 /// Every URL with a cached CRL in `dir`. A `.url` file that does not name the URL its file
 /// name is the hash of (edited, or from another tool) is skipped.
-pub fn cached_urls(dir: &Path) -> Vec<String> {
+pub fn cached_urls(dir: &Path) -> Vec<HttpUrl> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut urls: Vec<String> = entries
+    let mut urls: Vec<HttpUrl> = entries
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "url"))
         .filter_map(|p| {
-            let url = String::from_utf8(std::fs::read(&p).ok()?).ok()?;
+            let url = HttpUrl::parse(std::str::from_utf8(&std::fs::read(&p).ok()?).ok()?).ok()?;
             (file_for(dir, &url).with_extension("url") == p && file_for(dir, &url).exists())
                 .then_some(url)
         })
@@ -76,16 +79,17 @@ mod tests {
     fn round_trip_and_replace() {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("crls");
-        let url = "http://pki.example.com/a.crl";
+        let url = &HttpUrl::parse("http://pki.example.com/a.crl").unwrap();
         assert_eq!(load(&sub, url), None);
         store(&sub, url, b"first").unwrap();
         store(&sub, url, b"second").unwrap();
         assert_eq!(load(&sub, url).as_deref(), Some(&b"second"[..]));
-        assert_eq!(load(&sub, "http://pki.example.com/b.crl"), None);
+        let other = HttpUrl::parse("http://pki.example.com/b.crl").unwrap();
+        assert_eq!(load(&sub, &other), None);
         // Nothing but the cache file and its URL is left behind.
         let names: Vec<_> = std::fs::read_dir(&sub).unwrap().collect();
         assert_eq!(names.len(), 2);
-        assert_eq!(cached_urls(&sub), vec![url.to_string()]);
+        assert_eq!(cached_urls(&sub), vec![url.clone()]);
         // A .url file that does not name the URL it is the hash of is not trusted.
         std::fs::write(
             file_for(&sub, url).with_extension("url"),

@@ -10,75 +10,81 @@ use openssl::x509::X509Ref;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::schedule::Target;
-use super::store;
+use super::Revocation;
+use crate::config::HttpUrl;
 
 /// Distinct discovered URLs kept at most. Only CA-issued certificates of verified chains get
 /// here, so real fleets stay far below; past it new URLs are ignored (and logged once).
 const MAX_URLS: usize = 1024;
 
-static ENABLED: AtomicBool = AtomicBool::new(false);
-static SENDER: OnceCell<UnboundedSender<String>> = OnceCell::new();
+/// Where discovered URLs go: the fetcher's queue, once a listener asks for discovery (until
+/// then, and for `check` and `explain`, chains are not looked at).
+#[derive(Debug, Default)]
+pub struct Discovery {
+    sender: OnceCell<UnboundedSender<HttpUrl>>,
+    /// The "too many" warning was logged.
+    full: AtomicBool,
+}
 
-/// Turns discovery on when a listener asks for it, and queues the CDPs of its CAs.
-pub fn enable(targets: &[Target], tx: UnboundedSender<String>) {
-    let wanted = targets
-        .iter()
-        .filter(|t| {
-            t.tls
-                .crl_fetch
-                .as_ref()
-                .is_some_and(|f| f.from_certificates)
-        })
-        .collect::<Vec<_>>();
-    if wanted.is_empty() || SENDER.set(tx).is_err() {
-        return;
+impl Revocation {
+    /// Turns discovery on when a listener asks for it, and queues the CDPs of its CAs.
+    pub(super) fn enable_discovery(&self, targets: &[Target], tx: UnboundedSender<HttpUrl>) {
+        let wanted = targets
+            .iter()
+            .filter(|t| {
+                t.tls
+                    .crl_fetch
+                    .as_ref()
+                    .is_some_and(|f| f.from_certificates)
+            })
+            .collect::<Vec<_>>();
+        if wanted.is_empty() || self.discovery.sender.set(tx).is_err() {
+            return;
+        }
+        for t in wanted {
+            if let Some(client) = &t.trust.load().client {
+                self.chain_verified(client.ca_certs.iter().map(|c| c.as_ref()));
+            }
+        }
     }
-    ENABLED.store(true, Ordering::Release);
-    for t in wanted {
-        if let Some(client) = &t.trust.load().client {
-            on_chain(client.ca_certs.iter().map(|c| c.as_ref()));
+
+    /// Called with each chain that verified: queues the URLs not seen before.
+    pub fn chain_verified<'a>(&self, chain: impl IntoIterator<Item = &'a X509Ref>) {
+        let Some(tx) = self.discovery.sender.get() else {
+            return;
+        };
+        for cert in chain {
+            for url in cdp_urls(cert) {
+                let mut t = self.urls.table();
+                if t.get(&url).is_some_and(|s| s.discovered) {
+                    continue;
+                }
+                if t.len() >= MAX_URLS {
+                    if !self.discovery.full.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            max = MAX_URLS,
+                            "too many CRL distribution points; new ones are not fetched"
+                        );
+                    }
+                    continue;
+                }
+                t.entry(url.clone()).or_default().discovered = true;
+                drop(t);
+                let _ = tx.send(url);
+            }
         }
     }
 }
 
 /// The http(s) URLs of a certificate's CRL Distribution Points extension.
-pub fn cdp_urls(cert: &X509Ref) -> Vec<String> {
+pub fn cdp_urls(cert: &X509Ref) -> Vec<HttpUrl> {
     let Some(points) = cert.crl_distribution_points() else {
         return Vec::new();
     };
     points
         .iter()
         .filter_map(|p| p.distpoint().and_then(|d| d.fullname()))
-        .flat_map(|names| names.iter().filter_map(|n| n.uri().map(str::to_string)))
-        .filter(|u| crate::config::revocation::check_url(u).is_ok())
+        .flat_map(|names| names.iter().filter_map(|n| n.uri()))
+        .filter_map(|u| HttpUrl::parse(u).ok())
         .collect()
-}
-
-/// Called with each chain that verified: queues the URLs not seen before.
-pub fn on_chain<'a>(chain: impl IntoIterator<Item = &'a X509Ref>) {
-    if !ENABLED.load(Ordering::Acquire) {
-        return;
-    }
-    let Some(tx) = SENDER.get() else { return };
-    for cert in chain {
-        for url in cdp_urls(cert) {
-            let mut t = store::table();
-            if t.get(&url).is_some_and(|s| s.discovered) {
-                continue;
-            }
-            if t.len() >= MAX_URLS {
-                static ONCE: std::sync::Once = std::sync::Once::new();
-                ONCE.call_once(|| {
-                    tracing::warn!(
-                        max = MAX_URLS,
-                        "too many CRL distribution points; new ones are not fetched"
-                    )
-                });
-                continue;
-            }
-            t.entry(url.clone()).or_default().discovered = true;
-            drop(t);
-            let _ = tx.send(url);
-        }
-    }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 
+use crate::config::HttpUrl;
+
 /// What a fetch gave.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fetched {
@@ -79,7 +81,7 @@ fn redirect_policy() -> reqwest::redirect::Policy {
 /// says so or its bytes pass the limit.
 pub async fn get(
     client: &reqwest::Client,
-    url: &str,
+    url: &HttpUrl,
     etag: Option<&str>,
     last_modified: Option<&str>,
     timeout: Duration,
@@ -98,12 +100,12 @@ pub async fn get(
 
 async fn get_inner(
     client: &reqwest::Client,
-    url: &str,
+    url: &HttpUrl,
     etag: Option<&str>,
     last_modified: Option<&str>,
     max_bytes: u64,
 ) -> Result<Fetched, FetchError> {
-    let mut req = client.get(url);
+    let mut req = client.get(url.as_str());
     if let Some(e) = etag {
         req = req.header(IF_NONE_MATCH, e);
     }
@@ -111,8 +113,8 @@ async fn get_inner(
         req = req.header(IF_MODIFIED_SINCE, lm);
     }
     let mut resp = req.send().await?;
-    if resp.url().as_str() != url {
-        tracing::info!(url, final_url = %resp.url(), "CRL fetch was redirected");
+    if resp.url().as_str() != url.as_str() {
+        tracing::info!(url = url.as_str(), final_url = %resp.url(), "CRL fetch was redirected");
     }
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_MODIFIED {
@@ -159,19 +161,19 @@ async fn read_capped(resp: &mut reqwest::Response, max_bytes: u64) -> Result<Vec
 /// POST `body` (an OCSP request) and read a 200 answer of at most `max_bytes`.
 pub async fn post(
     client: &reqwest::Client,
-    url: &str,
+    url: &HttpUrl,
     content_type: &'static str,
     body: Vec<u8>,
     max_bytes: u64,
 ) -> Result<Vec<u8>, FetchError> {
     let mut resp = client
-        .post(url)
+        .post(url.as_str())
         .header(reqwest::header::CONTENT_TYPE, content_type)
         .body(body)
         .send()
         .await?;
-    if resp.url().as_str() != url {
-        tracing::info!(url, final_url = %resp.url(), "OCSP query was redirected");
+    if resp.url().as_str() != url.as_str() {
+        tracing::info!(url = url.as_str(), final_url = %resp.url(), "OCSP query was redirected");
     }
     if !resp.status().is_success() {
         return Err(FetchError::Status(resp.status()));

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use foreign_types::ForeignTypeRef;
-use once_cell::sync::Lazy;
+use once_cell::sync::OnceCell;
 use openssl::asn1::{Asn1GeneralizedTimeRef, Asn1TimeRef};
 use openssl::hash::MessageDigest;
 use openssl::ocsp::{
@@ -25,8 +25,8 @@ use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509Ref, X509};
 
-use super::store::OCSP_REQUESTS;
-use crate::config::{OcspConfig, OcspMode};
+use crate::config::{HttpUrl, OcspConfig, OcspMode};
+use crate::metrics::OCSP_REQUESTS;
 use crate::time::{asn1_unix, now_unix};
 use crate::tls::trust::sha256_der;
 use crate::tls::verify::AuthFailure;
@@ -79,58 +79,83 @@ struct Cache {
     misses: u64,
 }
 
-static CACHE: Lazy<Mutex<Cache>> = Lazy::new(Default::default);
-
-fn cache() -> std::sync::MutexGuard<'static, Cache> {
-    CACHE.lock().unwrap_or_else(|p| p.into_inner())
+/// What OCSP keeps between handshakes and requests: the cached answers and queries in flight,
+/// shared by every listener (a certificate is asked about once however many connections or
+/// listeners see it), the HTTP client that asks, and the runtime queries run on once
+/// [`super::Revocation::spawn`] started it. Part of the process's [`super::Revocation`], which
+/// hands it to the acceptors, the proxies and `/status`.
+#[derive(Default)]
+pub struct Ocsp {
+    cache: Mutex<Cache>,
+    runtime: OnceCell<tokio::runtime::Handle>,
+    /// Built on the first query (or the reason it could not be, given to every query).
+    client: OnceCell<Result<reqwest::Client, String>>,
 }
 
-/// `/status` → `ocsp`: cache size and hit rate.
-pub fn status_json() -> serde_json::Value {
-    let c = cache();
-    let total = c.hits + c.misses;
-    serde_json::json!({
-        "cached_answers": c.answers.len(),
-        "in_flight": c.in_flight.len(),
-        "hits": c.hits,
-        "misses": c.misses,
-        "hit_rate": if total == 0 { 0.0 } else { c.hits as f64 / total as f64 },
-    })
-}
-
-/// The verdict for the chain (leaf first, then its issuer) of a request on `listener`.
-pub async fn check(listener: &str, cfg: &OcspConfig, chain: &[X509]) -> Result<(), AuthFailure> {
-    if cfg.mode == OcspMode::Off {
-        return Ok(());
+impl Ocsp {
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
-    let status = match chain {
-        [leaf, issuer, ..] => status_of(listener, cfg, leaf, issuer).await,
-        // A leaf that is itself a trust anchor has no issuer to ask about it.
-        _ => Status::Unknown,
-    };
-    verdict(status, cfg.mode)
-}
 
-/// In the handshake, where nothing may wait: the cached verdict for `leaf` if there is a
-/// fresh one (`None` otherwise). A miss starts the query in the background, so the connection's
-/// first request usually finds the answer ready.
-pub fn handshake_verdict(
-    listener: &Arc<str>,
-    cfg: &OcspConfig,
-    leaf: &X509Ref,
-    issuer: &X509Ref,
-) -> Option<Result<(), AuthFailure>> {
-    let key: Key = (sha256_der(issuer), serial_of(leaf));
-    let cached = cache().answers.get(&key).copied();
-    match cached {
-        Some(a) if a.expires > Instant::now() => Some(verdict(a.status, cfg.mode)),
-        _ => {
-            if let Some(rt) = super::runtime() {
-                let (listener, cfg) = (listener.clone(), cfg.clone());
-                let (leaf, issuer) = (leaf.to_owned(), issuer.to_owned());
-                rt.spawn(async move { status_of(&listener, &cfg, &leaf, &issuer).await });
+    /// Queries run on `runtime` from now on (set once; before, a request's own task asks).
+    pub fn set_runtime(&self, runtime: tokio::runtime::Handle) {
+        let _ = self.runtime.set(runtime);
+    }
+
+    /// `/status` → `ocsp`: cache size and hit rate.
+    pub fn status_json(&self) -> serde_json::Value {
+        let c = self.cache();
+        let total = c.hits + c.misses;
+        serde_json::json!({
+            "cached_answers": c.answers.len(),
+            "in_flight": c.in_flight.len(),
+            "hits": c.hits,
+            "misses": c.misses,
+            "hit_rate": if total == 0 { 0.0 } else { c.hits as f64 / total as f64 },
+        })
+    }
+
+    /// The verdict for the chain (leaf first, then its issuer) of a request on `listener`.
+    pub async fn check(
+        &self,
+        listener: &str,
+        cfg: &OcspConfig,
+        chain: &[X509],
+    ) -> Result<(), AuthFailure> {
+        if cfg.mode == OcspMode::Off {
+            return Ok(());
+        }
+        let status = match chain {
+            [leaf, issuer, ..] => self.status_of(listener, cfg, leaf, issuer).await,
+            // A leaf that is itself a trust anchor has no issuer to ask about it.
+            _ => Status::Unknown,
+        };
+        verdict(status, cfg.mode)
+    }
+
+    /// In the handshake, where nothing may wait: the cached verdict for `leaf` if there is a
+    /// fresh one (`None` otherwise). A miss starts the query in the background, so the connection's
+    /// first request usually finds the answer ready.
+    pub fn handshake_verdict(
+        self: &Arc<Self>,
+        listener: &Arc<str>,
+        cfg: &OcspConfig,
+        leaf: &X509Ref,
+        issuer: &X509Ref,
+    ) -> Option<Result<(), AuthFailure>> {
+        let key: Key = (sha256_der(issuer), serial_of(leaf));
+        let cached = self.cache().answers.get(&key).copied();
+        match cached {
+            Some(a) if a.expires > Instant::now() => Some(verdict(a.status, cfg.mode)),
+            _ => {
+                if let Some(rt) = self.runtime.get() {
+                    let (listener, cfg) = (listener.clone(), cfg.clone());
+                    let (leaf, issuer) = (leaf.to_owned(), issuer.to_owned());
+                    let ocsp = self.clone();
+                    rt.spawn(async move { ocsp.status_of(&listener, &cfg, &leaf, &issuer).await });
+                }
+                None
             }
-            None
         }
     }
 }
@@ -151,30 +176,48 @@ fn serial_of(cert: &X509Ref) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-async fn status_of(listener: &str, cfg: &OcspConfig, leaf: &X509, issuer: &X509) -> Status {
-    let key: Key = (sha256_der(issuer), serial_of(leaf));
-    let flight = {
-        let mut c = cache();
-        if let Some(a) = c.answers.get(&key).copied() {
-            if a.expires > Instant::now() {
-                c.hits += 1;
-                drop(c);
-                OCSP_REQUESTS.with_label_values(&[listener, "cached"]).inc();
-                return a.status;
+impl Ocsp {
+    /// The HTTP client queries use, built once.
+    fn client(&self) -> Result<reqwest::Client, String> {
+        self.client
+            .get_or_init(|| super::fetch::client().map_err(|e| e.to_string()))
+            .clone()
+    }
+
+    async fn status_of(
+        &self,
+        listener: &str,
+        cfg: &OcspConfig,
+        leaf: &X509,
+        issuer: &X509,
+    ) -> Status {
+        let key: Key = (sha256_der(issuer), serial_of(leaf));
+        let flight = {
+            let mut c = self.cache();
+            if let Some(a) = c.answers.get(&key).copied() {
+                if a.expires > Instant::now() {
+                    c.hits += 1;
+                    drop(c);
+                    OCSP_REQUESTS.with_label_values(&[listener, "cached"]).inc();
+                    return a.status;
+                }
             }
-        }
-        c.misses += 1;
-        c.in_flight.entry(key.clone()).or_default().clone()
-    };
-    let mut asked = false;
-    let answer = *flight
+            c.misses += 1;
+            c.in_flight.entry(key.clone()).or_default().clone()
+        };
+        let mut asked = false;
+        let answer = *flight
         .get_or_init(|| {
             asked = true;
             let (cfg, leaf, issuer) = (cfg.clone(), leaf.clone(), issuer.clone());
             let listener = listener.to_string();
             async move {
+                let client = self.client();
                 let run = async move {
-                    let status = query(&cfg, &leaf, &issuer).await;
+                    let status = match client {
+                        Ok(client) => query(&client, &cfg, &leaf, &issuer).await,
+                        Err(e) => Err(QueryError::Client(e)),
+                    };
                     let (status, ttl) = match status {
                         Ok((s, ttl)) => (s, ttl),
                         Err(e) => {
@@ -194,7 +237,7 @@ async fn status_of(listener: &str, cfg: &OcspConfig, leaf: &X509, issuer: &X509)
                     }
                 };
                 // On the revocation runtime: the query outlives a request that gives up.
-                match super::runtime() {
+                match self.runtime.get() {
                     Some(h) => h.spawn(run).await.unwrap_or(Answer {
                         status: Status::Error,
                         expires: Instant::now(),
@@ -204,35 +247,35 @@ async fn status_of(listener: &str, cfg: &OcspConfig, leaf: &X509, issuer: &X509)
             }
         })
         .await;
-    if !asked {
-        OCSP_REQUESTS.with_label_values(&[listener, "cached"]).inc();
-    }
-    let mut c = cache();
-    if c.in_flight
-        .get(&key)
-        .is_some_and(|f| Arc::ptr_eq(f, &flight))
-    {
-        c.in_flight.remove(&key);
-        if c.answers.len() >= MAX_ENTRIES {
-            let now = Instant::now();
-            c.answers.retain(|_, a| a.expires > now);
-            if c.answers.len() >= MAX_ENTRIES {
-                c.answers.clear();
-            }
+        if !asked {
+            OCSP_REQUESTS.with_label_values(&[listener, "cached"]).inc();
         }
-        c.answers.insert(key, answer);
+        let mut c = self.cache();
+        if c.in_flight
+            .get(&key)
+            .is_some_and(|f| Arc::ptr_eq(f, &flight))
+        {
+            c.in_flight.remove(&key);
+            if c.answers.len() >= MAX_ENTRIES {
+                let now = Instant::now();
+                c.answers.retain(|_, a| a.expires > now);
+                if c.answers.len() >= MAX_ENTRIES {
+                    c.answers.clear();
+                }
+            }
+            c.answers.insert(key, answer);
+        }
+        answer.status
     }
-    answer.status
 }
 
 /// The responder to ask: the configured one, else the leaf's AIA OCSP URL.
-fn responder(cfg: &OcspConfig, leaf: &X509Ref) -> Option<String> {
+fn responder(cfg: &OcspConfig, leaf: &X509Ref) -> Option<HttpUrl> {
     cfg.responder.clone().or_else(|| {
         leaf.ocsp_responders()
             .ok()?
             .iter()
-            .map(|s| s.to_string())
-            .find(|u| crate::config::revocation::check_url(u).is_ok())
+            .find_map(|s| HttpUrl::parse(s).ok())
     })
 }
 
@@ -257,14 +300,14 @@ pub enum QueryError {
     #[error("{0}")]
     Client(String),
     #[error("{url}: no answer within {timeout:?}")]
-    Timeout { url: String, timeout: Duration },
+    Timeout { url: HttpUrl, timeout: Duration },
     #[error("{url}: {source}")]
     Fetch {
-        url: String,
+        url: HttpUrl,
         source: super::fetch::FetchError,
     },
     #[error("{url}: {source}")]
-    Answer { url: String, source: AnswerError },
+    Answer { url: HttpUrl, source: AnswerError },
 }
 
 /// Why a response is not taken as an answer.
@@ -294,8 +337,10 @@ pub enum AnswerError {
     Stale { this_update: i64, max_age: Duration },
 }
 
-/// Asks the responder about `leaf` and verifies the answer: (status, how long to keep it).
+/// Asks the responder about `leaf` with `client` and verifies the answer: (status, how long to
+/// keep it).
 async fn query(
+    client: &reqwest::Client,
     cfg: &OcspConfig,
     leaf: &X509,
     issuer: &X509,
@@ -306,9 +351,6 @@ async fn query(
     req.add_id(id()?)?;
     nonce::add(&mut req).map_err(QueryError::Nonce)?;
     let body = req.to_der()?;
-    static CLIENT: Lazy<Result<reqwest::Client, String>> =
-        Lazy::new(|| super::fetch::client().map_err(|e| e.to_string()));
-    let client = CLIENT.as_ref().map_err(|e| QueryError::Client(e.clone()))?;
     let resp = match tokio::time::timeout(
         cfg.timeout,
         super::fetch::post(client, &url, "application/ocsp-request", body, MAX_RESPONSE),
@@ -558,6 +600,10 @@ mod tests {
             ..OcspConfig::default()
         };
         let name: Arc<str> = Arc::from("unit");
-        assert_eq!(handshake_verdict(&name, &cfg, &leaf.cert, &ca.cert), None);
+        let ocsp = Arc::new(Ocsp::default());
+        assert_eq!(
+            ocsp.handshake_verdict(&name, &cfg, &leaf.cert, &ca.cert),
+            None
+        );
     }
 }

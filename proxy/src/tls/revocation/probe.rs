@@ -2,7 +2,7 @@
 //! answers would be accepted; the OCSP settings. A URL that does not answer is a warning, as
 //! it is at start (not fatal; `/readyz` waits for it).
 
-use crate::config::{CrlCheck, OcspMode, TlsConfig};
+use crate::config::{CrlCheck, HttpUrl, OcspMode, TlsConfig};
 use crate::tls::dn::rfc2253;
 
 use super::admit::{admit, CheckedLater};
@@ -18,7 +18,7 @@ pub fn report(
     let mut out = Vec::new();
     let mut covered: Vec<String> = crl_issuers.to_vec();
     if let Some(f) = &tls.crl_fetch {
-        let mut urls: Vec<(String, &str)> =
+        let mut urls: Vec<(HttpUrl, &str)> =
             f.urls.iter().map(|u| (u.clone(), "configured")).collect();
         if f.from_certificates {
             for ca in ca_certs {
@@ -86,8 +86,8 @@ pub fn report(
                 },
                 tls.ocsp
                     .responder
-                    .as_deref()
-                    .unwrap_or("from each certificate's AIA"),
+                    .as_ref()
+                    .map_or("from each certificate's AIA", HttpUrl::as_str),
                 tls.ocsp.timeout,
                 tls.ocsp.max_age
             ),

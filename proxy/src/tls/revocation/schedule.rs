@@ -13,10 +13,12 @@ use std::cmp::Ordering;
 use openssl::x509::{X509NameRef, X509};
 
 use super::admit::{admit, HeldCrl, Issuers, Refusal};
+use super::cache_dir;
 use super::fetch::{self, Fetched};
-use super::store::{self, CRL_FETCHES};
-use super::{build_lock, cache_dir};
-use crate::config::TlsConfig;
+use super::store::BodySource;
+use super::Revocation;
+use crate::config::{HttpUrl, TlsConfig};
+use crate::metrics::CRL_FETCHES;
 use crate::time::now_unix;
 use crate::tls::trust::{TrustError, TrustState};
 
@@ -41,7 +43,7 @@ pub struct Settings {
     pub cache_dir: Option<PathBuf>,
 }
 
-pub fn settings_for(targets: &[Target], url: &str, discovered: bool) -> Option<Settings> {
+pub fn settings_for(targets: &[Target], url: &HttpUrl, discovered: bool) -> Option<Settings> {
     targets
         .iter()
         .filter_map(|t| t.tls.crl_fetch.as_ref())
@@ -49,7 +51,7 @@ pub fn settings_for(targets: &[Target], url: &str, discovered: bool) -> Option<S
             if discovered {
                 f.from_certificates
             } else {
-                f.urls.iter().any(|u| u == url)
+                f.urls.contains(url)
             }
         })
         .map(|f| Settings {
@@ -102,14 +104,16 @@ pub enum AcceptError {
 /// rebuilt with it and all are swapped, or none is and the previous body stays. Established
 /// connections see the new generation on their next request and re-check their chain.
 pub fn accept(
+    revocation: &Revocation,
     targets: &[Target],
-    url: &str,
+    url: &HttpUrl,
     bytes: Vec<u8>,
-    source: &'static str,
+    source: BodySource,
 ) -> Result<Vec<HeldCrl>, AcceptError> {
-    let _build = build_lock();
+    let store = &revocation.urls;
+    let _build = revocation.build_lock();
     let (previous, held) = {
-        let t = store::table();
+        let t = store.table();
         let e = t.get(url);
         (
             e.and_then(|e| e.body.clone()),
@@ -118,26 +122,30 @@ pub fn accept(
     };
     if previous.as_deref() == Some(&bytes) {
         let body = previous.unwrap_or_default();
-        store::record_success(url, source, body, held.clone());
+        store.record_success(url, source, body, held.clone());
         return Ok(held);
     }
     let admitted = match admit(&bytes, &held, &TargetIssuers(targets)) {
         Ok(h) => h,
         Err(refusal) => {
-            let mut t = store::table();
-            let e = t.entry(url.to_string()).or_default();
+            let mut t = store.table();
+            let e = t.entry(url.clone()).or_default();
             e.waiting_for = refusal.waits_for().map(str::to_string);
             return Err(refusal.into());
         }
     };
     let body = Arc::new(bytes);
-    store::table().entry(url.to_string()).or_default().body = Some(body.clone());
+    store.table().entry(url.clone()).or_default().body = Some(body.clone());
     let mut built = Vec::new();
     for t in targets.iter().filter(|t| t.tls.crl_fetch.is_some()) {
-        match t.trust.load().reload(&t.tls, &super::fetched_for(&t.tls)) {
+        match t
+            .trust
+            .load()
+            .reload(&t.tls, &revocation.fetched_for(&t.tls))
+        {
             Ok(state) => built.push((t, state)),
             Err(e) => {
-                store::table().entry(url.to_string()).or_default().body = previous;
+                store.table().entry(url.clone()).or_default().body = previous;
                 return Err(AcceptError::Rebuild {
                     listener: t.name.clone(),
                     source: e,
@@ -146,7 +154,7 @@ pub fn accept(
         }
     }
     for (t, state) in built {
-        tracing::info!(listener = %t.name, url, generation = state.generation, "fetched CRL in effect");
+        tracing::info!(listener = %t.name, url = url.as_str(), generation = state.generation, "fetched CRL in effect");
         t.trust.store(Arc::new(state));
     }
     for h in &admitted {
@@ -156,7 +164,7 @@ pub fn accept(
                 .set(next as f64);
         }
     }
-    store::record_success(url, source, body, admitted.clone());
+    store.record_success(url, source, body, admitted.clone());
     Ok(admitted)
 }
 
@@ -183,15 +191,17 @@ pub fn next_delay(refresh: Duration, next_update: Option<i64>, now: i64) -> Dura
 
 /// Fetches `url` for the life of the process.
 pub async fn run_url(
+    revocation: Arc<Revocation>,
     targets: Arc<Vec<Target>>,
     client: reqwest::Client,
-    url: String,
+    url: HttpUrl,
     settings: Settings,
 ) {
+    let store = &revocation.urls;
     let mut retry = Duration::from_secs(1);
     loop {
         let (etag, last_modified) = {
-            let t = store::table();
+            let t = store.table();
             let e = t.get(&url);
             (
                 e.and_then(|e| e.etag.clone()),
@@ -209,10 +219,12 @@ pub async fn run_url(
         .await;
         match result {
             Ok(Fetched::NotModified) => {
-                CRL_FETCHES.with_label_values(&[&url, "not_modified"]).inc();
-                let mut t = store::table();
+                CRL_FETCHES
+                    .with_label_values(&[url.as_str(), "not_modified"])
+                    .inc();
+                let mut t = store.table();
                 let e = t.entry(url.clone()).or_default();
-                e.last_success = Some(crate::time::now_rfc3339());
+                e.last_success = Some(now_unix());
             }
             Ok(Fetched::Body {
                 bytes,
@@ -221,41 +233,43 @@ pub async fn run_url(
             }) => {
                 let copy = settings.cache_dir.as_ref().map(|_| bytes.clone());
                 // Building trust states reads files: off the event loop.
-                let (targets2, url2) = (targets.clone(), url.clone());
-                let verdict =
-                    tokio::task::spawn_blocking(move || accept(&targets2, &url2, bytes, "network"))
-                        .await
-                        .unwrap_or_else(|e| Err(AcceptError::Internal(e)));
+                let (revocation2, targets2, url2) =
+                    (revocation.clone(), targets.clone(), url.clone());
+                let verdict = tokio::task::spawn_blocking(move || {
+                    accept(&revocation2, &targets2, &url2, bytes, BodySource::Network)
+                })
+                .await
+                .unwrap_or_else(|e| Err(AcceptError::Internal(e)));
                 match verdict {
                     Ok(_) => {
-                        CRL_FETCHES.with_label_values(&[&url, "ok"]).inc();
+                        CRL_FETCHES.with_label_values(&[url.as_str(), "ok"]).inc();
                         {
-                            let mut t = store::table();
+                            let mut t = store.table();
                             let e = t.entry(url.clone()).or_default();
                             e.etag = etag;
                             e.last_modified = last_modified;
                         }
                         if let (Some(dir), Some(bytes)) = (&settings.cache_dir, copy) {
                             if let Err(e) = cache_dir::store(dir, &url, &bytes) {
-                                tracing::warn!(url, dir = %dir.display(), error = %e, "cannot write the CRL cache; a restart with the URL down will start without it");
+                                tracing::warn!(url = url.as_str(), dir = %dir.display(), error = %e, "cannot write the CRL cache; a restart with the URL down will start without it");
                             }
                         }
                     }
                     Err(m) => {
-                        tracing::error!(url, error = %m, "fetched CRL refused; {}", kept(&url));
-                        store::record_error(&url, &m.to_string());
+                        tracing::error!(url = url.as_str(), error = %m, "fetched CRL refused; {}", kept(store, &url));
+                        store.record_error(&url, &m.to_string());
                     }
                 }
             }
             Err(m) => {
-                tracing::error!(url, error = %m, "CRL fetch failed; {}", kept(&url));
-                store::record_error(&url, &m.to_string());
+                tracing::error!(url = url.as_str(), error = %m, "CRL fetch failed; {}", kept(store, &url));
+                store.record_error(&url, &m.to_string());
             }
         }
         let now = now_unix();
-        let loaded = store::body(&url).is_some();
+        let loaded = store.body(&url).is_some();
         let delay = if loaded {
-            let next_update = store::table().get(&url).and_then(|e| e.next_update());
+            let next_update = store.table().get(&url).and_then(|e| e.next_update());
             next_delay(settings.refresh, next_update, now)
         } else {
             let d = retry.min(settings.refresh).min(FIRST_LOAD_RETRY_MAX);
@@ -263,7 +277,7 @@ pub async fn run_url(
             d
         };
         let wake = {
-            let mut t = store::table();
+            let mut t = store.table();
             let e = t.entry(url.clone()).or_default();
             e.next_fetch = Some(now + delay.as_secs() as i64);
             e.wake.clone()
@@ -271,15 +285,15 @@ pub async fn run_url(
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = wake.notified() => {
-                tracing::info!(url, "the issuer a refused CRL waited for was seen in a client chain; fetching again");
+                tracing::info!(url = url.as_str(), "the issuer a refused CRL waited for was seen in a client chain; fetching again");
             }
         }
     }
 }
 
 /// What a failed fetch or a refused body leaves in force, in the log's words.
-fn kept(url: &str) -> &'static str {
-    if store::body(url).is_some() {
+fn kept(store: &super::store::Store, url: &HttpUrl) -> &'static str {
+    if store.body(url).is_some() {
         "the last good CRL stays in effect"
     } else {
         "no CRL of this URL is in effect yet (its issuer is uncovered until one loads)"

@@ -2,6 +2,12 @@
 //! and CRLs it verifies against. A [`TrustState`] is built whole from files and validated before
 //! anyone sees it; the acceptor reads the current one from an `ArcSwap` on every handshake, so a
 //! reload is one pointer swap and a broken file never replaces a good state.
+//!
+//! Everything a state is built from is an argument of [`TrustState::load`]: the config, the
+//! CRLs fetched for it, and the [`Revocation`] it tells of issuers it sees. CRLs whose issuer is
+//! not in the bundle are checked on first use (`crl_issuer`).
+
+mod crl_issuer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,13 +21,15 @@ use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509Crl, X509CrlRef, X509Name, X509Ref, X509StoreContext, X509};
 
-use crate::config::{CrlExpired, TlsConfig};
+use crate::config::{CrlExpired, HttpUrl, TlsConfig};
 use crate::time::{asn1_unix, now_unix};
 use crate::tls::coverage::{ChainsSeen, Position};
-use crate::tls::crl_issuer::{CrlSignature, DeferredCrls};
 use crate::tls::dn::rfc2253;
 use crate::tls::resumption::FileTicketKeys;
+use crate::tls::revocation::Revocation;
 use crate::tls::verify::AuthFailure;
+pub use crl_issuer::CrlSignature;
+use crl_issuer::DeferredCrls;
 
 /// Where trust material came from: a file, or (a fetched CRL) the URL it was fetched from.
 /// Shown as the path or the URL, so `/status`, `check` and the logs name either as they would
@@ -29,7 +37,7 @@ use crate::tls::verify::AuthFailure;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
     File(PathBuf),
-    Url(String),
+    Url(HttpUrl),
 }
 
 impl Source {
@@ -42,7 +50,7 @@ impl Source {
     }
 
     /// The URL, when this is a fetched CRL.
-    pub fn url(&self) -> Option<&str> {
+    pub fn url(&self) -> Option<&HttpUrl> {
         match self {
             Source::File(_) => None,
             Source::Url(u) => Some(u),
@@ -54,7 +62,7 @@ impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::File(p) => p.display().fmt(f),
-            Source::Url(u) => f.write_str(u),
+            Source::Url(u) => u.fmt(f),
         }
     }
 }
@@ -80,7 +88,11 @@ fn terr_at(origin: &Source, message: impl Into<String>) -> TrustError {
 }
 
 /// A CRL fetched over HTTP(S): its URL and the body last fetched successfully.
-pub type FetchedCrl = (String, Arc<Vec<u8>>);
+#[derive(Clone, Debug)]
+pub struct FetchedCrl {
+    pub url: HttpUrl,
+    pub body: Arc<Vec<u8>>,
+}
 
 /// A file as it was read, for `/status` and `check`.
 #[derive(Clone, Debug)]
@@ -97,7 +109,7 @@ pub struct ServerCert {
 }
 
 /// One loaded CRL: signed by a CA of the bundle (checked at load), or by an issuer clients
-/// present in their chains (checked on first use, see [`crate::tls::crl_issuer`]).
+/// present in their chains (checked on first use, see `crl_issuer`).
 pub struct LoadedCrl {
     pub crl: X509Crl,
     /// `tls.crl` file or fetched URL.
@@ -141,6 +153,9 @@ pub struct TrustState {
     pub ticket_keys: Option<Arc<FileTicketKeys>>,
     /// Shared by every generation of the listener (see [`crate::tls::coverage`]).
     pub seen: Arc<ChainsSeen>,
+    /// Told of each issuer the listener sees for the first time (a fetched CRL may wait for
+    /// it); the same for every generation.
+    revocation: Arc<Revocation>,
 }
 
 pub fn sha256_der(cert: &X509Ref) -> [u8; 32] {
@@ -162,18 +177,19 @@ fn read(path: &Path, files: &mut Vec<LoadedFile>) -> Result<Vec<u8>, TrustError>
 
 impl TrustState {
     /// The first trust state of listener `listener`: every file of `tls` loaded and
-    /// cross-checked, with the CRLs `fetched` for it (see
-    /// [`crate::tls::revocation::fetched_for`]; none for `check` and `explain`, which do not
-    /// fetch). They are an argument, not read here, so a build sees exactly the CRLs its caller
-    /// chose under the build lock.
+    /// cross-checked, with the CRLs `fetched` for it (see [`Revocation::fetched_for`]; none for
+    /// `check` and `explain`, which do not fetch). They are an argument, not read here, so a
+    /// build sees exactly the CRLs its caller chose under the build lock. `revocation` is told
+    /// of the issuers the listener's clients present; every later generation tells the same.
     pub fn load(
         tls: &TlsConfig,
         listener: &str,
         fetched: &[FetchedCrl],
+        revocation: &Arc<Revocation>,
     ) -> Result<TrustState, TrustError> {
         let ocsp_covers_leaf = tls.ocsp.mode != crate::config::OcspMode::Off;
         let seen = Arc::new(ChainsSeen::new(listener, tls.crl_check, ocsp_covers_leaf));
-        Self::build(tls, fetched, 1, seen)
+        Self::build(tls, fetched, 1, seen, revocation.clone())
     }
 
     /// The next generation after this one, from the files as they are now and the CRLs
@@ -184,7 +200,13 @@ impl TrustState {
         tls: &TlsConfig,
         fetched: &[FetchedCrl],
     ) -> Result<TrustState, TrustError> {
-        let mut next = Self::build(tls, fetched, self.generation + 1, self.seen.clone())?;
+        let mut next = Self::build(
+            tls,
+            fetched,
+            self.generation + 1,
+            self.seen.clone(),
+            self.revocation.clone(),
+        )?;
         // Unchanged ticket keys stay the keys loaded before, so `/status` tells their age, not
         // the time of the last CRL reload.
         let hash = |files: &[LoadedFile], path: &Path| {
@@ -209,6 +231,7 @@ impl TrustState {
         fetched: &[FetchedCrl],
         generation: u64,
         seen: Arc<ChainsSeen>,
+        revocation: Arc<Revocation>,
     ) -> Result<TrustState, TrustError> {
         let mut files = Vec::new();
         let server = load_server(&tls.cert, &tls.key, &mut files)?;
@@ -234,6 +257,7 @@ impl TrustState {
             files,
             loaded_at: SystemTime::now(),
             seen,
+            revocation,
         })
     }
 
@@ -257,7 +281,7 @@ impl TrustState {
             let (cert, issuer) = (pair[0], pair[1]);
             let key = sha256_der(issuer);
             if self.seen.remember_issuer(key, issuer) {
-                crate::tls::revocation::issuer_seen(&rfc2253(issuer.subject_name()));
+                self.revocation.issuer_seen(&rfc2253(issuer.subject_name()));
             }
             let deferred = if client.deferred.is_empty() {
                 None
@@ -438,8 +462,8 @@ fn load_client_trust(
         sources.push((Source::File(file.clone()), read(file, files)?));
     }
     // A fetched CRL goes through exactly what a file CRL does; only its source differs.
-    for (url, bytes) in fetched {
-        sources.push((Source::Url(url.clone()), bytes.to_vec()));
+    for f in fetched {
+        sources.push((Source::Url(f.url.clone()), f.body.to_vec()));
     }
     for (source, bytes) in &sources {
         for crl in parse_crls(bytes).map_err(|m| terr_at(source, m))? {

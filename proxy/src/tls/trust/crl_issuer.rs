@@ -19,8 +19,8 @@ use std::sync::{Arc, RwLock};
 
 use openssl::x509::X509Ref;
 
+use super::LoadedCrl;
 use crate::tls::dn::rfc2253;
-use crate::tls::trust::LoadedCrl;
 use crate::tls::verify::AuthFailure;
 
 /// Issuer certificates remembered per trust state. Only certificates of chains that verified
@@ -73,7 +73,7 @@ type Verdict = Result<Arc<[usize]>, AuthFailure>;
 
 /// The deferred CRLs of one trust state and the verdicts reached for each issuer certificate.
 #[derive(Default)]
-pub struct DeferredCrls {
+pub(super) struct DeferredCrls {
     /// Indexes (into the trust state's CRL list) of the CRLs whose issuer is not in the bundle.
     indexes: Vec<usize>,
     /// Keyed by the SHA-256 of the issuer certificate's DER.
@@ -81,18 +81,18 @@ pub struct DeferredCrls {
 }
 
 impl DeferredCrls {
-    pub fn push(&mut self, index: usize) {
+    pub(super) fn push(&mut self, index: usize) {
         self.indexes.push(index);
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.indexes.is_empty()
     }
 
     /// The deferred CRLs that apply to certificates `issuer` issued (none when no deferred CRL
     /// names it), each verified against its key; `bad certificate` when one that names it
     /// does not verify. `issuer_sha256` is the SHA-256 of its DER.
-    pub fn for_issuer(
+    pub(super) fn for_issuer(
         &self,
         crls: &[LoadedCrl],
         issuer: &X509Ref,
