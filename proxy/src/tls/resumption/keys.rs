@@ -36,6 +36,30 @@ const KEY_LEN_AES128: usize = 48;
 const MAX_KEYS: usize = 64;
 
 /// How to make a file certgate accepts, for error messages.
+/// What is wrong with a ticket key file; every message ends with how to write a good one.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("{} 48-byte (AES-128) key; certgate encrypts tickets with AES-256 only: {FIX}", match line { Some(n) => format!("line {n} is a"), None => "a".to_string() })]
+    Aes128 { line: Option<usize> },
+    #[error("key {key} has the same name (first 16 bytes) as an earlier key, so tickets could not say which key made them: {FIX}")]
+    SameName { key: usize },
+    #[error("malformed key: {FIX}")]
+    Malformed,
+    #[error("{len} bytes, neither one raw 80-byte key nor base64 text: {FIX}")]
+    NotKeys { len: usize },
+    #[error("line {line} is not base64 ({error}): {FIX}")]
+    NotBase64 {
+        line: usize,
+        error: base64::DecodeError,
+    },
+    #[error("line {line} decodes to {len} bytes, not 80: {FIX}")]
+    WrongLength { line: usize, len: usize },
+    #[error("more than {MAX_KEYS} keys; keep the newest few: {FIX}")]
+    TooMany,
+    #[error("no key in the file: {FIX}")]
+    Empty,
+}
+
 const FIX: &str = "write one 80-byte key (`openssl rand 80 > FILE`, NGINX's format) or base64 lines of 80-byte keys, newest first (`openssl rand 80 | openssl base64 -A`, HAProxy's format)";
 
 /// Ticket keys shared by the replicas of a fleet, read from `tls.session_ticket_keys`: the
@@ -57,7 +81,7 @@ impl FileTicketKeys {
     ///   skipped.
     ///
     /// The error says what is wrong and how to write a good file; the caller names the file.
-    pub fn parse(bytes: &[u8]) -> Result<FileTicketKeys, String> {
+    pub fn parse(bytes: &[u8]) -> Result<FileTicketKeys, KeyFileError> {
         // A text file can be 80 bytes too (a comment and a 48-byte key line): random key bytes
         // are all printable ASCII with a chance of about 1e-34, so such a file is read as text.
         let text = bytes
@@ -65,19 +89,12 @@ impl FileTicketKeys {
             .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
         let keys = match bytes.len() {
             KEY_LEN if !text => vec![nginx_key(bytes)?],
-            KEY_LEN_AES128 => {
-                return Err(format!(
-                    "a 48-byte (AES-128) key; certgate encrypts tickets with AES-256 only: {FIX}"
-                ))
-            }
+            KEY_LEN_AES128 => return Err(KeyFileError::Aes128 { line: None }),
             _ => haproxy_keys(bytes)?,
         };
         for (i, k) in keys.iter().enumerate() {
             if keys[..i].iter().any(|o| o.name == k.name) {
-                return Err(format!(
-                    "key {} has the same name (first 16 bytes) as an earlier key, so tickets could not say which key made them: {FIX}",
-                    i + 1
-                ));
+                return Err(KeyFileError::SameName { key: i + 1 });
             }
         }
         Ok(FileTicketKeys {
@@ -109,17 +126,17 @@ impl FileTicketKeys {
 }
 
 /// NGINX's 80-byte layout (`ngx_ssl_session_ticket_keys`): name, HMAC secret, AES key.
-fn nginx_key(b: &[u8]) -> Result<TicketKey, String> {
+fn nginx_key(b: &[u8]) -> Result<TicketKey, KeyFileError> {
     key_of(&b[..16], &b[48..80], &b[16..48])
 }
 
 /// HAProxy's layout (`struct tls_sess_key_256`): name, AES key, HMAC secret.
-fn haproxy_key(b: &[u8]) -> Result<TicketKey, String> {
+fn haproxy_key(b: &[u8]) -> Result<TicketKey, KeyFileError> {
     key_of(&b[..16], &b[16..48], &b[48..80])
 }
 
-fn key_of(name: &[u8], aes: &[u8], hmac: &[u8]) -> Result<TicketKey, String> {
-    let bad = |_| format!("malformed key: {FIX}");
+fn key_of(name: &[u8], aes: &[u8], hmac: &[u8]) -> Result<TicketKey, KeyFileError> {
+    let bad = |_| KeyFileError::Malformed;
     Ok(TicketKey {
         name: name.try_into().map_err(bad)?,
         aes: aes.try_into().map_err(bad)?,
@@ -128,13 +145,9 @@ fn key_of(name: &[u8], aes: &[u8], hmac: &[u8]) -> Result<TicketKey, String> {
     })
 }
 
-fn haproxy_keys(bytes: &[u8]) -> Result<Vec<TicketKey>, String> {
-    let text = std::str::from_utf8(bytes).map_err(|_| {
-        format!(
-            "{} bytes, neither one raw 80-byte key nor base64 text: {FIX}",
-            bytes.len()
-        )
-    })?;
+fn haproxy_keys(bytes: &[u8]) -> Result<Vec<TicketKey>, KeyFileError> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| KeyFileError::NotKeys { len: bytes.len() })?;
     let mut keys = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -144,22 +157,18 @@ fn haproxy_keys(bytes: &[u8]) -> Result<Vec<TicketKey>, String> {
         let n = n + 1;
         let raw = base64::engine::general_purpose::STANDARD
             .decode(line)
-            .map_err(|e| format!("line {n} is not base64 ({e}): {FIX}"))?;
+            .map_err(|e| KeyFileError::NotBase64 { line: n, error: e })?;
         match raw.len() {
             KEY_LEN => keys.push(haproxy_key(&raw)?),
-            KEY_LEN_AES128 => {
-                return Err(format!("line {n} is a 48-byte (AES-128) key; certgate encrypts tickets with AES-256 only: {FIX}"))
-            }
-            len => return Err(format!("line {n} decodes to {len} bytes, not 80: {FIX}")),
+            KEY_LEN_AES128 => return Err(KeyFileError::Aes128 { line: Some(n) }),
+            len => return Err(KeyFileError::WrongLength { line: n, len }),
         }
         if keys.len() > MAX_KEYS {
-            return Err(format!(
-                "more than {MAX_KEYS} keys; keep the newest few: {FIX}"
-            ));
+            return Err(KeyFileError::TooMany);
         }
     }
     if keys.is_empty() {
-        return Err(format!("no key in the file: {FIX}"));
+        return Err(KeyFileError::Empty);
     }
     Ok(keys)
 }
@@ -307,7 +316,7 @@ mod tests {
             "the text case is as long as a raw key"
         );
         for (bytes, want) in cases {
-            let err = FileTicketKeys::parse(&bytes).expect_err(want);
+            let err = FileTicketKeys::parse(&bytes).expect_err(want).to_string();
             assert!(err.contains(want), "{want}: {err}");
             assert!(err.contains("openssl rand 80"), "the fix: {err}");
         }

@@ -32,7 +32,7 @@ mod ffi;
 mod keys;
 pub mod ticket;
 
-pub use keys::FileTicketKeys;
+pub use keys::{FileTicketKeys, KeyFileError};
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;

@@ -25,6 +25,7 @@ use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509Ref, X509};
 
+use super::fetch::FetchError;
 use crate::config::{HttpUrl, OcspConfig, OcspMode};
 use crate::metrics::OCSP_REQUESTS;
 use crate::time::{asn1_unix, now_unix};
@@ -89,7 +90,7 @@ pub struct Ocsp {
     cache: Mutex<Cache>,
     runtime: OnceCell<tokio::runtime::Handle>,
     /// Built on the first query (or the reason it could not be, given to every query).
-    client: OnceCell<Result<reqwest::Client, String>>,
+    client: OnceCell<Result<reqwest::Client, Arc<FetchError>>>,
 }
 
 impl Ocsp {
@@ -178,9 +179,9 @@ fn serial_of(cert: &X509Ref) -> Vec<u8> {
 
 impl Ocsp {
     /// The HTTP client queries use, built once.
-    fn client(&self) -> Result<reqwest::Client, String> {
+    fn client(&self) -> Result<reqwest::Client, Arc<FetchError>> {
         self.client
-            .get_or_init(|| super::fetch::client().map_err(|e| e.to_string()))
+            .get_or_init(|| super::fetch::client().map_err(Arc::new))
             .clone()
     }
 
@@ -296,9 +297,9 @@ pub enum QueryError {
     Request(#[from] openssl::error::ErrorStack),
     #[error("cannot add a nonce: {0}")]
     Nonce(openssl::error::ErrorStack),
-    /// The shared HTTP client could not be built (the text of its FetchError).
+    /// The shared HTTP client could not be built.
     #[error("{0}")]
-    Client(String),
+    Client(Arc<FetchError>),
     #[error("{url}: no answer within {timeout:?}")]
     Timeout { url: HttpUrl, timeout: Duration },
     #[error("{url}: {source}")]
