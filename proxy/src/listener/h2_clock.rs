@@ -14,7 +14,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -285,13 +285,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeaderClock<S> {
             match this.state {
                 State::Done => return Poll::Ready(Ok(())),
                 State::Refusing => {
-                    return match this.refusal.poll_send(&mut this.inner, cx) {
-                        Poll::Pending => Poll::Pending,
-                        Poll::Ready(()) => {
-                            this.state = State::Done;
-                            Poll::Ready(Ok(()))
-                        }
-                    };
+                    ready!(this.refusal.poll_send(&mut this.inner, cx));
+                    this.state = State::Done;
                 }
                 State::Watching => {
                     let before = buf.filled().len();

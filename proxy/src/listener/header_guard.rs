@@ -21,7 +21,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use pingora::protocols::Ssl;
@@ -219,14 +219,9 @@ impl<S: AsyncRead + AsyncWrite + Ssl + Unpin> AsyncRead for HeaderGuard<S> {
                     return poll;
                 }
                 Phase::Refusing => {
-                    return match this.refusal.poll_send(&mut this.inner, cx) {
-                        Poll::Pending => Poll::Pending,
-                        Poll::Ready(()) => {
-                            this.phase = Phase::Done;
-                            // EOF to Pingora: the connection ends without another response.
-                            Poll::Ready(Ok(()))
-                        }
-                    };
+                    ready!(this.refusal.poll_send(&mut this.inner, cx));
+                    // Done reads as EOF to Pingora: the connection ends without another response.
+                    this.phase = Phase::Done;
                 }
                 Phase::Header => {
                     let before = buf.filled().len();
