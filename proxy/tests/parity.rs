@@ -354,7 +354,13 @@ const SCENARIOS: &[Scenario] = &[
         release_at: None,
         body: Body::None,
         status: 200,
-        expect: &[],
+        // RFC 9110 §7.6.1: what the upstream's Connection names, Keep-Alive and
+        // Proxy-Connection are about its connection to certgate, never forwarded.
+        expect: &[
+            Lacks("response.headers", "x-hop"),
+            Lacks("response.headers", "keep-alive: timeout"),
+            Lacks("response.headers", "proxy-connection"),
+        ],
     },
     Scenario {
         name: "103 early hints",

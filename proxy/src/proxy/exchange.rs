@@ -242,14 +242,16 @@ impl CertgateProxy {
         Ok(())
     }
 
-    /// Step 3b: the head the client receives: HSTS, and an upgraded connection registered as
-    /// a tunnel, to be decided again when a reload changes trust or policy.
+    /// Step 3b: the head the client receives: the upstream's hop-by-hop headers gone, HSTS, and
+    /// an upgraded connection registered as a tunnel, to be decided again when a reload changes
+    /// trust or policy.
     pub(super) fn rewrite_response(
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
         ex: &mut Exchange,
     ) -> pingora::Result<()> {
+        forward_headers::strip_response_hop_by_hop(resp);
         if let Some(h) = self.hsts() {
             resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, h.clone())?;
         }

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use http::header::{HeaderName, HeaderValue};
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::config::ListenerConfig;
 use crate::config::{hardening_entry, is_passed, same_name};
@@ -152,6 +152,29 @@ pub(crate) fn rewrite_request(
         }
     }
     Ok(())
+}
+
+/// The upstream's hop-by-hop response headers, which are about its connection to certgate and
+/// never the client's (RFC 9110 §7.6.1): every header its `Connection` names, `Keep-Alive` and
+/// `Proxy-Connection`. `Connection` itself is the client session's to write. Not for 1xx
+/// answers: a 101 needs its `Upgrade` and `Connection` as they are.
+pub(crate) fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
+    if resp.status.is_informational() {
+        return;
+    }
+    let named: Vec<HeaderName> = resp
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+        .filter(|n| n != http::header::CONNECTION && n != http::header::TRANSFER_ENCODING)
+        .collect();
+    for name in named {
+        resp.remove_header(&name);
+    }
+    resp.remove_header("keep-alive");
+    resp.remove_header("proxy-connection");
 }
 
 /// RFC 7239 `Forwarded` from what certgate knows: the client address, the Host, and https.
@@ -453,5 +476,30 @@ mod tests {
         let mut req = request("/x", &[]);
         let info = anonymous(&config, None);
         assert!(rewrite_request(&mut req, &info).is_err());
+    }
+
+    #[test]
+    fn hop_by_hop_response_headers_stay_with_the_upstream() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for (n, v) in [
+            ("connection", "keep-alive, X-Hop, close"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("x-hop", "secret"),
+            ("transfer-encoding", "chunked"),
+            ("x-kept", "yes"),
+        ] {
+            resp.append_header(n, v).unwrap();
+        }
+        strip_response_hop_by_hop(&mut resp);
+        let mut left: Vec<_> = resp.headers.keys().map(|n| n.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["connection", "transfer-encoding", "x-kept"]);
+
+        let mut upgrade = ResponseHeader::build(101, None).unwrap();
+        upgrade.append_header("connection", "upgrade").unwrap();
+        upgrade.append_header("upgrade", "websocket").unwrap();
+        strip_response_hop_by_hop(&mut upgrade);
+        assert_eq!(upgrade.headers.len(), 2);
     }
 }
