@@ -110,7 +110,6 @@ mod tests {
     use super::*;
     use crate::pki::{self, CertSpec};
     use openssl::nid::Nid;
-    use std::process::Command;
 
     fn spec(subject: &[(&str, &str)]) -> CertSpec {
         CertSpec::with_subject(subject)
@@ -118,21 +117,7 @@ mod tests {
 
     /// `openssl x509 -noout -subject -nameopt RFC2253`, without the `subject=` prefix.
     fn cli_subject(cert: &openssl::x509::X509Ref) -> String {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("c.pem");
-        std::fs::write(&path, cert.to_pem().expect("pem")).expect("write");
-        let out = Command::new("openssl")
-            .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
-            .arg(&path)
-            .output()
-            .expect("openssl CLI");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).expect("ASCII output");
-        let line = text.strip_suffix('\n').unwrap_or(&text);
+        let line = crate::tls::identity::tests::cli(cert, &["-subject", "-nameopt", "RFC2253"]);
         line.strip_prefix("subject=")
             .expect("subject= prefix")
             .to_string()
