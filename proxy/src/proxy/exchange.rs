@@ -17,7 +17,7 @@
 //! Pingora's `HttpProxy` reaches the steps through the `ProxyHttp` adapter in
 //! [`crate::proxy`]; the direct path ([`crate::proxy::forward`]) calls them itself. Neither
 //! engine has a step of its own, so what one path does to a request the other does too
-//! (`tests/parity.rs` sends the same requests through both).
+//! (`tests/parity/` sends the same requests through both).
 
 use std::sync::Arc;
 use std::time::Instant;
