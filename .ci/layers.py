@@ -46,7 +46,7 @@ def strip_tests(text):
     while i < len(lines):
         if lines[i].strip() == "#[cfg(test)]":
             i += 1
-            if i < len(lines) and re.match(r"\s*(pub(\(crate\))? )?mod \w+\s*\{", lines[i]):
+            if i < len(lines) and re.match(r"\s*(pub(\([^)]*\))? )?mod \w+\s*\{", lines[i]):
                 depth = 0
                 while i < len(lines):
                     depth += lines[i].count("{") - lines[i].count("}")
@@ -68,7 +68,7 @@ def test_only_files(src):
         if f.name == "tests.rs" or f.name.endswith("_tests.rs"):
             skip.add(f)
         text = f.read_text()
-        for m in re.finditer(r"#\[cfg\(test\)\]\s*(?:pub(?:\(crate\))? )?mod (\w+);", text):
+        for m in re.finditer(r"#\[cfg\(test\)\]\s*(?:pub(?:\([^)]*\))? )?mod (\w+);", text):
             base = f.parent if f.name in ("mod.rs", "lib.rs") else f.parent / f.stem
             skip.update({base / f"{m.group(1)}.rs", base / m.group(1) / "mod.rs"})
     return skip
