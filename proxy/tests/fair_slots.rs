@@ -382,32 +382,6 @@ fn the_per_client_bound_holds_on_pingoras_path_too() {
     );
 }
 
-/// An HTTP/2 connection as `who` whose client never grants the server any window: each of
-/// its streams holds its upstream request until `timeouts.read` ends it.
-async fn h2_zero_window(
-    w: &World,
-    p: &Proxy,
-    who: &Issued,
-) -> h2::client::SendRequest<bytes::Bytes> {
-    let tcp = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    let ssl = tls_connector(w, Some(who), b"\x02h2")
-        .configure()
-        .unwrap()
-        .into_ssl("localhost")
-        .unwrap();
-    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-    std::pin::Pin::new(&mut tls).connect().await.unwrap();
-    let (send, conn) = h2::client::Builder::new()
-        .initial_window_size(0)
-        .handshake(tls)
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    send
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_window_connections_of_one_client_share_its_slots() {
     let w = World::new();

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use certgate::pki::Issued;
 use common::tunnel::{closed_by, open_tunnel};
 use common::*;
 
@@ -346,31 +345,6 @@ fn open_websocket_tunnels_are_closed_when_a_reload_withdraws_access() {
         ),
         1.0
     );
-}
-
-/// An HTTP/2 connection as `who` whose client never grants the server any window.
-async fn h2_zero_window(
-    w: &World,
-    p: &Proxy,
-    who: &Issued,
-) -> h2::client::SendRequest<bytes::Bytes> {
-    let tcp = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    let ssl = tls_connector(w, Some(who), b"\x02h2")
-        .configure()
-        .unwrap()
-        .into_ssl("localhost")
-        .unwrap();
-    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-    std::pin::Pin::new(&mut tls).connect().await.unwrap();
-    let (send, conn) = h2::client::Builder::new()
-        .initial_window_size(0)
-        .handshake(tls)
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    send
 }
 
 /// Sends `n` GETs on `send` and waits for each stream to end, whatever way it ends.

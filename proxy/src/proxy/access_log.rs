@@ -11,7 +11,6 @@ use pingora::proxy::Session;
 use pingora::Error;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::errors::Answer;
 use super::exchange::{Exchange, Outcome};
 use super::forward::headers as forward;
 use super::{client_ip, conn_auth};
@@ -304,14 +303,10 @@ pub struct Early<'a> {
 /// Counts an [`Early`] answer and writes its access log line, with the fields of every other
 /// request's (no identity was looked at: user, groups and permission stay empty).
 pub fn early(answer: &Early<'_>) {
-    let outcome = Outcome::Unusable(Answer::new(answer.status, answer.reason.to_string()));
-    let Some(duration_ms) = count(
-        answer.listener,
-        answer.status,
-        outcome.label(),
-        "",
-        answer.start,
-    ) else {
+    // Refused before a decision, as an unusable request is.
+    let decision = Outcome::REFUSED;
+    let Some(duration_ms) = count(answer.listener, answer.status, decision, "", answer.start)
+    else {
         return;
     };
     AccessRecord {
@@ -325,7 +320,7 @@ pub fn early(answer: &Early<'_>) {
         path: answer.request.path.as_str().into(),
         status: answer.status,
         duration_ms,
-        decision: outcome.label().into(),
+        decision: decision.into(),
         reason: answer.reason.into(),
         refusal: Some(None),
         ..AccessRecord::default()

@@ -48,11 +48,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The `decision` of a request refused or failed before the policy decided it.
+    pub const REFUSED: &'static str = "deny";
+
     /// The access log's `decision` and the metrics' label.
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Decided(v) => v.label(),
-            Outcome::Undecided | Outcome::Unusable(_) => "deny",
+            Outcome::Undecided | Outcome::Unusable(_) => Outcome::REFUSED,
         }
     }
 

@@ -585,6 +585,28 @@ pub async fn h2_connect(
     proxy: &Proxy,
     who: Option<&Issued>,
 ) -> h2::client::SendRequest<bytes::Bytes> {
+    h2_connect_with(world, proxy, who, h2::client::Builder::new()).await
+}
+
+/// An HTTP/2 connection as `who` whose client never grants the server any window: each of
+/// its streams holds its upstream request until `timeouts.read` ends it.
+pub async fn h2_zero_window(
+    world: &World,
+    proxy: &Proxy,
+    who: &Issued,
+) -> h2::client::SendRequest<bytes::Bytes> {
+    let mut builder = h2::client::Builder::new();
+    builder.initial_window_size(0);
+    h2_connect_with(world, proxy, Some(who), builder).await
+}
+
+/// [`h2_connect`] with the client's HTTP/2 settings in `builder`.
+pub async fn h2_connect_with(
+    world: &World,
+    proxy: &Proxy,
+    who: Option<&Issued>,
+    builder: h2::client::Builder,
+) -> h2::client::SendRequest<bytes::Bytes> {
     let ssl = tls_connector(world, who, b"\x02h2")
         .configure()
         .unwrap()
@@ -593,7 +615,7 @@ pub async fn h2_connect(
     let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
     std::pin::Pin::new(&mut tls).connect().await.unwrap();
-    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    let (send, conn) = builder.handshake(tls).await.unwrap();
     tokio::spawn(async move {
         let _ = conn.await;
     });
