@@ -654,14 +654,24 @@ impl RawUpstream {
         let (heads, active, max_active) =
             (up.heads.clone(), up.active.clone(), up.max_active.clone());
         std::thread::spawn(move || {
+            // The connections counted at the latest accept. A serving thread notices the
+            // proxy's close only when it is next scheduled, so "at most" is counted from what
+            // the kernel knows at each accept: connections whose peer has not closed.
+            let mut open: Vec<std::net::TcpStream> = Vec::new();
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
                 let (heads, active, max_active) =
                     (heads.clone(), active.clone(), max_active.clone());
-                let now = active.fetch_add(1, Ordering::SeqCst) + 1;
-                max_active.fetch_max(now, Ordering::SeqCst);
+                active.fetch_add(1, Ordering::SeqCst);
+                open.retain(|c| !peer_closed(c));
+                if let Ok(c) = conn.try_clone() {
+                    open.push(c);
+                }
+                max_active.fetch_max(open.len(), Ordering::SeqCst);
                 std::thread::spawn(move || {
                     raw_upstream_serve(&mut conn, reply, &heads);
+                    // The accept loop's clone keeps the socket open: close it for the proxy.
+                    let _ = conn.shutdown(std::net::Shutdown::Both);
                     active.fetch_sub(1, Ordering::SeqCst);
                 });
             }
@@ -682,13 +692,36 @@ impl RawUpstream {
             .collect()
     }
 
-    /// Connections open now, and the most ever open at once.
+    /// Connections open now, and the most ever open at once (as the kernel knew it at each
+    /// accept: a connection the proxy had closed no longer counts).
     pub fn active(&self) -> (usize, usize) {
         use std::sync::atomic::Ordering;
         (
             self.active.load(Ordering::SeqCst),
             self.max_active.load(Ordering::SeqCst),
         )
+    }
+}
+
+/// Whether the peer of `conn` has closed it (FIN or RST received), without reading from it or
+/// waiting.
+fn peer_closed(conn: &std::net::TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: `conn` owns a valid socket for the duration of the call, and `byte` is a live
+    // one-byte buffer; MSG_PEEK leaves any data in place and MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            conn.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => true,
+        n if n > 0 => false,
+        _ => std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock,
     }
 }
 
