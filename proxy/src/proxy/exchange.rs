@@ -214,21 +214,23 @@ impl CertgateProxy {
         self.upstream.peer().await
     }
 
-    /// Step 3a: the head the upstream receives, from the client's (hop-by-hop headers already
-    /// gone): the decided target, spoofable headers stripped, ours added, one Content-Length.
-    pub(super) fn rewrite_request(
+    /// Step 3a: the head the upstream receives, from the client's: the decided target,
+    /// spoofable headers stripped (and any `drop` names: the direct path's hop-by-hop
+    /// headers), ours added, one Content-Length.
+    pub(super) fn upstream_head(
         &self,
         session: &Session,
-        upstream: &mut RequestHeader,
+        client: &RequestHeader,
         ex: &Exchange,
-    ) -> pingora::Result<()> {
+        drop: impl Fn(&http::HeaderName) -> bool,
+    ) -> pingora::Result<RequestHeader> {
         let group_attribute = ex.policy.as_ref().map(|p| p.group_attribute());
         let identity_headers = match ex.identity() {
             Some(id) => Some(self.identity_headers(session, id, group_attribute)?),
             None => None,
         };
-        forward_headers::rewrite_request(
-            upstream,
+        let mut head = forward_headers::upstream_head(
+            client,
             &forward_headers::ForwardInfo {
                 config: &self.listener.config,
                 client_ip: client_ip(session),
@@ -237,11 +239,23 @@ impl CertgateProxy {
                 permission: ex.outcome.permission(),
                 target: ex.target.as_ref(),
             },
+            drop,
         )?;
         if let Some(length) = ex.content_length {
             // Replaces every copy the client sent (`5, 5`, or the header twice) with one.
-            upstream.insert_header(http::header::CONTENT_LENGTH, length)?;
+            head.insert_header(http::header::CONTENT_LENGTH, length)?;
         }
+        Ok(head)
+    }
+
+    /// [`Self::upstream_head`] in place of `upstream`, `HttpProxy`'s copy of the client's head.
+    pub(super) fn rewrite_request(
+        &self,
+        session: &Session,
+        upstream: &mut RequestHeader,
+        ex: &Exchange,
+    ) -> pingora::Result<()> {
+        *upstream = self.upstream_head(session, upstream, ex, |_| false)?;
         Ok(())
     }
 
@@ -458,11 +472,7 @@ fn host_problem(req: &RequestHeader) -> Option<&'static str> {
 /// else its address.
 fn client_key(session: &Session, ex: &Exchange) -> slots::ClientKey {
     if let Some(id) = ex.identity() {
-        // Kept as bytes: a fixed-size key that needs no allocation per request.
-        let mut fingerprint = [0u8; 32];
-        if hex::decode_to_slice(&id.fingerprint_sha256, &mut fingerprint).is_ok() {
-            return slots::ClientKey::Cert(fingerprint);
-        }
+        return slots::ClientKey::Cert(id.fingerprint);
     }
     match client_ip(session) {
         Some(ip) => slots::ClientKey::Addr(ip),

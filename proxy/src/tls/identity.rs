@@ -42,6 +42,8 @@ pub struct Identity {
     pub serial_decimal: String,
     /// Lower-case hex SHA-256 of the DER.
     pub fingerprint_sha256: String,
+    /// The same SHA-256, as bytes: a fixed-size key for per-request bookkeeping.
+    pub fingerprint: [u8; 32],
     /// Unix seconds.
     pub not_before: i64,
     pub not_after: i64,
@@ -117,7 +119,9 @@ impl Identity {
             ip_sans,
             serial_hex,
             serial_decimal,
-            fingerprint_sha256: hex::encode(fingerprint),
+            fingerprint_sha256: hex::encode(&fingerprint),
+            fingerprint: <[u8; 32]>::try_from(&fingerprint[..])
+                .map_err(|e| IdentityError::Unreadable("fingerprint", e.to_string()))?,
             not_before: unix_time(cert.not_before(), "notBefore")?,
             not_after: unix_time(cert.not_after(), "notAfter")?,
             der,
@@ -302,6 +306,7 @@ pub(super) mod tests {
             .replace(':', "")
             .to_lowercase();
         assert_eq!(id.fingerprint_sha256, fp);
+        assert_eq!(hex::encode(id.fingerprint), fp);
         let bn = openssl::bn::BigNum::from_hex_str(&id.serial_hex).expect("hex");
         assert_eq!(id.serial_decimal, bn.to_dec_str().expect("dec").to_string());
 

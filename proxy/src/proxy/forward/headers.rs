@@ -75,31 +75,25 @@ pub(crate) fn groups_rfc2253(identity: &Identity, attribute: Option<GroupAttribu
         .select(&identity.organizations_rfc2253, &identity.org_units_rfc2253)
 }
 
-pub(crate) fn rewrite_request(
-    req: &mut RequestHeader,
+/// The head the upstream receives, built from the client's in one pass: the decided target,
+/// the client's headers less every spoofable one (and any `drop` names), then ours. Built as
+/// plain `http` parts with room for every header, so nothing is looked up, parsed or grown
+/// twice; header names go upstream in their canonical spelling (title case for the standard
+/// ones, lower case for the rest), as HAProxy and Envoy send them.
+pub(crate) fn upstream_head(
+    client: &RequestHeader,
     info: &ForwardInfo<'_>,
-) -> pingora::Result<()> {
-    let passed = &info.config.pass_client_headers;
-    let spoofed: Vec<HeaderName> = req
-        .headers
-        .keys()
-        .filter(|name| {
-            is_spoofable(name.as_str())
-                || (hardening_entry(name.as_str()).is_some() && !is_passed(passed, name.as_str()))
-        })
-        .cloned()
-        .collect();
-    for name in spoofed {
-        req.remove_header(&name);
-    }
-
-    // HTTP/2 clients send :authority instead of Host; an HTTP/1.1 upstream needs Host.
-    let host = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri.authority().map(|a| a.to_string()));
+    drop: impl Fn(&HeaderName) -> bool,
+) -> pingora::Result<RequestHeader> {
+    const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+    const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+    const X_CERTGATE_PERMISSION: HeaderName = HeaderName::from_static("x-certgate-permission");
+    let invalid = |what: &str, e: http::header::InvalidHeaderValue| {
+        pingora::Error::because(pingora::ErrorType::InternalError, what.to_string(), e)
+    };
 
     // Always replaced, even when it looks unchanged: the client's bytes may differ from what
     // the URI shows (a target that is not origin-form keeps its raw bytes otherwise).
@@ -109,32 +103,59 @@ pub(crate) fn rewrite_request(
             "no decided request target",
         ));
     };
-    req.set_uri(target.uri());
-    if let Some(host) = &host {
-        if req.headers.get(http::header::HOST).is_none() {
-            req.insert_header(http::header::HOST, host.as_str())?;
+    let identity = info.identity_headers.unwrap_or_default();
+    let mut headers =
+        http::HeaderMap::with_capacity(client.headers.len() + 8 + identity.len().max(4));
+
+    let passed = &info.config.pass_client_headers;
+    for (name, value) in &client.headers {
+        let spoofed = is_spoofable(name.as_str())
+            || (hardening_entry(name.as_str()).is_some() && !is_passed(passed, name.as_str()));
+        // Ours replaces the client's: never two values, whatever the client sent.
+        if spoofed || name == X_FORWARDED_HOST || name == X_FORWARDED_PROTO || drop(name) {
+            continue;
         }
-        req.insert_header("x-forwarded-host", host.as_str())?;
+        headers.append(name.clone(), value.clone());
+    }
+
+    // HTTP/2 clients send :authority instead of Host; an HTTP/1.1 upstream needs Host.
+    let host = match client.headers.get(http::header::HOST) {
+        Some(h) if h.to_str().is_ok() => Some(h.clone()),
+        _ => client
+            .uri
+            .authority()
+            .map(|a| HeaderValue::from_str(a.as_str()))
+            .transpose()
+            .map_err(|e| invalid("authority", e))?,
+    };
+    if let Some(host) = &host {
+        if !headers.contains_key(http::header::HOST) {
+            headers.insert(http::header::HOST, host.clone());
+        }
+        headers.insert(X_FORWARDED_HOST, host.clone());
     }
     if let Some(ip) = info.client_ip {
-        let ip = ip.to_canonical();
-        let text = ip.to_string();
-        req.insert_header("x-forwarded-for", text.as_str())?;
-        req.insert_header("x-real-ip", text.as_str())?;
+        let text = HeaderValue::try_from(ip.to_canonical().to_string())
+            .map_err(|e| invalid("client address", e))?;
+        headers.insert(X_FORWARDED_FOR, text.clone());
+        headers.insert(X_REAL_IP, text);
     }
-    req.insert_header("x-forwarded-proto", "https")?;
-    req.insert_header(
-        "forwarded",
-        forwarded(info.client_ip, host.as_deref()).as_str(),
-    )?;
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    let host_text = host.as_ref().and_then(|h| h.to_str().ok());
+    headers.insert(
+        FORWARDED,
+        HeaderValue::try_from(forwarded(info.client_ip, host_text))
+            .map_err(|e| invalid("forwarded", e))?,
+    );
 
-    if let Some(headers) = info.identity_headers {
-        for (name, value) in headers {
-            req.insert_header(name.clone(), value.clone())?;
-        }
+    for (name, value) in identity {
+        headers.insert(name.clone(), value.clone());
     }
     if let Some(p) = info.permission {
-        req.insert_header("x-certgate-permission", p)?;
+        headers.insert(
+            X_CERTGATE_PERMISSION,
+            HeaderValue::from_str(p).map_err(|e| invalid("permission", e))?,
+        );
     }
     if info.identity_headers.is_none() {
         // Without a verified identity only the verification outcome is sent (ssl-client-verify).
@@ -148,10 +169,20 @@ pub(crate) fn rewrite_request(
             &verify,
             None,
         ) {
-            req.insert_header(name, value)?;
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::try_from(value).map_err(|e| invalid(name, e))?,
+            );
         }
     }
-    Ok(())
+
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = client.method.clone();
+    parts.uri = target.uri();
+    parts.version = client.version;
+    parts.headers = headers;
+    parts.extensions = client.extensions.clone();
+    Ok(RequestHeader::from(parts))
 }
 
 /// The upstream's hop-by-hop response headers, which are about its connection to certgate and
@@ -398,11 +429,11 @@ mod tests {
     }
 
     #[test]
-    fn rewrite_request_strips_every_spoofed_identity_header_and_writes_its_own() {
+    fn upstream_head_strips_every_spoofed_identity_header_and_writes_its_own() {
         let config = listener("");
         let decided = crate::policy::parse_target(b"/vms/../api?x=1", None, config.path_params)
             .expect("target");
-        let mut req = request(
+        let client = request(
             "/vms/../api?x=1",
             &[
                 ("host", "anka.example"),
@@ -413,7 +444,10 @@ mod tests {
                 ("x-forwarded-for", "10.9.9.9"),
                 ("forwarded", "for=10.9.9.9"),
                 ("x-http-method-override", "DELETE"),
+                ("X-Forwarded-Host", "evil.example"),
+                ("x-forwarded-proto", "http"),
                 ("accept", "application/json"),
+                ("te", "trailers"),
             ],
         );
         let info = ForwardInfo {
@@ -424,7 +458,7 @@ mod tests {
             permission: Some("list"),
             target: Some(&decided),
         };
-        rewrite_request(&mut req, &info).expect("rewrite");
+        let req = upstream_head(&client, &info, |n| n == "te").expect("rewrite");
         // The decided target is what goes upstream, not the client's bytes.
         assert_eq!(req.uri.path(), decided.path());
         assert_eq!(req.uri.query(), Some("x=1"));
@@ -442,15 +476,48 @@ mod tests {
         assert_eq!(values(&req, "x-forwarded-host"), ["anka.example"]);
         assert_eq!(values(&req, "forwarded").len(), 1);
         assert!(!values(&req, "forwarded")[0].contains("10.9.9.9"));
-        // Everything else passes untouched.
+        // Everything else passes untouched, but what the engine drops.
         assert_eq!(values(&req, "accept"), ["application/json"]);
+        assert!(values(&req, "te").is_empty());
+        // On the wire, each header once: the client's look-alikes are gone, not added to.
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).expect("ascii");
+        assert_eq!(wire.matches("x-forwarded-host: ").count(), 1, "{wire}");
+        assert_eq!(wire.matches("x-forwarded-proto: ").count(), 1, "{wire}");
+        assert!(!wire.contains("evil.example"), "{wire}");
     }
 
     #[test]
-    fn rewrite_request_passes_only_the_listed_hardening_headers() {
+    fn upstream_head_adds_the_connection_identity_headers_once() {
+        let config = listener("");
+        let decided = crate::policy::parse_target(b"/", None, config.path_params).expect("target");
+        let client = request("/", &[("host", "a.example"), ("X-Certgate-User", "root")]);
+        let ours = [
+            (
+                HeaderName::from_static("x-certgate-user"),
+                HeaderValue::from_static("alice"),
+            ),
+            (
+                HeaderName::from_static("ssl-client-verify"),
+                HeaderValue::from_static("SUCCESS"),
+            ),
+        ];
+        let info = ForwardInfo {
+            identity_headers: Some(&ours),
+            ..anonymous(&config, Some(&decided))
+        };
+        let req = upstream_head(&client, &info, |_| false).expect("rewrite");
+        assert_eq!(values(&req, "x-certgate-user"), ["alice"]);
+        assert_eq!(values(&req, "ssl-client-verify"), ["SUCCESS"]);
+        assert_eq!(values(&req, "host"), ["a.example"]);
+    }
+
+    #[test]
+    fn upstream_head_passes_only_the_listed_hardening_headers() {
         let config = listener("    pass_client_headers: [X-Remote-User, X_Auth_Request_Email]\n");
         let decided = crate::policy::parse_target(b"/", None, config.path_params).expect("target");
-        let mut req = request(
+        let client = request(
             "/",
             &[
                 ("x-remote-user", "alice"),
@@ -461,7 +528,7 @@ mod tests {
             ],
         );
         let info = anonymous(&config, Some(&decided));
-        rewrite_request(&mut req, &info).expect("rewrite");
+        let req = upstream_head(&client, &info, |_| false).expect("rewrite");
         assert_eq!(values(&req, "x-remote-user"), ["alice"]);
         assert_eq!(values(&req, "x_auth_request_email"), ["alice@example.com"]);
         assert!(values(&req, "x-original-url").is_empty());
@@ -471,11 +538,11 @@ mod tests {
     }
 
     #[test]
-    fn rewrite_request_without_a_decided_target_forwards_nothing() {
+    fn upstream_head_without_a_decided_target_forwards_nothing() {
         let config = listener("");
-        let mut req = request("/x", &[]);
+        let client = request("/x", &[]);
         let info = anonymous(&config, None);
-        assert!(rewrite_request(&mut req, &info).is_err());
+        assert!(upstream_head(&client, &info, |_| false).is_err());
     }
 
     #[test]

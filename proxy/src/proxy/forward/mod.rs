@@ -422,19 +422,21 @@ impl Forwarder {
     }
 
     /// The request header the upstream gets: the client's, less hop-by-hop headers (as
-    /// `HttpProxy` strips them), rewritten by the exchange, framed for its body.
+    /// `HttpProxy` strips them) and as the exchange writes it, framed for its body.
     fn upstream_request(
         &self,
         session: &Session,
         ex: &Exchange,
         has_body: bool,
     ) -> pingora::Result<Box<RequestHeader>> {
-        let mut req = Box::new(session.req_header().clone());
+        let client = session.req_header();
+        let hop_by_hop = pingora_mirror::HopByHop::of(client);
+        let mut req = Box::new(self.proxy.upstream_head(session, client, ex, |name| {
+            hop_by_hop.as_ref().is_some_and(|h| h.drops(name))
+        })?);
         // The upstream speaks HTTP/1.1 whatever the client spoke; an HTTP/2 client's
-        // `:authority` becomes the Host header in the rewrite (`headers::rewrite_request`).
+        // `:authority` becomes the Host header (`headers::upstream_head`).
         req.set_version(http::Version::HTTP_11);
-        pingora_mirror::strip_hop_by_hop(&mut req);
-        self.proxy.rewrite_request(session, &mut req, ex)?;
         validate_request_authority(&req).map_err(|e| e.into_in())?;
         pingora_mirror::frame_request_body(&mut req, has_body)?;
         Ok(req)

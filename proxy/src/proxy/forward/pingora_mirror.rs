@@ -27,22 +27,27 @@ const HOP_BY_HOP: [&str; 10] = [
 /// What `HttpProxy` removes before the request filters (pingora-proxy 0.9.1,
 /// `proxy_common::sanitize_h1_upstream_request`): the headers `Connection` names (only
 /// `keep-alive` and `close` reach the direct path, see [`super::eligible`]) and the hop-by-hop
-/// headers.
-pub(super) fn strip_hop_by_hop(req: &mut RequestHeader) {
-    // Most requests carry none: one pass over their names costs less than ten removals.
-    if !req.headers.keys().any(|n| HOP_BY_HOP.contains(&n.as_str())) {
-        return;
+/// headers. The direct path leaves them out as it copies the client's head.
+pub(super) struct HopByHop {
+    names_close: bool,
+}
+
+impl HopByHop {
+    /// `None` for a request that carries none (most): one pass over its names.
+    pub(super) fn of(req: &RequestHeader) -> Option<HopByHop> {
+        if !req.headers.keys().any(|n| HOP_BY_HOP.contains(&n.as_str())) {
+            return None;
+        }
+        let names_close = req
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close")));
+        Some(HopByHop { names_close })
     }
-    let names_close = req
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close")));
-    if names_close {
-        req.remove_header("close");
-    }
-    for name in HOP_BY_HOP {
-        req.remove_header(name);
+
+    pub(super) fn drops(&self, name: &header::HeaderName) -> bool {
+        HOP_BY_HOP.contains(&name.as_str()) || (self.names_close && name.as_str() == "close")
     }
 }
 
@@ -88,13 +93,25 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_and_what_connection_names_are_removed() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        for name in HOP_BY_HOP.iter().chain(&["close", "x-kept"]) {
+        req.insert_header("x-kept", "v").unwrap();
+        assert!(HopByHop::of(&req).is_none());
+        for name in HOP_BY_HOP.iter().chain(&["close"]) {
             req.append_header(name.to_string(), "v").unwrap();
         }
         req.insert_header("connection", "close").unwrap();
-        strip_hop_by_hop(&mut req);
-        let left: Vec<_> = req.headers.keys().map(|n| n.as_str()).collect();
+        let hop = HopByHop::of(&req).expect("hop-by-hop headers");
+        let left: Vec<_> = req
+            .headers
+            .keys()
+            .filter(|n| !hop.drops(n))
+            .map(|n| n.as_str())
+            .collect();
         assert_eq!(left, ["x-kept"]);
+        // `close` is dropped only when Connection names it.
+        let mut named = RequestHeader::build("GET", b"/", None).unwrap();
+        named.insert_header("te", "trailers").unwrap();
+        let hop = HopByHop::of(&named).expect("te");
+        assert!(!hop.drops(&header::HeaderName::from_static("close")));
     }
 
     #[test]
