@@ -356,3 +356,87 @@ fn hop_by_hop_headers_and_close_delimited_bodies_alike_on_both_engines() {
         assert_eq!(body, "until the end", "{engine}");
     }
 }
+
+/// The (type, length) of every TLS record a relay saw the proxy send.
+type Records = std::sync::Arc<std::sync::Mutex<Vec<(u8, usize)>>>;
+
+/// A TCP relay in front of the proxy that records the type and length of every TLS record the
+/// proxy sends (the record layer's 5-byte headers: TLS 1.2 leaves their types readable).
+fn record_relay(proxy: std::net::SocketAddr) -> (std::net::SocketAddr, Records) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let records = Records::default();
+    let seen = records.clone();
+    std::thread::spawn(move || {
+        let Ok((client, _)) = listener.accept() else {
+            return;
+        };
+        let server = TcpStream::connect(proxy).unwrap();
+        let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut c_read, &mut s_write);
+        });
+        let (mut s_read, mut c_write) = (server, client);
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 16384];
+        while let Ok(n) = s_read.read(&mut buf) {
+            if n == 0 || c_write.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            pending.extend_from_slice(&buf[..n]);
+            while pending.len() >= 5 {
+                let len = usize::from(u16::from_be_bytes([pending[3], pending[4]]));
+                if pending.len() < 5 + len {
+                    break;
+                }
+                seen.lock().unwrap().push((pending[0], len));
+                pending.drain(..5 + len);
+            }
+        }
+    });
+    (addr, records)
+}
+
+#[test]
+fn a_small_response_leaves_in_one_tls_record() {
+    let w = World::new();
+    let up = KeepAliveUpstream::start();
+    let who = client(&[("O", "ci"), ("CN", "records")], &w.ca);
+    let p = Proxy::start(&w, &ProxyConfig::new(up.addr));
+    let (relay, records) = record_relay(p.addr);
+    let tcp = TcpStream::connect(relay).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut config = tls_connector(&w, Some(&who), b"\x08http/1.1")
+        .configure()
+        .unwrap();
+    config
+        .set_max_proto_version(Some(openssl::ssl::SslVersion::TLS1_2))
+        .unwrap();
+    let mut s = config.connect("localhost", tcp).unwrap();
+    const APPLICATION_DATA: u8 = 23;
+    let app_records = || {
+        records
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| *t == APPLICATION_DATA)
+            .count()
+    };
+    for i in 1..=3 {
+        s.write_all(format!("GET /small/{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let resp = read_response(&mut s);
+        assert!(resp.ends_with("\r\n\r\nok"), "{resp}");
+        // The relay passes bytes on before it counts them: wait for its count to catch up.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while app_records() < i && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(
+            app_records(),
+            i,
+            "response {i}: head and body in one record each time: {:?}",
+            records.lock().unwrap()
+        );
+    }
+}

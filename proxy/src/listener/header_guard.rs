@@ -16,6 +16,9 @@
 //! the connection ends: the request never reaches the proxy phases. It is logged and counted as
 //! any request is (`crate::proxy::access_log::early`), with the client, the method and path its
 //! request line gave so far, and the time since its first byte.
+//!
+//! Being the proxy's one wrapper around the client's TLS stream, the guard also holds an
+//! HTTP/1.1 response head back to leave with its body's first piece (`super::coalesce`).
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -28,6 +31,7 @@ use pingora::protocols::Ssl;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use super::coalesce::Coalesce;
 use super::outgoing::Outgoing;
 use crate::proxy::access_log::{self, Early, RequestLine};
 use crate::proxy::errors;
@@ -77,6 +81,8 @@ pub struct HeaderGuard<S> {
     /// when its first byte came. A header read whole in one read (the usual case) needs neither.
     line: Vec<u8>,
     since: Option<Instant>,
+    /// A response head held back to leave with its body (see [`super::coalesce`]).
+    out: Coalesce,
 }
 
 /// How much of a header's start is kept for the log line: a request line's method and path.
@@ -120,6 +126,7 @@ impl<S> HeaderGuard<S> {
             hsts,
             line: Vec::new(),
             since: None,
+            out: Coalesce::default(),
         }
     }
 
@@ -297,26 +304,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeaderGuard<S> {
         if self.handle.is_closed() {
             return Poll::Ready(Err(aborted()));
         }
-        Pin::new(&mut self.inner).poll_write(cx, data)
+        let this = &mut *self;
+        let hold = this.handle.take_hold();
+        this.out.poll_write(&mut this.inner, cx, data, hold)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        ready!(this.out.poll_drain(&mut this.inner, cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        if self.handle.is_closed() {
-            return Poll::Ready(Err(aborted()));
-        }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        let this = &mut *self;
+        ready!(this.out.poll_drain(&mut this.inner, cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 

@@ -69,6 +69,7 @@ macro_rules! delegate_stream_traits {
 pub(crate) use delegate_stream_traits;
 
 pub mod alert_close;
+mod coalesce;
 mod h2_clock;
 pub mod header_guard;
 mod http1;

@@ -91,6 +91,8 @@ pub struct HeaderGuardHandle {
     /// What the proxy last told the guard: [`REARM`], [`RECEIVED`] or nothing (0).
     signal: AtomicU8,
     closed: AtomicBool,
+    /// The next write is a response head whose body follows (see [`Self::hold_next_write`]).
+    hold: AtomicBool,
     /// The task waiting on the connection, woken by [`Self::close`].
     waker: Mutex<Option<Waker>>,
     upstream_slots: OnceLock<Arc<Semaphore>>,
@@ -121,6 +123,17 @@ impl HeaderGuardHandle {
         if let Some(w) = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {
             w.wake();
         }
+    }
+
+    /// The next write to the client is an HTTP/1.1 response head with a body to follow: it
+    /// waits for the body's first piece and leaves with it, in one TLS record.
+    pub fn hold_next_write(&self) {
+        self.hold.store(true, Ordering::Release);
+    }
+
+    /// Whether the write being made is one to hold, cleared.
+    pub fn take_hold(&self) -> bool {
+        self.hold.swap(false, Ordering::AcqRel)
     }
 
     pub fn is_closed(&self) -> bool {

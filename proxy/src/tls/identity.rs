@@ -100,8 +100,10 @@ impl Identity {
         let der = cert
             .to_der()
             .map_err(|e| IdentityError::Unreadable("encoding", e.to_string()))?;
-        let fingerprint = cert
+        let digest = cert
             .digest(MessageDigest::sha256())
+            .map_err(|e| IdentityError::Unreadable("fingerprint", e.to_string()))?;
+        let fingerprint = <[u8; 32]>::try_from(&digest[..])
             .map_err(|e| IdentityError::Unreadable("fingerprint", e.to_string()))?;
 
         Ok(Identity {
@@ -119,9 +121,8 @@ impl Identity {
             ip_sans,
             serial_hex,
             serial_decimal,
-            fingerprint_sha256: hex::encode(&fingerprint),
-            fingerprint: <[u8; 32]>::try_from(&fingerprint[..])
-                .map_err(|e| IdentityError::Unreadable("fingerprint", e.to_string()))?,
+            fingerprint_sha256: hex::encode(fingerprint),
+            fingerprint,
             not_before: unix_time(cert.not_before(), "notBefore")?,
             not_after: unix_time(cert.not_after(), "notAfter")?,
             der,

@@ -30,7 +30,7 @@ use pingora::{Error, ErrorType};
 
 use super::access_log::{self, Early, RequestLine};
 use super::errors::Answer;
-use super::{client_ip, CertgateProxy, Exchange};
+use super::{client_ip, conn_auth, CertgateProxy, Exchange};
 
 /// Forwards eligible requests (HTTP/1.1, and HTTP/2 streams); one per listener, sharing the
 /// proxy's state.
@@ -390,10 +390,18 @@ impl Forwarder {
                     ServerSession::H2(stream) => stream
                         .write_response_header(resp, end)
                         .map_err(|e| e.into_down())?,
-                    _ => session
-                        .write_response_header(resp, end)
-                        .await
-                        .map_err(|e| e.into_down())?,
+                    _ => {
+                        if !end && !resp.status.is_informational() {
+                            // The head leaves with the body's first piece, in one TLS record.
+                            if let Some(conn) = conn_auth(session) {
+                                conn.header_guard.hold_next_write();
+                            }
+                        }
+                        session
+                            .write_response_header(resp, end)
+                            .await
+                            .map_err(|e| e.into_down())?
+                    }
                 }
                 Ok(end)
             }
