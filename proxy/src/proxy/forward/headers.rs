@@ -134,17 +134,21 @@ pub(crate) fn upstream_head(
         }
         headers.insert(X_FORWARDED_HOST, host.clone());
     }
-    if let Some(ip) = info.client_ip {
-        let text = HeaderValue::try_from(ip.to_canonical().to_string())
-            .map_err(|e| invalid("client address", e))?;
+    let address = info.client_ip.map(|ip| {
+        let ip = ip.to_canonical();
+        (ip.is_ipv6(), ip.to_string())
+    });
+    if let Some((_, text)) = &address {
+        let text = HeaderValue::from_str(text).map_err(|e| invalid("client address", e))?;
         headers.insert(X_FORWARDED_FOR, text.clone());
         headers.insert(X_REAL_IP, text);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     let host_text = host.as_ref().and_then(|h| h.to_str().ok());
+    let address = address.as_ref().map(|(v6, text)| (*v6, text.as_str()));
     headers.insert(
         FORWARDED,
-        HeaderValue::try_from(forwarded(info.client_ip, host_text))
+        HeaderValue::try_from(forwarded(address, host_text))
             .map_err(|e| invalid("forwarded", e))?,
     );
 
@@ -208,12 +212,21 @@ pub(crate) fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
     resp.remove_header("proxy-connection");
 }
 
-/// RFC 7239 `Forwarded` from what certgate knows: the client address, the Host, and https.
-fn forwarded(client: Option<IpAddr>, host: Option<&str>) -> String {
+/// RFC 7239 `Forwarded` from what certgate knows: the client address (whether it is IPv6, and
+/// its canonical text), the Host, and https.
+fn forwarded(client: Option<(bool, &str)>, host: Option<&str>) -> String {
     let mut out = String::with_capacity(64);
-    match client.map(|ip| ip.to_canonical()) {
-        Some(IpAddr::V4(v4)) => out.push_str(&format!("for={v4};")),
-        Some(IpAddr::V6(v6)) => out.push_str(&format!("for=\"[{v6}]\";")),
+    match client {
+        Some((false, v4)) => {
+            out.push_str("for=");
+            out.push_str(v4);
+            out.push(';');
+        }
+        Some((true, v6)) => {
+            out.push_str("for=\"[");
+            out.push_str(v6);
+            out.push_str("]\";");
+        }
         None => out.push_str("for=unknown;"),
     }
     if let Some(host) = host {
@@ -255,18 +268,43 @@ mod tests {
 
     #[test]
     fn forwarded_values() {
-        let v4 = "203.0.113.7".parse().ok();
         assert_eq!(
-            super::forwarded(v4, Some("ctrl.example.com:8443")),
+            super::forwarded(Some((false, "203.0.113.7")), Some("ctrl.example.com:8443")),
             "for=203.0.113.7;host=\"ctrl.example.com:8443\";proto=https"
         );
-        let v6 = "2001:db8::1".parse().ok();
         assert_eq!(
-            super::forwarded(v6, Some("a\"b")),
+            super::forwarded(Some((true, "2001:db8::1")), Some("a\"b")),
             "for=\"[2001:db8::1]\";host=\"a\\\"b\";proto=https"
         );
-        let mapped = "::ffff:10.0.0.1".parse().ok();
-        assert_eq!(super::forwarded(mapped, None), "for=10.0.0.1;proto=https");
+        assert_eq!(super::forwarded(None, None), "for=unknown;proto=https");
+    }
+
+    #[test]
+    fn an_ipv4_mapped_client_is_forwarded_as_ipv4() {
+        let config = listener("");
+        let decided = crate::policy::parse_target(b"/", None, config.path_params).expect("target");
+        let client = request("/", &[("host", "h")]);
+        for (ip, xff, fwd) in [
+            (
+                "::ffff:10.0.0.1",
+                "10.0.0.1",
+                "for=10.0.0.1;host=\"h\";proto=https",
+            ),
+            (
+                "2001:db8::1",
+                "2001:db8::1",
+                "for=\"[2001:db8::1]\";host=\"h\";proto=https",
+            ),
+        ] {
+            let info = ForwardInfo {
+                client_ip: ip.parse().ok(),
+                ..anonymous(&config, Some(&decided))
+            };
+            let req = upstream_head(&client, &info, |_| false).expect("rewrite");
+            assert_eq!(values(&req, "x-forwarded-for"), [xff]);
+            assert_eq!(values(&req, "x-real-ip"), [xff]);
+            assert_eq!(values(&req, "forwarded"), [fwd]);
+        }
     }
 
     #[test]
