@@ -12,6 +12,7 @@
 #   BASE=/work/bin/certgate-base FAST=/work/bin/certgate-fast LOAD=.../certgate-load benches/ab_s1.sh
 #   SCENARIOS="S1 S3 S4" PAIRS=3 CALLGRIND=0 benches/ab_s1.sh
 #   SCENARIOS=S5 CALLGRIND_SCENARIOS=S5 benches/ab_s1.sh   # HTTP/2: 32 streams, one connection
+#   SCENARIOS="S2 S6" CALLGRIND=0 benches/ab_s1.sh           # handshakes; KiB per idle connection
 # Knobs: DURATION (5s), PAIRS (3), SCENARIOS (S1), CALLGRIND (1), CALLGRIND_SCENARIOS (S1; S1
 # and S5 are known), TRANSFER_BYTES (1 GiB), UPSTREAM_ADDR (127.0.0.1:18080), PROXY_ADDR
 # (127.0.0.1:18443). Prints one line per run and a summary; raw JSON lines go to
@@ -103,14 +104,39 @@ scenario_args() { # SCENARIO: URL and certgate-load arguments
   case $1 in
   S1) echo "$URL/bytes/64 --mode keepalive --connections 32 --duration $DURATION" ;;
   S5) echo "$URL/bytes/64 --mode http2 --connections 32 --duration $DURATION" ;;
+  S2) echo "$URL/bytes/64 --mode new-conn --connections 32 --duration $DURATION" ;;
   S3) echo "$URL/bytes/$TRANSFER_BYTES --mode download" ;;
   S4) echo "$URL/upload --mode upload --bytes $TRANSFER_BYTES" ;;
   *) echo "unknown scenario $1" >&2; exit 1 ;;
   esac
 }
 
+rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$PROXY_PID/status"; }
+
+idle_run() { # WHO BINARY: S6, KiB of RSS per idle mTLS keep-alive connection (1,000 held)
+  local who=$1 bin=$2 idle with held ready="$WORK/ready" deadline
+  start_proxy "$bin"
+  idle=$(rss_kib)
+  rm -f "$ready"
+  taskset -c 1 "$LOAD" --url "$URL/bytes/64" "${TLS[@]}" --json --mode idle --connections 1000 \
+    --duration 5s --ready-file "$ready" >/dev/null 2>&1 &
+  local load=$!
+  deadline=$((SECONDS + 120))
+  until [ -s "$ready" ] || [ $SECONDS -ge $deadline ] || ! kill -0 "$load" 2>/dev/null; do sleep 0.05; done
+  with=$(rss_kib)
+  held=$(tr -cd '0-9' <"$ready" 2>/dev/null || echo 0)
+  wait "$load" || true
+  stop_proxy
+  printf '{"who":"%s","scenario":"S6","rss_idle_kib":%s,"rss_with_kib":%s,"held":%s}\n' "$who" "$idle" "$with" "${held:-0}" >>"$OUT"
+  echo "  $who S6: idle $idle KiB, with ${held:-0} idle connections $with KiB" >&2
+}
+
 one_run() { # WHO BINARY SCENARIO
   local who=$1 bin=$2 sc=$3 args before after out hz
+  if [ "$sc" = S6 ]; then
+    idle_run "$who" "$bin"
+    return
+  fi
   read -r -a args <<<"$(scenario_args "$sc")"
   start_proxy "$bin"
   before=$(ticks)
@@ -175,12 +201,16 @@ for sc in sorted({r["scenario"] for r in rows}):
         if sc.endswith("callgrind"):
             print(f"{sc} {who}: {rs[0]['ir_per_request']:,} instructions/request")
             continue
+        if sc == "S6":
+            kib = [(r["rss_with_kib"] - r["rss_idle_kib"]) / max(r["held"], 1) for r in rs]
+            print(f"S6 {who}: KiB per idle connection median {st.median(kib):.2f} (runs {', '.join(f'{x:.2f}' for x in kib)})")
+            continue
         rps = [r["load"]["rps"] for r in rs]
         p99 = [r["load"]["p99_ms"] for r in rs]
         mbs = [r["load"]["mb_per_s"] for r in rs]
         cpu = [r["proxy_cpu_s"] * 1e6 / max(r["load"]["requests"], 1) for r in rs]
         gib = [r["proxy_cpu_s"] / max(r["load"]["bytes"] / 2**30, 1e-9) for r in rs]
-        if sc in ("S1", "S5"):
+        if sc in ("S1", "S2", "S5"):
             print(f"{sc} {who}: req/s median {st.median(rps):,.0f} (runs {', '.join(f'{x:,.0f}' for x in rps)}), "
                   f"p99 median {st.median(p99):.2f} ms, proxy CPU/request median {st.median(cpu):.1f} us")
         else:
