@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
 use openssl::ssl::{
     AlpnError, SslAcceptor, SslMethod, SslMode, SslOptions, SslSessionCacheMode, SslVerifyMode,
@@ -390,6 +391,7 @@ impl TlsAccept for HandshakeCallbacks<'_> {
         &self,
         ssl: &SslRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
+        release_client_ca_list(ssl);
         // A resumed session has no verified chain from OpenSSL: the resumption check kept one.
         let checked = resumption::checked(ssl);
         let generation = checked.map_or_else(|| self.tls.state.load().generation, |c| c.generation);
@@ -420,6 +422,17 @@ impl TlsAccept for HandshakeCallbacks<'_> {
             recheck: Mutex::new((generation, Ok(()))),
         }))
     }
+}
+
+/// Frees the client-CA names `certificate_callback` gave this connection: they were for the
+/// CertificateRequest, and the connection would otherwise keep its copy of every name in
+/// `client_ca` for its whole life (half a KiB per idle connection with one CA). Nothing reads
+/// them after the handshake: renegotiation and post-handshake authentication are off.
+fn release_client_ca_list(ssl: &SslRef) {
+    // SAFETY: `ssl` is a live SSL for the duration of the call, on the task that owns the
+    // connection (no other thread uses it during the handshake callback). A null list is
+    // allowed: OpenSSL frees the previous list and keeps none.
+    unsafe { openssl_sys::SSL_set_client_CA_list(ssl.as_ptr(), std::ptr::null_mut()) };
 }
 
 #[cfg(test)]
