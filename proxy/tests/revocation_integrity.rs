@@ -313,13 +313,17 @@ async fn a_restart_with_the_cdp_down_or_hanging_keeps_the_cached_crl_of_a_discov
     let inter_url = d.srv.url("/issuing.crl");
     // Both discovered CRLs (the root's, named by the intermediate, and the intermediate's)
     // are cached before the restart: the chain needs both under crl_check: chain.
+    // The cache writes a URL's `.url` file before its `.crl`: wait for the CRLs themselves.
     wait_for("both discovered CRLs cached", CHANGE, || {
-        let urls = std::fs::read_dir(&d.cache)
+        let cached = std::fs::read_dir(&d.cache)
             .ok()?
             .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "url"))
+            .filter(|e| {
+                let path = e.path();
+                path.extension().is_some_and(|x| x == "crl") && path.with_extension("url").is_file()
+            })
             .count();
-        (urls == 2).then_some(())
+        (cached == 2).then_some(())
     });
     drop(p);
 
