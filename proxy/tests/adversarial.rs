@@ -352,10 +352,15 @@ async fn a_bounded_handshake_flood_does_not_starve_good_clients() {
         worst < Duration::from_secs(3),
         "good clients kept being served (worst {worst:?})"
     );
-    let m = p.metrics();
-    assert!(
-        metric(&m, "certgate_handshakes_total", &[("result", "fail")]) >= 100.0,
-        "{m}"
+    // The flood's handshakes fail inside the proxy on its own time (garbage read, the 2 s
+    // timeout, the close): counted whenever it gets to them, not by any answer seen here.
+    wait_for(
+        "100 failed handshakes counted",
+        Duration::from_secs(15),
+        || {
+            let m = p.metrics();
+            (metric(&m, "certgate_handshakes_total", &[("result", "fail")]) >= 100.0).then_some(())
+        },
     );
 }
 

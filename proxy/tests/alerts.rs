@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
 
 #[test]
 fn curl_reads_each_alert_five_times_in_both_versions_and_never_a_reset() {
@@ -61,7 +62,16 @@ fn curl_reads_each_alert_five_times_in_both_versions_and_never_a_reset() {
         }
     }
     assert_eq!(runs, 40);
-    let m = p.metrics();
+    // A refused handshake is counted after its alert is written: the last curl may have read
+    // its alert (and exited) before the count. Wait for all 40, then check there are no more.
+    let m = wait_for(
+        "the 40 refused handshakes counted",
+        Duration::from_secs(15),
+        || {
+            let m = p.metrics();
+            (metric(&m, "certgate_handshakes_total", &[("result", "fail")]) >= 40.0).then_some(m)
+        },
+    );
     assert_eq!(
         metric(&m, "certgate_handshakes_total", &[("result", "fail")]),
         40.0,

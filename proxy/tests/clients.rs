@@ -229,7 +229,10 @@ async fn certgate_clients_prints_the_table_and_exits_2_when_it_cannot_ask() {
 
     // Nothing listening on the admin address.
     let dead = w.path("dead-admin.yaml");
-    let closed = free_addr();
+    // Bound but never listening: refused, and no other socket can take the port meanwhile.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = held.local_addr().unwrap();
     std::fs::write(
         &dead,
         text.replace(&p.admin.to_string(), &closed.to_string()),

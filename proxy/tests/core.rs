@@ -56,7 +56,16 @@ async fn optional_mode_gives_each_failure_its_401_reason() {
             assert_eq!(seen(&v, "ssl-client-verify"), ["SUCCESS"]);
         }
     }
-    let m = p.metrics();
+    // Each 401 is counted after it was sent: wait for the last one's count.
+    let m = wait_for("the six 401s counted", Duration::from_secs(15), || {
+        let m = p.metrics();
+        (metric(
+            &m,
+            "certgate_requests_total",
+            &[("code", "401"), ("decision", "deny")],
+        ) >= 6.0)
+            .then_some(m)
+    });
     for reason in [
         "unknown_ca",
         "certificate_expired",
@@ -72,13 +81,6 @@ async fn optional_mode_gives_each_failure_its_401_reason() {
             "{reason}\n{m}"
         );
     }
-    assert!(
-        metric(
-            &m,
-            "certgate_requests_total",
-            &[("code", "401"), ("decision", "deny")]
-        ) >= 6.0
-    );
 }
 
 #[test]
@@ -107,30 +109,25 @@ fn required_mode_fails_the_handshake_with_the_named_alert() {
     let (c, k) = files("good");
     let (_, out) = s_client(&w, &p, Some((&c, &k)), &[]);
     assert!(out.contains("HTTP/1.1 200"), "{out}");
-    let m = p.metrics();
-    assert!(
+    // A refused handshake is counted after its alert is written, which s_client may have read
+    // and exited on before the count.
+    let fails = |m: &str, reason| {
         metric(
-            &m,
+            m,
             "certgate_handshakes_total",
-            &[("result", "fail"), ("reason", "no_certificate")]
-        ) >= 2.0,
-        "{m}"
-    );
-    assert!(
-        metric(
-            &m,
-            "certgate_handshakes_total",
-            &[("result", "fail"), ("reason", "unknown_ca")]
-        ) >= 1.0,
-        "{m}"
-    );
-    assert!(
-        metric(
-            &m,
-            "certgate_handshakes_total",
-            &[("result", "fail"), ("reason", "certificate_revoked")]
-        ) >= 1.0,
-        "{m}"
+            &[("result", "fail"), ("reason", reason)],
+        )
+    };
+    wait_for(
+        "the refused handshakes counted",
+        Duration::from_secs(15),
+        || {
+            let m = p.metrics();
+            (fails(&m, "no_certificate") >= 2.0
+                && fails(&m, "unknown_ca") >= 1.0
+                && fails(&m, "certificate_revoked") >= 1.0)
+                .then_some(())
+        },
     );
 }
 
@@ -259,7 +256,12 @@ async fn http2_carries_the_client_identity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_is_502_and_slow_upstream_is_504() {
     let w = World::new();
-    let dead = free_addr();
+    // Bound but never listening: connections to it are refused, and while `held` lives no
+    // other socket (a parallel test's upstream binding port 0) can take the port, as it could
+    // a free_addr() one.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = held.local_addr().unwrap();
     let who = client(&[("CN", "c")], &w.ca);
     let p = Proxy::start(&w, &ProxyConfig::new(dead));
     let (code, v) = get_json(&https(&w, &p, Some(&who)), &p.url("/")).await;

@@ -176,14 +176,19 @@ async fn fetched_at_start_refreshed_conditionally_and_a_new_revocation_reaches_a
         "refused on the same connection"
     );
     assert_eq!(t.code(&p, &t.bob).await.0, 200);
-    assert!(
-        metric(
+    // The new CRL is swapped in before the fetch is counted and before `/status` takes its
+    // entries: the refusal above can come first.
+    wait_for("the second fetch counted", CHANGE, || {
+        (metric(
             &p.metrics(),
             "certgate_crl_fetches_total",
-            &[("url", &t.url()), ("result", "ok")]
-        ) >= 2.0
-    );
-    assert_eq!(url_status(&p, &t.url())["revoked"], 1);
+            &[("url", &t.url()), ("result", "ok")],
+        ) >= 2.0)
+            .then_some(())
+    });
+    wait_for("/status to count the revocation", CHANGE, || {
+        (url_status(&p, &t.url())["revoked"] == 1).then_some(())
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,8 +394,11 @@ async fn from_certificates_fetches_the_cdps_of_the_client_ca_bundle_at_start() {
     cfg.crl = "[]";
     cfg.tls_extra = "  crl_fetch:\n    from_certificates: true\n    refresh: 1s\n";
     let p = Proxy::start(&w, &cfg);
-    wait_for("the bundle's CDP fetched", CHANGE, || {
-        (url_status(&p, &root_url)["loaded"] == true).then_some(())
+    // `loaded` turns true as the body is taken, before the trust states are rebuilt with it;
+    // `last_success` is written once it is in force.
+    wait_for("the bundle's CDP fetched and in force", CHANGE, || {
+        let st = url_status(&p, &root_url);
+        (st["loaded"] == true && !st["last_success"].is_null()).then_some(())
     });
     assert_eq!(url_status(&p, &root_url)["discovered"], true);
     assert_eq!(
@@ -464,7 +472,10 @@ async fn from_certificates_fetches_the_cdp_an_intermediate_issued_certificate_na
 fn check_prints_each_url_and_whether_it_answers() {
     let t = Fetching::new();
     t.publish(&[&t.alice.cert]);
-    let down = format!("http://{}/down.crl", free_addr());
+    // Bound but never listening: refused, and no other socket can take the port meanwhile.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let down = format!("http://{}/down.crl", held.local_addr().unwrap());
     let config = t.w.path("certgate.yaml");
     std::fs::write(
         &config,

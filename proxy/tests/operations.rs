@@ -60,7 +60,17 @@ async fn admin_endpoints_and_every_metric_family() {
     assert_eq!(l["crls"][0]["revoked"], 0);
     assert!(l["crls"][0]["next_update"].as_i64().unwrap() > 0);
 
-    let m = p.metrics();
+    // A request is counted in its finish step, after its response was sent: wait until both
+    // are (the exact counts are asserted below).
+    let m = wait_for("both requests counted", Duration::from_secs(10), || {
+        let m = p.metrics();
+        (metric(
+            &m,
+            "certgate_request_duration_seconds_count",
+            &[("listener", "test")],
+        ) >= 2.0)
+            .then_some(m)
+    });
     for family in [
         "certgate_requests_total",
         "certgate_request_duration_seconds_bucket",
@@ -157,7 +167,13 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let mut conn = tls_conn(&w, &p, &who);
     conn.write_all(b"GET /slow/1500 HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200)); // let the request reach the upstream
+    // The request is in flight once certgate has identified its client (`/clients` counts it
+    // before the request goes upstream): only then is the drain owed its answer.
+    wait_for("the request in flight", Duration::from_secs(10), || {
+        let (_, body) = http_get(p.admin, "/clients")?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (v["clients"][0]["requests"] == 1).then_some(())
+    });
     let started = Instant::now();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &p.pid().to_string()])
@@ -245,7 +261,13 @@ fn limits_against_misbehaving_clients() {
         "closed by the handshake timeout"
     );
 
-    // One connection too many: three are held open, the fourth is closed at once.
+    // One connection too many: three are held open, the fourth is closed at once. A connection
+    // gives its place back only after its client saw it end: wait until the ones above have.
+    wait_for(
+        "the earlier connections released",
+        Duration::from_secs(10),
+        || (metric(&p.metrics(), "certgate_connections_active", &[]) == 0.0).then_some(()),
+    );
     let held: Vec<_> = (0..3).map(|_| tls_conn(&w, &p, &who)).collect();
     let mut extra = TcpStream::connect(p.addr).unwrap();
     extra
@@ -267,22 +289,29 @@ fn limits_against_misbehaving_clients() {
         ) >= 1.0,
         "{m}"
     );
-    assert!(
-        metric(&m, "certgate_requests_total", &[("code", "408")]) >= 1.0,
-        "{m}"
-    );
-    assert!(
-        metric(&m, "certgate_requests_total", &[("code", "431")]) >= 1.0,
-        "{m}"
-    );
-    assert!(
-        metric(
-            &m,
+    // The 408 and 431 are counted after their response was sent, the handshake timeout after
+    // the connection was closed: what the client saw can come first.
+    for (what, name, labels) in [
+        (
+            "the 408 counted",
+            "certgate_requests_total",
+            &[("code", "408")][..],
+        ),
+        (
+            "the 431 counted",
+            "certgate_requests_total",
+            &[("code", "431")][..],
+        ),
+        (
+            "the handshake timeout counted",
             "certgate_handshakes_total",
-            &[("result", "fail"), ("reason", "timeout")]
-        ) >= 1.0,
-        "{m}"
-    );
+            &[("result", "fail"), ("reason", "timeout")][..],
+        ),
+    ] {
+        wait_for(what, Duration::from_secs(10), || {
+            (metric(&p.metrics(), name, labels) >= 1.0).then_some(())
+        });
+    }
 
     // Idle keep-alive: closed after timeouts.idle.
     let mut idle = tls_conn(&w, &p, &who);

@@ -131,15 +131,15 @@ async fn revocation_reaches_an_established_keep_alive_connection() {
         (401, Some("certificate revoked"))
     );
     assert_eq!(code(&https(&w, &p, Some(&other)), &p.url("/")).await.0, 200);
-    let m = p.metrics();
-    assert!(
-        metric(
-            &m,
+    // A reload swaps the new state in (what the requests above saw) before it counts itself.
+    wait_for("the CRL reload counted", CHANGE, || {
+        (metric(
+            &p.metrics(),
             "certgate_reloads_total",
-            &[("kind", "crl"), ("result", "ok")]
-        ) >= 1.0,
-        "{m}"
-    );
+            &[("kind", "crl"), ("result", "ok")],
+        ) >= 1.0)
+            .then_some(())
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,16 +176,16 @@ async fn a_broken_file_of_each_kind_keeps_the_old_state() {
             code_now, 200,
             "old state keeps serving after a broken {file}"
         );
-        let status: serde_json::Value =
-            serde_json::from_str(&http_get(p.admin, "/status").unwrap().1).unwrap();
-        assert_eq!(status["last_reload"]["result"], "error");
-        assert!(
-            status["last_reload"]["error"]
+        // A failed reload is counted before /status records it: wait for this file's error
+        // there (the previous one's, or the restore's success, may still be showing).
+        let status = wait_for(&format!("/status to name {file}"), CHANGE, || {
+            let s = status_json(&p);
+            s["last_reload"]["error"]
                 .as_str()
-                .unwrap()
-                .contains(file),
-            "{status}"
-        );
+                .is_some_and(|e| e.contains(file))
+                .then_some(s)
+        });
+        assert_eq!(status["last_reload"]["result"], "error", "{status}");
         atomic_write(&w.path(file), &good);
     }
 }

@@ -257,14 +257,18 @@ fn a_revoked_certificate_cannot_resume() {
         );
     }
     assert_eq!(resumptions(&p, "refused"), 3.0);
-    let m = p.metrics();
-    assert!(
-        metric(
-            &m,
-            "certgate_handshakes_total",
-            &[("result", "fail"), ("reason", "certificate_revoked")]
-        ) >= 3.0,
-        "the full handshake refused the revoked certificate: {m}"
+    // A failed handshake is counted after its alert was sent: the client can see it first.
+    wait_for(
+        "the full handshakes refusing the revoked certificate counted",
+        Duration::from_secs(10),
+        || {
+            (metric(
+                &p.metrics(),
+                "certgate_handshakes_total",
+                &[("result", "fail"), ("reason", "certificate_revoked")],
+            ) >= 3.0)
+                .then_some(())
+        },
     );
 }
 
@@ -648,7 +652,15 @@ fn a_broken_key_file_keeps_the_old_keys_and_is_reported() {
     // 48 bytes: an AES-128 key, which certgate refuses.
     replace(&w.path("ticket.keys"), &[7u8; 48]);
     wait_key_reloads(&p, "error", 1.0);
-    let status = status_json(&p);
+    // A failed reload is counted before /status records it.
+    let status = wait_for(
+        "/status to show the failed reload",
+        Duration::from_secs(10),
+        || {
+            let s = status_json(&p);
+            (s["last_reload"]["result"] != serde_json::Value::Null).then_some(s)
+        },
+    );
     let last = &status["last_reload"];
     assert_eq!(last["result"], "error", "{last}");
     let error = last["error"].as_str().unwrap_or_default();

@@ -137,16 +137,24 @@ fn hybrid_post_quantum_is_negotiated_and_left_out_groups_fail() {
             assert!(r.is_err(), "{group} up to {max:?} was accepted: {r:?}");
         }
     }
-    let m = p.metrics();
-    assert_eq!(
+    // A failed handshake is counted after its alert was sent: the client can see the last one
+    // fail before it is counted.
+    let failed = |m: &str| {
         metric(
-            &m,
+            m,
             "certgate_handshakes_total",
-            &[("result", "fail"), ("reason", "protocol")]
-        ),
-        8.0,
-        "{m}"
+            &[("result", "fail"), ("reason", "protocol")],
+        )
+    };
+    let m = wait_for(
+        "the failed handshakes counted",
+        Duration::from_secs(10),
+        || {
+            let m = p.metrics();
+            (failed(&m) >= 8.0).then_some(m)
+        },
     );
+    assert_eq!(failed(&m), 8.0, "{m}");
 }
 
 #[test]
