@@ -52,6 +52,7 @@ fn keep_freed_heap_pages() {
 /// Builds everything, then serves until SIGTERM/SIGINT. Returns after the drain.
 pub(crate) fn run(config: Config) -> anyhow::Result<()> {
     keep_freed_heap_pages();
+    check_listen_addresses(&config)?;
     metrics::init();
     // Fetched CRLs, discovery and OCSP answers: one value every listener shares.
     let revocation = Revocation::new();
@@ -98,6 +99,27 @@ pub(crate) fn run(config: Config) -> anyhow::Result<()> {
             shared: shared.clone(),
         }),
     });
+    Ok(())
+}
+
+/// Each listener address is bound once, and let go, before anything starts. Pingora binds them
+/// later on its own threads: an address it cannot have (another process listens there, a port
+/// below 1024 without the capability, an address of no interface) would panic its listener
+/// thread and leave the process up without that listener, and one held by another process
+/// would even read as bound to `/readyz`. Here it is an error that names the key and the fix.
+fn check_listen_addresses(config: &Config) -> anyhow::Result<()> {
+    for (i, l) in config.listeners.iter().enumerate() {
+        for addr in &l.listen {
+            // std sets SO_REUSEADDR as Pingora does: a port left in TIME_WAIT is no conflict.
+            if let Err(e) = std::net::TcpListener::bind(addr) {
+                anyhow::bail!(
+                    "{}: listeners[{i}].listen: cannot listen on {addr}: {e}{}",
+                    config.path.display(),
+                    crate::config::bind_fix(&e)
+                );
+            }
+        }
+    }
     Ok(())
 }
 

@@ -158,6 +158,71 @@ async fn access_log_is_one_json_line_per_request() {
     );
 }
 
+/// `certgate run` on a config whose addresses are `listen` and `admin`: its exit code and what
+/// it printed, once it has exited (within a deadline: it must not stay up without a listener).
+fn run_until_exit(w: &World, listen: &str, admin: &str) -> (Option<i32>, String) {
+    let config = w.path("bind.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "admin:\n  listen: {admin}\ntls:\n  cert: server.pem\n  key: server-key.pem\n  client_ca: ca.pem\n  crl: [crl.pem]\nlisteners:\n  - name: test\n    listen: {listen}\n    upstream: http://{}\n",
+            upstream()
+        ),
+    )
+    .unwrap();
+    let err = w.path("bind.err");
+    let mut child = std::process::Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let exit = wait_for("certgate to exit", Duration::from_secs(20), || {
+        child.try_wait().unwrap()
+    });
+    (
+        exit.code(),
+        std::fs::read_to_string(&err).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn an_address_it_cannot_listen_on_stops_the_start_naming_the_key_and_the_fix() {
+    let w = World::new();
+    // Held by another socket for the whole test: another process listening there.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().to_string();
+    let free = free_addr().to_string();
+
+    let (code, err) = run_until_exit(&w, &taken, &free);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("bind.yaml")
+            && err.contains(&format!("listeners[0].listen: cannot listen on {taken}"))
+            && err.contains("another process listens there: stop it or choose another port"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    // An address no interface of this host has (TEST-NET-1).
+    let (code, err) = run_until_exit(&w, "192.0.2.1:8443", &free);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("listeners[0].listen: cannot listen on 192.0.2.1:8443")
+            && err.contains("no interface of this host has that address"),
+        "{err}"
+    );
+
+    let (code, err) = run_until_exit(&w, &free_addr().to_string(), &taken);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("admin.listen: cannot listen on {taken}"))
+            && err.contains("another process listens there"),
+        "{err}"
+    );
+}
+
 #[test]
 fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let w = World::new();

@@ -82,8 +82,13 @@ pub(crate) fn spawn(
     shared: Arc<Shared>,
     reloader: Arc<dyn LastReload>,
 ) -> anyhow::Result<()> {
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| anyhow::anyhow!("admin.listen {addr}: cannot bind: {e}"))?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: admin.listen: cannot listen on {addr}: {e}{}",
+            shared.config.path.display(),
+            crate::config::bind_fix(&e)
+        )
+    })?;
     listener.set_nonblocking(true)?;
     std::thread::Builder::new()
         .name("certgate-admin".into())

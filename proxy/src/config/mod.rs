@@ -57,6 +57,23 @@ impl ConfigError {
     }
 }
 
+/// What the operator can do when a configured address (a listener's, the admin endpoint's)
+/// cannot be bound, where there is one thing to do.
+pub fn bind_fix(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "; another process listens there: stop it or choose another port"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "; ports below 1024 need root or CAP_NET_BIND_SERVICE: grant it or choose a port above 1023"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "; no interface of this host has that address: use one of its addresses, or 0.0.0.0 or [::] for all"
+        }
+        _ => "",
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {

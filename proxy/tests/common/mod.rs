@@ -257,6 +257,22 @@ impl<'a> ProxyConfig<'a> {
 
 impl Proxy {
     pub fn start(world: &World, cfg: &ProxyConfig<'_>) -> Proxy {
+        // A port free_addr() saw free can be taken (another test binding port 0) before
+        // certgate binds it: then certgate exits saying so, and it starts again on new ports.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match Self::try_start(world, cfg) {
+                Ok(p) => return p,
+                Err(log) if attempts < 3 && log.contains("in use") => {
+                    eprintln!("certgate could not bind, starting again on other ports:\n{log}");
+                }
+                Err(log) => panic!("certgate exited:\n{log}"),
+            }
+        }
+    }
+
+    fn try_start(world: &World, cfg: &ProxyConfig<'_>) -> Result<Proxy, String> {
         let addr = free_addr();
         let admin = free_addr();
         let text = format!(
@@ -268,7 +284,7 @@ impl Proxy {
             up = cfg.upstream,
             extra = cfg.listener_extra,
         );
-        Self::start_with(world.dir.path(), &text, addr, admin)
+        Self::try_start_with(world.dir.path(), &text, addr, admin)
     }
 
     /// Like [`Proxy::start`], for configs under which `/readyz` stays 503 (an expired CRL):
@@ -281,6 +297,17 @@ impl Proxy {
     }
 
     pub fn start_with(dir: &Path, config_text: &str, addr: SocketAddr, admin: SocketAddr) -> Proxy {
+        Self::try_start_with(dir, config_text, addr, admin)
+            .unwrap_or_else(|log| panic!("certgate exited:\n{log}"))
+    }
+
+    /// Starts certgate and waits until it is ready; `Err` with its log when it exits first.
+    fn try_start_with(
+        dir: &Path,
+        config_text: &str,
+        addr: SocketAddr,
+        admin: SocketAddr,
+    ) -> Result<Proxy, String> {
         let config = dir.join("certgate.yaml");
         std::fs::write(&config, config_text).unwrap();
         let log = dir.join(format!("certgate-{}.log", addr.port()));
@@ -303,17 +330,17 @@ impl Proxy {
             log,
             config,
         };
-        p.wait_ready();
-        p
+        p.wait_ready()?;
+        Ok(p)
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let admin = self.admin;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("certgate exited with {status}:\n{}", self.log_text());
+                    return Err(format!("({status})\n{}", self.log_text()));
                 }
             }
             let path = READY_PATH.with(|p| p.get());
@@ -328,7 +355,7 @@ impl Proxy {
                 .unwrap_or(false)
                 && ours()
             {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
