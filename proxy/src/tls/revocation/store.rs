@@ -155,12 +155,15 @@ impl Store {
                     .iter()
                     .map(|h| h.number.as_ref().map(hex::encode))
                     .collect();
+                // A body being built into the trust states is not shown as loaded until it is
+                // in force (`last_success`), as `/readyz` counts it.
+                let loaded = s.body.is_some() && s.last_success.is_some();
                 serde_json::json!({
                     "url": url.as_str(),
                     "configured": s.configured,
                     "discovered": s.discovered,
-                    "loaded": s.body.is_some(),
-                    "state": if s.body.is_some() { "loaded" } else { "without a loaded CRL" },
+                    "loaded": loaded,
+                    "state": if loaded { "loaded" } else { "without a loaded CRL" },
                     "source": s.source.map(BodySource::label),
                     "bytes": s.body.as_ref().map(|b| b.len()),
                     "issuers": issuers,
