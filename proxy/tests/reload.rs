@@ -431,3 +431,97 @@ fn bounded_load_across_fifty_reloads_has_no_failed_request() {
         );
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_or_expired_crl_file_never_replaces_the_one_in_force() {
+    let mut w = World::new();
+    let up = upstream();
+    let alice = client(&[("O", "ci"), ("CN", "alice")], &w.ca);
+    let bob = client(&[("O", "ci"), ("CN", "bob")], &w.ca);
+    w.revoke(&alice.cert);
+    let p = Proxy::start(&w, &ProxyConfig::new(up));
+    let refused = |who: &certgate::pki::Issued| {
+        let c = https(&w, &p, Some(who));
+        let url = p.url("/");
+        async move {
+            let (code, v) = code(&c, &url).await;
+            (code, v["reason"].as_str().unwrap_or_default().to_string())
+        }
+    };
+    assert_eq!(refused(&alice).await, (401, "certificate revoked".into()));
+    let in_force = std::fs::read(w.path("crl.pem")).unwrap();
+
+    // A restored backup: the same CA's CRL number 0, revoking nobody. And a CRL of the same CA
+    // already past its nextUpdate, with a higher number: it would lock every client out.
+    let older = certgate::pki::make_crl(&w.ca, &[], -5, 30, 0).unwrap();
+    let expired = certgate::pki::make_crl(&w.ca, &[], -3, -1, 1_000).unwrap();
+    for (what, crl, why) in [
+        ("older", older, "is older than the one in force"),
+        ("expired", expired, "is already past its nextUpdate"),
+    ] {
+        let errors = |p: &Proxy| {
+            metric(
+                &p.metrics(),
+                "certgate_reloads_total",
+                &[("kind", "crl"), ("result", "error")],
+            )
+        };
+        let before = errors(&p);
+        atomic_write(&w.path("crl.pem"), &crl.to_pem().unwrap());
+        let status = wait_for(&format!("the {what} CRL refused"), CHANGE, || {
+            let s = status_json(&p);
+            s["last_reload"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(why))
+                .then_some(s)
+        });
+        let error = status["last_reload"]["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("crl.pem")
+                && error.contains("tls.crl")
+                && error.contains("the last good CRL stays in force")
+                && error.contains("restart certgate if going back is intended"),
+            "names the file, the key, what happened and the fix: {error}"
+        );
+        wait_for("the refusal counted", CHANGE, || {
+            (errors(&p) > before).then_some(())
+        });
+        assert_eq!(
+            refused(&alice).await,
+            (401, "certificate revoked".into()),
+            "{what}"
+        );
+        assert_eq!(refused(&bob).await.0, 200, "{what}");
+        assert_eq!(
+            http_get(p.admin, "/readyz").map(|r| r.0),
+            Some(200),
+            "{what}"
+        );
+        atomic_write(&w.path("crl.pem"), &in_force);
+    }
+
+    // A newer CRL is taken as always.
+    w.revoke(&bob.cert);
+    wait_code(
+        "bob revoked",
+        || https(&w, &p, Some(&bob)),
+        &p.url("/"),
+        401,
+    )
+    .await;
+
+    // A new CA of the same name (another key, its CRL numbers starting over) is a rotation,
+    // not a rollback. The CA bundle first: until its CRL follows, the pair is refused.
+    let again = ca("Test Root CA");
+    let carol = client(&[("O", "ci"), ("CN", "carol")], &again);
+    let fresh = certgate::pki::make_crl(&again, &[], -1, 30, 0).unwrap();
+    atomic_write(&w.path("ca.pem"), &cert_pem(&again));
+    atomic_write(&w.path("crl.pem"), &fresh.to_pem().unwrap());
+    wait_code(
+        "the new CA's client let in",
+        || https(&w, &p, Some(&carol)),
+        &p.url("/"),
+        200,
+    )
+    .await;
+}

@@ -61,6 +61,31 @@ impl HeldCrl {
         }
     }
 
+    /// Whether `self` may take the place of `held`, a CRL of the same issuer in force: never
+    /// one that moves the issuer backwards, nor one already past its nextUpdate while `held`
+    /// is not. File CRLs on reload (`tls::trust`) are held to the same rule.
+    pub fn may_replace(&self, held: &HeldCrl, now: i64) -> Result<(), Refusal> {
+        if self.is_older_than(held) {
+            return Err(Refusal::Older {
+                offered: self.number_text(),
+                held: held.number_text(),
+                offered_at: crate::time::unix_rfc3339(self.this_update),
+                held_at: crate::time::unix_rfc3339(held.this_update),
+                issuer: self.issuer.clone(),
+            });
+        }
+        if self.expired(now) && !held.expired(now) {
+            return Err(Refusal::Expired {
+                next_update: self
+                    .next_update
+                    .map(crate::time::unix_rfc3339)
+                    .unwrap_or_default(),
+                issuer: self.issuer.clone(),
+            });
+        }
+        Ok(())
+    }
+
     fn number_text(&self) -> String {
         self.number
             .as_ref()
@@ -148,24 +173,7 @@ pub fn admit(
         }
         let previous = held.iter().find(|h| h.issuer == offered.issuer);
         if let Some(previous) = previous {
-            if offered.is_older_than(previous) {
-                return Err(Refusal::Older {
-                    offered: offered.number_text(),
-                    held: previous.number_text(),
-                    offered_at: crate::time::unix_rfc3339(offered.this_update),
-                    held_at: crate::time::unix_rfc3339(previous.this_update),
-                    issuer: offered.issuer,
-                });
-            }
-            if offered.expired(now) && !previous.expired(now) {
-                return Err(Refusal::Expired {
-                    next_update: offered
-                        .next_update
-                        .map(crate::time::unix_rfc3339)
-                        .unwrap_or_default(),
-                    issuer: offered.issuer,
-                });
-            }
+            offered.may_replace(previous, now)?;
         }
         let name = crl.issuer_name();
         if !issuers.in_bundle(name) {

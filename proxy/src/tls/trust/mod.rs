@@ -8,6 +8,7 @@
 //! not in the bundle are checked on first use (`crl_issuer`).
 
 mod crl_issuer;
+mod rollback;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -166,8 +167,20 @@ pub fn sha256_der(cert: &X509Ref) -> [u8; 32] {
     out
 }
 
-fn read(path: &Path, files: &mut Vec<LoadedFile>) -> Result<Vec<u8>, TrustError> {
-    let bytes = std::fs::read(path).map_err(|e| terr(path, format!("cannot read: {e}")))?;
+/// Reads the file of config key `key`; a file that cannot be read names the key and the fix.
+fn read(path: &Path, key: &str, files: &mut Vec<LoadedFile>) -> Result<Vec<u8>, TrustError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        let fix = match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "; check the path (a relative one is read from the config file's directory)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "; let the user certgate runs as read it (and the directories above it)"
+            }
+            _ => "",
+        };
+        terr(path, format!("{key}: cannot read: {e}{fix}"))
+    })?;
     files.push(LoadedFile {
         path: path.to_path_buf(),
         sha256: hex::encode(openssl::sha::sha256(&bytes)),
@@ -207,6 +220,9 @@ impl TrustState {
             self.seen.clone(),
             self.revocation.clone(),
         )?;
+        if let (Some(current), Some(following)) = (&self.client, &next.client) {
+            rollback::check(current, following, &self.seen)?;
+        }
         // Unchanged ticket keys stay the keys loaded before, so `/status` tells their age, not
         // the time of the last CRL reload.
         let hash = |files: &[LoadedFile], path: &Path| {
@@ -241,7 +257,7 @@ impl TrustState {
         };
         let ticket_keys = match &tls.session_ticket_keys {
             Some(path) if tls.session_lifetime.is_some() => {
-                let bytes = read(path, &mut files)?;
+                let bytes = read(path, "tls.session_ticket_keys", &mut files)?;
                 let keys = FileTicketKeys::parse(&bytes)
                     .map_err(|m| terr(path, format!("tls.session_ticket_keys: {m}")))?;
                 Some(Arc::new(keys))
@@ -376,14 +392,14 @@ fn load_server(
     key: &Path,
     files: &mut Vec<LoadedFile>,
 ) -> Result<ServerCert, TrustError> {
-    let pem = read(cert, files)?;
+    let pem = read(cert, "tls.cert", files)?;
     let mut certs = X509::stack_from_pem(&pem)
         .map_err(|e| terr(cert, format!("not a PEM certificate chain ({e}); the file must hold `-----BEGIN CERTIFICATE-----` blocks, leaf first")))?;
     if certs.is_empty() {
         return Err(terr(cert, "holds no certificate; put the server certificate (leaf first, then intermediates) in PEM"));
     }
     let leaf = certs.remove(0);
-    let key_pem = read(key, files)?;
+    let key_pem = read(key, "tls.key", files)?;
     let key_text = String::from_utf8_lossy(&key_pem);
     if key_text.contains("ENCRYPTED") {
         return Err(terr(
@@ -428,7 +444,7 @@ fn load_client_trust(
     fetched: &[FetchedCrl],
     files: &mut Vec<LoadedFile>,
 ) -> Result<ClientTrust, TrustError> {
-    let pem = read(ca, files)?;
+    let pem = read(ca, "tls.client_ca", files)?;
     let ca_certs =
         X509::stack_from_pem(&pem).map_err(|e| terr(ca, format!("not a PEM CA bundle ({e})")))?;
     if ca_certs.is_empty() {
@@ -459,7 +475,7 @@ fn load_client_trust(
     let mut deferred = DeferredCrls::default();
     let mut sources = Vec::new();
     for file in crl_files {
-        sources.push((Source::File(file.clone()), read(file, files)?));
+        sources.push((Source::File(file.clone()), read(file, "tls.crl", files)?));
     }
     // A fetched CRL goes through exactly what a file CRL does; only its source differs.
     for f in fetched {
