@@ -73,6 +73,8 @@ pub(crate) fn status(shared: &Shared, last_reload: &ReloadStatus) -> serde_json:
     serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "config": shared.config.path.display().to_string(),
+        // A reload does not apply the config's own edits: true until a restart does.
+        "config_changed_since_start": shared.config.changed_on_disk(),
         "ready": not_ready_reason(shared).is_none(),
         "not_ready_reason": not_ready_reason(shared),
         "draining": shared.drain.is_draining(),

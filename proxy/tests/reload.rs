@@ -525,3 +525,25 @@ async fn an_older_or_expired_crl_file_never_replaces_the_one_in_force() {
     )
     .await;
 }
+
+#[test]
+fn sighup_after_a_config_edit_says_that_a_restart_applies_it() {
+    let w = World::new();
+    let p = Proxy::start(&w, &ProxyConfig::new(upstream()));
+    assert_eq!(status_json(&p)["config_changed_since_start"], false);
+    let mut text = std::fs::read_to_string(&p.config).unwrap();
+    text.push_str("# edited while running\n");
+    atomic_write(&p.config, text.as_bytes());
+    sighup(&p);
+    let line = wait_for("the warning", CHANGE, || {
+        p.log_text()
+            .lines()
+            .find(|l| l.contains("the config file changed since start"))
+            .map(str::to_string)
+    });
+    assert!(
+        line.contains("WARN") && line.contains("restart certgate to apply"),
+        "{line}"
+    );
+    assert_eq!(status_json(&p)["config_changed_since_start"], true);
+}

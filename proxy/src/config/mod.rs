@@ -295,6 +295,9 @@ pub const MAX_CLIENTS_MAX: usize = 1_000_000;
 pub struct Config {
     /// The file this was read from (absolute).
     pub path: PathBuf,
+    /// SHA-256 of that file's text as read: a reload re-reads the files the config names, not
+    /// the config itself, and tells the operator when the config changed since (see `reload`).
+    pub sha256: [u8; 32],
     pub admin: Option<SocketAddr>,
     /// Client certificates `/clients` keeps, the most recently seen (`admin.clients_max`).
     pub clients_max: usize,
@@ -308,6 +311,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether the config file now differs from the text this was built from (`None` when it
+    /// cannot be read: a reload reports that through the files it names).
+    pub fn changed_on_disk(&self) -> Option<bool> {
+        let text = std::fs::read(&self.path).ok()?;
+        Some(openssl::sha::sha256(&text) != self.sha256)
+    }
+
     /// Reads, interpolates, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -326,6 +336,7 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let path = absolute(path);
+        let original = text;
         let text = env::interpolate(text, env).map_err(|e| ConfigError {
             line: Some(e.line),
             ..ConfigError::new(&path, e.to_string())
@@ -334,7 +345,11 @@ impl Config {
             line: e.location().map(|l| l.line()),
             ..ConfigError::new(&path, yaml_message(&e))
         })?;
-        Validator { file: &path }.config(raw)
+        Validator {
+            file: &path,
+            sha256: openssl::sha::sha256(original.as_bytes()),
+        }
+        .config(raw)
     }
 
     /// Every file named by the config (certificates, keys, CAs, CRLs, policies; not includes).

@@ -34,6 +34,8 @@ pub(super) fn absolute(path: &Path) -> PathBuf {
 
 pub(super) struct Validator<'a> {
     pub(super) file: &'a Path,
+    /// SHA-256 of the file's text as read (before `${VAR}` interpolation).
+    pub(super) sha256: [u8; 32],
 }
 
 impl Validator<'_> {
@@ -161,6 +163,7 @@ impl Validator<'_> {
         }
         Ok(Config {
             path: self.file.to_path_buf(),
+            sha256: self.sha256,
             admin,
             clients_max,
             shutdown_grace,

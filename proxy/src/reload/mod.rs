@@ -237,6 +237,14 @@ fn reload(reloader: &Reloader, cause: Cause) -> Outcome {
         if outcome == Outcome::Unchanged {
             tracing::info!(cause = cause.label(), "reloaded; nothing changed");
         }
+        // An operator used to NGINX sends SIGHUP after editing the config itself: say that
+        // those edits wait for a restart instead of letting the old config serve unannounced.
+        if shared.config.changed_on_disk() == Some(true) {
+            tracing::warn!(
+                config = %shared.config.path.display(),
+                "the config file changed since start; a reload re-reads only the files it names (certificates, key, CA bundle, CRLs, policies, ticket keys): restart certgate to apply the config's own changes"
+            );
+        }
         reloaded.extend(configured_kinds(shared));
     }
     for kind in &reloaded {
