@@ -108,16 +108,21 @@ pub(crate) fn run(config: Config) -> anyhow::Result<()> {
 /// thread and leave the process up without that listener, and one held by another process
 /// would even read as bound to `/readyz`. Here it is an error that names the key and the fix.
 fn check_listen_addresses(config: &Config) -> anyhow::Result<()> {
-    for (i, l) in config.listeners.iter().enumerate() {
-        for addr in &l.listen {
-            // std sets SO_REUSEADDR as Pingora does: a port left in TIME_WAIT is no conflict.
-            if let Err(e) = std::net::TcpListener::bind(addr) {
-                anyhow::bail!(
-                    "{}: listeners[{i}].listen: cannot listen on {addr}: {e}{}",
-                    config.path.display(),
-                    crate::config::bind_fix(&e)
-                );
-            }
+    let listeners = config.listeners.iter().enumerate().flat_map(|(i, l)| {
+        l.listen
+            .iter()
+            .map(move |addr| (format!("listeners[{i}].listen"), *addr))
+    });
+    // The admin endpoint binds later too, after Pingora has started logging.
+    let admin = config.admin.map(|addr| ("admin.listen".to_string(), addr));
+    for (key, addr) in listeners.chain(admin) {
+        // std sets SO_REUSEADDR as Pingora does: a port left in TIME_WAIT is no conflict.
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            anyhow::bail!(
+                "{}: {key}: cannot listen on {addr}: {e}{}",
+                config.path.display(),
+                crate::config::bind_fix(&e)
+            );
         }
     }
     Ok(())

@@ -28,6 +28,14 @@ async fn admin_endpoints_and_every_metric_family() {
     let p = Proxy::start(&w, &ProxyConfig::new(up));
     assert_eq!(http_get(p.admin, "/healthz").unwrap().0, 200);
     assert_eq!(http_get(p.admin, "/readyz").unwrap().0, 200);
+    // Pingora's lines (through the `log` crate) in the text format: its target, not the
+    // bridge's `log.file`/`log.line` fields.
+    let log = p.log_text();
+    let pingora = log
+        .lines()
+        .find(|l| l.contains("pingora_core::server"))
+        .unwrap_or_else(|| panic!("a line of Pingora's start-up:\n{log}"));
+    assert!(!pingora.contains("log."), "{pingora}");
     let (code, body) = http_get(p.admin, "/nope").unwrap();
     assert_eq!(code, 404, "{body}");
     let (code, _) = get_json(&https(&w, &p, Some(&who)), &p.url("/x")).await;
@@ -203,7 +211,10 @@ fn an_address_it_cannot_listen_on_stops_the_start_naming_the_key_and_the_fix() {
             && err.contains("another process listens there: stop it or choose another port"),
         "{err}"
     );
-    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Bootstrap"),
+        "{err}"
+    );
 
     // An address no interface of this host has (TEST-NET-1).
     let (code, err) = run_until_exit(&w, "192.0.2.1:8443", &free);
@@ -221,6 +232,8 @@ fn an_address_it_cannot_listen_on_stops_the_start_naming_the_key_and_the_fix() {
             && err.contains("another process listens there"),
         "{err}"
     );
+    // Checked before anything starts: nothing of Pingora's start-up is logged first.
+    assert!(!err.contains("Bootstrap"), "{err}");
 }
 
 #[test]

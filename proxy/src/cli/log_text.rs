@@ -38,6 +38,12 @@ struct Visitor<'a, 'writer> {
 
 impl Visitor<'_, '_> {
     fn field(&mut self, name: &str, value: &str) {
+        // A `log` record (Pingora logs through the `log` crate) carries its metadata as
+        // `log.target`, `log.file`, ... fields; the formatter already printed its target from
+        // them, as tracing-subscriber's own field formatter skips them.
+        if name.starts_with("log.") {
+            return;
+        }
         if self.result.is_ok() {
             self.result = self.write_field(name, value);
         }
