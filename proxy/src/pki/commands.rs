@@ -79,10 +79,17 @@ pub fn init(dir: &Path, org: Option<&str>, names: &[String]) -> anyhow::Result<(
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     refuse_existing(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
 
+    // Each CA gets a name of its own, as mkcert's do: two dev PKIs in one bundle (or a CRL
+    // checked against the wrong one) then say which CA they mean instead of sharing a name.
+    let mut id = [0u8; 4];
+    openssl::rand::rand_bytes(&mut id)?;
     let ca = self_signed_ca(&CertSpec {
         subject: vec![
             ("O".into(), org.into()),
-            ("CN".into(), format!("{org} development CA")),
+            (
+                "CN".into(),
+                format!("{org} development CA {}", hex::encode(id)),
+            ),
         ],
         key: KeyKind::EcdsaP256,
         is_ca: true,

@@ -241,3 +241,18 @@ fn issue_uri_sans_and_spiffe_ids_are_checked() {
         assert!(!d.join("bad.pem").exists(), "{bad}: nothing written");
     }
 }
+
+#[test]
+fn each_init_makes_a_ca_of_its_own_name() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let subject = |dir: &str| {
+        let d = tmp.path().join(dir);
+        init(&d, None, &[]).expect("init");
+        let pem = std::fs::read(d.join("ca.pem")).expect("ca.pem");
+        let ca = X509::from_pem(&pem).expect("PEM");
+        crate::tls::dn::rfc2253(ca.subject_name())
+    };
+    let (a, b) = (subject("a"), subject("b"));
+    assert!(a.starts_with("CN=certgate development CA "), "{a}");
+    assert_ne!(a, b, "two dev CAs never share a name");
+}
