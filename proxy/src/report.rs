@@ -8,7 +8,7 @@ use crate::config::{ClientAuth, ListenerConfig};
 use crate::policy::{Mode, Policy};
 use crate::time::{asn1_unix, now_unix};
 use crate::tls::dn::rfc2253;
-use crate::tls::trust::{LoadedCrl, TrustState};
+use crate::tls::trust::{purpose, LoadedCrl, TrustState};
 
 /// Certificates expiring sooner than this are warned about.
 pub(crate) const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -159,6 +159,10 @@ pub(crate) fn listener_report(
             server_certificate.not_after_text
         ));
     }
+    warnings.extend(purpose::server_cert_warning(
+        &cfg.tls.cert,
+        &trust.server.cert,
+    ));
     warnings.extend(key_mode_warning(&cfg.tls.key));
     let session_ticket_keys = match (&trust.ticket_keys, &cfg.tls.session_ticket_keys) {
         (Some(keys), Some(file)) => {
@@ -176,6 +180,9 @@ pub(crate) fn listener_report(
     let mut crls = Vec::new();
     let now = now_unix();
     if let Some(client) = &trust.client {
+        if let Some(file) = &cfg.tls.client_ca {
+            warnings.extend(purpose::client_ca_warnings(file, &client.ca_certs));
+        }
         for ca in &client.ca_certs {
             let s = cert_summary(ca);
             if s.days_left < EXPIRY_WARNING_DAYS {
@@ -190,7 +197,12 @@ pub(crate) fn listener_report(
             crls.push(crl_summary(crl, now, &mut warnings, &mut notes));
         }
         if !client.crls.is_empty() {
-            for ca in &client.ca_certs {
+            // A certificate that is no CA issues nothing to check: it has its own warning.
+            for ca in client
+                .ca_certs
+                .iter()
+                .filter(|c| purpose::not_a_ca(c).is_none())
+            {
                 let dn = rfc2253(ca.subject_name());
                 if !client.crls.iter().any(|c| c.issuer_dn == dn) {
                     warnings.push(format!("no CRL loaded for CA {dn}: certificates it issued are not checked for revocation"));
@@ -202,6 +214,11 @@ pub(crate) fn listener_report(
     }
     if cfg.policy.is_none() {
         warnings.push("no policy: every verified certificate may do everything".into());
+    }
+    // Each compiled warning starts with the policy file; "policy" says what kind of file it is
+    // among the listener's other warnings.
+    if let Some(p) = policy {
+        warnings.extend(p.warnings().iter().map(|w| format!("policy {w}")));
     }
     let policy = policy.map(policy_summary);
     if policy.as_ref().is_some_and(|p| p.mode == "audit") {

@@ -198,3 +198,252 @@ fn session_ticket_keys_are_counted_and_a_bad_file_is_named_with_the_fix() {
         assert!(all.contains(want), "missing {want:?} in:\n{all}");
     }
 }
+
+/// The shipped Registry policy grants permissions whose routes are not known yet.
+fn shipped_policy(name: &str) -> String {
+    format!("{}/../policies/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The stdout lines of `check` that are warnings, each with the listener it was printed under.
+fn warnings_by_listener(out: &str) -> Vec<(String, String)> {
+    let mut listener = String::new();
+    let mut found = Vec::new();
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix("listener ") {
+            listener = rest.split(':').next().unwrap_or("").to_string();
+        } else if let Some(w) = line.trim_start().strip_prefix("warning: ") {
+            found.push((listener.clone(), w.to_string()));
+        }
+    }
+    found
+}
+
+#[test]
+fn policy_warnings_are_printed_under_their_listener_naming_the_file() {
+    let w = World::new();
+    let d = w.dir.path();
+    std::fs::write(
+        d.join("open.yaml"),
+        "permissions:\n  health: [\"GET /livez\"]\nanonymous: [\"*\"]\n",
+    )
+    .unwrap();
+    let registry = shipped_policy("anka-registry.yaml");
+    let config = format!(
+        "{BASE}    policy: {registry}\n  - name: open\n    listen: 127.0.0.1:18444\n    upstream: http://127.0.0.1:81\n    policy: open.yaml\n"
+    );
+    let (code, out, err) = check(d, &config);
+    assert_eq!(code, 0, "warnings do not fail check:\n{out}{err}");
+    let warnings = warnings_by_listener(&out);
+    let routeless = format!(
+        "policy {registry}: groups.build-nodes: these permissions have no routes, so they allow nothing until routes are added: "
+    );
+    let line = warnings
+        .iter()
+        .find(|(_, w)| w.starts_with(&routeless))
+        .unwrap_or_else(|| panic!("no {routeless:?} warning in:\n{out}"));
+    assert_eq!(line.0, "test", "printed under its listener:\n{out}");
+    for name in ["pull_vm", "push_vm"] {
+        assert!(line.1.contains(name), "{name} is named: {}", line.1);
+    }
+    let star = format!(
+        "policy {}: anonymous: \"*\" lets requests without a certificate do everything",
+        d.join("open.yaml").display()
+    );
+    assert!(
+        warnings.contains(&("open".to_string(), star.clone())),
+        "missing {star:?} under listener open in:\n{out}"
+    );
+    assert!(
+        !warnings
+            .iter()
+            .any(|(l, w)| l == "open" && w.contains("anka-registry")),
+        "each policy's warnings stay with its listener:\n{out}"
+    );
+}
+
+#[test]
+fn a_client_ca_that_is_not_a_ca_is_named_with_the_fix() {
+    let w = World::new();
+    let d = w.dir.path();
+    let jenkins = client(&[("O", "ci"), ("CN", "jenkins")], &w.ca);
+    w.save("jenkins", &jenkins);
+    let mut bundle = cert_pem(&w.ca);
+    bundle.extend(cert_pem(&w.server));
+    write(&d.join("mixed.pem"), &bundle);
+
+    // The server's certificate as the client CA: no client certificate can chain to it, and
+    // its serverAuth-only usage lets no client present it either. `run` would refuse everyone.
+    let (code, out, err) = check(
+        d,
+        &BASE.replace("client_ca: ca.pem", "client_ca: server.pem"),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    for want in [
+        &format!("{}: tls.client_ca: ", d.join("server.pem").display()),
+        "certificate 1 (subject CN=localhost) is not a CA certificate (no basicConstraints CA:TRUE); client certificates cannot chain to it",
+        "point client_ca at your CA's certificate",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in stderr:\n{err}");
+    }
+
+    // A bundle with the CA and a stray leaf loads (the CA still verifies clients): a warning
+    // names the leaf, by its place in the file.
+    let (code, out, err) = check(
+        d,
+        &BASE.replace("client_ca: ca.pem", "client_ca: mixed.pem"),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let want = format!(
+        "tls.client_ca: {}: certificate 2 (subject CN=localhost) is not a CA certificate (no basicConstraints CA:TRUE); client certificates cannot chain to it; remove it from the bundle",
+        d.join("mixed.pem").display()
+    );
+    assert!(
+        warnings_by_listener(&out).contains(&("test".into(), want.clone())),
+        "missing {want:?} in:\n{out}"
+    );
+    assert!(
+        !out.contains("certificate 1 (subject CN=Test Root CA"),
+        "the CA is not warned about:\n{out}"
+    );
+    assert!(
+        !out.contains("no CRL loaded for CA CN=localhost"),
+        "a leaf issues nothing, so it lacks no CRL:\n{out}"
+    );
+
+    // A client's own certificate as the bundle still lets that one client in (every bundle
+    // certificate is a trust anchor): a warning, saying so.
+    let (code, out, err) = check(
+        d,
+        &BASE.replace("client_ca: ca.pem", "client_ca: jenkins.pem"),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let want = "certificate 1 (subject CN=jenkins,O=ci) is not a CA certificate (no basicConstraints CA:TRUE); client certificates cannot chain to it (only a client presenting this very certificate is let in); point client_ca at your CA's certificate";
+    assert!(
+        warnings_by_listener(&out)
+            .iter()
+            .any(|(l, w)| l == "test" && w.ends_with(want)),
+        "missing {want:?} in:\n{out}"
+    );
+}
+
+#[test]
+fn a_client_certificate_as_the_server_certificate_is_warned_about() {
+    let w = World::new();
+    let d = w.dir.path();
+    w.save(
+        "client-only",
+        &client(&[("O", "ci"), ("CN", "jenkins")], &w.ca),
+    );
+    let (code, out, err) = check(
+        d,
+        &BASE
+            .replace("server.pem", "client-only.pem")
+            .replace("server-key.pem", "client-only-key.pem"),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let want = format!(
+        "tls.cert: {}: the server certificate (subject CN=jenkins,O=ci) has an extendedKeyUsage without serverAuth (it lists clientAuth); TLS clients will refuse it",
+        d.join("client-only.pem").display()
+    );
+    assert!(
+        warnings_by_listener(&out)
+            .iter()
+            .any(|(l, w)| l == "test" && w.starts_with(&want)),
+        "missing {want:?} in:\n{out}"
+    );
+
+    let (code, out, err) = check(d, BASE);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !out.contains("without serverAuth"),
+        "a serverAuth certificate is not warned about:\n{out}"
+    );
+}
+
+#[test]
+fn a_chain_written_ca_first_says_the_leaf_must_come_first() {
+    let w = World::new();
+    let d = w.dir.path();
+    let inter = intermediate("Test Intermediate", &w.ca);
+    let mut reversed = cert_pem(&inter);
+    reversed.extend(cert_pem(&w.server));
+    write(&d.join("reversed.pem"), &reversed);
+    let (code, out, err) = check(d, &BASE.replace("cert: server.pem", "cert: reversed.pem"));
+    assert_eq!(code, 1, "{out}{err}");
+    for want in [
+        format!("{}: tls.cert: the first certificate (subject CN=Test Intermediate,O=certgate tests) does not match the key in {}", d.join("reversed.pem").display(), d.join("server-key.pem").display()),
+        "but certificate 2 of the file (subject CN=localhost) does: the leaf (the certificate of that key) must come first".into(),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in stderr:\n{err}");
+    }
+
+    // No certificate of the file is the key's: the plain mismatch, without the order hint.
+    let other = server(&ca("Other"));
+    write(&d.join("other-key.pem"), &key_pem(&other));
+    let (code, out, err) = check(d, &BASE.replace("server-key.pem", "other-key.pem"));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("does not match the certificate in"), "{err}");
+    assert!(!err.contains("must come first"), "{err}");
+}
+
+/// The running proxy shows a policy's warnings in `/status` and logs them at WARN, at start and
+/// when a reload brings new ones.
+#[test]
+fn policy_warnings_reach_status_and_the_log() {
+    let w = World::new();
+    let up = upstream();
+    let policy = |group: &str| {
+        format!("permissions:\n  later: []\n  health: [\"GET /livez\"]\ngroups:\n  {group}: [later, health]\n")
+    };
+    std::fs::write(w.path("policy.yaml"), policy("first")).unwrap();
+    let mut cfg = ProxyConfig::new(up);
+    cfg.listener_extra = "    policy: policy.yaml\n";
+    let p = Proxy::start(&w, &cfg);
+    let warning = |group: &str| {
+        format!(
+            "policy {}: groups.{group}: this permission has no routes, so it allows nothing until routes are added: later",
+            w.path("policy.yaml").display()
+        )
+    };
+    let status_warnings = || -> Vec<String> {
+        status_json(&p)["listeners"][0]["warnings"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let logged = |needle: &str| {
+        p.log_text()
+            .lines()
+            .filter(|l| l.contains(" WARN ") && l.contains(needle))
+            .count()
+    };
+
+    assert!(
+        status_warnings().contains(&warning("first")),
+        "{:?}",
+        status_warnings()
+    );
+    wait_for(
+        "the policy warning in the log",
+        std::time::Duration::from_secs(15),
+        || (logged(&warning("first")) > 0).then_some(()),
+    );
+
+    std::fs::write(w.path("policy.yaml"), policy("second")).unwrap();
+    sighup(&p);
+    wait_for(
+        "the reloaded policy's warning in the log",
+        std::time::Duration::from_secs(15),
+        || (logged(&warning("second")) > 0).then_some(()),
+    );
+    let now = status_warnings();
+    assert!(now.contains(&warning("second")), "{now:?}");
+    assert!(
+        !now.contains(&warning("first")),
+        "the old policy's warning is gone: {now:?}"
+    );
+}

@@ -8,6 +8,7 @@
 //! not in the bundle are checked on first use (`crl_issuer`).
 
 mod crl_issuer;
+pub(crate) mod purpose;
 mod rollback;
 
 use std::collections::HashMap;
@@ -405,7 +406,7 @@ fn load_server(
         return Err(terr(
             key,
             format!(
-                "the private key is encrypted; certgate needs it unencrypted (mode 0600): decrypt it with `openssl pkey -in {0} -out {0}.plain` and point tls.key at the result",
+                "the private key is encrypted; certgate needs it unencrypted (mode 0600): decrypt it with `(umask 077; openssl pkey -in {0} -out {0}.plain)` and point tls.key at the result",
                 key.display()
             ),
         ));
@@ -423,13 +424,7 @@ fn load_server(
         .map(|public| public.public_eq(&pkey))
         .unwrap_or(false);
     if !matches {
-        return Err(terr(
-            key,
-            format!(
-                "does not match the certificate in {}; give the key the certificate was issued for",
-                cert.display()
-            ),
-        ));
+        return Err(purpose::key_mismatch(cert, key, &leaf, &certs, &pkey));
     }
     Ok(ServerCert {
         cert: leaf,
@@ -453,6 +448,7 @@ fn load_client_trust(
             "holds no certificate; put the client CA certificates (roots and intermediates) in PEM",
         ));
     }
+    purpose::check_client_ca(ca, &ca_certs)?;
     let mut builder = X509StoreBuilder::new().map_err(|e| terr(ca, e.to_string()))?;
     for c in &ca_certs {
         builder
