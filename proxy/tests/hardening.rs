@@ -277,6 +277,98 @@ async fn a_certificate_cannot_split_or_forge_a_text_log_line() {
     );
 }
 
+/// A refused certificate's CN is the client's own text: in the refusal's line (`required`) and
+/// in the access line's `presented_subject` (`optional`) it stays one field of one line, in
+/// both log formats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_certificate_cannot_split_or_forge_a_log_line_in_either_format() {
+    const REFUSED: &str = "client certificate refused in the handshake";
+    let w = World::new();
+    let stranger_ca = ca("Stranger CA");
+    // CN and O hold at most 64 characters: a forged line, and a JSON field break-out.
+    let cn = "evil\n2099 INFO x: refused client=\"10.6.6.6\" reason=\"ok\"";
+    let evil = client(
+        &[("O", "ci\"},{\"client\":\"10.6.6.6"), ("CN", cn)],
+        &stranger_ca,
+    );
+    // What the refusal must say: the DN as OpenSSL prints it, newline escaped as \0A.
+    let subject = openssl_subject(&w, &evil.cert);
+    assert!(
+        subject.contains(r"evil\0A2099") && subject.contains(r#"\"10.6.6.6\""#),
+        "{subject}"
+    );
+
+    for json in [false, true] {
+        let top = if json { "log:\n  format: json\n" } else { "" };
+        let mut logs = Vec::new();
+        for auth in ["required", "optional"] {
+            let cfg = ProxyConfig {
+                client_auth: auth,
+                top_extra: top,
+                ..ProxyConfig::new(upstream())
+            };
+            let p = Proxy::start(&w, &cfg);
+            let sent = https(&w, &p, Some(&evil)).get(p.url("/evil")).send().await;
+            let needle = if auth == "required" {
+                assert!(sent.is_err(), "required: the handshake is refused");
+                REFUSED
+            } else {
+                assert_eq!(sent.map(|r| r.status().as_u16()).ok(), Some(401));
+                "/evil"
+            };
+            let log = wait_for("the refusal logged", Duration::from_secs(15), || {
+                let log = p.log_text();
+                log.contains(needle).then_some(log)
+            });
+            logs.push((auth, needle, log));
+        }
+        for (auth, needle, log) in logs {
+            // No line but certgate's own: the forged one would start with its timestamp.
+            assert!(
+                !log.lines()
+                    .any(|l| l.starts_with("2099") || l.starts_with("\"")),
+                "{auth} json={json}:\n{log}"
+            );
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains(needle)).collect();
+            assert_eq!(lines.len(), 1, "{auth} json={json}: {lines:#?}");
+            let fields: HashMap<String, String> = if json {
+                let v: serde_json::Value =
+                    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {}", lines[0]));
+                v.as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            } else if auth == "required" {
+                let rest = lines[0]
+                    .split_once(&format!("{REFUSED} "))
+                    .map(|(_, rest)| format!("t: {rest}"))
+                    .unwrap_or_default();
+                text_fields(&rest, "t").unwrap_or_else(|| panic!("not fields: {}", lines[0]))
+            } else {
+                text_fields(lines[0], "certgate::access")
+                    .unwrap_or_else(|| panic!("not fields: {}", lines[0]))
+            };
+            let field = if auth == "required" {
+                "subject"
+            } else {
+                "presented_subject"
+            };
+            assert_eq!(fields[field], subject, "{auth} json={json}: {}", lines[0]);
+            assert_eq!(
+                fields["client"], "127.0.0.1",
+                "{auth} json={json}: {}",
+                lines[0]
+            );
+            if auth == "required" {
+                assert_eq!(fields["reason"], "unknown CA", "{}", lines[0]);
+            } else {
+                assert_eq!(fields["user"], "", "{}", lines[0]);
+            }
+        }
+    }
+}
+
 fn ws_policy(w: &World, granted: bool) {
     let grant = if granted { "[ws]" } else { "[]" };
     let text = format!("permissions:\n  ws: [\"GET /ws\"]\ngroups:\n  ci: {grant}\n");

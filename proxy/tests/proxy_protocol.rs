@@ -290,3 +290,61 @@ async fn connections_per_ip_counts_the_proxy_source_before_tls() {
         "{resp}"
     );
 }
+
+#[test]
+fn plain_http_after_a_proxy_header_gets_the_400_and_names_the_real_client() {
+    use std::io::Write;
+    let w = World::new();
+    let mut cfg = ProxyConfig::new(upstream());
+    cfg.listener_extra = "    proxy_protocol: true\n";
+    let p = Proxy::start(&w, &cfg);
+
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[0x21, 0x11, 0x00, 0x0c]);
+    v2.extend_from_slice(&[198, 51, 100, 9, 10, 0, 0, 1, 0x11, 0x5c, 0x01, 0xbb]);
+    for (header, source) in [
+        (
+            &b"PROXY TCP4 203.0.113.7 10.0.0.1 5555 443\r\n"[..],
+            "203.0.113.7",
+        ),
+        (&v2[..], "198.51.100.9"),
+    ] {
+        let mut s = std::net::TcpStream::connect(p.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(header).unwrap();
+        s.write_all(b"GET /behind-nlb HTTP/1.1\r\nHost: ctrl\r\n\r\n")
+            .unwrap();
+        let raw = read_all(&mut s);
+        assert!(raw.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{raw}");
+        assert_eq!(
+            raw_reason(&raw),
+            "plain HTTP sent to the TLS port; use https://",
+            "{raw}"
+        );
+        let line = wait_for("the plain request logged", Duration::from_secs(15), || {
+            p.log_text()
+                .lines()
+                .find(|l| {
+                    l.contains("plain HTTP sent to the TLS port")
+                        && l.contains(&format!("client=\"{source}\""))
+                })
+                .map(str::to_string)
+        });
+        assert!(line.contains("method=\"GET\""), "{line}");
+    }
+    let m = wait_for("both counted", Duration::from_secs(15), || {
+        let m = p.metrics();
+        (metric(
+            &m,
+            "certgate_handshakes_total",
+            &[("result", "fail"), ("reason", "plain_http")],
+        ) >= 2.0)
+            .then_some(m)
+    });
+    // Counted as a handshake that failed, not as a PROXY protocol refusal.
+    assert_eq!(
+        metric(&m, "certgate_connections_refused_total", &[]),
+        0.0,
+        "{m}"
+    );
+}

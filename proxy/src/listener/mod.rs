@@ -1,5 +1,6 @@
 //! A listener's connections, from accept to HTTP: connection limits (the listener's, then each
-//! client address's), PROXY protocol, TLS handshake (with its own timeout and failure reasons),
+//! client address's), PROXY protocol, TLS handshake (with its own timeout and failure reasons;
+//! plain HTTP where the ClientHello should be gets a 400, see `plain_http`),
 //! then HTTP: HTTP/1.1 requests from our own keep-alive loop (`http1`), HTTP/2 streams from
 //! Pingora's h2 loop (`http2`). Plain requests of either are forwarded by certgate
 //! (`crate::proxy::forward`), the rest by Pingora's HTTP proxy. Doing the handshake here rather than
@@ -76,6 +77,7 @@ mod http1;
 pub mod http2;
 mod outgoing;
 mod per_ip;
+mod plain_http;
 pub mod proxy_protocol;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -95,6 +97,7 @@ use crate::metrics;
 use crate::state::Connection;
 use crate::state::Drain;
 use crate::tls::acceptor::{HandshakeFailure, ListenerTls};
+use crate::tls::identity::Presented;
 use crate::tls::verify::AuthFailure;
 use header_guard::HeaderGuard;
 use http2::Http;
@@ -230,21 +233,57 @@ impl ListenerApp {
             },
             None => None,
         };
+        // What is read before the ClientHello counts against the handshake's timeout too.
+        let deadline = self.tls.handshake_deadline(tokio::time::Instant::now());
+        let fail = |failure: HandshakeFailure| {
+            metrics::HANDSHAKES
+                .with_label_values(&[name, "fail", failure.label()])
+                .inc();
+        };
+        match plain_http::sniff(&mut io, deadline).await {
+            plain_http::First::Other => {}
+            plain_http::First::TimedOut => {
+                fail(HandshakeFailure::Timeout);
+                return None;
+            }
+            plain_http::First::PlainHttp(method) => {
+                fail(HandshakeFailure::PlainHttp);
+                tracing::info!(
+                    listener = %name,
+                    client = %client_text(client),
+                    method,
+                    "plain HTTP sent to the TLS port; answered 400"
+                );
+                plain_http::refuse(io, deadline).await;
+                return None;
+            }
+        }
         // Outlives a failed handshake, so the client reads the alert rather than a reset.
         let linger = alert_close::Linger::keep(&io);
         let attach = move |auth| -> Arc<dyn std::any::Any + Send + Sync> {
             Arc::new(Connection::new(auth, vpce_id.clone()))
         };
-        let tls = match self.tls.handshake(io, &attach).await {
+        let tls = match self.tls.handshake(io, &attach, deadline).await {
             Ok(tls) => tls,
-            Err(failure) => {
-                metrics::HANDSHAKES
-                    .with_label_values(&[name, "fail", failure.label()])
-                    .inc();
-                if let HandshakeFailure::Client(f) = failure {
-                    tracing::info!(listener = %name, reason = f.reason(), "client certificate refused in the handshake");
+            Err(failed) => {
+                fail(failed.failure);
+                if let HandshakeFailure::Client(f) = failed.failure {
+                    // Rendered here, on the refusal only. The DNs are the client's own text:
+                    // structured fields, which both log formats escape, never the message.
+                    let presented = failed.presented.as_deref().map(Presented::of);
+                    let presented = presented.as_ref();
+                    tracing::info!(
+                        listener = %name,
+                        reason = f.reason(),
+                        client = %client_text(client),
+                        subject = presented.map(|p| p.subject_dn.as_str()),
+                        issuer = presented.map(|p| p.issuer_dn.as_str()),
+                        serial = presented.map(|p| p.serial_hex.as_str()),
+                        "client certificate refused in the handshake"
+                    );
                 }
-                if let (Some(linger), false) = (linger, failure == HandshakeFailure::Timeout) {
+                if let (Some(linger), false) = (linger, failed.failure == HandshakeFailure::Timeout)
+                {
                     linger.close_after_alert().await;
                 }
                 return None;
@@ -294,6 +333,12 @@ impl ListenerApp {
             },
         })
     }
+}
+
+/// The client address as the log lines write it (the PROXY header's source when one was used),
+/// empty when unknown, as in the access log.
+fn client_text(client: Option<std::net::IpAddr>) -> String {
+    client.map(|ip| ip.to_string()).unwrap_or_default()
 }
 
 #[async_trait]

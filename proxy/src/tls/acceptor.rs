@@ -21,7 +21,7 @@ use openssl::ssl::{
     SslVersion,
 };
 use openssl::stack::Stack;
-use openssl::x509::{X509Name, X509VerifyResult, X509};
+use openssl::x509::{X509Name, X509StoreContextRef, X509VerifyResult, X509};
 use pingora::listeners::TlsAccept;
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::tls::server::handshake_with_callback;
@@ -30,7 +30,7 @@ use pingora::tls::ext;
 use pingora::tls::ssl::SslRef;
 
 use crate::config::{Alpn, ClientAuth, TlsConfig, TlsVersion};
-use crate::tls::identity::Identity;
+use crate::tls::identity::{Identity, Presented};
 use crate::tls::resumption;
 use crate::tls::revocation::Revocation;
 use crate::tls::trust::TrustState;
@@ -54,6 +54,16 @@ pub enum HandshakeFailure {
     Timeout,
     /// Anything else: not TLS, no shared version or cipher, the peer went away.
     Protocol,
+    /// A plain HTTP request where the ClientHello should be (the listener answers it 400).
+    PlainHttp,
+}
+
+/// A handshake that failed: how, and the leaf certificate of a refused client, kept (a
+/// reference, not a copy) so that only a refusal pays for rendering it in its log line.
+#[derive(Debug)]
+pub struct Failed {
+    pub failure: HandshakeFailure,
+    pub presented: Option<X509>,
 }
 
 impl HandshakeFailure {
@@ -62,6 +72,7 @@ impl HandshakeFailure {
             HandshakeFailure::Client(f) => f.label(),
             HandshakeFailure::Timeout => "timeout",
             HandshakeFailure::Protocol => "protocol",
+            HandshakeFailure::PlainHttp => "plain_http",
         }
     }
 }
@@ -71,6 +82,9 @@ impl HandshakeFailure {
 pub struct ConnAuth {
     /// The identity when the certificate verified, else why not.
     pub verdict: Result<Arc<Identity>, AuthFailure>,
+    /// What a certificate refused in the handshake claimed (`optional` mode goes on with it),
+    /// for the access log; boxed, as most connections have none.
+    presented: Option<Box<Presented>>,
     /// The identity of a chain that verified but whose revocation status was unknown (an
     /// issuer without a CRL yet, `tls.crl_check`): once a later trust state covers it, the
     /// connection's next request is decided with it instead of staying refused.
@@ -90,6 +104,16 @@ impl ConnAuth {
     /// The verified chain, leaf first (empty without a certificate).
     pub fn chain(&self) -> &[X509] {
         &self.chain
+    }
+
+    /// The subject DN of the certificate the client presented, whether or not it verified;
+    /// empty without one. Never an identity to decide on: for the access log only.
+    pub fn presented_subject(&self) -> &str {
+        match (&self.verdict, &self.presented) {
+            (Ok(identity), _) => &identity.subject_dn,
+            (Err(_), Some(p)) => &p.subject_dn,
+            (Err(_), None) => "",
+        }
     }
 
     /// The identity as of the current trust state: a certificate revoked, expired or no longer
@@ -235,38 +259,55 @@ impl ListenerTls {
         })
     }
 
-    /// Runs the TLS handshake of one connection, within the handshake timeout.
+    /// How long a connection has from `started` (after its PROXY header) to a finished
+    /// handshake: `timeouts.handshake`.
+    pub fn handshake_deadline(&self, started: tokio::time::Instant) -> tokio::time::Instant {
+        started + self.handshake_timeout
+    }
+
+    /// Runs the TLS handshake of one connection, to be done by `deadline` (what the listener
+    /// read of the connection before it counts against the same timeout).
     pub async fn handshake(
         &self,
         io: TcpStream,
         attach: Attach<'_>,
-    ) -> Result<SslStream<TcpStream>, HandshakeFailure> {
+        deadline: tokio::time::Instant,
+    ) -> Result<SslStream<TcpStream>, Failed> {
         let callbacks = HandshakeCallbacks {
             tls: self,
-            refused: Arc::new(Mutex::new(None)),
+            refused: Arc::new(Mutex::new(Refused::default())),
             attach,
         };
         let refused = callbacks.refused.clone();
-        match tokio::time::timeout(
-            self.handshake_timeout,
+        let failure = match tokio::time::timeout_at(
+            deadline,
             handshake_with_callback(&self.acceptor, io, &callbacks),
         )
         .await
         {
-            Ok(Ok(stream)) => Ok(stream),
+            Ok(Ok(stream)) => return Ok(stream),
             Ok(Err(e)) => {
-                let refused = *refused.lock().unwrap_or_else(|p| p.into_inner());
+                let mut refused = refused.lock().unwrap_or_else(|p| p.into_inner());
                 tracing::debug!(error = %e, "TLS handshake failed");
-                Err(match refused {
-                    Some(f) => HandshakeFailure::Client(f),
+                match refused.failure {
+                    Some(f) => {
+                        return Err(Failed {
+                            failure: HandshakeFailure::Client(f),
+                            presented: refused.leaf.take(),
+                        })
+                    }
                     None if self.client_auth == ClientAuth::Required && is_missing_cert(&e) => {
                         HandshakeFailure::Client(AuthFailure::NoCertificate)
                     }
                     None => HandshakeFailure::Protocol,
-                })
+                }
             }
-            Err(_) => Err(HandshakeFailure::Timeout),
-        }
+            Err(_) => HandshakeFailure::Timeout,
+        };
+        Err(Failed {
+            failure,
+            presented: None,
+        })
     }
 }
 
@@ -302,8 +343,28 @@ fn is_missing_cert(e: &pingora::Error) -> bool {
 /// which OpenSSL otherwise only reports as an alert.
 struct HandshakeCallbacks<'a> {
     tls: &'a ListenerTls,
-    refused: Arc<Mutex<Option<AuthFailure>>>,
+    refused: Arc<Mutex<Refused>>,
     attach: Attach<'a>,
+}
+
+/// Why the verify callback refused the client's certificate, and that certificate: a failed
+/// handshake leaves nothing else to name the client by.
+#[derive(Default)]
+struct Refused {
+    failure: Option<AuthFailure>,
+    leaf: Option<X509>,
+}
+
+impl Refused {
+    /// Records the first refusal of the chain being verified; later ones follow from it.
+    fn refuse(&mut self, failure: AuthFailure, ctx: &X509StoreContextRef) {
+        if self.failure.is_none() {
+            self.failure = Some(failure);
+            // OpenSSL puts the leaf first in the chain before it verifies anything; a reference
+            // count, not a copy.
+            self.leaf = ctx.chain().and_then(|c| c.get(0)).map(|c| c.to_owned());
+        }
+    }
 }
 
 #[async_trait]
@@ -345,14 +406,14 @@ impl TlsAccept for HandshakeCallbacks<'_> {
             // Per connection: never contended.
             let mut slot = refused.lock().unwrap_or_else(|p| p.into_inner());
             if !ok {
-                slot.get_or_insert(AuthFailure::from_verify_code(ctx.error().as_raw()));
+                slot.refuse(AuthFailure::from_verify_code(ctx.error().as_raw()), ctx);
                 return optional;
             }
             // Depth 0 comes last: OpenSSL has built and checked the whole chain, so our CRL
             // policy (coverage under crl_check; crl_expired) can run on it. Not on a
             // chain that already failed (optional mode goes on after a failure): its
             // certificates are the client's say-so, not to be checked against our CRLs.
-            if ctx.error_depth() == 0 && slot.is_none() {
+            if ctx.error_depth() == 0 && slot.failure.is_none() {
                 // The chain verified against client_ca, so its CRL Distribution Points are the
                 // CA's word: queued before the revocation check, so that an issuer without a
                 // CRL yet (refused below under crl_check) gets one fetched.
@@ -365,7 +426,7 @@ impl TlsAccept for HandshakeCallbacks<'_> {
                 };
                 if let Err(f) = verdict {
                     ctx.set_error(f.verify_result());
-                    *slot = Some(f);
+                    slot.refuse(f, ctx);
                     return optional;
                 }
                 if let Some(chain) = ctx.chain() {
@@ -377,7 +438,7 @@ impl TlsAccept for HandshakeCallbacks<'_> {
                                 .handshake_verdict(&o.listener, &o.cfg, leaf, issuer)
                         {
                             ctx.set_error(f.verify_result());
-                            *slot = Some(f);
+                            slot.refuse(f, ctx);
                             return optional;
                         }
                     }
@@ -395,27 +456,37 @@ impl TlsAccept for HandshakeCallbacks<'_> {
         // A resumed session has no verified chain from OpenSSL: the resumption check kept one.
         let checked = resumption::checked(ssl);
         let generation = checked.map_or_else(|| self.tls.state.load().generation, |c| c.generation);
-        let refused = *self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        let refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failure;
         let peer = ssl.peer_certificate();
-        let verdict = match (peer, refused) {
+        let verdict = match (&peer, refused) {
             (None, _) => Err(AuthFailure::NoCertificate),
             (Some(_), Some(f)) => Err(f),
             (Some(_), None) if ssl.verify_result() != X509VerifyResult::OK => {
                 Err(AuthFailure::from_verify_code(ssl.verify_result().as_raw()))
             }
-            (Some(cert), None) => Identity::from_x509(&cert)
+            (Some(cert), None) => Identity::from_x509(cert)
                 .map(Arc::new)
                 .map_err(|_| AuthFailure::BadCertificate),
         };
+        // Only a refused certificate is rendered here; a verified one is its identity.
+        let presented = match (&verdict, &peer) {
+            (Err(_), Some(cert)) => Some(Box::new(Presented::of(cert))),
+            _ => None,
+        };
         let chain = resumption::verified_chain(ssl);
-        let uncovered = match (&verdict, ssl.peer_certificate()) {
+        let uncovered = match (&verdict, &peer) {
             (Err(AuthFailure::RevocationUnknown), Some(cert)) if !chain.is_empty() => {
-                Identity::from_x509(&cert).ok().map(Arc::new)
+                Identity::from_x509(cert).ok().map(Arc::new)
             }
             _ => None,
         };
         Some((self.attach)(ConnAuth {
             verdict,
+            presented,
             uncovered,
             chain,
             generation,

@@ -135,6 +135,29 @@ impl Identity {
     }
 }
 
+/// What a refused client certificate claims, for the refusal's log line and the access log:
+/// its chain did not verify, so none of this is an identity, only the client's say-so. Rendered
+/// only when a certificate is refused, so a verified handshake never pays for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Presented {
+    /// As [`Identity::subject_dn`]: RFC 2253, plain ASCII, control characters escaped.
+    pub subject_dn: String,
+    pub issuer_dn: String,
+    /// As [`Identity::serial_hex`]; empty when the serial cannot be read.
+    pub serial_hex: String,
+}
+
+impl Presented {
+    pub fn of(cert: &X509Ref) -> Presented {
+        let serial = cert.serial_number().to_bn().ok();
+        Presented {
+            subject_dn: rfc2253(cert.subject_name()),
+            issuer_dn: rfc2253(cert.issuer_name()),
+            serial_hex: serial.and_then(|s| serial_hex(&s).ok()).unwrap_or_default(),
+        }
+    }
+}
+
 /// PEM of a DER certificate, line-wrapped at 64 like OpenSSL (and Go's `pem.Encode`).
 pub fn pem_encode(der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
@@ -399,6 +422,26 @@ pub(super) mod tests {
                 Err(IdentityError::NulByte("DNS SAN"))
             );
         }
+    }
+
+    #[test]
+    fn a_presented_certificate_reads_as_its_identity_would() {
+        let ca = ca();
+        let c = pki::issue(&spec(&[("O", "ci"), ("CN", "node \"7\"\nx=1")]), &ca).expect("issue");
+        let id = Identity::from_x509(&c.cert).expect("identity");
+        let p = Presented::of(&c.cert);
+        assert_eq!(p.subject_dn, id.subject_dn);
+        assert_eq!(p.subject_dn, r#"CN=node \"7\"\0Ax=1,O=ci"#);
+        assert_eq!(p.issuer_dn, "CN=Test Root,O=certgate tests");
+        assert_eq!(p.serial_hex, id.serial_hex);
+        assert_eq!(
+            format!("serial={}", p.serial_hex),
+            cli(&c.cert, &["-serial"])
+        );
+        // A NUL in the CN makes no identity, but the refusal can still say who it claimed to be.
+        let nul = pki::issue(&spec(&[("CN", "admin\0.evil")]), &ca).expect("issue");
+        assert!(Identity::from_x509(&nul.cert).is_err());
+        assert_eq!(Presented::of(&nul.cert).subject_dn, r"CN=admin\00.evil");
     }
 
     #[test]
