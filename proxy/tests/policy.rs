@@ -403,3 +403,142 @@ fn explain_names_the_rule() {
     ]);
     assert_eq!(code, Some(2), "{out}");
 }
+
+/// `certgate explain` for one request: (exit code, stdout, stderr).
+fn explain(f: &Fixture, args: &[&str]) -> (Option<i32>, String, String) {
+    let o = std::process::Command::new(BIN)
+        .args(["explain", "-c"])
+        .arg(&f.p.config)
+        .args(["--listener", "test"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn explain_decides_every_method_as_the_proxy_does() {
+    let f = fixture(POLICY, "");
+    let org = client(&[("O", "MyOrgName"), ("CN", "ci1")], &f.w.ca);
+    f.w.save("org", &org);
+    let cert = f.w.path("org.pem");
+    let cert = cert.to_str().unwrap();
+    let path = "/api/v1/vm";
+    // Methods are case-sensitive (RFC 9110 §9.1): the proxy allows GET and POST only as written.
+    let mut statuses = Vec::new();
+    for method in ["GET", "get", "Get", "POST", "post", "DELETE", "PURGE"] {
+        let (status, body) = f.send(Some(&org), method, path, "");
+        statuses.push((method, status));
+        let (code, out, err) = explain(&f, &["--method", method, "--path", path, "--cert", cert]);
+        let want = match status {
+            200 => 0,
+            403 => 1,
+            other => panic!("{method}: the proxy answered {other}: {body}"),
+        };
+        assert_eq!(code, Some(want), "{method}: proxy {status}\n{out}{err}");
+        if status == 403 {
+            let reason = body["reason"].as_str().unwrap_or_default();
+            assert!(
+                out.contains(reason) && out.contains("decision: DENY (403)"),
+                "{method}: the proxy's reason {reason:?} is not explain's:\n{out}"
+            );
+        }
+        let hint = format!("did you mean {}?", method.to_ascii_uppercase());
+        assert_eq!(
+            out.contains(&hint),
+            method != method.to_ascii_uppercase(),
+            "{method}:\n{out}"
+        );
+    }
+    assert_eq!(
+        statuses,
+        [
+            ("GET", 200),
+            ("get", 403),
+            ("Get", 403),
+            ("POST", 200),
+            ("post", 403),
+            ("DELETE", 403),
+            ("PURGE", 403),
+        ]
+    );
+}
+
+#[test]
+fn explain_refuses_a_method_no_request_line_could_carry() {
+    let f = fixture(POLICY, "");
+    for (method, says) in [
+        (
+            "",
+            "--method is empty: give the request's method, e.g. --method GET",
+        ),
+        ("G ET", "--method \"G ET\" is not an HTTP method"),
+        ("GET\n", "--method \"GET\\n\" is not an HTTP method"),
+        ("GÉT", "--method \"GÉT\" is not an HTTP method"),
+        ("(GET)", "--method \"(GET)\" is not an HTTP method"),
+    ] {
+        let (code, out, err) =
+            explain(&f, &["--method", method, "--path", "/livez", "--anonymous"]);
+        assert_eq!(code, Some(2), "{method:?}: {out}{err}");
+        assert!(
+            err.starts_with(&format!("error: {says}")),
+            "{method:?}: {err}"
+        );
+        assert!(out.is_empty(), "{method:?}: {out}");
+    }
+}
+
+#[test]
+fn explain_under_required_says_the_handshake_refuses_as_the_proxy_does() {
+    let mut w = World::new();
+    let up = upstream();
+    std::fs::write(w.path("policy.yaml"), POLICY).unwrap();
+    let gone = client(&[("O", "DevOps"), ("CN", "gone")], &w.ca);
+    w.save("gone", &gone);
+    w.revoke(&gone.cert);
+    let mut cfg = ProxyConfig::new(up);
+    cfg.client_auth = "required";
+    cfg.listener_extra = "    policy: policy.yaml\n";
+    let p = Proxy::start(&w, &cfg);
+    let f = Fixture { w, p };
+    let gone_pem = f.w.path("gone.pem");
+    for (args, who, alert, reason) in [
+        (
+            vec!["--anonymous"],
+            None,
+            "alert certificate required",
+            "`no certificate`",
+        ),
+        (
+            vec!["--cert", gone_pem.to_str().unwrap()],
+            Some(f.w.files("gone")),
+            "alert certificate revoked",
+            "`certificate revoked`",
+        ),
+    ] {
+        // `GET /livez` is granted to anonymous requests: only the handshake can refuse it.
+        let mut all = vec!["--method", "GET", "--path", "/livez"];
+        all.extend(args);
+        let (code, out, err) = explain(&f, &all);
+        assert_eq!(code, Some(1), "{out}{err}");
+        assert!(
+            out.contains("decision: DENY (in the TLS handshake, client_auth: required")
+                && out.contains(&format!("`{}`", alert.trim_start_matches("alert ")))
+                && out.contains(reason)
+                && out.contains("rule: client_auth: required refuses")
+                && !out.contains("rule: allowed"),
+            "{out}"
+        );
+        let (ok, seen) = s_client(
+            &f.w,
+            &f.p,
+            who.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+            &["-tls1_3"],
+        );
+        assert!(!ok && seen.contains(alert), "the proxy: {seen}");
+    }
+}

@@ -7,7 +7,7 @@ use clap::Args;
 use openssl::x509::X509;
 
 use crate::cli::ConfigArg;
-use crate::config::{Config, ListenerConfig};
+use crate::config::{ClientAuth, Config, ListenerConfig};
 use crate::policy::{authorize, parse_target, Explanation, Policy, Principal};
 use crate::tls::identity::Identity;
 use crate::tls::revocation::Revocation;
@@ -43,6 +43,10 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 pub(crate) fn explain(args: &ExplainArgs) -> ExitCode {
+    let method = match request_method(&args.method) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
     let config = match Config::load(&args.config.path()) {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -55,7 +59,6 @@ pub(crate) fn explain(args: &ExplainArgs) -> ExitCode {
             names.join(", ")
         ));
     };
-    let method = args.method.to_ascii_uppercase();
     let query_free = args.path.split('?').next().unwrap_or("");
     // The proxy's own reading of a request target, with this listener's path_params.
     let path = match parse_target(query_free.as_bytes(), None, listener.path_params) {
@@ -78,6 +81,11 @@ pub(crate) fn explain(args: &ExplainArgs) -> ExitCode {
             String::new()
         }
     );
+    if let Some(upper) = case_hint(method) {
+        println!(
+            "note: methods are case-sensitive (RFC 9110 §9.1), so the proxy decides on {method} as written: did you mean {upper}?"
+        );
+    }
 
     let identity = match &args.cert {
         None => Err(AuthFailure::NoCertificate),
@@ -98,7 +106,7 @@ pub(crate) fn explain(args: &ExplainArgs) -> ExitCode {
         crate::state::asker::asker(identity.as_ref().map_err(|f| *f)),
         policy.as_ref().map(|(_, p)| p),
         false,
-        &method,
+        method,
         &path,
     );
     let rule = match &policy {
@@ -114,26 +122,62 @@ pub(crate) fn explain(args: &ExplainArgs) -> ExitCode {
             let principal = identity
                 .as_ref()
                 .map_or(Principal::Anonymous, crate::state::asker::principal);
-            let e = policy.explain(&principal, &method, &path);
-            print_explanation(file, &e, &method, &path);
+            let e = policy.explain(&principal, method, &path);
+            print_explanation(file, &e, method, &path);
             Some(e.rule)
         }
     };
     // Audit mode forwards a denial, but the policy's decision is what explain reports.
-    let allowed = match verdict.refusal() {
-        None => {
+    let allowed = match (verdict.refusal(), &identity) {
+        // Under `required` a client without a valid certificate never reaches the policy (not
+        // even its anonymous grants): the handshake fails.
+        (_, Err(failure)) if listener.tls.client_auth == ClientAuth::Required => {
+            println!(
+                "decision: DENY (in the TLS handshake, client_auth: required: the client gets the alert {}, logged and counted as `{}`)",
+                handshake_alert(*failure),
+                failure.reason()
+            );
+            false
+        }
+        (None, _) => {
             println!("decision: ALLOW");
             true
         }
-        Some(refusal) => {
+        (Some(refusal), _) => {
             println!("decision: DENY ({})", refusal.status());
             false
         }
     };
-    if let Some(rule) = rule {
+    let refused_in_handshake =
+        identity.is_err() && listener.tls.client_auth == ClientAuth::Required;
+    if refused_in_handshake {
+        println!("rule: client_auth: required refuses a client without a valid certificate in the handshake, before any policy rule");
+    } else if let Some(rule) = rule {
         println!("rule: {rule}");
     }
     ExitCode::from(if allowed { ALLOW } else { DENY })
+}
+
+/// The method exactly as the proxy would see it on the request line: never case-folded, since
+/// Pingora hands the proxy the method as sent and routes match it case-sensitively, so `get`
+/// is denied where `GET` is allowed. A value no request line could carry is an error.
+fn request_method(arg: &str) -> Result<&str, String> {
+    if arg.is_empty() {
+        return Err("--method is empty: give the request's method, e.g. --method GET".into());
+    }
+    match http::Method::from_bytes(arg.as_bytes()) {
+        Ok(_) => Ok(arg),
+        Err(_) => Err(format!(
+            "--method {arg:?} is not an HTTP method: a method is one token of letters, digits and !#$%&'*+-.^_`|~ (RFC 9110 §9.1), e.g. --method GET"
+        )),
+    }
+}
+
+/// The upper-case spelling of a method written with lower-case letters, which the operator
+/// most likely meant.
+fn case_hint(method: &str) -> Option<String> {
+    let upper = method.to_ascii_uppercase();
+    (upper != method).then_some(upper)
 }
 
 /// Reads the client certificate and verifies it against the listener's trust state, printing
@@ -205,6 +249,21 @@ fn certificate(
 }
 
 /// The policy's side: groups, held permissions and the routes covering the request.
+/// The TLS alert OpenSSL sends for `failure` when `client_auth: required` refuses it in the
+/// handshake (its mapping of the verify code certgate sets, `AuthFailure::verify_code`).
+fn handshake_alert(failure: AuthFailure) -> &'static str {
+    match failure {
+        AuthFailure::NoCertificate => {
+            "`certificate required` (TLS 1.3; `handshake failure` on TLS 1.2)"
+        }
+        AuthFailure::UnknownCa => "`unknown ca`",
+        AuthFailure::Expired | AuthFailure::CrlExpired => "`certificate expired`",
+        AuthFailure::Revoked => "`certificate revoked`",
+        AuthFailure::NotYetValid => "`bad certificate`",
+        AuthFailure::RevocationUnknown | AuthFailure::BadCertificate => "`handshake failure`",
+    }
+}
+
 fn print_explanation(file: &Path, e: &Explanation, method: &str, path: &str) {
     println!("policy: {}", file.display());
     println!(

@@ -6,12 +6,14 @@ mod clients;
 mod explain;
 pub(crate) mod learn;
 pub(crate) mod log_text;
+mod output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use self::output::{printing, ClosedPipe};
 use crate::config::{Config, LogFormat};
 
 #[derive(Parser, Debug)]
@@ -171,19 +173,19 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Check(arg) => {
             init_cli_logging();
-            check::check(&arg.path())
+            printing(1, ClosedPipe::Die, || check::check(&arg.path()))
         }
         Command::Clients(args) => {
             init_cli_logging();
-            clients::clients(&args)
+            printing(2, ClosedPipe::Die, || clients::clients(&args))
         }
         Command::Explain(args) => {
             init_cli_logging();
-            explain::explain(&args)
+            printing(2, ClosedPipe::Die, || explain::explain(&args))
         }
         Command::Demo { once } => {
             init_cli_logging();
-            crate::demo::run(once)
+            printing(1, ClosedPipe::CleanUpThenDie, || crate::demo::run(once))
         }
         Command::Echo { listen } => {
             init_cli_logging();
@@ -197,41 +199,43 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Policy(PolicyCommand::Learn(args)) => {
             init_cli_logging();
-            learn::learn(&args)
+            printing(2, ClosedPipe::Die, || learn::learn(&args))
         }
         Command::Pki(cmd) => {
             init_cli_logging();
-            let result = match cmd {
-                PkiCommand::Init { dir, org, names } => {
-                    crate::pki::init(&dir, org.as_deref(), &names)
-                }
-                PkiCommand::Issue {
-                    dir,
-                    cn,
-                    orgs,
-                    ou,
-                    uris,
-                    days,
-                    out,
-                } => crate::pki::issue_client_with_uris(
-                    &dir,
-                    &cn,
-                    &orgs,
-                    ou.as_deref(),
-                    &uris,
-                    days,
-                    out.as_deref(),
-                )
-                .map(|_| ()),
-                PkiCommand::Revoke { dir, cert } => crate::pki::revoke(&dir, &cert),
-            };
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(1)
-                }
-            }
+            printing(1, ClosedPipe::Die, || pki(cmd))
+        }
+    }
+}
+
+fn pki(cmd: PkiCommand) -> ExitCode {
+    let result = match cmd {
+        PkiCommand::Init { dir, org, names } => crate::pki::init(&dir, org.as_deref(), &names),
+        PkiCommand::Issue {
+            dir,
+            cn,
+            orgs,
+            ou,
+            uris,
+            days,
+            out,
+        } => crate::pki::issue_client_with_uris(
+            &dir,
+            &cn,
+            &orgs,
+            ou.as_deref(),
+            &uris,
+            days,
+            out.as_deref(),
+        )
+        .map(|_| ()),
+        PkiCommand::Revoke { dir, cert } => crate::pki::revoke(&dir, &cert),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
         }
     }
 }

@@ -10,7 +10,7 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
 
-use super::slots;
+use super::{slots, upstream};
 use crate::metrics::UpstreamError;
 
 /// The `message` for each status certgate answers itself.
@@ -177,6 +177,11 @@ fn classify(e: &Error) -> (u16, Cow<'static, str>, Option<UpstreamError>) {
             "connection refused".into(),
             Some(UpstreamError::ConnectRefused),
         ),
+        Custom(upstream::UNRESOLVED) => (
+            502,
+            "upstream name does not resolve".into(),
+            Some(UpstreamError::ConnectError),
+        ),
         ConnectNoRoute => (
             502,
             "no route to upstream".into(),
@@ -200,6 +205,23 @@ fn classify(e: &Error) -> (u16, Cow<'static, str>, Option<UpstreamError>) {
             _ => (500, "internal error".into(), None),
         },
     }
+}
+
+/// The access log's `reason` for a failed attempt. certgate's own error types read as the
+/// answer's reason followed by the detail, so the log says what the client was told; Pingora's
+/// read as Pingora writes them, less the space it puts first for an error of no source.
+pub fn log_reason(e: &Error) -> String {
+    let ours = matches!(
+        e.etype(),
+        ErrorType::Custom(slots::BUSY | slots::CLIENT_BUSY | upstream::UNRESOLVED)
+    );
+    if let (true, Some(answer)) = (ours, classify_error(e).answer) {
+        return match &e.context {
+            Some(detail) => format!("{}: {detail}", answer.reason),
+            None => answer.reason.into_owned(),
+        };
+    }
+    e.to_string().trim_start().to_string()
 }
 
 fn message_reason(code: u16) -> String {
@@ -261,6 +283,11 @@ mod tests {
             (ErrorType::WriteTimedout, 504, Some(UpstreamError::Timeout)),
             (
                 ErrorType::ConnectNoRoute,
+                502,
+                Some(UpstreamError::ConnectError),
+            ),
+            (
+                ErrorType::Custom(upstream::UNRESOLVED),
                 502,
                 Some(UpstreamError::ConnectError),
             ),
@@ -328,6 +355,36 @@ mod tests {
         let ours = Error::new_in(ErrorType::InternalError);
         let status = classify_error(&ours).answer.map(|a| a.status);
         assert_eq!(status, Some(500));
+    }
+
+    #[test]
+    fn an_upstream_name_that_does_not_resolve_is_told_apart_from_no_route() {
+        let unresolved = Error::explain(
+            ErrorType::Custom(upstream::UNRESOLVED),
+            "no-such-host.invalid:80: failed to lookup address information",
+        );
+        let answer = classify_error(&unresolved).answer;
+        assert_eq!(
+            answer,
+            Some(Answer::new(502, "upstream name does not resolve"))
+        );
+        assert_eq!(
+            log_reason(&unresolved),
+            "upstream name does not resolve: no-such-host.invalid:80: failed to lookup address information"
+        );
+        let no_route = classify_error(&Error::new(ErrorType::ConnectNoRoute)).answer;
+        assert_eq!(no_route, Some(Answer::new(502, "no route to upstream")));
+    }
+
+    #[test]
+    fn the_log_reason_of_an_error_without_source_has_no_leading_space() {
+        let e = Error::explain(ErrorType::ConnectNoRoute, "10.0.0.1:80");
+        assert_eq!(log_reason(&e), "ConnectNoRoute context: 10.0.0.1:80");
+        let busy = Error::explain(ErrorType::Custom(slots::BUSY), "no free upstream slot");
+        assert_eq!(
+            log_reason(&busy),
+            "too many concurrent requests: no free upstream slot"
+        );
     }
 
     #[test]

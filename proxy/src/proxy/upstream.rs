@@ -15,6 +15,11 @@ use pingora::{Error, ErrorType};
 
 use crate::config::{ListenerConfig, Timeouts};
 
+/// The error type of an upstream host name that does not resolve. Pingora has no type of its
+/// own for it, and its `ConnectNoRoute` means a network the host cannot reach (EHOSTUNREACH,
+/// ENETUNREACH), which sends an operator to the routing table rather than to DNS.
+pub(crate) const UNRESOLVED: &str = "UpstreamNameUnresolved";
+
 /// How long a resolved upstream address is used before it is looked up again.
 pub(crate) const REFRESH: Duration = Duration::from_secs(5);
 
@@ -61,19 +66,19 @@ impl Upstream {
                 return Ok(Box::new(c.0.clone()));
             }
         }
-        match tokio::net::lookup_host(self.authority.as_str()).await {
-            Ok(mut addrs) => {
-                if let Some(addr) = addrs.next() {
+        let why = match tokio::net::lookup_host(self.authority.as_str()).await {
+            Ok(mut addrs) => match addrs.next() {
+                Some(addr) => {
                     let peer = self.peer_for(addr);
                     self.resolved
                         .store(Some((peer.clone(), Instant::now()).into()));
                     return Ok(Box::new(peer));
                 }
-            }
-            Err(e) => {
-                tracing::warn!(upstream = %self.authority, error = %e, "cannot resolve the upstream");
-            }
-        }
+                None => "no address".to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(upstream = %self.authority, error = %why, "cannot resolve the upstream");
         match cached {
             Some(c) => {
                 // Keep the last address and try again after another period.
@@ -82,8 +87,8 @@ impl Upstream {
                 Ok(Box::new(c.0.clone()))
             }
             None => Err(Error::explain(
-                ErrorType::ConnectNoRoute,
-                format!("cannot resolve the upstream {}", self.authority),
+                ErrorType::Custom(UNRESOLVED),
+                format!("{}: {why}", self.authority),
             )),
         }
     }
