@@ -420,8 +420,277 @@ async fn a_host_name_upstream_is_resolved_and_an_unknown_one_is_502() {
             let (code, v) = get_json(&client, &p.url("/")).await;
             assert_eq!(code, want, "{host}: {v}");
             if want == 502 {
-                assert_eq!(v["reason"], "no route to upstream", "{v}");
+                // DNS, not routing: "no route to upstream" is a network the host cannot reach.
+                assert_eq!(v["reason"], "upstream name does not resolve", "{v}");
             }
         }
+        if want == 502 {
+            let line = p.access_line("status=\"502\"");
+            assert!(
+                line.contains(&format!(
+                    "reason=\"upstream name does not resolve: {host}: "
+                )),
+                "{line}"
+            );
+        }
     }
+}
+
+/// `openssl x509 -noout FLAG -nameopt RFC2253` of `cert`, without the `name=` prefix.
+fn openssl_x509(world: &World, cert: &openssl::x509::X509, flag: &str) -> String {
+    let p = world.path("x509-probe.pem");
+    std::fs::write(&p, cert.to_pem().unwrap()).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", flag, "-nameopt", "RFC2253", "-in"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let text = text.trim_end_matches('\n');
+    text.split_once('=').map_or(text, |(_, v)| v).to_string()
+}
+
+/// The log line of `needle`'s event with `field="value"`, waited for.
+fn log_line(p: &Proxy, needle: &str, field: &str) -> String {
+    wait_for(needle, Duration::from_secs(15), || {
+        p.log_text()
+            .lines()
+            .find(|l| l.contains(needle) && l.contains(field))
+            .map(str::to_string)
+    })
+}
+
+#[test]
+fn a_refused_handshake_names_the_client_and_the_certificate_it_presented() {
+    let mut w = World::new();
+    let stranger_ca = ca("Stranger CA");
+    let stranger = client(&[("O", "ci"), ("CN", "build-node-7")], &stranger_ca);
+    let revoked = client(&[("O", "ci"), ("CN", "build-node-9")], &w.ca);
+    let mut s = spec(&[("CN", "build-node-3")]);
+    s.not_before_days = -10;
+    s.not_after_days = -1;
+    let expired = certgate::pki::issue(&s, &w.ca).unwrap();
+    w.revoke(&revoked.cert);
+    for (name, who) in [
+        ("stranger", &stranger),
+        ("revoked", &revoked),
+        ("expired", &expired),
+    ] {
+        w.save(name, who);
+    }
+    let cfg = ProxyConfig {
+        client_auth: "required",
+        ..ProxyConfig::new(upstream())
+    };
+    let p = Proxy::start(&w, &cfg);
+    const REFUSED: &str = "client certificate refused in the handshake";
+
+    for (name, who, reason) in [
+        ("stranger", &stranger, "unknown CA"),
+        ("revoked", &revoked, "certificate revoked"),
+        ("expired", &expired, "certificate expired"),
+    ] {
+        let (c, k) = w.files(name);
+        let (_, out) = s_client(&w, &p, Some((&c, &k)), &["-tls1_3"]);
+        let line = log_line(&p, REFUSED, &format!("reason=\"{reason}\""));
+        // Independent of certgate's rendering: what the openssl CLI prints.
+        let subject = openssl_x509(&w, &who.cert, "-subject");
+        let issuer = openssl_x509(&w, &who.cert, "-issuer");
+        let serial = openssl_x509(&w, &who.cert, "-serial");
+        assert!(subject.starts_with("CN=build-node-"), "{subject}");
+        assert_eq!(serial.len(), 32, "{serial}");
+        let want = format!(
+            "listener=\"test\" reason=\"{reason}\" client=\"127.0.0.1\" subject=\"{subject}\" issuer=\"{issuer}\" serial=\"{serial}\""
+        );
+        assert!(
+            line.contains(&want),
+            "{name}: want {want}\nin {line}\n{out}"
+        );
+        // Never the certificate itself.
+        assert!(!line.contains("BEGIN") && !line.contains("MII"), "{line}");
+    }
+    // Without a certificate there is nothing to name but the client.
+    let _ = s_client(&w, &p, None, &["-tls1_3"]);
+    let line = log_line(&p, REFUSED, "reason=\"no certificate\"");
+    assert!(
+        line.contains("reason=\"no certificate\" client=\"127.0.0.1\"")
+            && !line.contains("subject=")
+            && !line.contains("serial="),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_mode_access_lines_name_the_presented_certificate_apart_from_user() {
+    let mut w = World::new();
+    let stranger_ca = ca("Stranger CA");
+    let stranger = client(&[("O", "ci"), ("CN", "stranger")], &stranger_ca);
+    let revoked = client(&[("O", "ci"), ("CN", "revoked")], &w.ca);
+    let good = client(&[("O", "ci"), ("CN", "good")], &w.ca);
+    let later = client(&[("O", "ci"), ("CN", "later")], &w.ca);
+    w.revoke(&revoked.cert);
+    let p = Proxy::start(&w, &ProxyConfig::new(upstream()));
+
+    for (who, path, code) in [
+        (Some(&stranger), "/stranger", 401),
+        (Some(&revoked), "/revoked", 401),
+        (Some(&good), "/good", 200),
+        (None, "/anonymous", 401),
+    ] {
+        let (got, v) = get_json(&https(&w, &p, who), &p.url(path)).await;
+        assert_eq!(got, code, "{path}: {v}");
+    }
+    let fields = |path: &str| {
+        let line = p.access_line(&format!("path=\"{path}\""));
+        let user = line.contains("user=\"\"");
+        let subject = line
+            .split_once("presented_subject=\"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(v, _)| v.to_string());
+        (user, subject, line)
+    };
+    for (path, subject) in [
+        ("/stranger", "CN=stranger,O=ci"),
+        ("/revoked", "CN=revoked,O=ci"),
+    ] {
+        let (user_empty, got, line) = fields(path);
+        assert!(user_empty, "user is a verified identity only: {line}");
+        assert_eq!(got.as_deref(), Some(subject), "{line}");
+        assert!(line.contains("refusal=\"bad_certificate\""), "{line}");
+    }
+    let (user_empty, got, line) = fields("/good");
+    assert!(!user_empty && line.contains("user=\"good\""), "{line}");
+    assert_eq!(got.as_deref(), Some("CN=good,O=ci"), "{line}");
+    let (_, got, line) = fields("/anonymous");
+    assert_eq!(got.as_deref(), Some(""), "{line}");
+
+    // Revoked after its handshake: refused on its next request on the same connection, and
+    // still named.
+    let c = https(&w, &p, Some(&later));
+    assert_eq!(get_json(&c, &p.url("/before")).await.0, 200);
+    w.revoke(&later.cert);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut n = 0;
+    loop {
+        n += 1;
+        if get_json(&c, &p.url(&format!("/after/{n}"))).await.0 == 401 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new CRL never refused the open connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (user_empty, got, line) = fields(&format!("/after/{n}"));
+    assert!(user_empty, "{line}");
+    assert_eq!(got.as_deref(), Some("CN=later,O=ci"), "{line}");
+    assert!(line.contains("reason=\"certificate revoked\""), "{line}");
+}
+
+#[test]
+fn plain_http_to_the_tls_port_gets_a_json_400_and_tls_is_unchanged() {
+    use std::io::{Read, Write};
+    let mut w = World::new();
+    w.save_refused_clients();
+    let mut cfg = ProxyConfig::new(upstream());
+    cfg.listener_extra = "    hsts: \"max-age=63072000\"\n";
+    let p = Proxy::start(&w, &cfg);
+
+    // The request line in pieces (the pauses only split it into segments): the answer waits
+    // for the space after the method.
+    let mut s = std::net::TcpStream::connect(p.addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for piece in [
+        &b"P"[..],
+        b"OS",
+        b"T /api?token=x HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        s.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let raw = read_all(&mut s);
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("{raw:?}"));
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 400 bad request\r\n"), "{raw}");
+    for h in [
+        "content-type: application/json",
+        "cache-control: no-store",
+        "connection: close",
+        &format!("content-length: {}", body.len()),
+    ] {
+        assert!(head.lines().any(|l| l == h), "{h} missing:\n{raw}");
+    }
+    // HSTS is for answers over TLS only (RFC 6797 §7.2).
+    assert!(!head.contains("strict-transport-security"), "{raw}");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"status": "FAIL", "message": "Bad Request",
+            "reason": "plain HTTP sent to the TLS port; use https://"})
+    );
+    // And closed: the read above ended.
+    assert_eq!(s.read(&mut [0u8; 1]).unwrap_or(0), 0);
+
+    // curl's plain request gets the same answer, not "Empty reply from server".
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+        .arg(format!("http://127.0.0.1:{}/x", p.addr.port()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.ends_with("\n400") && text.contains("use https://"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Bytes that are neither TLS nor a request line: the handshake fails them as before.
+    let mut junk = std::net::TcpStream::connect(p.addr).unwrap();
+    junk.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    junk.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
+    let reply = read_all(&mut junk);
+    assert!(!reply.contains("HTTP/1.1"), "{reply:?}");
+
+    // TLS clients on the same port: the handshakes and their verdicts are unchanged.
+    let (good, good_key) = w.files("good");
+    let (code, err) = curl(&w, &p, Some((&good, &good_key)), &["-f"]);
+    assert_eq!(code, 0, "{err}");
+    let (stranger, stranger_key) = w.files("stranger");
+    let (_, out) = s_client(&w, &p, Some((&stranger, &stranger_key)), &["-tls1_2"]);
+    assert!(out.contains("HTTP/1.1 401"), "{out}");
+
+    let m = wait_for(
+        "the plain requests counted",
+        Duration::from_secs(15),
+        || {
+            let m = p.metrics();
+            let n = |reason| {
+                metric(
+                    &m,
+                    "certgate_handshakes_total",
+                    &[("result", "fail"), ("reason", reason)],
+                )
+            };
+            (n("plain_http") >= 2.0 && n("protocol") >= 1.0 && n("unknown_ca") >= 1.0).then_some(m)
+        },
+    );
+    let n = |labels: &[(&str, &str)]| metric(&m, "certgate_handshakes_total", labels);
+    assert_eq!(
+        n(&[("result", "fail"), ("reason", "plain_http")]),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(n(&[("result", "fail"), ("reason", "protocol")]), 1.0, "{m}");
+    assert_eq!(n(&[("result", "ok"), ("reason", "verified")]), 1.0, "{m}");
+    let line = log_line(&p, "plain HTTP sent to the TLS port", "method=\"POST\"");
+    assert!(
+        line.contains("listener=\"test\" client=\"127.0.0.1\" method=\"POST\""),
+        "{line}"
+    );
+    assert!(!line.contains("token"), "{line}");
 }

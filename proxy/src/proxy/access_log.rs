@@ -83,6 +83,10 @@ access_record! {
     /// kind this build does not know.
     #[serde(deserialize_with = "lenient_refusal", serialize_with = "write_refusal")]
     refusal: Option<Option<RefusalKind>>,
+    /// The subject DN of the certificate the connection presented, verified or not (`user` is
+    /// only ever a verified identity): who a refused certificate claimed to be.
+    #[serde(deserialize_with = "lenient_string")]
+    presented_subject: Cow<'a, str>,
 }
 
 /// A field value as `tracing` records it.
@@ -162,7 +166,8 @@ pub(super) fn record(name: &str, session: &Session, e: Option<&Error>, ex: &Exch
     let Some(duration_ms) = ended else {
         return;
     };
-    let vpce = conn_auth(session).and_then(|c| c.vpce_id.clone());
+    let conn = conn_auth(session);
+    let vpce = conn.and_then(|c| c.vpce_id.clone());
     let req = session.req_header();
     let identity = ex.identity();
     // The groups the policy saw (its group_attribute), written as in x-certgate-groups, so
@@ -174,7 +179,7 @@ pub(super) fn record(name: &str, session: &Session, e: Option<&Error>, ex: &Exch
         .unwrap_or_default();
     let reason = match (outcome.reason(), e) {
         (Some(r), _) => r.to_string(),
-        (None, Some(e)) => e.to_string(),
+        (None, Some(e)) => super::errors::log_reason(e),
         (None, None) => String::new(),
     };
     let refusal = match outcome {
@@ -210,6 +215,7 @@ pub(super) fn record(name: &str, session: &Session, e: Option<&Error>, ex: &Exch
         reason: reason.into(),
         vpce: vpce.as_deref().unwrap_or("").into(),
         refusal: Some(refusal),
+        presented_subject: conn.map_or("", |c| c.auth.presented_subject()).into(),
     }
     .write();
 }
