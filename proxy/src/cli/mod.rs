@@ -133,8 +133,13 @@ fn init_cli_logging() {
 
 /// Logging for `run`, from the config's `log:` section.
 pub fn init_logging(format: LogFormat, level: &str) {
-    // Pingora logs every failed downstream handshake at error level; we count and log them ourselves.
-    let default = format!("{level},pingora_core::services::listening=off,pingora_proxy=warn");
+    // Pingora logs at error level what certgate logs and counts itself, with the request and
+    // client it concerns: every failed downstream handshake (listening), every failed request
+    // (proxy), and a pooled upstream connection it found busy before opening a new one
+    // (connectors) in the middle of ordinary keep-alive traffic. RUST_LOG brings them back.
+    let default = format!(
+        "{level},pingora_core::services::listening=off,pingora_proxy=off,pingora_core::connectors=off"
+    );
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
