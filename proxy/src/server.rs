@@ -88,6 +88,7 @@ pub(crate) fn run(config: Config) -> anyhow::Result<()> {
             })
             .collect(),
     )?;
+    watch_binds(shared.clone())?;
     shared.started.store(true, Ordering::Release);
     tracing::info!(
         listeners = ?shared.config.listeners.iter().map(|l| (&l.name, &l.listen)).collect::<Vec<_>>(),
@@ -125,6 +126,41 @@ fn check_listen_addresses(config: &Config) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// How long Pingora's listener binds are waited for: it retries an address in use once a
+/// second, 30 times, and then gives up in a panic that leaves the process up without it.
+const BIND_DEADLINE: Duration = Duration::from_secs(35);
+
+/// Waits until every listener address is listened on by this process (Pingora binds them on
+/// its own threads once the server runs). Another process can still take an address between
+/// `check_listen_addresses` and that bind; then certgate says which and exits rather than stay
+/// up without the listener.
+fn watch_binds(shared: Arc<Shared>) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("certgate-binds".into())
+        .spawn(move || {
+            let deadline = std::time::Instant::now() + BIND_DEADLINE;
+            loop {
+                let Some(addr) = crate::status::unbound_listener(&shared) else {
+                    shared.listening.store(true, Ordering::Release);
+                    return;
+                };
+                if std::time::Instant::now() >= deadline {
+                    tracing::error!(%addr, "a listener address could not be bound in {BIND_DEADLINE:?}: another process listens there; exiting");
+                    eprintln!(
+                        "error: {}: cannot listen on {addr}{}",
+                        shared.config.path.display(),
+                        crate::config::bind_fix(&std::io::Error::from(
+                            std::io::ErrorKind::AddrInUse
+                        ))
+                    );
+                    std::process::exit(1);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })?;
     Ok(())
 }
 

@@ -30,12 +30,7 @@ pub(crate) fn not_ready_reason(shared: &Shared) -> Option<String> {
     }
     if !shared.listening.load(Ordering::Acquire) {
         // Pingora binds the listener sockets after start-up, on its own threads.
-        match shared
-            .listeners
-            .iter()
-            .flat_map(|l| &l.config.listen)
-            .find(|a| !is_bound(a))
-        {
+        match unbound_listener(shared) {
             Some(addr) => return Some(format!("listener {addr} not bound yet")),
             None => shared.listening.store(true, Ordering::Release),
         }
@@ -54,10 +49,97 @@ pub(crate) fn not_ready_reason(shared: &Shared) -> Option<String> {
     None
 }
 
-/// Whether a socket listens on `addr`: binding it ourselves fails with "address in use". (A
-/// probe connection would be accepted and counted as a failed handshake.)
-fn is_bound(addr: &SocketAddr) -> bool {
-    matches!(std::net::TcpListener::bind(addr), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse)
+/// The first listener address that no socket of this process listens on yet.
+pub(crate) fn unbound_listener(shared: &Shared) -> Option<SocketAddr> {
+    let ours = own_listening();
+    shared
+        .listeners
+        .iter()
+        .flat_map(|l| &l.config.listen)
+        .find(|a| !ours(a))
+        .copied()
+}
+
+/// Which TCP addresses this process's own sockets listen on, asked of the kernel: another
+/// process that took an address while Pingora retried its bind must not read as this one (a
+/// probe connection would be accepted and counted as a failed handshake). Where `/proc` cannot
+/// be read, an address counts once it cannot be bound.
+fn own_listening() -> impl Fn(&SocketAddr) -> bool {
+    #[cfg(target_os = "linux")]
+    if let Some(ours) = linux::listening_sockets() {
+        return Box::new(move |a: &SocketAddr| ours.contains(a))
+            as Box<dyn Fn(&SocketAddr) -> bool>;
+    }
+    Box::new(
+        |a: &SocketAddr| matches!(std::net::TcpListener::bind(a), Err(e) if e.kind() == std::io::ErrorKind::AddrInUse),
+    )
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::collections::HashSet;
+    use std::net::SocketAddr;
+
+    use procfs::net::TcpState;
+    use procfs::process::{FDTarget, Process};
+
+    /// The local addresses of this process's listening TCP sockets (its open socket inodes
+    /// matched against the kernel's socket tables).
+    pub(super) fn listening_sockets() -> Option<HashSet<SocketAddr>> {
+        let inodes: HashSet<u64> = Process::myself()
+            .ok()?
+            .fd()
+            .ok()?
+            .flatten()
+            .filter_map(|fd| match fd.target {
+                FDTarget::Socket(inode) => Some(inode),
+                _ => None,
+            })
+            .collect();
+        let v4 = procfs::net::tcp().ok()?;
+        let v6 = procfs::net::tcp6().unwrap_or_default();
+        Some(
+            v4.into_iter()
+                .chain(v6)
+                .filter(|e| e.state == TcpState::Listen && inodes.contains(&e.inode))
+                .map(|e| e.local_address)
+                .collect(),
+        )
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use std::net::SocketAddr;
+
+        use super::listening_sockets;
+
+        #[test]
+        fn only_this_processs_listening_sockets_are_its_own() {
+            let mine = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = mine.local_addr().expect("addr");
+            assert!(listening_sockets().expect("/proc").contains(&addr));
+            // Held by another process: taken, but not ours.
+            let probe = "import socket,sys,time\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen()\nprint(s.getsockname()[1],flush=True)\ntime.sleep(30)";
+            let mut child = std::process::Command::new("python3")
+                .args(["-c", probe])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("python3");
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+                &mut line,
+            )
+            .expect("port");
+            let theirs: SocketAddr = format!("127.0.0.1:{}", line.trim()).parse().expect("port");
+            let ours = listening_sockets().expect("/proc");
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(!ours.contains(&theirs), "{theirs} is another process's");
+            drop(mine);
+            assert!(!listening_sockets().expect("/proc").contains(&addr));
+        }
+    }
 }
 
 /// The `/status` document: the process, each listener's report and the last reload.

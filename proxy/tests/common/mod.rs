@@ -205,6 +205,10 @@ thread_local! {
     static READY_PATH: std::cell::Cell<&'static str> = const { std::cell::Cell::new("/readyz") };
 }
 
+fn log_of(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
 /// A running `certgate run`.
 pub struct Proxy {
     pub child: Option<Child>,
@@ -340,7 +344,15 @@ impl Proxy {
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    return Err(format!("({status})\n{}", self.log_text()));
+                    return Err(format!("({status})\n{}", log_of(&self.log)));
+                }
+                // Another socket took the port between free_addr() and certgate's bind:
+                // Pingora retries it for 30 s before certgate gives up; start again now.
+                let log = log_of(&self.log);
+                if log.contains("is in use, will try again") {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    return Err(log);
                 }
             }
             let path = READY_PATH.with(|p| p.get());
@@ -367,7 +379,7 @@ impl Proxy {
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        log_of(&self.log)
     }
 
     /// The first access log line containing `needle`, waited for (15 s at most).
