@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::matcher::{set_bit, FxMap, Trie};
+use super::matcher::{has_bit, set_bit, FxMap, Trie};
 use super::spiffe::SpiffePattern;
 use super::{digest, error, load, Grant, Permission, Policy, PolicyError};
 
@@ -187,6 +187,29 @@ impl Policy {
             grants.warnings.push(format!(
                 "{}: anonymous: \"*\" lets requests without a certificate do everything",
                 grants.main_file.display()
+            ));
+        }
+        // A certificate holder does not hold `anonymous` (contract: anonymous XOR
+        // authenticated + groups + user), so a permission only anonymous requests hold can be
+        // refused (403) to a client that presents a valid certificate.
+        let only_anonymous: Vec<&str> = permissions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                has_bit(&anonymous.bits, *i)
+                    && !authenticated.star
+                    && !has_bit(&authenticated.bits, *i)
+            })
+            .map(|(_, p)| p.name.as_str())
+            .collect();
+        if !only_anonymous.is_empty() {
+            grants.warnings.push(format!(
+                "{}: anonymous: {} held without a certificate but not through authenticated: a client presenting a valid certificate holds {} only through its groups or user, and may get 403 where one without a certificate gets 200; add {} to authenticated if every client may have {}",
+                grants.main_file.display(),
+                only_anonymous.join(", "),
+                if only_anonymous.len() == 1 { "it" } else { "them" },
+                if only_anonymous.len() == 1 { "it" } else { "them" },
+                if only_anonymous.len() == 1 { "it" } else { "them" },
             ));
         }
         let warnings = grants.warnings;

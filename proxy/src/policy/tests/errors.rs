@@ -179,3 +179,23 @@ fn duplicates_in_one_file() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_permission_only_anonymous_holds_is_warned_about() {
+    let text = "permissions:\n  health: [\"GET /livez\"]\n  status: [\"GET /status\"]\nauthenticated: [status]\nanonymous: [health, status]\n";
+    let p = policy(text);
+    let w = p.warnings().join("\n");
+    assert!(
+        w.contains("anonymous: health held without a certificate but not through authenticated")
+            && w.contains("add it to authenticated"),
+        "{w}"
+    );
+    // The certificate holder of this policy is indeed refused what an anonymous request gets.
+    deny(&p, &Cert::new("x", &["G"]).p(), "GET", "/livez");
+    allow(&p, &Principal::Anonymous, "GET", "/livez");
+    // Granted through authenticated (or `"*"` there): nothing to say.
+    for authenticated in ["[status, health]", "[\"*\"]"] {
+        let p = policy(&text.replace("[status]\n", &format!("{authenticated}\n")));
+        assert!(p.warnings().is_empty(), "{:?}", p.warnings());
+    }
+}
