@@ -435,7 +435,10 @@ async fn from_certificates_fetches_the_cdp_an_intermediate_issued_certificate_na
     cfg.crl = "[]";
     cfg.tls_extra = "  crl_fetch:\n    from_certificates: true\n    refresh: 1s\n";
     // Discovered URLs never hold /readyz: ready at once. Bob's chain is the first to name the
-    // CDPs: refused until their CRLs land, then let in on the same connection.
+    // CDPs: refused until their CRLs land, then let in on the same connection. The CDPs answer
+    // 503 until his first request is decided (on localhost a fetch could otherwise land before
+    // it), then serve; the failed fetch is retried within seconds.
+    srv.set_mode(Mode::Unavailable);
     let p = Proxy::start(&w, &cfg);
     let bob_client = https_chain(&w, &p, &bob, &[&inter]);
     let (code, v) = get_json(&bob_client, &p.url("/")).await;
@@ -444,6 +447,7 @@ async fn from_certificates_fetches_the_cdp_an_intermediate_issued_certificate_na
         (401, Some("revocation status unknown")),
         "{v}"
     );
+    srv.set_mode(Mode::Serve);
     wait_for_code(&bob_client, &p, 200, None).await;
     // Bob's chain named both CDPs; once fetched, alice's is refused.
     let alice_client = https_chain(&w, &p, &alice, &[&inter]);
