@@ -387,24 +387,32 @@ fn go_agent_and_cli_net_http() {
     });
 }
 
-/// A refused Java run, run again (twice at most) when HttpClient reported
-/// `java.nio.channels.ClosedChannelException` instead of the alert. Seen once in about ten runs
-/// on this loaded machine, never in 60 on a quiet one: in TLS 1.3 HttpClient writes its request
-/// after its side of the handshake, and a JVM starved of CPU for longer than certgate keeps a
-/// refused connection open (1 s, alert_close::DRAIN_TIME) meets the reset on that write and
-/// reports it before the alert. Only that exact outcome is retried, and the last try must still
-/// say the alert.
+/// A refused Java run, run again (three times at most) when HttpClient lost the alert: it
+/// reported `java.nio.channels.ClosedChannelException`, or nothing until its request timeout.
+/// Seen in 2 of 12 and 3 of 16 TLS 1.3 refusals on a machine with three CPU hogs, never on a quiet
+/// one. Captured on loopback, certgate's side was the same every time: the alert, then FIN, no
+/// reset; the client closed 40-60 ms later without writing its request (and the same with
+/// certgate's FIN held back until the client closed). In TLS 1.3 HttpClient considers its
+/// handshake done before the server has checked the certificate, and when the alert lands
+/// while it is still setting up the connection it can drop it. Only these outcomes are retried,
+/// and the last try must still say the alert.
 fn java_refused(mut attempt: impl FnMut() -> Outcome) -> Outcome {
     let mut o = attempt();
-    for _ in 0..2 {
-        if !o.err.contains("java.nio.channels.ClosedChannelException") {
+    for _ in 0..3 {
+        if !JAVA_LOST_ALERT.iter().any(|lost| o.err.contains(lost)) {
             break;
         }
-        eprintln!("java lost the alert to a reset (starved JVM); trying again: {o:?}");
+        eprintln!("java lost the alert (a JDK HttpClient race); trying again: {o:?}");
         o = attempt();
     }
     o
 }
+
+/// What HttpClient reports when it dropped the alert it had read (see `java_refused`).
+const JAVA_LOST_ALERT: [&str; 2] = [
+    "java.nio.channels.ClosedChannelException",
+    "java.net.http.HttpTimeoutException",
+];
 
 /// Go's build cache, kept across runs (a cold build of net/http takes most of a minute).
 fn go_cache() -> PathBuf {
