@@ -12,7 +12,7 @@
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 /// The longest a refused client may keep the connection open after the alert. Clients close
 /// as soon as they read it; this only bounds the ones that do not.
@@ -43,16 +43,23 @@ impl Linger {
         if socket.shutdown().await.is_err() {
             return;
         }
-        let mut buf = [0u8; 4096];
-        let mut drained = 0;
-        let _ = tokio::time::timeout(DRAIN_TIME, async {
-            while drained < DRAIN_BYTES {
-                match socket.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => drained += n,
-                }
-            }
-        })
-        .await;
+        drain(&mut socket).await;
     }
+}
+
+/// Reads and drops what the client still sends after certgate's last word, until it closes,
+/// `DRAIN_TIME` passes or `DRAIN_BYTES` arrived: closing with unread data would reset the
+/// connection and could destroy that word before the client reads it.
+pub(super) async fn drain(io: &mut (impl AsyncRead + Unpin)) {
+    let mut buf = [0u8; 4096];
+    let mut drained = 0;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while drained < DRAIN_BYTES {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    })
+    .await;
 }

@@ -9,7 +9,7 @@ use pingora::protocols::l4::stream::Stream as TcpStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::alert_close::{DRAIN_BYTES, DRAIN_TIME};
+use super::alert_close;
 use crate::proxy::errors;
 
 /// The 400's `reason`.
@@ -87,17 +87,7 @@ pub(super) async fn refuse(mut io: TcpStream, deadline: Instant) {
     if !matches!(written, Ok(Ok(()))) {
         return;
     }
-    let mut buf = [0u8; 4096];
-    let mut drained = 0;
-    let _ = tokio::time::timeout(DRAIN_TIME, async {
-        while drained < DRAIN_BYTES {
-            match io.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => drained += n,
-            }
-        }
-    })
-    .await;
+    alert_close::drain(&mut io).await;
 }
 
 #[cfg(test)]
